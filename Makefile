@@ -1,0 +1,42 @@
+# mlfleet — the two commands: `make demo` and `make test`. Everything else is a step of those.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+TRITON_ENV := .venv-triton
+UV := $(VENV)/bin/uv
+export UV_LINK_MODE := copy
+
+.PHONY: install demo up test bench clean
+
+install: $(VENV)/.installed $(TRITON_ENV)/.installed
+
+$(UV):
+	@echo "==> creating $(VENV) with $(PYTHON)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check uv
+
+$(VENV)/.installed: pyproject.toml | $(UV)
+	@echo "==> installing mlfleet and its test tools into $(VENV)"
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test]'
+	@touch $@
+
+$(TRITON_ENV)/.installed: deploy/triton/requirements.txt | $(UV)
+	@echo "==> installing the Triton runtime into $(TRITON_ENV)"
+	$(UV) venv --quiet --allow-existing --python $(PYTHON) $(TRITON_ENV)
+	VIRTUAL_ENV=$(TRITON_ENV) $(UV) pip install --quiet -r deploy/triton/requirements.txt
+	@touch $@
+
+demo: install
+	$(VENV)/bin/mlfleet demo
+
+up: install
+	$(VENV)/bin/mlfleet up
+
+test: install
+	$(VENV)/bin/python -m pytest
+
+bench: install
+	$(VENV)/bin/python -m benchmarks.bench
+
+clean:
+	rm -rf $(VENV) $(TRITON_ENV) .mlfleet

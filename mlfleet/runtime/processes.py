@@ -1,0 +1,88 @@
+"""Start, wait for and stop the fleet's child processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def port_open(host: str, port: int, timeout_s: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return 200 <= response.status < 300
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def wait_until(predicate, *, timeout_s: float, interval_s: float = 0.05, what: str = "condition",
+               process: subprocess.Popen | None = None, log_file: Path | None = None) -> None:
+    """Poll ``predicate`` until true; fail early if ``process`` exits, with its log tail."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{what}: process exited with code {process.returncode}{_tail(log_file)}")
+        time.sleep(interval_s)
+    raise TimeoutError(f"{what}: not ready after {timeout_s:.0f}s{_tail(log_file)}")
+
+
+def _tail(log_file: Path | None, lines: int = 30) -> str:
+    if log_file is None or not Path(log_file).exists():
+        return ""
+    text = Path(log_file).read_text(errors="replace").splitlines()[-lines:]
+    return "\n--- last log lines ---\n" + "\n".join(text)
+
+
+def start_process(argv: list[str], *, log_file: Path, env: dict[str, str] | None = None,
+                  cwd: Path | None = None) -> subprocess.Popen:
+    """Start ``argv`` in its own process group, output appended to ``log_file``."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    out = open(log_file, "ab")
+    try:
+        return subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+    finally:
+        out.close()
+
+
+def stop_process(process: subprocess.Popen, *, timeout_s: float = 10.0) -> int | None:
+    """SIGTERM the process group, then SIGKILL what is left after ``timeout_s``."""
+    if process.poll() is None:
+        _signal_group(process, signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+    _signal_group(process, signal.SIGKILL)
+    try:
+        return process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _signal_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,148 @@
+"""One error hierarchy for the fleet, rendered as RFC 9457 problem+json.
+
+Domain modules raise ``MlfleetError`` subclasses and never import FastAPI; the
+transport layer installs :func:`install_error_handlers` to turn them, request
+validation errors and anything unexpected into ``application/problem+json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_JSON = "application/problem+json"
+logger = logging.getLogger("mlfleet.errors")
+
+
+class MlfleetError(Exception):
+    """Base of every error the fleet reports to a caller."""
+
+    status: int = 500
+    code: str = "internal-error"
+    title: str = "Internal error"
+
+    def __init__(self, detail: str = "", **extra: Any) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.extra = extra
+
+    def to_problem(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"https://mlfleet.dev/problems/{self.code}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            "code": self.code,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+
+class BadRequest(MlfleetError):
+    status, code, title = 400, "bad-request", "Bad request"
+
+
+class Unauthorized(MlfleetError):
+    status, code, title = 401, "unauthorized", "Authentication required"
+
+
+class Forbidden(MlfleetError):
+    status, code, title = 403, "forbidden", "Not allowed"
+
+
+class ModelNotFound(MlfleetError):
+    status, code, title = 404, "model-not-found", "Model not found"
+
+
+class VersionNotFound(MlfleetError):
+    status, code, title = 404, "version-not-found", "Model version not found"
+
+
+class NotFound(MlfleetError):
+    status, code, title = 404, "not-found", "Not found"
+
+
+class Conflict(MlfleetError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class RolloutConflict(Conflict):
+    code, title = "rollout-conflict", "Rollout conflict"
+
+
+class PayloadTooLarge(MlfleetError):
+    status, code, title = 413, "payload-too-large", "Payload too large"
+
+
+class UnsupportedMediaType(MlfleetError):
+    status, code, title = 415, "unsupported-media-type", "Unsupported media type"
+
+
+class InvalidInput(MlfleetError):
+    status, code, title = 422, "invalid-input", "Invalid input"
+
+
+class MissingFeatures(InvalidInput):
+    code, title = "missing-features", "Missing features"
+
+
+class VersionRejected(MlfleetError):
+    status, code, title = 422, "version-rejected", "Version rejected by validation gate"
+
+
+class BackendUnavailable(MlfleetError):
+    status, code, title = 503, "backend-unavailable", "Backend unavailable"
+
+
+class InferenceFailed(MlfleetError):
+    status, code, title = 502, "inference-failed", "Inference failed"
+
+
+class FeatureLookupTimeout(MlfleetError):
+    status, code, title = 504, "feature-lookup-timeout", "Feature lookup timed out"
+
+
+def problem_response(error: MlfleetError, request: Request | None = None) -> JSONResponse:
+    instance = request.url.path if request is not None else None
+    headers = {"X-Request-Id": request.headers["x-request-id"]} if request is not None and "x-request-id" in request.headers else None
+    return JSONResponse(error.to_problem(instance), status_code=error.status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
+    errors = []
+    for err in exc.errors():
+        errors.append({"loc": [str(p) for p in err.get("loc", ())], "msg": err.get("msg", ""), "type": err.get("type", "")})
+    return errors
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error of ``app`` as problem+json; never leak a stack trace."""
+
+    @app.exception_handler(MlfleetError)
+    async def _mlfleet_error(request: Request, exc: MlfleetError) -> JSONResponse:
+        return problem_response(exc, request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = _validation_errors(exc)
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem_response(BadRequest("Request body is not valid JSON", errors=errors), request)
+        return problem_response(InvalidInput("Request failed validation", errors=errors), request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = MlfleetError(str(exc.detail))
+        error.status, error.code, error.title = exc.status_code, f"http-{exc.status_code}", str(exc.detail)
+        return problem_response(error, request)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error on %s %s (request id %s)", request.method, request.url.path, request.headers.get("x-request-id", "-"))
+        return problem_response(MlfleetError("An unexpected error occurred; it has been logged."), request)

@@ -1,0 +1,126 @@
+"""Session fixtures that start real services on free ports: Redis, Triton, PostgreSQL, fleet processes.
+
+Build on each other: settings → real service → app → client. Nothing here is a fake.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from mlfleet.runtime.processes import free_port, http_ok, start_process, stop_process, wait_until
+from mlfleet.runtime.redis_server import redis_answers, start_redis
+from mlfleet.runtime.services import env_name, service_argv
+from mlfleet.runtime.triton import TritonLaunch, TritonRuntime
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("mlfleet")
+
+
+@pytest.fixture(scope="session")
+def redis_url(workdir) -> Iterator[str]:
+    """A Redis of the suite's own (``MLFLEET_TEST_REDIS_URL`` to use an external one)."""
+    external = os.environ.get("MLFLEET_TEST_REDIS_URL")
+    if external:
+        assert redis_answers(external), f"MLFLEET_TEST_REDIS_URL={external} does not answer"
+        yield external
+        return
+    port = free_port()
+    process = start_redis(port, workdir / "redis")
+    yield f"redis://127.0.0.1:{port}/0"
+    stop_process(process)
+
+
+@dataclass
+class TritonServer:
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    process: subprocess.Popen
+    log_file: Path
+
+    @property
+    def http_url(self) -> str:
+        return f"127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+
+def start_triton(workdir: Path) -> TritonServer:
+    launch = TritonLaunch(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), workdir=workdir)
+    log_file = workdir / "triton.log"
+    process = launch.start(TritonRuntime(), log_file=log_file)
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{launch.http_port}/v2/health/live"), timeout_s=60,
+               what="triton", process=process, log_file=log_file)
+    return TritonServer(launch.http_port, launch.grpc_port, launch.metrics_port, process, log_file)
+
+
+@pytest.fixture(scope="session")
+def triton(workdir) -> Iterator[TritonServer]:
+    """A real Triton server (CPU, Python backend) in explicit model-control mode."""
+    server = start_triton(workdir / "triton")
+    yield server
+    stop_process(server.process)
+
+
+def _postgres_admin_url() -> str:
+    return os.environ.get("MLFLEET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL (``MLFLEET_TEST_POSTGRES_URL`` to choose another)."""
+    admin = _postgres_admin_url()
+    name = f"mlfleet_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin.rsplit("/", 1)[0]
+    yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    port: int
+    process: subprocess.Popen
+    log_file: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def start_service(name: str, settings: dict[str, str], workdir: Path, *, port: int | None = None,
+                  ready_path: str = "/readyz", timeout_s: float = 60) -> ServiceProcess:
+    """Run ``services.<name>`` under uvicorn as its own process; ``settings`` are field → value."""
+    port = port or free_port()
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT)
+    env[env_name(name, "home")] = str(workdir)
+    for key, value in settings.items():
+        env[env_name(name, key)] = str(value)
+    log_file = workdir / f"{name}-{port}.log"
+    process = start_process(service_argv(name, host="127.0.0.1", port=port), log_file=log_file, env=env, cwd=ROOT)
+    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}{ready_path}"), timeout_s=timeout_s, what=name,
+               process=process, log_file=log_file)
+    return ServiceProcess(name, port, process, log_file, env)
