@@ -45,10 +45,9 @@ class FleetConfig:
             "redis_url": env.get("MLFLEET_REDIS_URL", cls.redis_url),
             "database_url": env.get("MLFLEET_DATABASE_URL") or None,
         }
-        for name in ("gateway", "registry", "features", "monitor"):
-            key = f"MLFLEET_{name.upper()}_PORT"
-            if key in env:
-                values[f"{name}_port"] = int(env[key])
+        for name in cls.__dataclass_fields__:
+            if name.endswith("_port") and f"MLFLEET_{name.upper()}" in env:
+                values[name] = int(env[f"MLFLEET_{name.upper()}"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

@@ -77,20 +77,48 @@ def triton(workdir) -> Iterator[TritonServer]:
     stop_process(server.process)
 
 
-def _postgres_admin_url() -> str:
-    return os.environ.get("MLFLEET_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+def _postgres_answers(url: str) -> bool:
+    try:
+        with psycopg.connect(url, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh database on the machine's PostgreSQL (``MLFLEET_TEST_POSTGRES_URL`` to choose another)."""
-    admin = _postgres_admin_url()
+def postgres_admin_url(workdir) -> Iterator[str]:
+    """A PostgreSQL server: ``MLFLEET_TEST_POSTGRES_URL``, else the machine's on 127.0.0.1:5432,
+    else one started from the ``pgserver`` wheel for this session."""
+    configured = os.environ.get("MLFLEET_TEST_POSTGRES_URL")
+    if configured:
+        assert _postgres_answers(configured), f"MLFLEET_TEST_POSTGRES_URL={configured} does not answer"
+        yield configured
+        return
+    local = "postgresql://postgres@127.0.0.1:5432/postgres"
+    if _postgres_answers(local):
+        yield local
+        return
+    import pgserver
+
+    server = pgserver.get_server(workdir / "postgres", cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_admin_url) -> Iterator[str]:
+    """A fresh database for this session, as a SQLAlchemy ``postgresql+psycopg`` URL."""
     name = f"mlfleet_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+    with psycopg.connect(postgres_admin_url, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    base = admin.rsplit("/", 1)[0]
-    yield f"postgresql+psycopg://{base.split('://', 1)[1]}/{name}"
-    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
+    info = psycopg.conninfo.conninfo_to_dict(postgres_admin_url)
+    info["dbname"] = name
+    query = f"?host={info['host']}" if str(info.get("host", "")).startswith("/") else ""
+    netloc = info.get("host", "") if not query else ""
+    if info.get("port") and not query:
+        netloc += f":{info['port']}"
+    yield f"postgresql+psycopg://{info.get('user', 'postgres')}@{netloc}/{name}{query}"
+    with psycopg.connect(postgres_admin_url, autocommit=True, connect_timeout=5) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

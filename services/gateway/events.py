@@ -1,0 +1,77 @@
+"""Prediction events to the Redis stream, off the request path.
+
+Requests only ``put_nowait`` into a bounded queue (a full queue drops the event and counts
+it). One background writer drains up to ``batch_size`` events at a time and writes them
+with one pipelined ``XADD … MAXLEN ~`` round trip. A slow or dead Redis costs events,
+never requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import redis.asyncio as aioredis
+
+from services.common.redis import PREDICTIONS_STREAM
+from services.common.schemas import PredictionEvent
+from services.gateway.metrics import GatewayMetrics
+
+logger = logging.getLogger("mlfleet.gateway.events")
+
+RETRY_PAUSE_S = 0.5
+
+
+class EventWriter:
+    def __init__(self, redis: aioredis.Redis, metrics: GatewayMetrics, *, queue_size: int, batch_size: int,
+                 maxlen: int) -> None:
+        self._redis = redis
+        self._metrics = metrics
+        self._queue: asyncio.Queue[PredictionEvent] = asyncio.Queue(maxsize=queue_size)
+        self._batch_size = batch_size
+        self._maxlen = maxlen
+        self._task: asyncio.Task | None = None
+
+    def enqueue(self, event: PredictionEvent) -> None:
+        """Never blocks: a full queue drops the event."""
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._metrics.events_dropped.labels("queue_full").inc()
+            return
+        self._metrics.events_enqueued.inc()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gateway-event-writer")
+
+    async def close(self, *, drain_timeout_s: float = 2.0) -> None:
+        """Write what is queued (bounded wait), then stop the writer."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(drain_timeout_s):
+                while not self._queue.empty() and self._task is not None and not self._task.done():
+                    await asyncio.sleep(0.01)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._batch_size and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            try:
+                await self._write(batch)
+            except Exception as exc:  # Redis down or slow: lose this batch, keep serving
+                self._metrics.events_dropped.labels("write_failed").inc(len(batch))
+                logger.warning("could not write %d prediction events: %s", len(batch), exc)
+                await asyncio.sleep(RETRY_PAUSE_S)
+            else:
+                self._metrics.events_written.inc(len(batch))
+
+    async def _write(self, batch: list[PredictionEvent]) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in batch:
+                pipe.xadd(PREDICTIONS_STREAM, {"event": event.model_dump_json()}, maxlen=self._maxlen, approximate=True)
+            await pipe.execute()

@@ -1,0 +1,45 @@
+"""Online features from Feast's Redis store, read in process with the async API (one call per request)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from feast import FeatureStore
+from prometheus_client import Histogram
+
+from services.common.errors import BackendUnavailable, FeatureLookupTimeout
+from services.gateway.tensors import FeatureColumns
+
+logger = logging.getLogger("mlfleet.gateway.features")
+
+
+class FeatureReader:
+    def __init__(self, store: FeatureStore, *, timeout_s: float, latency: Histogram) -> None:
+        self._store = store
+        self._timeout_s = timeout_s
+        self._latency = latency
+
+    async def lookup(self, features: Sequence[str], entity_rows: list[dict[str, Any]]) -> FeatureColumns:
+        """Values of ``features`` (``view:field``) per entity row, keyed by ``view:field``; ``None`` when absent."""
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._store.get_online_features_async(
+                    features=list(features), entity_rows=entity_rows, full_feature_names=True
+                )
+        except TimeoutError:
+            raise FeatureLookupTimeout(f"online feature lookup took longer than {self._timeout_s}s") from None
+        except Exception as exc:  # Feast raises many types (registry, Redis, proto); all mean "no features now"
+            logger.warning("feature lookup failed: %s", exc)
+            raise BackendUnavailable(f"online feature store failed: {type(exc).__name__}: {exc}") from None
+        finally:
+            self._latency.observe(time.perf_counter() - started)
+        columns = response.to_dict()
+        return {feature: columns[feature.replace(":", "__", 1)] for feature in features}
+
+    async def close(self) -> None:
+        await self._store.close()

@@ -1,0 +1,48 @@
+"""The gateway's Prometheus metrics, registered on the app's own registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class GatewayMetrics:
+    predictions: Counter
+    prediction_latency: Histogram
+    feature_latency: Histogram
+    triton_latency: Histogram
+    fallbacks: Counter
+    shadow_skipped: Counter
+    events_enqueued: Counter
+    events_dropped: Counter
+    events_written: Counter
+    policy_revision: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> "GatewayMetrics":
+        return cls(
+            predictions=Counter("mlfleet_gateway_predictions", "Prediction requests answered.",
+                                ["model", "version", "variant", "status"], registry=registry),
+            prediction_latency=Histogram("mlfleet_gateway_prediction_latency_seconds", "Time to answer a prediction request.",
+                                         ["model", "variant"], buckets=LATENCY_BUCKETS, registry=registry),
+            feature_latency=Histogram("mlfleet_gateway_feature_lookup_seconds", "Time of one online feature lookup.",
+                                      buckets=LATENCY_BUCKETS, registry=registry),
+            triton_latency=Histogram("mlfleet_gateway_triton_latency_seconds", "Time of one Triton inference call.",
+                                     ["model", "version"], buckets=LATENCY_BUCKETS, registry=registry),
+            fallbacks=Counter("mlfleet_gateway_fallbacks", "Canary inferences that failed and were answered by stable.",
+                              ["model"], registry=registry),
+            shadow_skipped=Counter("mlfleet_gateway_shadow_skipped", "Shadow mirrors skipped because too many were in flight.",
+                                   ["model"], registry=registry),
+            events_enqueued=Counter("mlfleet_gateway_events_enqueued", "Prediction events queued for the stream.",
+                                    registry=registry),
+            events_dropped=Counter("mlfleet_gateway_events_dropped", "Prediction events lost (queue full or Redis write failed).",
+                                   ["reason"], registry=registry),
+            events_written=Counter("mlfleet_gateway_events_written", "Prediction events written to the stream.",
+                                   registry=registry),
+            policy_revision=Gauge("mlfleet_gateway_policy_revision", "Revision of the routing table being served.",
+                                  registry=registry),
+        )

@@ -1,0 +1,37 @@
+"""Gateway settings, read from ``MLFLEET_GATEWAY_*`` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from services.common.settings import ServiceSettings
+
+
+class GatewaySettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="MLFLEET_GATEWAY_", extra="ignore")
+
+    port: int = Field(default=8080, ge=1, le=65535, description="Port the gateway listens on.")
+    registry_url: str = Field(default="http://127.0.0.1:8081", description="Base URL of the registry (routing table source).")
+    triton_grpc_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC endpoint (host:port) used for predictions.")
+    triton_http_url: str = Field(default="127.0.0.1:8000", description="Triton HTTP endpoint (host:port) behind the /v2 pass-through.")
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis for prediction events, policy messages and Feast.")
+    feast_dir: Path | None = Field(default=None, description="Feast repo folder (file registry); defaults to <home>/feast.")
+    inference_timeout_s: float = Field(default=2.0, gt=0, description="Deadline of one Triton call before answering 503.")
+    feature_timeout_s: float = Field(default=0.5, gt=0, description="Deadline of one online feature lookup before answering 504.")
+    registry_timeout_s: float = Field(default=2.0, gt=0, description="Deadline of one routing-table fetch from the registry.")
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
+    max_instances: int = Field(default=1024, ge=1, description="Most instances in one predict request (422 above).")
+    event_queue_size: int = Field(default=10_000, ge=1, description="Prediction events buffered in memory; more are dropped and counted.")
+    event_batch_size: int = Field(default=256, ge=1, description="Most events written to Redis in one pipeline.")
+    events_maxlen: int = Field(default=1_000_000, ge=1, description="Approximate length cap (MAXLEN ~) of the predictions stream.")
+    policy_poll_s: float = Field(default=5.0, gt=0, description="Period of the routing-table poll that repairs missed policy messages.")
+    shadow_max_in_flight: int = Field(default=64, ge=0, description="Most mirrored shadow inferences running at once; more are skipped.")
+
+    @model_validator(mode="after")
+    def _default_feast_dir(self) -> "GatewaySettings":
+        if self.feast_dir is None:
+            self.feast_dir = self.home / "feast"
+        return self

@@ -1,0 +1,82 @@
+"""Instances and online features → the FP32 input tensor, in signature order.
+
+Pure functions: the feature lookup itself happens in :mod:`services.gateway.features`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from services.common.errors import InvalidInput, MissingFeatures
+from services.common.schemas import InputSource, Signature
+
+FeatureColumns = Mapping[str, Sequence[Any]]
+"""Online feature values by ``view:field``, one value per instance."""
+
+
+def entity_rows(signature: Signature, instances: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The join keys of each instance, as Feast expects them."""
+    rows = []
+    for index, instance in enumerate(instances):
+        row = {}
+        for entity in signature.entities:
+            value = instance.get(entity)
+            if value is None:
+                raise InvalidInput(f"instance {index} lacks entity key {entity!r}", field=entity, instance=index)
+            if isinstance(value, bool) or not isinstance(value, (int, str)):
+                raise InvalidInput(f"instance {index}: entity key {entity!r} must be an integer or a string",
+                                   field=entity, instance=index)
+            row[entity] = value
+        rows.append(row)
+    return rows
+
+
+def build_tensor(signature: Signature, instances: Sequence[Mapping[str, Any]], features: FeatureColumns) -> np.ndarray:
+    """A ``[len(instances), len(signature.inputs)]`` FP32 array.
+
+    Request inputs are read from the instance, feast inputs from ``features``; a missing
+    value takes the input's ``default`` when it declares one, else the request fails:
+    422 ``invalid-input`` for a request field, 422 ``missing-features`` for features
+    (naming every missing feature and the entity it was looked up for).
+    """
+    tensor = np.empty((len(instances), len(signature.inputs)), dtype=np.float32)
+    missing = []
+    for row, instance in enumerate(instances):
+        absent = []
+        for column, spec in enumerate(signature.inputs):
+            if spec.source is InputSource.request:
+                value = instance.get(spec.name)
+                if value is None and spec.default is None:
+                    raise InvalidInput(f"instance {row} lacks field {spec.name!r}", field=spec.name, instance=row)
+            else:
+                value = features[spec.feature][row]
+                if value is None and spec.default is None:
+                    absent.append(spec.feature)
+                    continue
+            tensor[row, column] = spec.default if value is None else _number(value, spec.name, row)
+        if absent:
+            entity = {name: instance.get(name) for name in signature.entities}
+            missing.append({"instance": row, "entity": entity, "features": absent})
+    if missing:
+        raise MissingFeatures(_describe_missing(missing), missing=missing)
+    return tensor
+
+
+def _number(value: Any, name: str, row: int) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidInput(f"instance {row}: {name!r} must be a number, got {type(value).__name__}", field=name, instance=row)
+    number = float(value)
+    if not math.isfinite(number):
+        raise InvalidInput(f"instance {row}: {name!r} must be finite, got {value}", field=name, instance=row)
+    return number
+
+
+def _describe_missing(missing: list[dict[str, Any]]) -> str:
+    first = missing[0]
+    keys = ", ".join(f"{k}={v!r}" for k, v in first["entity"].items())
+    more = f" (and {len(missing) - 1} more instances)" if len(missing) > 1 else ""
+    return f"no value for {', '.join(first['features'])} for {keys}{more}"

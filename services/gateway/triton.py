@@ -1,0 +1,50 @@
+"""Inference on Triton over gRPC with one shared ``tritonclient.grpc.aio`` client."""
+
+from __future__ import annotations
+
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from services.common.errors import BackendUnavailable, InferenceFailed
+
+INPUT = "input"
+"""The tensor contract of every registered version (see the registry's Triton backend)."""
+
+UNAVAILABLE_STATUSES = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.NOT_FOUND", "StatusCode.CANCELLED"}
+
+
+class TritonInference:
+    """Runs one FP32 batch through one model version and returns its probabilities."""
+
+    def __init__(self, url: str, *, timeout_s: float) -> None:
+        self._client = grpcclient.InferenceServerClient(url)
+        self._timeout_s = timeout_s
+
+    async def probabilities(self, model: str, version: int, tensor: np.ndarray, *, output: str) -> np.ndarray:
+        """Raise ``BackendUnavailable`` (503) when Triton or the version cannot answer in time,
+        ``InferenceFailed`` (502) when the model itself fails."""
+        request_input = grpcclient.InferInput(INPUT, list(tensor.shape), "FP32")
+        request_input.set_data_from_numpy(tensor)
+        try:
+            result = await self._client.infer(
+                model, [request_input], model_version=str(version),
+                outputs=[grpcclient.InferRequestedOutput(output)], client_timeout=self._timeout_s,
+            )
+        except InferenceServerException as exc:
+            if exc.status() in UNAVAILABLE_STATUSES:
+                raise BackendUnavailable(f"Triton could not serve {model} v{version}: {exc.message()}") from None
+            raise InferenceFailed(f"{model} v{version} failed: {exc.message()}") from None
+        probabilities = result.as_numpy(output)
+        if probabilities is None:
+            raise InferenceFailed(f"{model} v{version} returned no {output!r} output")
+        return probabilities
+
+    async def live(self) -> bool:
+        try:
+            return await self._client.is_server_live(client_timeout=self._timeout_s)
+        except InferenceServerException:
+            return False
+
+    async def close(self) -> None:
+        await self._client.close()

@@ -1,0 +1,210 @@
+"""Per-minute aggregates of prediction events, and what a window of them says.
+
+Pure logic: no Redis, no FastAPI. One aggregate is a flat mapping of integer counters
+(``requests``, ``predictions``, ``errors``, ``errors:<code>``, ``lat:<i>``, ``lat_sum_us``,
+``score:<i>``, ``variant:<v>``), so that adding buckets is adding counters and Redis can
+apply them with ``HINCRBY``.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from pydantic import ValidationError
+
+from services.common.errors import InvalidInput
+from services.common.schemas import MODEL_NAME_PATTERN, PredictionEvent
+from services.monitor.schemas import LatencySummary, ScoreHistogram, VersionMetrics, Window
+
+BUCKET_S = 60
+DEFAULT_WINDOW_S = 300
+
+LATENCY_MIN_MS = 0.1
+LATENCY_STEPS_PER_DECADE = 20
+LATENCY_DECADES = 6
+LATENCY_EDGES_MS: tuple[float, ...] = (0.0,) + tuple(
+    LATENCY_MIN_MS * 10 ** (k / LATENCY_STEPS_PER_DECADE) for k in range(LATENCY_STEPS_PER_DECADE * LATENCY_DECADES + 1)
+)
+"""Lower edges of the latency buckets: [0, 0.1 ms) then 5 % wide log steps up to 100 s; the last is open."""
+
+SCORE_BINS = 20
+SCORE_EDGES: tuple[float, ...] = tuple(i / SCORE_BINS for i in range(SCORE_BINS + 1))
+
+MAX_ERROR_CODE_LEN = 64
+_MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
+
+
+class InvalidEvent(ValueError):
+    """A stream entry that cannot be counted; it is acknowledged and reported, never retried."""
+
+
+class BucketKey(NamedTuple):
+    model: str
+    version: int | None
+    minute: int
+
+
+def latency_bucket(latency_ms: float) -> int:
+    """Index ``i`` with ``LATENCY_EDGES_MS[i] <= latency_ms < LATENCY_EDGES_MS[i + 1]``."""
+    return bisect.bisect_right(LATENCY_EDGES_MS, latency_ms) - 1
+
+
+def score_bucket(score: float) -> int | None:
+    """Bin of a score, clamped into [0, 1]; ``None`` for NaN or infinity."""
+    if not math.isfinite(score):
+        return None
+    return min(max(int(score * SCORE_BINS), 0), SCORE_BINS - 1)
+
+
+def parse_event(raw: bytes | str | None) -> PredictionEvent:
+    """Validate one entry's ``event`` field, or raise :class:`InvalidEvent` saying why."""
+    if raw is None:
+        raise InvalidEvent("entry has no 'event' field")
+    try:
+        event = PredictionEvent.model_validate_json(raw)
+    except ValidationError as exc:
+        raise InvalidEvent(f"not a PredictionEvent: {exc.errors()[0].get('msg', 'invalid')}") from None
+    if not _MODEL_NAME.match(event.model):
+        raise InvalidEvent(f"invalid model name {event.model[:80]!r}")
+    if not math.isfinite(event.latency_ms):
+        raise InvalidEvent("latency_ms is not finite")
+    if not math.isfinite(event.timestamp) or event.timestamp < 0:
+        raise InvalidEvent("timestamp is not a valid unix time")
+    return event
+
+
+def bucket_key(event: PredictionEvent) -> BucketKey:
+    return BucketKey(event.model, event.version, int(event.timestamp // BUCKET_S))
+
+
+def event_counters(event: PredictionEvent) -> Counter[str]:
+    """The counters one event adds to its minute bucket."""
+    counters: Counter[str] = Counter(requests=1)
+    if event.status == "ok":
+        counters["predictions"] += event.instances
+    else:
+        counters["errors"] += 1
+        counters[f"errors:{(event.error_code or 'unknown')[:MAX_ERROR_CODE_LEN]}"] += 1
+    counters[f"lat:{latency_bucket(event.latency_ms)}"] += 1
+    counters["lat_sum_us"] += round(event.latency_ms * 1000)
+    for score in event.scores:
+        index = score_bucket(score)
+        if index is not None:
+            counters[f"score:{index}"] += 1
+    if event.variant is not None:
+        counters[f"variant:{event.variant.value}"] += 1
+    return counters
+
+
+def accumulate(events: Iterable[PredictionEvent]) -> dict[BucketKey, Counter[str]]:
+    """Sum the counters of ``events`` per (model, version, minute)."""
+    buckets: dict[BucketKey, Counter[str]] = {}
+    for event in events:
+        buckets.setdefault(bucket_key(event), Counter()).update(event_counters(event))
+    return buckets
+
+
+def merge(aggregates: Iterable[Mapping[str, int]]) -> Counter[str]:
+    total: Counter[str] = Counter()
+    for aggregate in aggregates:
+        total.update(aggregate)
+    return total
+
+
+def histogram(aggregate: Mapping[str, int], prefix: str, size: int) -> list[int]:
+    """Dense counts of the ``<prefix>:<i>`` counters, ``i`` in ``range(size)``."""
+    return [int(aggregate.get(f"{prefix}:{i}", 0)) for i in range(size)]
+
+
+def quantile(counts: Sequence[int], edges: Sequence[float], q: float) -> float | None:
+    """The ``q``-quantile of a histogram, interpolated linearly inside its bucket.
+
+    ``edges[i]`` is the lower edge of bucket ``i``; the last bucket is open above and
+    answers its lower edge. ``None`` for an empty histogram.
+    """
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile {q} is outside [0, 1]")
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank = q * total
+    below = 0
+    for i, count in enumerate(counts):
+        if count and below + count >= rank:
+            if i + 1 >= len(edges):
+                return edges[i]
+            low, high = edges[i], edges[i + 1]
+            return low + (high - low) * max(rank - below, 0.0) / count
+        below += count
+    raise AssertionError("unreachable: the ranks are covered by the counts")
+
+
+def summarize(version: int | None, aggregate: Mapping[str, int]) -> VersionMetrics:
+    """What a rollout controller needs about one version, from its summed buckets."""
+    requests = int(aggregate.get("requests", 0))
+    errors = int(aggregate.get("errors", 0))
+    latency = histogram(aggregate, "lat", len(LATENCY_EDGES_MS))
+    latency_ms = None
+    if requests and sum(latency):
+        p50, p95, p99 = (quantile(latency, LATENCY_EDGES_MS, q) for q in (0.50, 0.95, 0.99))
+        mean = aggregate.get("lat_sum_us", 0) / 1000 / sum(latency)
+        latency_ms = LatencySummary(p50=p50, p95=p95, p99=p99, mean=mean)
+    return VersionMetrics(
+        version=version,
+        requests=requests,
+        predictions=int(aggregate.get("predictions", 0)),
+        errors=errors,
+        error_rate=errors / requests if requests else 0.0,
+        errors_by_code=_suffixed(aggregate, "errors:"),
+        latency_ms=latency_ms,
+        score_histogram=ScoreHistogram(edges=list(SCORE_EDGES), counts=histogram(aggregate, "score", SCORE_BINS)),
+        variants=_suffixed(aggregate, "variant:"),
+    )
+
+
+def _suffixed(aggregate: Mapping[str, int], prefix: str) -> dict[str, int]:
+    return {k[len(prefix):]: int(v) for k, v in sorted(aggregate.items()) if k.startswith(prefix) and v}
+
+
+@dataclass(frozen=True)
+class MinuteRange:
+    """Minute buckets ``first..last`` (inclusive)."""
+
+    first: int
+    last: int
+
+    def minutes(self) -> range:
+        return range(self.first, self.last + 1)
+
+    def window(self) -> Window:
+        return Window(start=self.first * BUCKET_S, end=(self.last + 1) * BUCKET_S, bucket_s=BUCKET_S)
+
+
+def resolve_window(*, window_s: float | None, start: float | None, end: float | None, now: float,
+                   retention_s: float) -> MinuteRange:
+    """The minute buckets covering either the last ``window_s`` seconds or ``[start, end)``.
+
+    Raises :class:`InvalidInput` for a window that is empty, reversed, half given, given
+    both ways, or longer than the retention of the aggregates.
+    """
+    if window_s is not None and (start is not None or end is not None):
+        raise InvalidInput("give either window_s or start and end, not both")
+    if (start is None) != (end is None):
+        raise InvalidInput("start and end go together")
+    if start is None or end is None:
+        window_s = DEFAULT_WINDOW_S if window_s is None else window_s
+        start, end = now - window_s, now
+    for name, value in (("start", start), ("end", end)):
+        if not math.isfinite(value) or value < 0:
+            raise InvalidInput(f"{name} must be a unix time in seconds")
+    if end <= start:
+        raise InvalidInput("the window must be longer than zero seconds (start < end, window_s > 0)")
+    if end - start > retention_s:
+        raise InvalidInput(f"the window is longer than the {retention_s:.0f} s the aggregates are kept")
+    return MinuteRange(int(start // BUCKET_S), math.ceil(end / BUCKET_S) - 1)

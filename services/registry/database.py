@@ -1,0 +1,72 @@
+"""The registry's SQLAlchemy engine: SQLite by default, PostgreSQL (or any SQLAlchemy URL) by setting.
+
+SQLAlchemy runs synchronously here; :meth:`Database.transaction` runs one unit of work
+in a worker thread so the event loop never blocks on the database.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import anyio.to_thread
+from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.registry.models import POLICY_REVISION_COUNTER, Base, RevisionCounter
+
+P = ParamSpec("P")
+T = TypeVar("T")
+logger = logging.getLogger("mlfleet.registry.database")
+
+
+def _engine_options(url: str) -> dict[str, Any]:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return {"pool_pre_ping": True}
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return {"connect_args": {"check_same_thread": False, "timeout": 30}}
+
+
+class Database:
+    def __init__(self, url: str) -> None:
+        self.engine = create_engine(url, **_engine_options(url))
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def create_schema(self) -> None:
+        """Create missing tables and counters (Alembic migrations replace this later)."""
+        Base.metadata.create_all(self.engine)
+        try:
+            with self._sessions.begin() as session:
+                if session.get(RevisionCounter, POLICY_REVISION_COUNTER) is None:
+                    session.execute(insert(RevisionCounter).values(name=POLICY_REVISION_COUNTER, value=0))
+        except IntegrityError:
+            logger.info("revision counter created by another registry process")
+
+    async def transaction(self, work: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``work(session, ...)`` in one transaction, off the event loop; commit unless it raises."""
+        return await anyio.to_thread.run_sync(partial(self._run, work, *args, **kwargs))
+
+    def _run(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        with self._sessions.begin() as session:
+            return work(session, *args, **kwargs)
+
+    async def ping(self) -> bool:
+        def select_one(session: Session) -> None:
+            session.execute(select(text("1")))
+
+        try:
+            await self.transaction(select_one)
+        except SQLAlchemyError:
+            logger.warning("database is not reachable", exc_info=True)
+            return False
+        return True
+
+    def dispose(self) -> None:
+        self.engine.dispose()

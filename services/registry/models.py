@@ -1,0 +1,118 @@
+"""SQLAlchemy tables of the registry: models, versions, traffic policies, revisions, audit."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+POLICY_REVISION_COUNTER = "policy_revision"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UtcDateTime}
+
+
+class RegisteredModel(Base):
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    gates: Mapped[dict[str, Any]] = mapped_column(doc="Validation gates, e.g. {'min_auc': 0.9, 'min_accuracy': 0.85}.")
+    last_version: Mapped[int] = mapped_column(Integer, default=0, doc="Highest version number handed out.")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "version"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(32))
+    signature: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any]]
+    lineage: Mapped[dict[str, Any]]
+    reference_profile: Mapped[dict[str, Any]]
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    model: Mapped[RegisteredModel] = relationship(lazy="joined")
+
+
+class TrafficPolicy(Base):
+    """How a model's traffic is split; one row per model that has traffic set."""
+
+    __tablename__ = "traffic_policies"
+
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"), primary_key=True)
+    stable: Mapped[int] = mapped_column(Integer)
+    canary: Mapped[int | None] = mapped_column(Integer)
+    canary_percent: Mapped[float] = mapped_column(Float, default=0.0)
+    shadow: Mapped[int | None] = mapped_column(Integer)
+    previous_stable: Mapped[int | None] = mapped_column(Integer, doc="Kept loaded on Triton for instant rollback.")
+    revision: Mapped[int] = mapped_column(BigInteger, doc="Taken from the fleet-wide policy revision counter.")
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    model: Mapped[RegisteredModel] = relationship(lazy="joined")
+
+    @property
+    def loaded_versions(self) -> list[int]:
+        """Every version Triton must serve for this policy, ascending."""
+        named = {self.stable, self.canary, self.shadow, self.previous_stable}
+        return sorted(v for v in named if v is not None)
+
+
+class RevisionCounter(Base):
+    """Fleet-wide counters; incremented with an atomic UPDATE so concurrent writers never share a value."""
+
+    __tablename__ = "revision_counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class AuditEvent(Base):
+    """One write to the registry. ``model`` is a name, not a key, so history outlives its model."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_model_id", "model", "id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str | None] = mapped_column(String(63))
+    version: Mapped[int | None] = mapped_column(Integer)
+    detail: Mapped[dict[str, Any]]

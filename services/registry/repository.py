@@ -1,0 +1,119 @@
+"""Every query of the registry. Functions take the session first and everything else by keyword."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from services.registry.models import (
+    POLICY_REVISION_COUNTER,
+    AuditEvent,
+    ModelVersion,
+    RegisteredModel,
+    RevisionCounter,
+    TrafficPolicy,
+)
+
+
+def get_model(session: Session, *, name: str) -> RegisteredModel | None:
+    return session.scalars(select(RegisteredModel).where(RegisteredModel.name == name)).one_or_none()
+
+
+def list_models(session: Session) -> list[RegisteredModel]:
+    return list(session.scalars(select(RegisteredModel).order_by(RegisteredModel.name)))
+
+
+def add_model(session: Session, *, name: str, description: str, gates: dict[str, Any]) -> RegisteredModel:
+    model = RegisteredModel(name=name, description=description, gates=gates, last_version=0)
+    session.add(model)
+    session.flush()
+    return model
+
+
+def next_version_number(session: Session, *, model: RegisteredModel) -> int:
+    """Hand out the model's next version number; the row lock serialises concurrent uploads."""
+    statement = (
+        update(RegisteredModel)
+        .where(RegisteredModel.id == model.id)
+        .values(last_version=RegisteredModel.last_version + 1)
+        .returning(RegisteredModel.last_version)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(statement).scalar_one()
+
+
+def add_version(session: Session, *, model: RegisteredModel, version: int, sha256: str, size_bytes: int, status: str,
+                signature: dict[str, Any], metrics: dict[str, float], lineage: dict[str, Any],
+                reference_profile: dict[str, Any], description: str) -> ModelVersion:
+    row = ModelVersion(
+        model=model, version=version, sha256=sha256, size_bytes=size_bytes, status=status, signature=signature,
+        metrics=metrics, lineage=lineage, reference_profile=reference_profile, description=description,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_version(session: Session, *, model: RegisteredModel, version: int) -> ModelVersion | None:
+    statement = select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version == version)
+    return session.scalars(statement).one_or_none()
+
+
+def get_versions(session: Session, *, model: RegisteredModel, versions: Iterable[int]) -> dict[int, ModelVersion]:
+    statement = select(ModelVersion).where(ModelVersion.model_id == model.id, ModelVersion.version.in_(list(versions)))
+    return {row.version: row for row in session.scalars(statement)}
+
+
+def list_versions(session: Session, *, model: RegisteredModel) -> list[ModelVersion]:
+    statement = select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version)
+    return list(session.scalars(statement))
+
+
+def get_policy(session: Session, *, model: RegisteredModel) -> TrafficPolicy | None:
+    return session.get(TrafficPolicy, model.id)
+
+
+def list_policies(session: Session) -> list[TrafficPolicy]:
+    statement = select(TrafficPolicy).join(TrafficPolicy.model).order_by(RegisteredModel.name)
+    return list(session.scalars(statement))
+
+
+def next_policy_revision(session: Session) -> int:
+    """The next fleet-wide policy revision; concurrent transactions wait on the counter's row lock."""
+    statement = (
+        update(RevisionCounter)
+        .where(RevisionCounter.name == POLICY_REVISION_COUNTER)
+        .values(value=RevisionCounter.value + 1)
+        .returning(RevisionCounter.value)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(statement).scalar_one()
+
+
+def save_policy(session: Session, *, model: RegisteredModel, stable: int, canary: int | None, canary_percent: float,
+                shadow: int | None, previous_stable: int | None, revision: int) -> TrafficPolicy:
+    policy = session.get(TrafficPolicy, model.id) or TrafficPolicy(model=model)
+    policy.stable, policy.canary, policy.canary_percent, policy.shadow = stable, canary, canary_percent, shadow
+    policy.previous_stable, policy.revision = previous_stable, revision
+    session.add(policy)
+    session.flush()
+    return policy
+
+
+def add_audit(session: Session, *, actor: str, action: str, model: str | None, version: int | None = None,
+              detail: dict[str, Any] | None = None) -> AuditEvent:
+    event = AuditEvent(actor=actor, action=action, model=model, version=version, detail=detail or {})
+    session.add(event)
+    session.flush()
+    return event
+
+
+def list_audit(session: Session, *, model: str | None, limit: int) -> list[AuditEvent]:
+    """The newest ``limit`` events, newest first, optionally of one model."""
+    statement = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
+    if model is not None:
+        statement = statement.where(AuditEvent.model == model)
+    return list(session.scalars(statement))

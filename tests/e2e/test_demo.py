@@ -1,0 +1,27 @@
+"""The README's first command, end to end: ``mlfleet demo --exit`` on an isolated fleet."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+
+def test_demo_runs_end_to_end_and_exits_zero(fleet_env, mlfleet_command):
+    result = subprocess.run(mlfleet_command + ["demo", "--exit", "--requests", "600"], env=fleet_env,
+                            capture_output=True, text=True, timeout=420)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    sent = re.search(r"Sent ([\d,]+) predictions in .*?, (\d+) errors", output)
+    assert sent, output[-4000:]
+    assert int(sent.group(1).replace(",", "")) == 600
+    assert int(sent.group(2)) == 0
+    answered = re.search(r"Per version \(as answered\):\s+(.*)", output).group(1)
+    counts = {int(v): int(n.replace(",", "")) for v, n in re.findall(r"v(\d+): ([\d,]+)", answered)}
+    assert sum(counts.values()) == 600
+    assert set(counts) == {1, 2}, "both the stable and the 10 % canary version should have answered"
+    assert counts[2] < counts[1]
+    monitored = re.search(r"as the monitor counted from the event stream\):\s+(.*)", output)
+    assert monitored, "the monitor's counts were not printed"
+    monitor_counts = {int(v): int(n.replace(",", "")) for v, n in re.findall(r"v(\d+): ([\d,]+) requests", monitored.group(1))}
+    assert monitor_counts == counts, "every prediction event reached the monitor exactly once"
+    assert "Fleet stopped." in output

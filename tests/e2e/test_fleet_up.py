@@ -1,0 +1,54 @@
+"""``mlfleet up`` starts every part as its own process and stops them all on SIGTERM."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+
+import psutil
+import pytest
+
+from mlfleet.runtime.processes import http_ok, port_open
+
+SERVICES = ("gateway", "registry", "features", "monitor")
+
+
+def _wait_for_line(process: subprocess.Popen, marker: str, timeout_s: float) -> list[str]:
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            if process.poll() is not None:
+                break
+            continue
+        lines.append(line.rstrip())
+        if marker in line:
+            return lines
+    pytest.fail(f"{marker!r} never printed; output so far:\n" + "\n".join(lines))
+
+
+def test_up_starts_everything_and_stops_cleanly(fleet_env, mlfleet_command):
+    process = subprocess.Popen(mlfleet_command + ["up"], env=fleet_env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    try:
+        output = _wait_for_line(process, "Serving.", timeout_s=180)
+        children = psutil.Process(process.pid).children(recursive=True)
+        ports = {name: int(fleet_env[f"MLFLEET_{name.upper()}_PORT"]) for name in SERVICES}
+        for name, port in ports.items():
+            assert http_ok(f"http://127.0.0.1:{port}/readyz"), f"{name} not ready"
+            assert any(f"http://127.0.0.1:{port}/docs" in line for line in output), f"{name} docs URL not printed"
+        assert any("embedded" in line for line in output), "the embedded Redis was not reported"
+        # Triton, redis-server and four uvicorn processes at least.
+        assert len(children) >= 6
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"processes left behind: {[p.pid for p in alive]}"
+    all_ports = [int(v) for k, v in fleet_env.items() if k.startswith("MLFLEET_") and k.endswith("_PORT")]
+    all_ports.append(int(fleet_env["MLFLEET_REDIS_URL"].rsplit(":", 1)[1].split("/")[0]))
+    assert not [p for p in all_ports if port_open("127.0.0.1", p)], "a port is still in use after stop"
