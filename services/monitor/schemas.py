@@ -66,7 +66,9 @@ class ConsumerStats(BaseModel):
     processed_by_this_consumer: int = Field(description="Events this process counted since it started.")
     pending: int = Field(description="Entries delivered to a consumer of the group and not yet acknowledged.")
     stream_length: int
-    lag_s: float = Field(description="Age gap between the newest entry of the stream and the last one delivered to the group.")
+    lag_s: float = Field(
+        description="Seconds between the newest entry of the stream and the last one delivered to the group."
+    )
     processing_lag_s: float | None = Field(
         description="Seconds between the newest entry of this process's last batch being added and being counted."
     )

@@ -122,17 +122,17 @@ def histogram(aggregate: Mapping[str, int], prefix: str, size: int) -> list[int]
     return [int(aggregate.get(f"{prefix}:{i}", 0)) for i in range(size)]
 
 
-def quantile(counts: Sequence[int], edges: Sequence[float], q: float) -> float | None:
-    """The ``q``-quantile of a histogram, interpolated linearly inside its bucket.
+def quantile(counts: Sequence[int], edges: Sequence[float], q: float) -> float:
+    """The ``q``-quantile of a non-empty histogram, interpolated linearly inside its bucket.
 
     ``edges[i]`` is the lower edge of bucket ``i``; the last bucket is open above and
-    answers its lower edge. ``None`` for an empty histogram.
+    answers its lower edge.
     """
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"quantile {q} is outside [0, 1]")
     total = sum(counts)
     if total == 0:
-        return None
+        raise ValueError("an empty histogram has no quantiles")
     rank = q * total
     below = 0
     for i, count in enumerate(counts):
@@ -145,16 +145,20 @@ def quantile(counts: Sequence[int], edges: Sequence[float], q: float) -> float |
     raise AssertionError("unreachable: the ranks are covered by the counts")
 
 
+def latency_summary(counts: Sequence[int], sum_us: int) -> LatencySummary | None:
+    """Percentiles and mean of a latency histogram; ``None`` when it is empty."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    p50, p95, p99 = (quantile(counts, LATENCY_EDGES_MS, q) for q in (0.50, 0.95, 0.99))
+    return LatencySummary(p50=p50, p95=p95, p99=p99, mean=sum_us / 1000 / total)
+
+
 def summarize(version: int | None, aggregate: Mapping[str, int]) -> VersionMetrics:
     """What a rollout controller needs about one version, from its summed buckets."""
     requests = int(aggregate.get("requests", 0))
     errors = int(aggregate.get("errors", 0))
     latency = histogram(aggregate, "lat", len(LATENCY_EDGES_MS))
-    latency_ms = None
-    if requests and sum(latency):
-        p50, p95, p99 = (quantile(latency, LATENCY_EDGES_MS, q) for q in (0.50, 0.95, 0.99))
-        mean = aggregate.get("lat_sum_us", 0) / 1000 / sum(latency)
-        latency_ms = LatencySummary(p50=p50, p95=p95, p99=p99, mean=mean)
     return VersionMetrics(
         version=version,
         requests=requests,
@@ -162,7 +166,7 @@ def summarize(version: int | None, aggregate: Mapping[str, int]) -> VersionMetri
         errors=errors,
         error_rate=errors / requests if requests else 0.0,
         errors_by_code=_suffixed(aggregate, "errors:"),
-        latency_ms=latency_ms,
+        latency_ms=latency_summary(latency, int(aggregate.get("lat_sum_us", 0))),
         score_histogram=ScoreHistogram(edges=list(SCORE_EDGES), counts=histogram(aggregate, "score", SCORE_BINS)),
         variants=_suffixed(aggregate, "variant:"),
     )
@@ -199,6 +203,8 @@ def resolve_window(*, window_s: float | None, start: float | None, end: float | 
         raise InvalidInput("start and end go together")
     if start is None or end is None:
         window_s = DEFAULT_WINDOW_S if window_s is None else window_s
+        if not math.isfinite(window_s):
+            raise InvalidInput("window_s must be a finite number of seconds")
         start, end = now - window_s, now
     for name, value in (("start", start), ("end", end)):
         if not math.isfinite(value) or value < 0:
