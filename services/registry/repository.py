@@ -15,6 +15,7 @@ from services.registry.models import (
     RegisteredModel,
     RevisionCounter,
     TrafficPolicy,
+    utcnow,
 )
 
 
@@ -97,7 +98,7 @@ def save_policy(session: Session, *, model: RegisteredModel, stable: int, canary
                 shadow: int | None, previous_stable: int | None, revision: int) -> TrafficPolicy:
     policy = session.get(TrafficPolicy, model.id) or TrafficPolicy(model=model)
     policy.stable, policy.canary, policy.canary_percent, policy.shadow = stable, canary, canary_percent, shadow
-    policy.previous_stable, policy.revision = previous_stable, revision
+    policy.previous_stable, policy.revision, policy.updated_at = previous_stable, revision, utcnow()
     session.add(policy)
     session.flush()
     return policy

@@ -41,9 +41,11 @@ class RegistrySettings(ServiceSettings):
     )
 
     @model_validator(mode="after")
-    def _defaults_under_home(self) -> "RegistrySettings":
+    def _database_under_home(self) -> "RegistrySettings":
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.home / 'registry.db').resolve()}"
-        if self.artifacts_dir is None:
-            self.artifacts_dir = self.home / "artifacts"
         return self
+
+    @property
+    def artifacts_root(self) -> Path:
+        return self.artifacts_dir or self.home / "artifacts"

@@ -1,0 +1,170 @@
+"""Traffic policies: change a model's split (load on Triton → persist → announce), the routing
+table gateways poll, and keeping Triton in step with the persisted policies."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import anyio.to_thread
+from sqlalchemy.orm import Session
+
+from services.common.errors import MlfleetError, VersionNotFound
+from services.common.schemas import ModelRoute, PolicyChanged, RoutingTable, Signature, VersionRoute
+from services.registry import repository
+from services.registry.artifacts import ArtifactStore
+from services.registry.catalog import require_model
+from services.registry.database import Database
+from services.registry.models import TrafficPolicy
+from services.registry.publisher import PolicyPublisher
+from services.registry.schemas import TrafficPublic, TrafficUpdate
+from services.registry.telemetry import RegistryMetrics
+from services.registry.triton_repository import TritonRepository
+
+logger = logging.getLogger("mlfleet.registry.traffic")
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What Triton must serve for a policy: version → artifact sha256."""
+
+    model: str
+    artifacts: dict[int, str]
+
+
+def traffic_public(model: str, policy: TrafficPolicy | None) -> TrafficPublic:
+    if policy is None:
+        return TrafficPublic(model=model, stable=None, canary=None, canary_percent=0.0, shadow=None, revision=0,
+                             updated_at=None)
+    return TrafficPublic(model=model, stable=policy.stable, canary=policy.canary, canary_percent=policy.canary_percent,
+                         shadow=policy.shadow, revision=policy.revision, updated_at=policy.updated_at)
+
+
+def previous_stable_after(policy: TrafficPolicy | None, update: TrafficUpdate) -> int | None:
+    """The version kept loaded for instant rollback once ``update`` applies."""
+    if policy is None:
+        return None
+    kept = policy.stable if policy.stable != update.stable else policy.previous_stable
+    return kept if kept not in update.versions else None
+
+
+class TrafficController:
+    def __init__(self, *, database: Database, artifacts: ArtifactStore, triton: TritonRepository,
+                 publisher: PolicyPublisher, metrics: RegistryMetrics) -> None:
+        self._database = database
+        self._artifacts = artifacts
+        self._triton = triton
+        self._publisher = publisher
+        self._metrics = metrics
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def get(self, *, model: str) -> TrafficPublic:
+        def work(session: Session) -> TrafficPublic:
+            registered = require_model(session, name=model)
+            return traffic_public(model, repository.get_policy(session, model=registered))
+
+        return await self._database.transaction(work)
+
+    async def set(self, *, model: str, update: TrafficUpdate, actor: str) -> TrafficPublic:
+        """Load the versions ``update`` needs on Triton, then persist it under a new revision and announce it.
+
+        Changes of one model are serialised in this process; Triton is loaded before the
+        database changes, so a policy is never visible before Triton can serve it.
+        """
+        async with self._locks[model]:
+            plan = await self._database.transaction(_plan, model=model, update=update)
+            await self._load(plan)
+            public = await self._database.transaction(_persist, model=model, update=update, actor=actor)
+        await self._publisher.publish(PolicyChanged(model=model, revision=public.revision))
+        return public
+
+    async def routing_table(self) -> RoutingTable:
+        return await self._database.transaction(_routing_table)
+
+    async def reconcile(self) -> list[str]:
+        """Reload every model whose policy needs versions Triton does not serve; the models reloaded."""
+        plans = await self._database.transaction(_all_plans)
+        reloaded = []
+        for plan in plans:
+            async with self._locks[plan.model]:
+                ready = await self._triton.ready_versions(plan.model, plan.artifacts)
+                if ready == set(plan.artifacts):
+                    continue
+                logger.info("Triton lacks versions %s of %s; reloading", sorted(set(plan.artifacts) - ready), plan.model)
+                await self._load(plan)
+                reloaded.append(plan.model)
+        return reloaded
+
+    async def keep_triton_in_step(self, interval_s: float) -> None:
+        """Run :meth:`reconcile` now and every ``interval_s``, logging (never raising) failures."""
+        while True:
+            try:
+                await self.reconcile()
+            except MlfleetError as exc:
+                logger.warning("could not bring Triton in step with the traffic policies: %s", exc.detail)
+            except Exception:
+                logger.exception("unexpected error while bringing Triton in step with the traffic policies")
+            await asyncio.sleep(interval_s)
+
+    async def _load(self, plan: LoadPlan) -> None:
+        artifacts = {
+            version: await anyio.to_thread.run_sync(self._artifacts.read, sha256)
+            for version, sha256 in plan.artifacts.items()
+        }
+        started, outcome = time.perf_counter(), "failed"
+        try:
+            await self._triton.load(plan.model, artifacts)
+            outcome = "loaded"
+        finally:
+            self._metrics.triton_loads.labels(outcome=outcome).observe(time.perf_counter() - started)
+
+
+def _plan(session: Session, *, model: str, update: TrafficUpdate) -> LoadPlan:
+    registered = require_model(session, name=model)
+    policy = repository.get_policy(session, model=registered)
+    kept = previous_stable_after(policy, update)
+    wanted = update.versions | ({kept} if kept is not None else set())
+    rows = repository.get_versions(session, model=registered, versions=wanted)
+    missing = sorted(update.versions - set(rows))
+    if missing:
+        raise VersionNotFound(f"model {model!r} has no version {', '.join(map(str, missing))}")
+    return LoadPlan(model=model, artifacts={v: row.sha256 for v, row in rows.items()})
+
+
+def _persist(session: Session, *, model: str, update: TrafficUpdate, actor: str) -> TrafficPublic:
+    registered = require_model(session, name=model)
+    previous = repository.get_policy(session, model=registered)
+    before = traffic_public(model, previous).model_dump(mode="json", include={"stable", "canary", "canary_percent", "shadow"})
+    previous_stable = previous_stable_after(previous, update)
+    policy = repository.save_policy(
+        session, model=registered, stable=update.stable, canary=update.canary, canary_percent=update.canary_percent,
+        shadow=update.shadow, previous_stable=previous_stable, revision=repository.next_policy_revision(session),
+    )
+    repository.add_audit(session, actor=actor, action="traffic.set", model=model, version=update.stable,
+                         detail={"before": before, "after": update.model_dump(mode="json"), "revision": policy.revision,
+                                 "loaded_versions": policy.loaded_versions})
+    return traffic_public(model, policy)
+
+
+def _plan_of(session: Session, policy: TrafficPolicy) -> LoadPlan:
+    rows = repository.get_versions(session, model=policy.model, versions=policy.loaded_versions)
+    return LoadPlan(model=policy.model.name, artifacts={v: row.sha256 for v, row in rows.items()})
+
+
+def _all_plans(session: Session) -> list[LoadPlan]:
+    return [_plan_of(session, policy) for policy in repository.list_policies(session)]
+
+
+def _routing_table(session: Session) -> RoutingTable:
+    routes = []
+    for policy in repository.list_policies(session):
+        rows = repository.get_versions(session, model=policy.model, versions=policy.loaded_versions)
+        routes.append(ModelRoute(
+            model=policy.model.name, revision=policy.revision, stable=policy.stable, canary=policy.canary,
+            canary_percent=policy.canary_percent, shadow=policy.shadow,
+            versions=[VersionRoute(version=v, signature=Signature.model_validate(rows[v].signature)) for v in sorted(rows)],
+        ))
+    return RoutingTable(revision=max((r.revision for r in routes), default=0), models=routes)

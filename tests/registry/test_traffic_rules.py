@@ -1,0 +1,52 @@
+import pytest
+from pydantic import ValidationError
+
+from services.registry.models import TrafficPolicy
+from services.registry.schemas import TrafficUpdate
+from services.registry.traffic import previous_stable_after
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ({"stable": 1, "canary_percent": 10}, "needs a canary"),
+        ({"stable": 1, "canary": 1, "canary_percent": 10}, "canary must differ"),
+        ({"stable": 1, "shadow": 1}, "shadow must differ"),
+        ({"stable": 1, "canary": 2, "canary_percent": 10.005}, "two decimals"),
+        ({"stable": 1, "canary": 2, "canary_percent": 100.5}, "less than or equal to 100"),
+        ({"stable": 0}, "greater than or equal to 1"),
+    ],
+)
+def test_inconsistent_traffic_updates_are_refused(body, message):
+    with pytest.raises(ValidationError, match=message):
+        TrafficUpdate.model_validate(body)
+
+
+def test_canary_percent_keeps_two_decimals():
+    assert TrafficUpdate(stable=1, canary=2, canary_percent=12.34).canary_percent == 12.34
+
+
+def _policy(stable, previous_stable=None):
+    return TrafficPolicy(stable=stable, canary=None, canary_percent=0.0, shadow=None, previous_stable=previous_stable,
+                         revision=1)
+
+
+def test_first_policy_keeps_nothing_for_rollback():
+    assert previous_stable_after(None, TrafficUpdate(stable=1)) is None
+
+
+def test_a_new_stable_keeps_the_old_one_for_rollback():
+    assert previous_stable_after(_policy(1), TrafficUpdate(stable=2)) == 1
+
+
+def test_an_unchanged_stable_keeps_the_earlier_rollback_target():
+    assert previous_stable_after(_policy(2, previous_stable=1), TrafficUpdate(stable=2, canary=3, canary_percent=5)) == 1
+
+
+def test_a_rollback_target_that_is_already_named_is_not_repeated():
+    assert previous_stable_after(_policy(1), TrafficUpdate(stable=2, canary=1, canary_percent=50)) is None
+
+
+def test_loaded_versions_are_every_named_version():
+    policy = TrafficPolicy(stable=3, canary=4, canary_percent=10.0, shadow=5, previous_stable=2, revision=7)
+    assert policy.loaded_versions == [2, 3, 4, 5]
