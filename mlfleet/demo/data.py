@@ -34,7 +34,7 @@ feature_columns: tuple[str, ...] = (
     "merchant_stats:merchant_fraud_rate_30d",
     "merchant_stats:category_code",
 )
-"""Feast features (``view:field``) the demo model reads, in model-input order after the request fields."""
+"""Feast features (``view:field``) the demo model reads, in input order after the request fields."""
 
 entity_columns: tuple[str, ...] = ("user_id", "merchant_id")
 """Join keys each request carries for the feature lookups."""
@@ -47,8 +47,18 @@ WINDOW = timedelta(days=7)
 SNAPSHOT_INTERVAL = timedelta(days=7)
 """How much older an entity's previous snapshot is than its latest one."""
 
-CATEGORIES = ("grocery", "fuel", "restaurant", "retail", "online_retail", "electronics",
-              "travel", "jewelry", "digital_goods", "gambling")
+CATEGORIES = (
+    "grocery",
+    "fuel",
+    "restaurant",
+    "retail",
+    "online_retail",
+    "electronics",
+    "travel",
+    "jewelry",
+    "digital_goods",
+    "gambling",
+)
 """Merchant categories; ``category_code`` is the index into this tuple."""
 
 _CATEGORY_WEIGHT = np.array([0.22, 0.12, 0.16, 0.14, 0.12, 0.07, 0.06, 0.03, 0.05, 0.03])
@@ -66,9 +76,15 @@ class FraudDataset:
     start: datetime
 
 
-def generate_dataset(*, seed: int = 7, n_users: int = 2000, n_merchants: int = 300,
-                     n_transactions: int = 50_000, shift: bool = False,
-                     start: datetime | None = None) -> FraudDataset:
+def generate_dataset(
+    *,
+    seed: int = 7,
+    n_users: int = 2000,
+    n_merchants: int = 300,
+    n_transactions: int = 50_000,
+    shift: bool = False,
+    start: datetime | None = None,
+) -> FraudDataset:
     """The data set for ``seed``; identical for identical arguments.
 
     ``start`` (UTC) begins the transaction window; by default it is ``WINDOW`` before the
@@ -80,8 +96,14 @@ def generate_dataset(*, seed: int = 7, n_users: int = 2000, n_merchants: int = 3
     users = _users(np.random.default_rng([seed, 1]), n_users, start)
     merchants = _merchants(np.random.default_rng([seed, 2]), n_merchants, start)
     rng = np.random.default_rng([seed, 3, int(shift)])
-    transactions = _transactions(rng, latest(users, "user_id"), latest(merchants, "merchant_id"),
-                                 n_transactions, shift, start)
+    transactions = _transactions(
+        rng,
+        latest(users, "user_id"),
+        latest(merchants, "merchant_id"),
+        n_transactions,
+        shift,
+        start,
+    )
     return FraudDataset(users, merchants, transactions, seed, shift, start)
 
 
@@ -91,12 +113,13 @@ def latest(snapshots: pd.DataFrame, key: str) -> pd.DataFrame:
 
 
 def model_frame(dataset: FraudDataset) -> pd.DataFrame:
-    """Transactions joined with the latest entity features: keys, request fields, feature fields, label."""
+    """Transactions joined with the latest entity features: keys, request, features, label."""
     users = latest(dataset.users, "user_id")
     merchants = latest(dataset.merchants, "merchant_id")
     fields = [name.split(":", 1)[1] for name in feature_columns]
     frame = dataset.transactions.join(users, on="user_id", rsuffix="_user").join(
-        merchants, on="merchant_id", rsuffix="_merchant")
+        merchants, on="merchant_id", rsuffix="_merchant"
+    )
     return frame[[*entity_columns, *request_columns, *fields, label_column]].reset_index(drop=True)
 
 
@@ -114,17 +137,21 @@ def write_offline_source(dataset: FraudDataset, data_dir: Path) -> dict[str, Pat
 def _users(rng: np.random.Generator, n: int, start: datetime) -> pd.DataFrame:
     avg_amount = np.round(np.exp(rng.normal(np.log(55.0), 0.6, n)), 2)
     new_account = rng.random(n) < 0.08
-    account_age = np.where(new_account, rng.integers(1, 30, n), 30 + rng.gamma(2.0, 400.0, n)).astype(np.int64)
+    account_age = np.where(
+        new_account, rng.integers(1, 30, n), 30 + rng.gamma(2.0, 400.0, n)
+    ).astype(np.int64)
     chargeback_rate = np.round(rng.beta(0.6, 40.0, n), 4)
     txn_count = rng.poisson(rng.gamma(3.0, 3.0, n)).astype(np.int64)
-    current = pd.DataFrame({
-        "user_id": np.arange(1, n + 1, dtype=np.int64),
-        "event_timestamp": _snapshot_times(rng, n, start),
-        "avg_amount_30d": avg_amount,
-        "txn_count_7d": txn_count,
-        "account_age_days": account_age,
-        "chargeback_rate": chargeback_rate,
-    })
+    current = pd.DataFrame(
+        {
+            "user_id": np.arange(1, n + 1, dtype=np.int64),
+            "event_timestamp": _snapshot_times(rng, n, start),
+            "avg_amount_30d": avg_amount,
+            "txn_count_7d": txn_count,
+            "account_age_days": account_age,
+            "chargeback_rate": chargeback_rate,
+        }
+    )
     previous = current.assign(
         event_timestamp=current["event_timestamp"] - SNAPSHOT_INTERVAL,
         avg_amount_30d=np.round(avg_amount * rng.lognormal(0.0, 0.15, n), 2),
@@ -138,14 +165,16 @@ def _users(rng: np.random.Generator, n: int, start: datetime) -> pd.DataFrame:
 def _merchants(rng: np.random.Generator, n: int, start: datetime) -> pd.DataFrame:
     category = rng.choice(len(CATEGORIES), size=n, p=_CATEGORY_WEIGHT).astype(np.int64)
     risk = np.clip(_CATEGORY_RISK[category] + rng.normal(0.0, 0.12, n), 0.01, 0.99)
-    fraud_rate = np.round(np.clip(0.06 * risk ** 2 + rng.normal(0.0, 0.004, n), 0.0, 1.0), 4)
-    current = pd.DataFrame({
-        "merchant_id": np.arange(1, n + 1, dtype=np.int64),
-        "event_timestamp": _snapshot_times(rng, n, start),
-        "merchant_risk_score": np.round(risk, 4),
-        "merchant_fraud_rate_30d": fraud_rate,
-        "category_code": category,
-    })
+    fraud_rate = np.round(np.clip(0.06 * risk**2 + rng.normal(0.0, 0.004, n), 0.0, 1.0), 4)
+    current = pd.DataFrame(
+        {
+            "merchant_id": np.arange(1, n + 1, dtype=np.int64),
+            "event_timestamp": _snapshot_times(rng, n, start),
+            "merchant_risk_score": np.round(risk, 4),
+            "merchant_fraud_rate_30d": fraud_rate,
+            "category_code": category,
+        }
+    )
     previous = current.assign(
         event_timestamp=current["event_timestamp"] - SNAPSHOT_INTERVAL,
         merchant_risk_score=np.round(np.clip(risk + rng.normal(0.0, 0.05, n), 0.01, 0.99), 4),
@@ -154,11 +183,20 @@ def _merchants(rng: np.random.Generator, n: int, start: datetime) -> pd.DataFram
     return _with_created(pd.concat([previous, current], ignore_index=True))
 
 
-def _transactions(rng: np.random.Generator, users: pd.DataFrame, merchants: pd.DataFrame,
-                  n: int, shift: bool, start: datetime) -> pd.DataFrame:
+def _transactions(
+    rng: np.random.Generator,
+    users: pd.DataFrame,
+    merchants: pd.DataFrame,
+    n: int,
+    shift: bool,
+    start: datetime,
+) -> pd.DataFrame:
     user_id = rng.choice(users.index.to_numpy(), size=n, p=_normalised(users["txn_count_7d"] + 1.0))
-    merchant_id = rng.choice(merchants.index.to_numpy(), size=n,
-                             p=_normalised(1.0 / np.arange(1, len(merchants) + 1) ** 0.8))
+    merchant_id = rng.choice(
+        merchants.index.to_numpy(),
+        size=n,
+        p=_normalised(1.0 / np.arange(1, len(merchants) + 1) ** 0.8),
+    )
     user = users.loc[user_id]
     merchant = merchants.loc[merchant_id]
     fraud = rng.random(n) < _fraud_prior(user, merchant, shift)
@@ -170,46 +208,60 @@ def _transactions(rng: np.random.Generator, users: pd.DataFrame, merchants: pd.D
     online_share = _CATEGORY_ONLINE[category]
     if shift:
         online_share = np.where(online_share > 0, np.minimum(online_share + 0.5, 0.98), 0.0)
-    is_online = np.where(legit, rng.random(n) < online_share,
-                         np.where(classic, rng.random(n) < 0.7, True)).astype(np.int64)
+    is_online = np.where(
+        legit, rng.random(n) < online_share, np.where(classic, rng.random(n) < 0.7, True)
+    ).astype(np.int64)
 
     usual = user["avg_amount_30d"].to_numpy()
-    amount = usual * np.where(legit, rng.lognormal(0.45 if shift else 0.0, 0.45, n),
-                              np.where(classic, rng.lognormal(1.0, 0.6, n), rng.lognormal(-1.2, 0.4, n)))
+    amount = usual * np.where(
+        legit,
+        rng.lognormal(0.45 if shift else 0.0, 0.45, n),
+        np.where(classic, rng.lognormal(1.0, 0.6, n), rng.lognormal(-1.2, 0.4, n)),
+    )
 
     legit_hour = rng.normal(18.0, 5.0, n) if shift else rng.normal(14.0, 3.5, n)
     fraud_hour = np.where(rng.random(n) < 0.5, rng.uniform(0, 5, n), rng.uniform(0, 24, n))
     hour = np.where(legit, legit_hour, np.where(classic, fraud_hour, rng.normal(13.0, 3.0, n)))
     hour = np.floor(hour).astype(np.int64) % 24
 
-    legit_distance = np.where(is_online == 1, rng.exponential(3.0 if shift else 25.0, n),
-                              rng.exponential(2.0 if shift else 8.0, n))
-    distance = np.where(legit, legit_distance,
-                        np.where(classic, rng.lognormal(np.log(60.0), 1.2, n), rng.exponential(4.0, n)))
+    legit_distance = np.where(
+        is_online == 1,
+        rng.exponential(3.0 if shift else 25.0, n),
+        rng.exponential(2.0 if shift else 8.0, n),
+    )
+    distance = np.where(
+        legit,
+        legit_distance,
+        np.where(classic, rng.lognormal(np.log(60.0), 1.2, n), rng.exponential(4.0, n)),
+    )
 
     day = rng.integers(0, WINDOW.days, n)
     second = rng.integers(0, 3600, n)
     timestamp = pd.Timestamp(start) + pd.to_timedelta(day * 86_400 + hour * 3600 + second, unit="s")
-    frame = pd.DataFrame({
-        "user_id": user_id.astype(np.int64),
-        "merchant_id": merchant_id.astype(np.int64),
-        "event_timestamp": timestamp,
-        "amount": np.round(np.maximum(amount, 0.5), 2),
-        "hour_of_day": hour,
-        "is_online": is_online,
-        "distance_from_home_km": np.round(distance, 2),
-        label_column: fraud.astype(np.int64),
-    }).sort_values("event_timestamp", kind="stable", ignore_index=True)
+    frame = pd.DataFrame(
+        {
+            "user_id": user_id.astype(np.int64),
+            "merchant_id": merchant_id.astype(np.int64),
+            "event_timestamp": timestamp,
+            "amount": np.round(np.maximum(amount, 0.5), 2),
+            "hour_of_day": hour,
+            "is_online": is_online,
+            "distance_from_home_km": np.round(distance, 2),
+            label_column: fraud.astype(np.int64),
+        }
+    ).sort_values("event_timestamp", kind="stable", ignore_index=True)
     frame.insert(0, "transaction_id", np.arange(1, n + 1, dtype=np.int64))
     return frame
 
 
 def _fraud_prior(user: pd.DataFrame, merchant: pd.DataFrame, shift: bool) -> np.ndarray:
     """Entity-level odds that a payment is fraudulent: history, account age, merchant risk."""
-    logit = (-5.6
-             + 25.0 * user["chargeback_rate"].to_numpy()
-             + 1.6 * (user["account_age_days"].to_numpy() < 30)
-             + 3.2 * merchant["merchant_risk_score"].to_numpy())
+    logit = (
+        -5.6
+        + 25.0 * user["chargeback_rate"].to_numpy()
+        + 1.6 * (user["account_age_days"].to_numpy() < 30)
+        + 3.2 * merchant["merchant_risk_score"].to_numpy()
+    )
     if shift:
         logit = logit + 0.4
     return 1.0 / (1.0 + np.exp(-logit))

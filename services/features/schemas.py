@@ -1,0 +1,114 @@
+"""Request and response bodies of the features API."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+EntityValue = StrictInt | StrictStr
+
+
+class FieldPublic(BaseModel):
+    name: str
+    dtype: str = Field(description="Feast type, e.g. `Int64`, `Float64`.")
+
+
+class FeatureViewPublic(BaseModel):
+    name: str
+    entities: list[str]
+    join_keys: list[FieldPublic]
+    fields: list[FieldPublic]
+    ttl_seconds: float | None = Field(
+        description="How long a value stays valid; null when unlimited."
+    )
+    push_source: str | None = Field(
+        description="Name to push fresh values to (`POST /v1/push/{push_source}`)."
+    )
+    offline_path: str | None = Field(description="Parquet file materialization reads.")
+
+
+class FeatureViewList(BaseModel):
+    data: list[FeatureViewPublic]
+    count: int
+
+
+class OnlineFeaturesRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    features: list[str] = Field(
+        min_length=1,
+        max_length=256,
+        description="`feature_view:field` references.",
+        examples=[["user_stats:avg_amount_30d", "merchant_stats:merchant_risk_score"]],
+    )
+    entities: dict[str, list[EntityValue]] = Field(
+        min_length=1,
+        description="Join key → one value per row; every column the same length.",
+        examples=[{"user_id": [1, 2], "merchant_id": [5, 6]}],
+    )
+
+
+class OnlineFeaturesMetadata(BaseModel):
+    feature_names: list[str]
+    rows: int
+
+
+class OnlineFeaturesResponse(BaseModel):
+    features: dict[str, list[Any]] = Field(
+        description="Values per feature, in row order; null when not found."
+    )
+    metadata: OnlineFeaturesMetadata
+
+
+class PushRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=10_000,
+        description="Join keys and every field of the view; `event_timestamp` (ISO 8601) "
+        "defaults to now. "
+        "A row older than the value already online is ignored by the online store.",
+        examples=[
+            [
+                {
+                    "user_id": 42,
+                    "avg_amount_30d": 80.5,
+                    "txn_count_7d": 3,
+                    "account_age_days": 400,
+                    "chargeback_rate": 0.0,
+                }
+            ]
+        ],
+    )
+
+
+class PushResult(BaseModel):
+    push_source: str
+    feature_views: list[str]
+    rows: int
+
+
+class MaterializeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    start: datetime | None = Field(
+        default=None, description="From when; omitted: since the last run (incremental)."
+    )
+    end: datetime | None = Field(default=None, description="Until when; omitted: now.")
+
+
+class MaterializedViewPublic(BaseModel):
+    name: str
+    start: datetime
+    end: datetime
+    rows: int = Field(description="Offline rows inside the interval.")
+    entities: int = Field(description="Distinct entities written to the online store.")
+
+
+class MaterializeResult(BaseModel):
+    incremental: bool
+    data: list[MaterializedViewPublic]
+    count: int

@@ -1,0 +1,56 @@
+"""Fixtures of the features tests: a demo data set, its offline files, a real features service."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from mlfleet.demo.data import FraudDataset, generate_dataset, write_offline_source
+from tests.conftest import ServiceProcess, start_service
+
+FEATURES_REDIS_DB = 5
+"""The features tests keep their online store in a Redis database of their own."""
+
+
+@pytest.fixture(scope="session")
+def features_redis_url(redis_url) -> str:
+    base, _, _ = redis_url.rpartition("/")
+    return f"{base}/{FEATURES_REDIS_DB}"
+
+
+@pytest.fixture(scope="session")
+def fraud_dataset() -> FraudDataset:
+    """A small demo data set dated relative to now, so incremental materialization covers it."""
+    return generate_dataset(seed=7, n_users=500, n_merchants=80, n_transactions=2_000)
+
+
+@pytest.fixture(scope="session")
+def features_home(workdir, fraud_dataset) -> Path:
+    home = workdir / "features"
+    write_offline_source(fraud_dataset, home / "data")
+    return home
+
+
+@pytest.fixture(scope="session")
+def features_service(features_home, features_redis_url) -> Iterator[ServiceProcess]:
+    """The features service as its own process, its offline source already written."""
+    service = start_service("features", {"redis_url": features_redis_url}, features_home)
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def features_client(features_service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=features_service.url, timeout=60) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def materialized(features_client) -> dict:
+    """The answer to the first (incremental) materialization."""
+    response = features_client.post("/v1/materialize", json={})
+    assert response.status_code == 200, response.text
+    return response.json()
