@@ -17,7 +17,8 @@ import orjson
 
 from benchmarks.wrk import WrkResult, run_wrk
 from mlfleet.demo.run import MODEL, deploy, prepare_features, register_versions, sample_instances
-from mlfleet.demo.train import input_columns, training_frame
+from mlfleet.demo.data import model_frame
+from mlfleet.demo.train import input_columns
 from mlfleet.fleet import Fleet, FleetConfig
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -40,7 +41,7 @@ def main() -> None:
         stable, canary = register_versions(config, dataset, seed=7, echo=print)
         deploy(config, stable, canary, 10.0, print)
         instance = sample_instances(dataset, 1, seed=1)[0]
-        frame = training_frame(dataset)
+        frame = model_frame(dataset)
         row = frame[(frame.user_id == instance["user_id"]) & (frame.merchant_id == instance["merchant_id"])].iloc[0]
         vector = [float(row[c]) for c in input_columns()]
         targets = [

@@ -15,8 +15,8 @@ import aiohttp
 import httpx
 import numpy as np
 
-from mlfleet.demo.data import generate_dataset, request_columns, write_offline_source
-from mlfleet.demo.train import ENTITIES, train_versions
+from mlfleet.demo.data import entity_columns, generate_dataset, request_columns, write_offline_source
+from mlfleet.demo.train import train_versions
 from mlfleet.fleet import FleetConfig
 
 MODEL = "fraud"
@@ -125,9 +125,9 @@ async def send_traffic(url: str, instances: list[dict], *, concurrency: int = 16
 
 def sample_instances(dataset, n: int, seed: int) -> list[dict]:
     rows = dataset.transactions.sample(n=n, replace=len(dataset.transactions) < n, random_state=seed)
-    columns = list(ENTITIES) + list(request_columns)
+    columns = list(entity_columns) + list(request_columns)
     return [
-        {c: (int(v) if c in ENTITIES else float(v)) for c, v in zip(columns, row)}
+        {c: (int(v) if c in entity_columns else float(v)) for c, v in zip(columns, row)}
         for row in rows[columns].itertuples(index=False)
     ]
 

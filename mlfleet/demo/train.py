@@ -22,11 +22,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from skl2onnx import to_onnx
 
-from mlfleet.demo.data import FraudDataset, feature_columns, request_columns
+from mlfleet.demo.data import FraudDataset, entity_columns, feature_columns, label_column, model_frame, request_columns
 from services.common.profiles import build_reference_profile
 
-LABEL = "is_fraud"
-ENTITIES = ["user_id", "merchant_id"]
 
 
 @dataclass
@@ -36,14 +34,6 @@ class TrainedVersion:
     metadata: dict
 
 
-def training_frame(dataset: FraudDataset) -> pd.DataFrame:
-    """Transactions joined with the entity features as the online store will serve them."""
-    users = dataset.users.sort_values("event_timestamp").drop_duplicates("user_id", keep="last")
-    merchants = dataset.merchants.sort_values("event_timestamp").drop_duplicates("merchant_id", keep="last")
-    frame = dataset.transactions.merge(users, on="user_id", suffixes=("", "_user"))
-    return frame.merge(merchants, on="merchant_id", suffixes=("", "_merchant"))
-
-
 def input_columns() -> list[str]:
     return list(request_columns) + [feature.split(":", 1)[1] for feature in feature_columns]
 
@@ -51,7 +41,7 @@ def input_columns() -> list[str]:
 def signature() -> dict:
     inputs = [{"name": name, "source": "request", "dtype": "FP32"} for name in request_columns]
     inputs += [{"name": f.split(":", 1)[1], "source": "feast", "feature": f, "dtype": "FP32"} for f in feature_columns]
-    return {"inputs": inputs, "entities": ENTITIES, "output": {"classes": [0, 1], "positive_class_index": 1}}
+    return {"inputs": inputs, "entities": list(entity_columns), "output": {"classes": [0, 1], "positive_class_index": 1}}
 
 
 def dataset_hash(frame: pd.DataFrame) -> str:
@@ -77,12 +67,12 @@ def _estimators(seed: int) -> list[tuple[str, object, dict]]:
 
 
 def train_versions(dataset: FraudDataset, *, seed: int = 7) -> list[TrainedVersion]:
-    frame = training_frame(dataset)
+    frame = model_frame(dataset)
     columns = input_columns()
     x = frame[columns].to_numpy(dtype=np.float32)
-    y = frame[LABEL].to_numpy(dtype=np.int64)
+    y = frame[label_column].to_numpy(dtype=np.int64)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=seed, stratify=y)
-    digest = dataset_hash(frame[columns + [LABEL]])
+    digest = dataset_hash(frame[columns + [label_column]])
     versions = []
     for name, estimator, params in _estimators(seed):
         estimator.fit(x_train, y_train)
