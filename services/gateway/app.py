@@ -1,0 +1,57 @@
+"""The gateway app: ``uvicorn --factory services.gateway.app:create_app``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from prometheus_client import CollectorRegistry
+
+from services.common.errors import install_error_handlers
+from services.common.health import health_router
+from services.common.logs import configure_logging
+from services.common.metrics import instrument
+from services.gateway import api
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.resources import Gateway
+from services.gateway.settings import GatewaySettings
+
+DESCRIPTION = "Predictions with online features and canary routing, and a KServe v2 pass-through to Triton."
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    configure_logging(settings.log_level, service="gateway")
+    registry = CollectorRegistry()
+    metrics = GatewayMetrics.create(registry)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.gateway = await Gateway.open(settings, metrics)
+        try:
+            yield
+        finally:
+            await app.state.gateway.close()
+
+    async def readiness(request: Request) -> dict[str, bool]:
+        return await request.app.state.gateway.readiness()
+
+    app = FastAPI(title="mlfleet gateway", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    install_error_handlers(app)
+    instrument(app, registry)
+    app.include_router(health_router(readiness))
+    app.router.routes.append(api.predict_route())
+    app.include_router(api.routes_router)
+    app.include_router(api.v2_router)
+    app.openapi = lambda: _openapi(app)
+    return app
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's schema plus the predict route, which is served by plain Starlette."""
+    if app.openapi_schema is None:
+        app.openapi_schema = get_openapi(title=app.title, version=app.version, description=app.description,
+                                         routes=[*app.routes, api.predict_docs()])
+    return app.openapi_schema

@@ -1,0 +1,183 @@
+"""One prediction, end to end: route → features → tensor → Triton → predictions → event.
+
+Transport-free: the HTTP layer parses the request and renders what this returns or raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from services.common.errors import BackendUnavailable, InferenceFailed, InvalidInput, MlfleetError
+from services.common.schemas import ModelRoute, PredictionEvent, Signature, Variant, VersionRoute
+from services.gateway import router
+from services.gateway.events import EventWriter
+from services.gateway.features import FeatureReader
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.policy import PolicySync
+from services.gateway.postprocess import to_predictions
+from services.gateway.router import Choice, RouteBook
+from services.gateway.schemas import Prediction, PredictRequest, PredictResponse
+from services.gateway.tensors import build_tensor, entity_rows
+from services.gateway.triton import TritonInference
+
+logger = logging.getLogger("mlfleet.gateway.predictions")
+
+Instances = Sequence[Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    request_id: str
+    trace_id: str
+    arrived: float
+    """Unix seconds when the request arrived."""
+    started: float
+    """``time.perf_counter()`` when the request arrived."""
+
+    @classmethod
+    def begin(cls, request_id: str, trace_id: str) -> "RequestContext":
+        return cls(request_id, trace_id, time.time(), time.perf_counter())
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000
+
+
+class Predictor:
+    def __init__(self, *, policy: PolicySync, features: FeatureReader, triton: TritonInference, events: EventWriter,
+                 metrics: GatewayMetrics, max_instances: int, shadow_max_in_flight: int) -> None:
+        self._policy = policy
+        self._features = features
+        self._triton = triton
+        self._events = events
+        self._metrics = metrics
+        self._max_instances = max_instances
+        self._shadow_max_in_flight = shadow_max_in_flight
+        self._shadows: set[asyncio.Task] = set()
+
+    def book(self) -> RouteBook:
+        if self._policy.book is None:
+            raise BackendUnavailable("the routing table has not been loaded from the registry yet")
+        return self._policy.book
+
+    async def predict(self, model: str, request: PredictRequest, ctx: RequestContext, *,
+                      pinned_version: str | None = None) -> PredictResponse:
+        if len(request.instances) > self._max_instances:
+            raise InvalidInput(f"{len(request.instances)} instances exceed the limit of {self._max_instances}")
+        route = self.book().route(model)
+        if pinned_version is not None:
+            choice = router.pinned(route, pinned_version)
+        else:
+            choice = router.choose(route, routing_key(route, request, ctx.request_id))
+        try:
+            choice, tensor, predictions = await self._answer(route, choice, request.instances, ctx)
+        except MlfleetError as exc:
+            self._record(ctx, model, choice, error=exc)
+            raise
+        self._record(ctx, model, choice, tensor=tensor, predictions=predictions)
+        shadow = router.shadow_of(route)
+        if shadow is not None:
+            self._mirror(model, shadow, request.instances, ctx, reuse=(choice.version.signature, tensor))
+        return PredictResponse(model=model, version=choice.version.version, variant=choice.variant,
+                               predictions=predictions, request_id=ctx.request_id, trace_id=ctx.trace_id)
+
+    async def close(self) -> None:
+        for task in list(self._shadows):
+            task.cancel()
+        await asyncio.gather(*self._shadows, return_exceptions=True)
+
+    async def _answer(self, route: ModelRoute, choice: Choice, instances: Instances,
+                      ctx: RequestContext) -> tuple[Choice, np.ndarray, list[Prediction]]:
+        """Infer on the chosen version; a failing canary is answered by stable (counted as a fallback)."""
+        tensor = await self._tensor(choice.version.signature, instances)
+        try:
+            return choice, tensor, await self._infer(route.model, choice.version, tensor)
+        except (BackendUnavailable, InferenceFailed) as exc:
+            stable = router.stable_of(route)
+            if choice.variant is not Variant.canary or stable is None:
+                raise
+            self._metrics.fallbacks.labels(route.model).inc()
+            self._record(ctx, route.model, choice, error=exc)
+            logger.warning("canary %s v%d failed, answering from stable: %s", route.model, choice.version.version, exc)
+        fallback = Choice(stable, Variant.stable)
+        if stable.signature != choice.version.signature:
+            tensor = await self._tensor(stable.signature, instances)
+        return fallback, tensor, await self._infer(route.model, stable, tensor)
+
+    async def _tensor(self, signature: Signature, instances: Instances) -> np.ndarray:
+        features = signature.feast_features
+        columns = {}
+        if features:
+            columns = await self._features.lookup(list(dict.fromkeys(features)), entity_rows(signature, instances))
+        return build_tensor(signature, instances, columns)
+
+    async def _infer(self, model: str, version: VersionRoute, tensor: np.ndarray) -> list[Prediction]:
+        output = version.signature.output
+        with self._metrics.triton_latency.labels(model, str(version.version)).time():
+            probabilities = await self._triton.probabilities(model, version.version, tensor, output=output.probabilities)
+        return to_predictions(output, probabilities)
+
+    def _mirror(self, model: str, shadow: VersionRoute, instances: Instances, ctx: RequestContext, *,
+                reuse: tuple[Signature, np.ndarray]) -> None:
+        """Fire-and-forget inference on the shadow version; skipped (and counted) when too many are in flight."""
+        if len(self._shadows) >= self._shadow_max_in_flight:
+            self._metrics.shadow_skipped.labels(model).inc()
+            return
+        tensor = reuse[1] if reuse[0] == shadow.signature else None
+        task = asyncio.create_task(self._shadow(model, shadow, instances, ctx, tensor))
+        self._shadows.add(task)
+        task.add_done_callback(self._shadows.discard)
+
+    async def _shadow(self, model: str, shadow: VersionRoute, instances: Instances, ctx: RequestContext,
+                      tensor: np.ndarray | None) -> None:
+        choice = Choice(shadow, Variant.shadow)
+        shadow_ctx = RequestContext.begin(ctx.request_id, ctx.trace_id)
+        try:
+            if tensor is None:
+                tensor = await self._tensor(shadow.signature, instances)
+            predictions = await self._infer(model, shadow, tensor)
+        except MlfleetError as exc:
+            self._record(shadow_ctx, model, choice, error=exc)
+            return
+        except Exception as exc:  # a shadow must never surface; log it and record the failure
+            logger.exception("shadow inference on %s v%d failed", model, shadow.version)
+            self._record(shadow_ctx, model, choice, error=MlfleetError(str(exc)))
+            return
+        self._record(shadow_ctx, model, choice, tensor=tensor, predictions=predictions)
+
+    def _record(self, ctx: RequestContext, model: str, choice: Choice, *, tensor: np.ndarray | None = None,
+                predictions: list[Prediction] | None = None, error: MlfleetError | None = None) -> None:
+        """Count the outcome and queue its event (never blocks)."""
+        status = "error" if error is not None else "ok"
+        latency_ms = ctx.elapsed_ms()
+        version = choice.version.version
+        self._metrics.predictions.labels(model, str(version), choice.variant.value, status).inc()
+        self._metrics.prediction_latency.labels(model, choice.variant.value).observe(latency_ms / 1000)
+        predictions = predictions or []
+        self._events.enqueue(PredictionEvent(
+            request_id=ctx.request_id, trace_id=ctx.trace_id, model=model, version=version, variant=choice.variant,
+            timestamp=ctx.arrived, latency_ms=latency_ms, status=status,
+            error_code=error.code if error is not None else None,
+            instances=len(tensor) if tensor is not None else 0,
+            features=tensor.tolist() if tensor is not None else [],
+            feature_names=[i.name for i in choice.version.signature.inputs] if tensor is not None else [],
+            scores=[p.score for p in predictions], labels=[p.label for p in predictions],
+        ))
+
+
+def routing_key(route: ModelRoute, request: PredictRequest, request_id: str) -> str:
+    """The request's ``routing_key``, else the first instance's first entity key, else the request id."""
+    if request.routing_key:
+        return request.routing_key
+    version = router.stable_of(route) or (route.version_route(route.canary) if route.canary is not None else None)
+    if version is not None and version.signature.entities:
+        value = request.instances[0].get(version.signature.entities[0])
+        if value is not None:
+            return str(value)
+    return request_id

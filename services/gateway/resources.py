@@ -1,0 +1,77 @@
+"""Everything the gateway holds open while it runs, in one typed container on ``app.state``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from services.common.feature_store import open_feature_store
+from services.common.redis import connect
+from services.gateway.events import EventWriter
+from services.gateway.features import FeatureReader
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.passthrough import TritonPassthrough
+from services.gateway.policy import PolicySync
+from services.gateway.predictions import Predictor
+from services.gateway.settings import GatewaySettings
+from services.gateway.triton import TritonInference
+
+PING_TIMEOUT_S = 1.0
+
+
+@dataclass
+class Gateway:
+    settings: GatewaySettings
+    metrics: GatewayMetrics
+    redis: aioredis.Redis
+    policy: PolicySync
+    triton: TritonInference
+    features: FeatureReader
+    events: EventWriter
+    predictor: Predictor
+    passthrough: TritonPassthrough
+
+    @classmethod
+    async def open(cls, settings: GatewaySettings, metrics: GatewayMetrics) -> "Gateway":
+        """Create every client and start the background tasks (event writer, policy sync)."""
+        redis = connect(settings.redis_url)
+        store = await asyncio.to_thread(open_feature_store, redis_url=settings.redis_url, feast_dir=settings.feast_dir)
+        features = FeatureReader(store, timeout_s=settings.feature_timeout_s, latency=metrics.feature_latency)
+        triton = TritonInference(settings.triton_grpc_url, timeout_s=settings.inference_timeout_s)
+        events = EventWriter(redis, metrics, queue_size=settings.event_queue_size, batch_size=settings.event_batch_size,
+                             maxlen=settings.events_maxlen)
+        policy = PolicySync(registry_url=settings.registry_url, redis=redis, poll_s=settings.policy_poll_s,
+                            timeout_s=settings.registry_timeout_s, revision_gauge=metrics.policy_revision)
+        predictor = Predictor(policy=policy, features=features, triton=triton, events=events, metrics=metrics,
+                              max_instances=settings.max_instances, shadow_max_in_flight=settings.shadow_max_in_flight)
+        passthrough = TritonPassthrough(triton_http_url=settings.triton_http_url, timeout_s=settings.inference_timeout_s,
+                                        events=events, metrics=metrics)
+        gateway = cls(settings, metrics, redis, policy, triton, features, events, predictor, passthrough)
+        events.start()
+        policy.start()
+        return gateway
+
+    async def close(self) -> None:
+        await self.policy.close()
+        await self.predictor.close()
+        await self.events.close()
+        await self.passthrough.close()
+        await self.triton.close()
+        await self.features.close()
+        await self.redis.aclose()
+
+    async def readiness(self) -> dict[str, bool]:
+        return {
+            "routing_table": self.policy.book is not None,
+            "triton": await self.triton.live(),
+            "redis": await self._redis_answers(),
+        }
+
+    async def _redis_answers(self) -> bool:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                return bool(await self.redis.ping())
+        return False

@@ -1,0 +1,113 @@
+"""Policy changes reach the gateway over pub/sub; shadows are mirrored; a failing canary falls back to stable."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+
+import numpy as np
+import onnx
+import onnx.numpy_helper
+import pytest
+import redis
+from skl2onnx import to_onnx
+from skl2onnx.common.data_types import FloatTensorType
+from sklearn.linear_model import LogisticRegression
+
+from mlfleet.runtime.processes import wait_until
+from services.common.redis import PREDICTIONS_STREAM
+from services.gateway.router import bucket_of
+from tests.gateway.conftest import DEFAULT_POLICY, MODEL, register, set_traffic, train_onnx
+
+FLAKY = "gw-flaky"
+
+
+def events_of(redis_url: str, request_id: str) -> list[dict]:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        entries = client.xrevrange(PREDICTIONS_STREAM, count=500)
+    finally:
+        client.close()
+    return [e for e in (json.loads(fields[b"event"]) for _, fields in entries) if e["request_id"] == request_id]
+
+
+def served_policy(gateway_client, model: str) -> dict | None:
+    table = gateway_client.get("/v1/routes").json()["table"]
+    return next((m for m in table["models"] if m["model"] == model), None)
+
+
+def stable_user() -> int:
+    return next(u for u in range(1, 41) if bucket_of(str(u)) >= 50)
+
+
+def wrong_width_onnx() -> bytes:
+    """A 4-feature model behind a reshape to [-1, 4] and a dynamic-width input: the registry accepts
+    it for a 3-input signature, and every single-row inference fails."""
+    x = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+    model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
+    graph = to_onnx(model, initial_types=[("four", FloatTensorType([None, 4]))],
+                    options={id(model): {"zipmap": False}}, target_opset=17)
+    del graph.graph.input[:]
+    graph.graph.input.append(onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [None, None]))
+    graph.graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1, 4], dtype=np.int64), "four_wide"))
+    graph.graph.node.insert(0, onnx.helper.make_node("Reshape", ["input", "four_wide"], ["four"]))
+    onnx.checker.check_model(graph)
+    return graph.SerializeToString()
+
+
+def test_policy_change_propagates_and_shadow_is_mirrored(fleet, gateway_client, redis_url):
+    """The gateway polls only every 60 s here, so a prompt change proves the pub/sub path."""
+    before = gateway_client.get("/v1/routes").json()["revision"]
+    set_traffic(fleet.registry.url, MODEL, **DEFAULT_POLICY, shadow=2)
+    try:
+        wait_until(lambda: served_policy(gateway_client, MODEL)["shadow"] == 2, timeout_s=15, what="policy via pub/sub")
+        assert gateway_client.get("/v1/routes").json()["revision"] > before
+        request_id = uuid.uuid4().hex
+        response = gateway_client.post(f"/v1/models/{MODEL}/predict", headers={"X-Request-Id": request_id},
+                                       json={"instances": [{"user_id": stable_user(), "amount": 50}]})
+        assert response.status_code == 200
+        assert response.json()["variant"] == "stable"
+        wait_until(lambda: len(events_of(redis_url, request_id)) == 2, timeout_s=10, what="stable and shadow events")
+        by_variant = {e["variant"]: e for e in events_of(redis_url, request_id)}
+        assert (by_variant["stable"]["version"], by_variant["shadow"]["version"]) == (1, 2)
+        assert by_variant["shadow"]["status"] == "ok"
+        assert by_variant["shadow"]["features"] == by_variant["stable"]["features"]
+    finally:
+        set_traffic(fleet.registry.url, MODEL, **DEFAULT_POLICY)
+        wait_until(lambda: served_policy(gateway_client, MODEL)["shadow"] is None, timeout_s=15, what="policy restored")
+
+
+@pytest.fixture(scope="module")
+def flaky_model(fleet, gateway_client):
+    register(fleet.registry.url, FLAKY, {1: train_onnx(1), 2: wrong_width_onnx()}, stable=1, canary=2, canary_percent=100)
+    wait_until(lambda: served_policy(gateway_client, FLAKY) is not None, timeout_s=15, what="flaky model routed")
+    return FLAKY
+
+
+def fallbacks(gateway_client) -> float:
+    match = re.search(rf'mlfleet_gateway_fallbacks_total{{model="{FLAKY}"}} (\S+)', gateway_client.get("/metrics").text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_failing_canary_is_answered_by_stable_and_counted(flaky_model, gateway_client, redis_url):
+    before = fallbacks(gateway_client)
+    request_id = uuid.uuid4().hex
+    response = gateway_client.post(f"/v1/models/{flaky_model}/predict", headers={"X-Request-Id": request_id},
+                                   json={"instances": [{"user_id": 3, "amount": 10}]})
+    assert response.status_code == 200, response.text
+    assert (response.json()["version"], response.json()["variant"]) == (1, "stable")
+    assert fallbacks(gateway_client) == before + 1
+    wait_until(lambda: len(events_of(redis_url, request_id)) == 2, timeout_s=10, what="canary error and stable events")
+    by_variant = {e["variant"]: e for e in events_of(redis_url, request_id)}
+    assert (by_variant["canary"]["version"], by_variant["canary"]["status"]) == (2, "error")
+    assert by_variant["canary"]["error_code"] == "inference-failed"
+    assert by_variant["stable"]["status"] == "ok"
+
+
+def test_pinned_failing_version_is_a_problem_not_a_500(flaky_model, gateway_client):
+    response = gateway_client.post(f"/v1/models/{flaky_model}/predict", headers={"X-Mlfleet-Version": "2"},
+                                   json={"instances": [{"user_id": 3, "amount": 10}]})
+    assert response.status_code == 502
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "inference-failed"

@@ -1,0 +1,88 @@
+"""Every refusal is problem+json with the exact status and code; never a 500."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.gateway.conftest import MODEL
+
+PROBLEM = "application/problem+json"
+PREDICT = f"/v1/models/{MODEL}/predict"
+
+
+def assert_problem(response, status: int, code: str) -> dict:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == PROBLEM
+    body = response.json()
+    assert (body["status"], body["code"]) == (status, code)
+    return body
+
+
+def test_unknown_model_is_404(gateway_client):
+    body = assert_problem(gateway_client.post("/v1/models/nope/predict", json={"instances": [{"user_id": 1, "amount": 1}]}),
+                          404, "model-not-found")
+    assert "nope" in body["detail"]
+
+
+def test_malformed_json_is_400(gateway_client):
+    response = gateway_client.post(PREDICT, content=b'{"instances": [', headers={"Content-Type": "application/json"})
+    assert_problem(response, 400, "bad-request")
+
+
+@pytest.mark.parametrize("payload", [{"instances": "x"}, {"instances": []}, {"instances": [1]}, {"rows": []}])
+def test_wrong_request_shape_is_422(gateway_client, payload):
+    assert_problem(gateway_client.post(PREDICT, json=payload), 422, "invalid-input")
+
+
+def test_non_numeric_field_is_422_naming_it(gateway_client):
+    body = assert_problem(gateway_client.post(PREDICT, json={"instances": [{"user_id": 1, "amount": "lots"}]}),
+                          422, "invalid-input")
+    assert body["field"] == "amount"
+
+
+def test_missing_request_field_is_422_naming_it(gateway_client):
+    body = assert_problem(gateway_client.post(PREDICT, json={"instances": [{"user_id": 1}]}), 422, "invalid-input")
+    assert body["field"] == "amount"
+
+
+def test_missing_features_are_422_naming_features_and_entity(gateway_client):
+    body = assert_problem(gateway_client.post(PREDICT, json={"instances": [{"user_id": 9999, "amount": 3}]}),
+                          422, "missing-features")
+    assert body["missing"] == [{"instance": 0, "entity": {"user_id": 9999},
+                                "features": ["user_stats:avg_amount_30d", "user_stats:txn_count_7d"]}]
+
+
+def test_oversized_body_is_413_by_declared_and_streamed_size(gateway_client):
+    big = b'{"instances": [' + b'{"user_id": 1, "amount": 1},' * 1000 + b'{"user_id": 1, "amount": 1}]}'
+    assert_problem(gateway_client.post(PREDICT, content=big, headers={"Content-Type": "application/json"}),
+                   413, "payload-too-large")
+    chunked = gateway_client.post(PREDICT, content=iter([big[:8000], big[8000:]]), headers={"Content-Type": "application/json"})
+    assert "content-length" not in chunked.request.headers
+    assert_problem(chunked, 413, "payload-too-large")
+
+
+def test_wrong_content_type_is_415(gateway_client):
+    assert_problem(gateway_client.post(PREDICT, content=b"instances=1", headers={"Content-Type": "text/plain"}),
+                   415, "unsupported-media-type")
+
+
+def test_pinning_a_version_outside_the_policy_is_404(gateway_client):
+    response = gateway_client.post(PREDICT, headers={"X-Mlfleet-Version": "77"},
+                                   json={"instances": [{"user_id": 1, "amount": 1}]})
+    assert_problem(response, 404, "version-not-found")
+
+
+def test_too_many_instances_is_422(cut_off_gateway):
+    response = httpx.post(cut_off_gateway.url + PREDICT, json={"instances": [{"user_id": 1, "amount": 1}] * 3}, timeout=10)
+    assert_problem(response, 422, "invalid-input")
+
+
+def test_unreachable_triton_is_503_within_the_timeout(cut_off_gateway):
+    with httpx.Client(base_url=cut_off_gateway.url, timeout=30) as client:
+        response = client.post(PREDICT, headers={"X-Mlfleet-Version": "1"}, json={"instances": [{"user_id": 1, "amount": 1}]})
+        assert_problem(response, 503, "backend-unavailable")
+        assert_problem(client.get("/v2/health/live"), 503, "backend-unavailable")
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["checks"] == {"routing_table": True, "triton": False, "redis": True}

@@ -1,0 +1,66 @@
+"""The event writer against a real Redis, and against none: requests never wait on it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+from prometheus_client import CollectorRegistry
+
+from mlfleet.runtime.processes import free_port
+from services.common.redis import PREDICTIONS_STREAM, connect
+from services.common.schemas import PredictionEvent
+from services.gateway.events import EventWriter
+from services.gateway.metrics import GatewayMetrics
+
+
+def event(request_id: str) -> PredictionEvent:
+    return PredictionEvent(request_id=request_id, model="m", version=1, timestamp=0.0, latency_ms=1.0)
+
+
+def value(metrics: GatewayMetrics, counter: str, *labels: str) -> float:
+    """A counter's value. Compare deltas: importing Feast switches prometheus_client to multiprocess
+    mode, where same-named metrics of one process share their value across registries."""
+    metric = getattr(metrics, counter)
+    return (metric.labels(*labels) if labels else metric)._value.get()
+
+
+async def wait_for(predicate, timeout_s: float = 10) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.01)
+
+
+async def test_events_are_written_in_batches_to_the_stream(redis_url):
+    metrics = GatewayMetrics.create(CollectorRegistry())
+    redis = connect(redis_url)
+    writer = EventWriter(redis, metrics, queue_size=100, batch_size=4, maxlen=10_000)
+    ids = [uuid.uuid4().hex for _ in range(10)]
+    written = value(metrics, "events_written")
+    writer.start()
+    for request_id in ids:
+        writer.enqueue(event(request_id))
+    await wait_for(lambda: value(metrics, "events_written") == written + 10)
+    await writer.close()
+    entries = await redis.xrevrange(PREDICTIONS_STREAM, count=10)
+    assert [json.loads(fields[b"event"])["request_id"] for _, fields in reversed(entries)] == ids
+    await redis.aclose()
+
+
+async def test_full_queue_drops_and_a_dead_redis_costs_events_not_requests():
+    metrics = GatewayMetrics.create(CollectorRegistry())
+    redis = connect(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
+    writer = EventWriter(redis, metrics, queue_size=3, batch_size=2, maxlen=100)
+    enqueued, full, failed, written = (value(metrics, "events_enqueued"), value(metrics, "events_dropped", "queue_full"),
+                                       value(metrics, "events_dropped", "write_failed"), value(metrics, "events_written"))
+    for i in range(5):
+        writer.enqueue(event(str(i)))
+    assert value(metrics, "events_enqueued") == enqueued + 3
+    assert value(metrics, "events_dropped", "queue_full") == full + 2
+    writer.start()
+    await wait_for(lambda: value(metrics, "events_dropped", "write_failed") >= failed + 2)
+    writer.enqueue(event("after"))
+    assert value(metrics, "events_written") == written
+    await writer.close(drain_timeout_s=0.1)
+    await redis.aclose()
