@@ -5,6 +5,8 @@ Build on each other: settings → real service → app → client. Nothing here 
 
 from __future__ import annotations
 
+import services  # noqa: F401  (first: keeps prometheus_client out of Feast's multiprocess mode)
+
 import os
 import subprocess
 import sys

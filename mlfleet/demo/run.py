@@ -87,7 +87,7 @@ def deploy(config: FleetConfig, stable: int, canary: int, canary_percent: float,
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         routes = httpx.get(f"{config.url('gateway')}/v1/routes", timeout=5).json()
-        if any(m["model"] == MODEL and m["revision"] >= revision for m in routes["models"]):
+        if any(m["model"] == MODEL and m["revision"] >= revision for m in routes["table"]["models"]):
             return revision
         time.sleep(0.1)
     raise RuntimeError("the gateway did not pick up the new traffic policy within 30 s")

@@ -12,6 +12,10 @@ import urllib.request
 from pathlib import Path
 
 
+INHERITED_BY_ACCIDENT = frozenset({"PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR"})
+"""Set by ``import feast`` in a parent (a test run, say); a child must not inherit them."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -58,6 +62,7 @@ def start_process(argv: list[str], *, log_file: Path, env: dict[str, str] | None
                   cwd: Path | None = None) -> subprocess.Popen:
     """Start ``argv`` in its own process group, output appended to ``log_file``."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k not in INHERITED_BY_ACCIDENT}
     out = open(log_file, "ab")
     try:
         return subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,

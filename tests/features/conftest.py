@@ -11,7 +11,7 @@ import pytest
 from mlfleet.demo.data import FraudDataset, generate_dataset, write_offline_source
 from tests.conftest import ServiceProcess, start_service
 
-FEATURES_REDIS_DB = 5
+FEATURES_REDIS_DB = 6
 """The features tests keep their online store in a Redis database of their own."""
 
 
