@@ -41,13 +41,14 @@ def prepare_features(config: FleetConfig, *, seed: int, shift: bool, echo) -> ob
     dataset = generate_dataset(seed=seed, shift=shift)
     data_dir = (config.home / "data").resolve()
     write_offline_source(dataset, data_dir)
-    echo(f"data       {len(dataset.transactions):,} transactions, {len(dataset.users):,} users, "
-         f"{len(dataset.merchants):,} merchants → {data_dir}")
+    echo(f"data       {len(dataset.transactions):,} transactions, {dataset.users.user_id.nunique():,} users, "
+         f"{dataset.merchants.merchant_id.nunique():,} merchants{' (shifted, post-2020)' if shift else ''} → {data_dir}")
     end = datetime.now(timezone.utc) + timedelta(minutes=1)
     response = httpx.post(f"{config.url('features')}/v1/materialize",
                           json={"start": (end - timedelta(days=3650)).isoformat(), "end": end.isoformat()}, timeout=300)
     response.raise_for_status()
-    echo(f"features   materialized into Redis: {json.dumps(response.json())[:160]}")
+    views = ", ".join(f"{v['name']} {v['rows']:,} rows" for v in response.json()["data"])
+    echo(f"features   materialized into Redis: {views}")
     return dataset
 
 

@@ -140,7 +140,8 @@ def quantile(counts: Sequence[int], edges: Sequence[float], q: float) -> float:
             if i + 1 >= len(edges):
                 return edges[i]
             low, high = edges[i], edges[i + 1]
-            return low + (high - low) * max(rank - below, 0.0) / count
+            fraction = min(max(rank - below, 0.0) / count, 1.0)
+            return min(low + (high - low) * fraction, high)
         below += count
     raise AssertionError("unreachable: the ranks are covered by the counts")
 
