@@ -16,9 +16,9 @@ async def list_models(store: AggregateStore) -> ModelList:
 async def model_metrics(store: AggregateStore, model: str, *, window_s: float | None, start: float | None,
                         end: float | None, now: float, retention_s: float) -> ModelMetrics:
     """Per-version metrics of ``model`` over a window; every version ever seen is listed."""
-    minutes = resolve_window(window_s=window_s, start=start, end=end, now=now, retention_s=retention_s)
+    buckets = resolve_window(window_s=window_s, start=start, end=end, now=now, retention_s=retention_s)
     versions = await store.versions(model)
     if not versions:
         raise ModelNotFound(f"the monitor has seen no events of model {model!r}", model=model)
-    metrics = [summarize(version, merge(await store.read(model, version, minutes.minutes()))) for version in versions]
-    return ModelMetrics(model=model, window=minutes.window(), versions=metrics)
+    metrics = [summarize(version, merge(await store.read(model, version, buckets.buckets()))) for version in versions]
+    return ModelMetrics(model=model, window=buckets.window(), versions=metrics)

@@ -6,7 +6,7 @@ from pydantic import BaseModel, Field
 
 
 class Window(BaseModel):
-    """The span actually summed: the query's bounds widened to whole minute buckets, ``[start, end)``."""
+    """The span actually summed: the query's bounds widened to whole buckets, ``[start, end)``."""
 
     start: float = Field(description="Unix seconds, inclusive.")
     end: float = Field(description="Unix seconds, exclusive.")
@@ -20,6 +20,16 @@ class LatencySummary(BaseModel):
     p95: float
     p99: float
     mean: float
+
+
+class LatencyHistogram(BaseModel):
+    """Request latency in ms: ``counts[i]`` lies in ``[edges[i], edges[i+1])``; the last bucket is open above.
+
+    Enough to compare two versions' latency distributions (e.g. Mann–Whitney U on bucket ranks).
+    """
+
+    edges: list[float]
+    counts: list[int]
 
 
 class ScoreHistogram(BaseModel):
@@ -37,6 +47,7 @@ class VersionMetrics(BaseModel):
     error_rate: float = Field(description="errors / requests; 0 when there were no requests.")
     errors_by_code: dict[str, int] = Field(description="Failed requests per error code.")
     latency_ms: LatencySummary | None = Field(description="Latency of all requests; null when there were none.")
+    latency_histogram: LatencyHistogram
     score_histogram: ScoreHistogram
     variants: dict[str, int] = Field(description="Requests per routing variant (stable, canary, shadow, pinned).")
 

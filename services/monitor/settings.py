@@ -46,7 +46,7 @@ class MonitorSettings(ServiceSettings):
     )
     bucket_ttl_s: int = Field(
         default=7 * 24 * 3600, ge=60,
-        description="Retention of the per-minute aggregates; also the longest window one can query.",
+        description="Retention of the per-bucket aggregates; also the longest window one can query.",
     )
     retry_max_s: float = Field(
         default=5.0, gt=0, description="Longest pause between attempts while Redis is unreachable."

@@ -1,4 +1,4 @@
-"""Per-minute aggregates of prediction events, and what a window of them says.
+"""Per-bucket (10 s) aggregates of prediction events, and what a window of them says.
 
 Pure logic: no Redis, no FastAPI. One aggregate is a flat mapping of integer counters
 (``requests``, ``predictions``, ``errors``, ``errors:<code>``, ``lat:<i>``, ``lat_sum_us``,
@@ -20,9 +20,9 @@ from pydantic import ValidationError
 
 from services.common.errors import InvalidInput
 from services.common.schemas import MODEL_NAME_PATTERN, PredictionEvent
-from services.monitor.schemas import LatencySummary, ScoreHistogram, VersionMetrics, Window
+from services.monitor.schemas import LatencyHistogram, LatencySummary, ScoreHistogram, VersionMetrics, Window
 
-BUCKET_S = 60
+BUCKET_S = 10
 DEFAULT_WINDOW_S = 300
 
 LATENCY_MIN_MS = 0.1
@@ -47,7 +47,7 @@ class InvalidEvent(ValueError):
 class BucketKey(NamedTuple):
     model: str
     version: int | None
-    minute: int
+    bucket: int
 
 
 def latency_bucket(latency_ms: float) -> int:
@@ -84,7 +84,7 @@ def bucket_key(event: PredictionEvent) -> BucketKey:
 
 
 def event_counters(event: PredictionEvent) -> Counter[str]:
-    """The counters one event adds to its minute bucket."""
+    """The counters one event adds to its bucket bucket."""
     counters: Counter[str] = Counter(requests=1)
     if event.status == "ok":
         counters["predictions"] += event.instances
@@ -103,7 +103,7 @@ def event_counters(event: PredictionEvent) -> Counter[str]:
 
 
 def accumulate(events: Iterable[PredictionEvent]) -> dict[BucketKey, Counter[str]]:
-    """Sum the counters of ``events`` per (model, version, minute)."""
+    """Sum the counters of ``events`` per (model, version, bucket)."""
     buckets: dict[BucketKey, Counter[str]] = {}
     for event in events:
         buckets.setdefault(bucket_key(event), Counter()).update(event_counters(event))
@@ -168,6 +168,7 @@ def summarize(version: int | None, aggregate: Mapping[str, int]) -> VersionMetri
         error_rate=errors / requests if requests else 0.0,
         errors_by_code=_suffixed(aggregate, "errors:"),
         latency_ms=latency_summary(latency, int(aggregate.get("lat_sum_us", 0))),
+        latency_histogram=LatencyHistogram(edges=list(LATENCY_EDGES_MS), counts=latency),
         score_histogram=ScoreHistogram(edges=list(SCORE_EDGES), counts=histogram(aggregate, "score", SCORE_BINS)),
         variants=_suffixed(aggregate, "variant:"),
     )
@@ -178,13 +179,13 @@ def _suffixed(aggregate: Mapping[str, int], prefix: str) -> dict[str, int]:
 
 
 @dataclass(frozen=True)
-class MinuteRange:
+class BucketRange:
     """Minute buckets ``first..last`` (inclusive)."""
 
     first: int
     last: int
 
-    def minutes(self) -> range:
+    def buckets(self) -> range:
         return range(self.first, self.last + 1)
 
     def window(self) -> Window:
@@ -192,8 +193,8 @@ class MinuteRange:
 
 
 def resolve_window(*, window_s: float | None, start: float | None, end: float | None, now: float,
-                   retention_s: float) -> MinuteRange:
-    """The minute buckets covering either the last ``window_s`` seconds or ``[start, end)``.
+                   retention_s: float) -> BucketRange:
+    """The buckets covering either the last ``window_s`` seconds or ``[start, end)``.
 
     Raises :class:`InvalidInput` for a window that is empty, reversed, half given, given
     both ways, or longer than the retention of the aggregates.
@@ -214,4 +215,4 @@ def resolve_window(*, window_s: float | None, start: float | None, end: float | 
         raise InvalidInput("the window must be longer than zero seconds (start < end, window_s > 0)")
     if end - start > retention_s:
         raise InvalidInput(f"the window is longer than the {retention_s:.0f} s the aggregates are kept")
-    return MinuteRange(int(start // BUCKET_S), math.ceil(end / BUCKET_S) - 1)
+    return BucketRange(int(start // BUCKET_S), math.ceil(end / BUCKET_S) - 1)

@@ -1,8 +1,8 @@
-"""Where the per-minute aggregates live in Redis, and how they are written and read.
+"""Where the per-bucket aggregates live in Redis, and how they are written and read.
 
 Keys (all expire ``ttl_s`` after their last write):
 
-- ``mlfleet:monitor:agg:{model}:{version}:{minute}`` — hash of counters (see :mod:`stats`);
+- ``mlfleet:monitor:agg:{model}:{version}:{bucket}`` — hash of counters (see :mod:`stats`);
   ``version`` is ``none`` for requests that failed before a version was chosen.
 - ``mlfleet:monitor:models`` — set of models seen.
 - ``mlfleet:monitor:versions:{model}`` — set of that model's versions seen.
@@ -37,8 +37,8 @@ def version_order(version: int | None) -> tuple[bool, int]:
     return (version is None, version or 0)
 
 
-def aggregate_key(model: str, version: int | None, minute: int) -> str:
-    return f"{PREFIX}:agg:{model}:{version_segment(version)}:{minute}"
+def aggregate_key(model: str, version: int | None, bucket: int) -> str:
+    return f"{PREFIX}:agg:{model}:{version_segment(version)}:{bucket}"
 
 
 def versions_key(model: str) -> str:
@@ -53,8 +53,8 @@ class AggregateStore:
     def queue_counts(self, pipe: Pipeline, buckets: Mapping[BucketKey, Counter[str]]) -> None:
         """Queue the increments of ``buckets`` on ``pipe``; the caller owns the transaction."""
         models: dict[str, set[str]] = {}
-        for (model, version, minute), counters in buckets.items():
-            key = aggregate_key(model, version, minute)
+        for (model, version, bucket), counters in buckets.items():
+            key = aggregate_key(model, version, bucket)
             for field, amount in counters.items():
                 if amount:
                     pipe.hincrby(key, field, amount)
@@ -74,10 +74,10 @@ class AggregateStore:
     async def versions(self, model: str) -> list[int | None]:
         return sorted((parse_version(v) for v in await self._redis.smembers(versions_key(model))), key=version_order)
 
-    async def read(self, model: str, version: int | None, minutes: range) -> list[dict[str, int]]:
-        """The aggregates of ``minutes`` (empty ones included as ``{}``)."""
+    async def read(self, model: str, version: int | None, buckets: range) -> list[dict[str, int]]:
+        """The aggregates of ``buckets`` (empty ones included as ``{}``)."""
         async with self._redis.pipeline(transaction=False) as pipe:
-            for minute in minutes:
-                pipe.hgetall(aggregate_key(model, version, minute))
+            for bucket in buckets:
+                pipe.hgetall(aggregate_key(model, version, bucket))
             replies = await pipe.execute()
         return [{k.decode(): int(v) for k, v in reply.items()} for reply in replies]

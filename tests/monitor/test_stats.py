@@ -13,7 +13,7 @@ from services.common.errors import InvalidInput
 from services.common.schemas import Variant
 from services.monitor import stats
 from services.monitor.stats import (
-    LATENCY_EDGES_MS, SCORE_BINS, InvalidEvent, accumulate, event_counters, latency_bucket, merge, parse_event,
+    BUCKET_S, LATENCY_EDGES_MS, SCORE_BINS, InvalidEvent, accumulate, event_counters, latency_bucket, merge, parse_event,
     quantile, resolve_window, score_bucket, summarize,
 )
 from tests.monitor.factories import make_event
@@ -77,10 +77,11 @@ def test_counters_of_a_failed_event():
     assert event_counters(make_event(status="error", error_code=None))["errors:unknown"] == 1
 
 
-def test_accumulate_splits_by_model_version_and_minute():
-    events = [make_event("fraud", 1, timestamp=120.5), make_event("fraud", 1, timestamp=179.9),
-              make_event("fraud", 1, timestamp=180.0), make_event("fraud", 2, timestamp=120),
-              make_event("churn", None, timestamp=120)]
+def test_accumulate_splits_by_model_version_and_bucket():
+    b = BUCKET_S
+    events = [make_event("fraud", 1, timestamp=2 * b + 0.5), make_event("fraud", 1, timestamp=3 * b - 0.1),
+              make_event("fraud", 1, timestamp=3 * b), make_event("fraud", 2, timestamp=2 * b),
+              make_event("churn", None, timestamp=2 * b)]
     buckets = accumulate(events)
     assert {k: c["requests"] for k, c in buckets.items()} == {
         ("fraud", 1, 2): 2, ("fraud", 1, 3): 1, ("fraud", 2, 2): 1, ("churn", None, 2): 1,
@@ -168,21 +169,23 @@ def test_summarize_an_idle_version():
 
 
 def test_window_defaults_to_the_last_five_minutes():
-    minutes = resolve_window(window_s=None, start=None, end=None, now=1000.0, retention_s=3600)
-    assert (minutes.first, minutes.last) == (11, 16)
-    assert minutes.window().model_dump() == {"start": 660.0, "end": 1020.0, "bucket_s": 60}
+    buckets = resolve_window(window_s=None, start=None, end=None, now=1000.0, retention_s=3600)
+    assert (buckets.first, buckets.last) == ((1000 - 300) // BUCKET_S, math.ceil(1000 / BUCKET_S) - 1)
+    assert buckets.window().model_dump() == {
+        "start": (1000 - 300) // BUCKET_S * BUCKET_S, "end": math.ceil(1000 / BUCKET_S) * BUCKET_S, "bucket_s": BUCKET_S,
+    }
 
 
 def test_window_between_start_and_end():
-    minutes = resolve_window(window_s=None, start=120, end=240, now=10_000, retention_s=3600)
-    assert list(minutes.minutes()) == [2, 3]
+    buckets = resolve_window(window_s=None, start=2 * BUCKET_S, end=4 * BUCKET_S, now=10_000, retention_s=3600)
+    assert list(buckets.buckets()) == [2, 3]
 
 
 @given(st.floats(min_value=0, max_value=1e9), st.floats(min_value=0.001, max_value=86_400))
-def test_the_buckets_cover_the_window_and_at_most_a_minute_more_each_side(start, length):
+def test_the_buckets_cover_the_window_and_at_most_a_bucket_more_each_side(start, length):
     window = resolve_window(window_s=None, start=start, end=start + length, now=0, retention_s=86_400).window()
-    assert window.start <= start < window.start + 60
-    assert window.end - 60 < start + length <= window.end
+    assert window.start <= start < window.start + BUCKET_S
+    assert window.end - BUCKET_S < start + length <= window.end
 
 
 @pytest.mark.parametrize(("window_s", "start", "end"), [
