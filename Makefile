@@ -6,7 +6,7 @@ TRITON_ENV := .venv-triton
 UV := $(VENV)/bin/uv
 export UV_LINK_MODE := copy
 
-.PHONY: install demo up test bench clean
+.PHONY: install demo up test bench bench-rollback clean
 
 install: $(VENV)/.installed $(TRITON_ENV)/.installed
 
@@ -37,6 +37,9 @@ test: install
 
 bench: install
 	$(VENV)/bin/python -m benchmarks.bench
+
+bench-rollback: install
+	$(VENV)/bin/python -m benchmarks.rollback
 
 clean:
 	rm -rf $(VENV) $(TRITON_ENV) .mlfleet

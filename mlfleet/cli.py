@@ -1,4 +1,9 @@
-"""The ``mlfleet`` command line: run the fleet locally and the demo."""
+"""The ``mlfleet`` command line: run the fleet locally and the demo; steer a running fleet.
+
+``up`` and ``demo`` live here; the commands that talk to a running fleet (models, versions,
+register, traffic, rollout, rollback, predict, metrics, drift, alerts, audit) are in
+:mod:`mlfleet.commands`, built on :mod:`mlfleet.client`.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,37 @@ from pathlib import Path
 
 import typer
 
+from mlfleet.commands import install
+from mlfleet.commands.context import Connection
 from mlfleet.fleet import Fleet, FleetConfig
 
 app = typer.Typer(help="mlfleet: serve models on Triton with canaries, Feast features and drift monitoring.",
                   no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def connection(
+    ctx: typer.Context,
+    url: str = typer.Option(None, help="The fleet's registry URL; the other services are assumed on its host at their "
+                                       "default ports. Default MLFLEET_URL, the config file, or 127.0.0.1.",
+                            show_default=False),
+    api_key: str = typer.Option(None, help="API key (default MLFLEET_API_KEY, MLFLEET_API_KEY_FILE or the config "
+                                           "file). Prefer those: a flag shows in the process list.",
+                                show_default=False),
+    registry_url: str = typer.Option(None, help="Registry URL (MLFLEET_REGISTRY_URL).", show_default=False),
+    gateway_url: str = typer.Option(None, help="Gateway URL (MLFLEET_GATEWAY_URL).", show_default=False),
+    monitor_url: str = typer.Option(None, help="Monitor URL (MLFLEET_MONITOR_URL).", show_default=False),
+    features_url: str = typer.Option(None, help="Features service URL (MLFLEET_FEATURES_URL).", show_default=False),
+    config: Path = typer.Option(None, help="Config file (MLFLEET_CONFIG; default ~/.config/mlfleet/config.toml).",
+                                show_default=False),
+) -> None:
+    """mlfleet: serve models on Triton with canaries, Feast features and drift monitoring."""
+    ctx.obj = Connection(url=url, api_key=api_key, registry_url=registry_url, gateway_url=gateway_url,
+                         monitor_url=monitor_url, features_url=features_url, config_file=config)
+    ctx.call_on_close(ctx.obj.close)
+
+
+install(app)
 
 
 def _echo(message: str) -> None:

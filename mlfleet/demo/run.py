@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import aiohttp
 import httpx
 import numpy as np
 
+from mlfleet.client import ClientConfig, Conflict, Fleet
 from mlfleet.demo.data import entity_columns, generate_dataset, request_columns, write_offline_source
 from mlfleet.demo.train import train_versions
 from mlfleet.fleet import FleetConfig
@@ -52,46 +50,36 @@ def prepare_features(config: FleetConfig, *, seed: int, shift: bool, echo) -> ob
     return dataset
 
 
+def fleet_client(config: FleetConfig) -> Fleet:
+    """The Python client of this fleet, with its bootstrap admin API key."""
+    services = {f"{name}_url": config.url(name) for name in ("registry", "gateway", "monitor", "features")}
+    return Fleet(config=ClientConfig(**services, api_key=config.admin_key(), timeout_s=120))
+
+
 def register_versions(config: FleetConfig, dataset, *, seed: int, echo) -> list[int]:
-    registry = httpx.Client(base_url=config.url("registry"), timeout=120, headers={"X-Mlfleet-Actor": "demo"})
-    created = registry.post("/v1/models", json={"name": MODEL, "description": "Card-fraud detection (demo)"})
-    if created.status_code not in (201, 409):
-        created.raise_for_status()
-    existing = {v["sha256"]: v["version"] for v in registry.get(f"/v1/models/{MODEL}/versions").json()["data"]}
-    numbers = []
-    for trained in train_versions(dataset, seed=seed):
-        digest = hashlib.sha256(trained.onnx).hexdigest()
-        metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.metadata["metrics"].items())
-        if digest in existing:
-            numbers.append(existing[digest])
-            echo(f"registry   {trained.name}: already registered as version {existing[digest]} ({metrics})")
-            continue
-        response = registry.post(
-            f"/v1/models/{MODEL}/versions",
-            files={"artifact": ("model.onnx", trained.onnx, "application/octet-stream")},
-            data={"metadata": json.dumps(trained.metadata)},
-        )
-        if response.status_code != 201:
-            raise RuntimeError(f"registering {trained.name} failed: {response.status_code} {response.text}")
-        numbers.append(response.json()["version"])
-        echo(f"registry   {trained.name}: registered as version {numbers[-1]} ({metrics})")
+    with fleet_client(config) as fleet:
+        try:
+            fleet.create_model(MODEL, description="Card-fraud detection (demo)")
+        except Conflict:
+            pass
+        existing = {v.version for v in fleet.list_versions(MODEL).data}
+        numbers = []
+        for trained in train_versions(dataset, seed=seed):
+            metrics = ", ".join(f"{k} {v:.3f}" for k, v in trained.upload.metadata.metrics.items())
+            version = fleet.upload(MODEL, trained.upload, reuse_existing=True).version
+            numbers.append(version)
+            done = "already registered" if version in existing else "registered"
+            echo(f"registry   {trained.name}: {done} as version {version} ({metrics})")
     return numbers
 
 
 def deploy(config: FleetConfig, stable: int, canary: int, canary_percent: float, echo) -> int:
-    response = httpx.put(f"{config.url('registry')}/v1/models/{MODEL}/traffic",
-                         json={"stable": stable, "canary": canary, "canary_percent": canary_percent},
-                         headers={"X-Mlfleet-Actor": "demo"}, timeout=120)
-    response.raise_for_status()
-    revision = response.json()["revision"]
-    echo(f"traffic    stable v{stable}, canary v{canary} at {canary_percent:g} % (policy revision {revision})")
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        routes = httpx.get(f"{config.url('gateway')}/v1/routes", timeout=5).json()
-        if any(m["model"] == MODEL and m["revision"] >= revision for m in routes["table"]["models"]):
-            return revision
-        time.sleep(0.1)
-    raise RuntimeError("the gateway did not pick up the new traffic policy within 30 s")
+    """Set the split and return its policy revision once the gateway serves it."""
+    with fleet_client(config) as fleet:
+        revision = fleet.set_traffic(MODEL, stable=stable, canary=canary, canary_percent=canary_percent).revision
+        echo(f"traffic    stable v{stable}, canary v{canary} at {canary_percent:g} % (policy revision {revision})")
+        fleet.wait_until_served(MODEL, revision)
+    return revision
 
 
 async def send_traffic(url: str, instances: list[dict], *, concurrency: int = 16) -> TrafficSummary:

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +26,22 @@ def default_runtime_env() -> Path:
     if configured:
         return Path(configured)
     return Path(sys.prefix).resolve().parent / ".venv-triton"
+
+
+def otlp_traces_url(env: Mapping[str, str] = os.environ) -> str | None:
+    """Where Triton sends its OpenTelemetry traces: ``MLFLEET_TRITON_OTLP_URL``, else the fleet's
+    OTLP/HTTP collector from the standard ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` (Triton exports
+    over HTTP only, so a gRPC-only configuration leaves Triton untraced)."""
+    if env.get("MLFLEET_TRITON_OTLP_URL"):
+        return env["MLFLEET_TRITON_OTLP_URL"]
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+    if protocol == "grpc" or env.get("OTEL_SDK_DISABLED", "").lower() == "true":
+        return None
+    if env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        return env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"]
+    if env.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return env["OTEL_EXPORTER_OTLP_ENDPOINT"].rstrip("/") + "/v1/traces"
+    return None
 
 
 class TritonRuntimeMissing(RuntimeError):

@@ -25,6 +25,8 @@ class MlfleetError(Exception):
     status: int = 500
     code: str = "internal-error"
     title: str = "Internal error"
+    headers: dict[str, str] = {}
+    """Response headers the error adds (e.g. ``WWW-Authenticate`` on a 401)."""
 
     def __init__(self, detail: str = "", **extra: Any) -> None:
         super().__init__(detail or self.title)
@@ -51,6 +53,7 @@ class BadRequest(MlfleetError):
 
 class Unauthorized(MlfleetError):
     status, code, title = 401, "unauthorized", "Authentication required"
+    headers = {"WWW-Authenticate": 'Bearer realm="mlfleet"'}
 
 
 class Forbidden(MlfleetError):
@@ -111,7 +114,9 @@ class FeatureLookupTimeout(MlfleetError):
 
 def problem_response(error: MlfleetError, request: Request | None = None) -> JSONResponse:
     instance = request.url.path if request is not None else None
-    headers = {"X-Request-Id": request.headers["x-request-id"]} if request is not None and "x-request-id" in request.headers else None
+    headers = dict(error.headers)
+    if request is not None and "x-request-id" in request.headers:
+        headers["X-Request-Id"] = request.headers["x-request-id"]
     return JSONResponse(error.to_problem(instance), status_code=error.status, media_type=PROBLEM_JSON, headers=headers)
 
 

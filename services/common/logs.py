@@ -1,4 +1,4 @@
-"""Structured JSON logs, one line per record."""
+"""Structured JSON logs, one line per record, with the active span's trace and span ids."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import json
 import logging
 import sys
 import time
+
+from opentelemetry import trace
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,6 +22,10 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, key, None)
             if value is not None:
                 entry[key] = value
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry.setdefault("trace_id", format(span.trace_id, "032x"))
+            entry["span_id"] = format(span.span_id, "016x")
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

@@ -129,6 +129,9 @@ class PredictionEvent(BaseModel):
 
     request_id: str
     trace_id: str | None = None
+    traceparent: str | None = Field(
+        default=None, description="W3C trace context of the prediction's span, so the monitor's processing joins its trace."
+    )
     model: str
     version: int | None = None
     variant: Variant | None = None

@@ -15,6 +15,7 @@ from services.common.health import health_router
 from services.common.logs import configure_logging
 from services.common.metrics import instrument
 from services.common.redis import connect
+from services.common.telemetry import Tracing
 from services.features.api import features_router, materialize_router, push_router
 from services.features.definitions import feature_repo
 from services.features.deps import FeaturesResources
@@ -26,13 +27,16 @@ from services.features.store import FeastStore
 def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
     settings = settings or FeaturesSettings()
     registry = CollectorRegistry()
+    tracing = Tracing.from_env("features")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, service="features")
+        tracing.start()
         feast = open_feature_store(redis_url=settings.redis_url, feast_dir=settings.feast_dir)
         store = FeastStore(feast, feature_repo(settings.data_dir))
         redis = connect(settings.redis_url)
+        tracing.instrument_redis(redis)
         resources = FeaturesResources(
             settings=settings, store=store, redis=redis, metrics=FeatureMetrics(registry)
         )
@@ -43,6 +47,7 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
         finally:
             await store.close()
             await redis.aclose()
+            tracing.shutdown()
 
     app = FastAPI(
         title="mlfleet features",
@@ -52,6 +57,7 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     instrument(app, registry)
+    tracing.instrument_app(app)
     app.include_router(health_router(_readiness))
     app.include_router(features_router)
     app.include_router(push_router)

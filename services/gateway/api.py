@@ -21,6 +21,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.common.errors import PROBLEM_JSON, MlfleetError, PayloadTooLarge, UnsupportedMediaType
+from services.common.telemetry import current_trace_id
 from services.gateway.deps import GatewayDep
 from services.gateway.passthrough import Forwarded
 from services.gateway.predictions import RequestContext
@@ -47,10 +48,13 @@ async def predict(request: Request) -> Response:
         payload = PredictRequest.model_validate_json(body)
     except ValidationError as exc:
         raise RequestValidationError(exc.errors(include_url=False)) from None
+    pinned_version = request.headers.get("x-mlfleet-version")
+    if pinned_version is not None:
+        await gateway.pinning.authorize(request.headers.get("authorization"))
     ctx = RequestContext.begin(*request_ids(request))
-    answer = await gateway.predictor.predict(request.path_params["model"], payload, ctx,
-                                             pinned_version=request.headers.get("x-mlfleet-version"))
-    return Response(answer.model_dump_json(), media_type="application/json", headers={"X-Request-Id": ctx.request_id})
+    answer = await gateway.predictor.predict(request.path_params["model"], payload, ctx, pinned_version=pinned_version)
+    return Response(answer.model_dump_json(), media_type="application/json",
+                    headers={"X-Request-Id": ctx.request_id, "X-Trace-Id": ctx.trace_id})
 
 
 def predict_route() -> Route:
@@ -63,7 +67,10 @@ def predict_docs() -> APIRoute:
     async def predict_documented(
         model: str,
         body: PredictRequest,
-        x_mlfleet_version: Annotated[int | None, Header(description="Pin a version the model's policy names.")] = None,
+        x_mlfleet_version: Annotated[int | None, Header(
+            description="Pin a version the model's policy names; needs `Authorization: Bearer <key>` of a "
+                        "deployer (401/403 otherwise).")] = None,
+        authorization: Annotated[str | None, Header(description="`Bearer <key>`; only read with X-Mlfleet-Version.")] = None,
         x_request_id: Annotated[str | None, Header(description="Caller's request id; one is generated otherwise.")] = None,
     ) -> PredictResponse:
         """Score instances: enrich them with online features, route stable/canary by the routing key, infer on Triton."""
@@ -71,7 +78,7 @@ def predict_docs() -> APIRoute:
 
     return APIRoute(PREDICT_PATH, predict_documented, methods=["POST"], response_model=PredictResponse,
                     operation_id="predictions-predict", tags=["predictions"], summary="Predict",
-                    responses=_problems(400, 404, 413, 415, 422, 502, 503, 504))
+                    responses=_problems(400, 401, 403, 404, 413, 415, 422, 502, 503, 504))
 
 
 # --- /v1/routes ---------------------------------------------------------------------------------
@@ -179,8 +186,12 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def request_ids(request: Request) -> tuple[str, str]:
-    """``X-Request-Id`` (or a new one) and the W3C ``traceparent`` trace id (or a new one)."""
+    """``X-Request-Id`` (or a new one) and the trace id: the server span's when tracing is on, else the
+    W3C ``traceparent`` header's (or a new one)."""
     request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+    traced = current_trace_id()
+    if traced is not None:
+        return request_id, traced
     traceparent = request.headers.get("traceparent", "")
     parts = traceparent.split("-")
     trace_id = parts[1] if len(parts) == 4 and len(parts[1]) == 32 else uuid.uuid4().hex

@@ -13,6 +13,7 @@ from services.common.errors import install_error_handlers
 from services.common.health import health_router
 from services.common.logs import configure_logging
 from services.common.metrics import instrument
+from services.common.telemetry import Tracing
 from services.gateway import api
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.resources import Gateway
@@ -26,14 +27,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     configure_logging(settings.log_level, service="gateway")
     registry = CollectorRegistry()
     metrics = GatewayMetrics.create(registry)
+    tracing = Tracing.from_env("gateway")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.gateway = await Gateway.open(settings, metrics)
+        tracing.start()
+        app.state.gateway = await Gateway.open(settings, metrics, tracing.active_tracer)
+        tracing.instrument_redis(app.state.gateway.redis)
         try:
             yield
         finally:
             await app.state.gateway.close()
+            tracing.shutdown()
 
     async def readiness(request: Request) -> dict[str, bool]:
         return await request.app.state.gateway.readiness()
@@ -41,6 +46,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app = FastAPI(title="mlfleet gateway", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     install_error_handlers(app)
     instrument(app, registry)
+    tracing.instrument_app(app)
     app.include_router(health_router(readiness))
     app.router.routes.append(api.predict_route())
     app.include_router(api.routes_router)

@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from opentelemetry.trace import SpanKind, Tracer
 
 from services.common.errors import BackendUnavailable, InferenceFailed, InvalidInput, MlfleetError
+from services.common.redis import PREDICTIONS_STREAM
 from services.common.schemas import ModelRoute, PredictionEvent, Signature, Variant, VersionRoute
+from services.common.telemetry import current_traceparent, span
 from services.gateway import router
 from services.gateway.events import EventWriter
 from services.gateway.features import FeatureReader
@@ -51,7 +54,8 @@ class RequestContext:
 
 class Predictor:
     def __init__(self, *, policy: PolicySync, features: FeatureReader, triton: TritonInference, events: EventWriter,
-                 metrics: GatewayMetrics, max_instances: int, shadow_max_in_flight: int) -> None:
+                 metrics: GatewayMetrics, max_instances: int, shadow_max_in_flight: int,
+                 tracer: Tracer | None = None) -> None:
         self._policy = policy
         self._features = features
         self._triton = triton
@@ -60,6 +64,8 @@ class Predictor:
         self._max_instances = max_instances
         self._shadow_max_in_flight = shadow_max_in_flight
         self._shadows: set[asyncio.Task] = set()
+        self._tracer = tracer
+        """``None`` when tracing is off: then no span, no attribute and no ``traceparent`` is built."""
 
     def book(self) -> RouteBook:
         if self._policy.book is None:
@@ -70,11 +76,16 @@ class Predictor:
                       pinned_version: str | None = None) -> PredictResponse:
         if len(request.instances) > self._max_instances:
             raise InvalidInput(f"{len(request.instances)} instances exceed the limit of {self._max_instances}")
-        route = self.book().route(model)
-        if pinned_version is not None:
-            choice = router.pinned(route, pinned_version)
-        else:
-            choice = router.choose(route, routing_key(route, request, ctx.request_id))
+        with span(self._tracer, "route") as routing:
+            route = self.book().route(model)
+            if pinned_version is not None:
+                choice = router.pinned(route, pinned_version)
+            else:
+                choice = router.choose(route, routing_key(route, request, ctx.request_id))
+            if routing:
+                routing.set_attributes({"mlfleet.model": model, "mlfleet.version": choice.version.version,
+                                        "mlfleet.variant": choice.variant.value, "mlfleet.request_id": ctx.request_id,
+                                        "mlfleet.policy_revision": route.revision})
         try:
             choice, tensor, predictions = await self._answer(route, choice, request.instances, ctx)
         except MlfleetError as exc:
@@ -97,7 +108,7 @@ class Predictor:
         """Infer on the chosen version; a failing canary is answered by stable (counted as a fallback)."""
         tensor = await self._tensor(choice.version.signature, instances)
         try:
-            return choice, tensor, await self._infer(route.model, choice.version, tensor)
+            return choice, tensor, await self._infer(route.model, choice.version, tensor, choice.variant)
         except (BackendUnavailable, InferenceFailed) as exc:
             stable = router.stable_of(route)
             if choice.variant is not Variant.canary or stable is None:
@@ -108,18 +119,28 @@ class Predictor:
         fallback = Choice(stable, Variant.stable)
         if stable.signature != choice.version.signature:
             tensor = await self._tensor(stable.signature, instances)
-        return fallback, tensor, await self._infer(route.model, stable, tensor)
+        return fallback, tensor, await self._infer(route.model, stable, tensor, Variant.stable)
 
     async def _tensor(self, signature: Signature, instances: Instances) -> np.ndarray:
         features = signature.feast_features
         columns = {}
         if features:
-            columns = await self._features.lookup(list(dict.fromkeys(features)), entity_rows(signature, instances))
+            with span(self._tracer, "feast.get_online_features", kind=SpanKind.CLIENT) as lookup:
+                if lookup:
+                    lookup.set_attributes({"db.system": "redis", "feast.features": list(dict.fromkeys(features)),
+                                           "feast.entity_rows": len(instances)})
+                columns = await self._features.lookup(list(dict.fromkeys(features)), entity_rows(signature, instances))
         return build_tensor(signature, instances, columns)
 
-    async def _infer(self, model: str, version: VersionRoute, tensor: np.ndarray) -> list[Prediction]:
+    async def _infer(self, model: str, version: VersionRoute, tensor: np.ndarray, variant: Variant) -> list[Prediction]:
         output = version.signature.output
-        with self._metrics.triton_latency.labels(model, str(version.version)).time():
+        with self._metrics.triton_latency.labels(model, str(version.version)).time(), \
+                span(self._tracer, f"triton.infer {model}", kind=SpanKind.CLIENT) as infer:
+            if infer:
+                infer.set_attributes({"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService",
+                                      "rpc.method": "ModelInfer", "mlfleet.model": model,
+                                      "mlfleet.version": version.version, "mlfleet.variant": variant.value,
+                                      "mlfleet.instances": len(tensor)})
             probabilities = await self._triton.probabilities(model, version.version, tensor, output=output.probabilities)
         return to_predictions(output, probabilities)
 
@@ -141,7 +162,7 @@ class Predictor:
         try:
             if tensor is None:
                 tensor = await self._tensor(shadow.signature, instances)
-            predictions = await self._infer(model, shadow, tensor)
+            predictions = await self._infer(model, shadow, tensor, Variant.shadow)
         except MlfleetError as exc:
             self._record(shadow_ctx, model, choice, error=exc)
             return
@@ -160,15 +181,26 @@ class Predictor:
         self._metrics.predictions.labels(model, str(version), choice.variant.value, status).inc()
         self._metrics.prediction_latency.labels(model, choice.variant.value).observe(latency_ms / 1000)
         predictions = predictions or []
-        self._events.enqueue(PredictionEvent(
-            request_id=ctx.request_id, trace_id=ctx.trace_id, model=model, version=version, variant=choice.variant,
+        with span(self._tracer, "events.enqueue", kind=SpanKind.PRODUCER) as publish:
+            if publish:
+                publish.set_attributes({"messaging.system": "redis", "messaging.destination.name": PREDICTIONS_STREAM,
+                                        "mlfleet.model": model, "mlfleet.version": version,
+                                        "mlfleet.variant": choice.variant.value, "mlfleet.status": status})
+            self._events.enqueue(self._event(ctx, model, choice, status, latency_ms, tensor, predictions, error))
+
+    def _event(self, ctx: RequestContext, model: str, choice: Choice, status: str, latency_ms: float,
+               tensor: np.ndarray | None, predictions: list[Prediction], error: MlfleetError | None) -> PredictionEvent:
+        return PredictionEvent(
+            request_id=ctx.request_id, trace_id=ctx.trace_id,
+            traceparent=current_traceparent() if self._tracer is not None else None,
+            model=model, version=choice.version.version, variant=choice.variant,
             timestamp=ctx.arrived, latency_ms=latency_ms, status=status,
             error_code=error.code if error is not None else None,
             instances=len(tensor) if tensor is not None else 0,
             features=tensor.tolist() if tensor is not None else [],
             feature_names=[i.name for i in choice.version.signature.inputs] if tensor is not None else [],
             scores=[p.score for p in predictions], labels=[p.label for p in predictions],
-        ))
+        )
 
 
 def routing_key(route: ModelRoute, request: PredictRequest, request_id: str) -> str:

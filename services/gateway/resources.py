@@ -7,6 +7,7 @@ import contextlib
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
+from opentelemetry.trace import Tracer
 
 from services.common.feature_store import open_feature_store
 from services.common.redis import connect
@@ -14,6 +15,7 @@ from services.gateway.events import EventWriter
 from services.gateway.features import FeatureReader
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.passthrough import TritonPassthrough
+from services.gateway.pinning import PinningAuthorizer
 from services.gateway.policy import PolicySync
 from services.gateway.predictions import Predictor
 from services.gateway.settings import GatewaySettings
@@ -33,10 +35,12 @@ class Gateway:
     events: EventWriter
     predictor: Predictor
     passthrough: TritonPassthrough
+    pinning: PinningAuthorizer
 
     @classmethod
-    async def open(cls, settings: GatewaySettings, metrics: GatewayMetrics) -> "Gateway":
-        """Create every client and start the background tasks (event writer, policy sync)."""
+    async def open(cls, settings: GatewaySettings, metrics: GatewayMetrics, tracer: Tracer | None = None) -> "Gateway":
+        """Create every client and start the background tasks (event writer, policy sync).
+        ``tracer`` is ``None`` when tracing is off."""
         redis = connect(settings.redis_url)
         store = await asyncio.to_thread(open_feature_store, redis_url=settings.redis_url, feast_dir=settings.feast_dir)
         features = FeatureReader(store, timeout_s=settings.feature_timeout_s, latency=metrics.feature_latency)
@@ -46,10 +50,13 @@ class Gateway:
         policy = PolicySync(registry_url=settings.registry_url, redis=redis, poll_s=settings.policy_poll_s,
                             timeout_s=settings.registry_timeout_s, revision_gauge=metrics.policy_revision)
         predictor = Predictor(policy=policy, features=features, triton=triton, events=events, metrics=metrics,
-                              max_instances=settings.max_instances, shadow_max_in_flight=settings.shadow_max_in_flight)
+                              max_instances=settings.max_instances, shadow_max_in_flight=settings.shadow_max_in_flight,
+                              tracer=tracer)
         passthrough = TritonPassthrough(triton_http_url=settings.triton_http_url, timeout_s=settings.inference_timeout_s,
                                         events=events, metrics=metrics)
-        gateway = cls(settings, metrics, redis, policy, triton, features, events, predictor, passthrough)
+        pinning = PinningAuthorizer(registry_url=settings.registry_url, timeout_s=settings.registry_timeout_s,
+                                    ttl_s=settings.pinning_auth_ttl_s)
+        gateway = cls(settings, metrics, redis, policy, triton, features, events, predictor, passthrough, pinning)
         events.start()
         policy.start()
         return gateway
@@ -59,6 +66,7 @@ class Gateway:
         await self.predictor.close()
         await self.events.close()
         await self.passthrough.close()
+        await self.pinning.close()
         await self.triton.close()
         await self.features.close()
         await self.redis.aclose()

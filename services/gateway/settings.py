@@ -29,6 +29,10 @@ class GatewaySettings(ServiceSettings):
     events_maxlen: int = Field(default=1_000_000, ge=1, description="Approximate length cap (MAXLEN ~) of the predictions stream.")
     policy_poll_s: float = Field(default=5.0, gt=0, description="Period of the routing-table poll that repairs missed policy messages.")
     shadow_max_in_flight: int = Field(default=64, ge=0, description="Most mirrored shadow inferences running at once; more are skipped.")
+    pinning_auth_ttl_s: float = Field(
+        default=30.0, gt=0,
+        description="How long the registry's answer about a pinning caller's API key is cached (revocation delay).",
+    )
 
     @model_validator(mode="after")
     def _default_feast_dir(self) -> "GatewaySettings":

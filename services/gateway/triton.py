@@ -7,6 +7,7 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from services.common.errors import BackendUnavailable, InferenceFailed
+from services.common.telemetry import trace_headers
 
 INPUT = "input"
 """The tensor contract of every registered version (see the registry's Triton backend)."""
@@ -23,13 +24,15 @@ class TritonInference:
 
     async def probabilities(self, model: str, version: int, tensor: np.ndarray, *, output: str) -> np.ndarray:
         """Raise ``BackendUnavailable`` (503) when Triton or the version cannot answer in time,
-        ``InferenceFailed`` (502) when the model itself fails."""
+        ``InferenceFailed`` (502) when the model itself fails. The active span's ``traceparent`` goes
+        along, so Triton's own spans (when it traces) join the caller's trace."""
         request_input = grpcclient.InferInput(INPUT, list(tensor.shape), "FP32")
         request_input.set_data_from_numpy(tensor)
         try:
             result = await self._client.infer(
                 model, [request_input], model_version=str(version),
                 outputs=[grpcclient.InferRequestedOutput(output)], client_timeout=self._timeout_s,
+                headers=trace_headers(),
             )
         except InferenceServerException as exc:
             if exc.status() in UNAVAILABLE_STATUSES:

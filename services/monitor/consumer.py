@@ -19,8 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
+from opentelemetry.trace import SpanKind, Tracer
 from redis.exceptions import RedisError, ResponseError
 
+from services.common.schemas import PredictionEvent
+from services.common.telemetry import context_from_traceparent
+from services.monitor.cancellation import stop_if_cancelled
+from services.monitor.samples import SampleStore
 from services.monitor.schemas import ConsumerStats
 from services.monitor.stats import BucketKey, InvalidEvent, bucket_key, event_counters, parse_event
 from services.monitor.store import AggregateStore, version_segment
@@ -56,6 +61,10 @@ class Tally:
     ids: list[bytes] = field(default_factory=list)
     processed: Counter[tuple[str, str]] = field(default_factory=Counter)
     invalid: int = 0
+    events: list[PredictionEvent] = field(default_factory=list)
+    """Valid events, for the live samples and prediction records."""
+    traced: list[PredictionEvent] = field(default_factory=list)
+    """Events that carry a ``traceparent``: each gets a processing span in its prediction's trace."""
 
 
 def tally(entries: Sequence[Entry]) -> Tally:
@@ -74,6 +83,9 @@ def tally(entries: Sequence[Entry]) -> Tally:
             continue
         result.buckets.setdefault(bucket_key(event), Counter()).update(counters)
         result.processed[(event.model, version_segment(event.version))] += 1
+        result.events.append(event)
+        if event.traceparent:
+            result.traced.append(event)
     return result
 
 
@@ -84,8 +96,10 @@ def entry_time_s(entry_id: bytes) -> float:
 
 class EventConsumer:
     def __init__(self, redis: aioredis.Redis, store: AggregateStore, config: ConsumerConfig,
-                 metrics: MonitorMetrics) -> None:
+                 metrics: MonitorMetrics, tracer: Tracer | None = None, *, samples: SampleStore | None = None) -> None:
         self._redis = redis
+        self._samples = samples
+        self._tracer = tracer
         self._store = store
         self.config = config
         self._metrics = metrics
@@ -108,6 +122,7 @@ class EventConsumer:
                 logger.warning("redis unavailable (%s); retrying in %.1f s", exc, delay)
             except Exception:
                 logger.exception("consumer loop failed; retrying in %.1f s", delay)
+            stop_if_cancelled()
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.config.retry_max_s)
 
@@ -194,15 +209,19 @@ class EventConsumer:
             entries = await self._read(">", block_ms=self.config.block_ms)
             if entries:
                 await self._commit(entries)
+            stop_if_cancelled()
 
     async def _commit(self, entries: Sequence[Entry]) -> None:
         """Apply a batch's counts and acknowledge it in one transaction, then update metrics."""
+        started_ns = time.time_ns()
         batch = tally(entries)
         if not batch.ids:
             return
         cfg = self.config
         async with self._redis.pipeline(transaction=True) as pipe:
             self._store.queue_counts(pipe, batch.buckets)
+            if self._samples is not None:
+                self._samples.queue_events(pipe, batch.events)
             pipe.hincrby(cfg.totals_key, "processed", sum(batch.processed.values()))
             pipe.hincrby(cfg.totals_key, "invalid", batch.invalid)
             pipe.xack(cfg.stream, cfg.group, *batch.ids)
@@ -213,3 +232,19 @@ class EventConsumer:
         self.processed += sum(batch.processed.values())
         self.processing_lag_s = max(time.time() - entry_time_s(batch.ids[-1]), 0.0)
         self._metrics.processing_lag.set(self.processing_lag_s)
+        self._trace(batch, started_ns, len(entries))
+
+    def _trace(self, batch: Tally, started_ns: int, batch_size: int) -> None:
+        """One consumer span per traced event, a child of the span that published it."""
+        if self._tracer is None:
+            return
+        for event in batch.traced:
+            span = self._tracer.start_span(
+                f"{self.config.stream} process", context=context_from_traceparent(event.traceparent),
+                kind=SpanKind.CONSUMER, start_time=started_ns,
+                attributes={"messaging.system": "redis", "messaging.destination.name": self.config.stream,
+                            "messaging.operation.type": "process", "messaging.consumer.group.name": self.config.group,
+                            "messaging.batch.message_count": batch_size, "mlfleet.model": event.model,
+                            "mlfleet.version": event.version or 0, "mlfleet.request_id": event.request_id},
+            )
+            span.end()

@@ -6,9 +6,14 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
+from services.monitor.alerts import AlertCenter
 from services.monitor.consumer import EventConsumer
+from services.monitor.feedback import FeedbackStore
+from services.monitor.registry_client import RegistryClient
+from services.monitor.reports import DriftReporter
 from services.monitor.settings import MonitorSettings
 from services.monitor.store import AggregateStore
+from services.monitor.telemetry import MonitorMetrics
 
 if TYPE_CHECKING:
     from services.monitor.app import MonitorResources
@@ -30,6 +35,31 @@ def get_consumer(request: Request) -> EventConsumer:
     return get_resources(request).consumer
 
 
+def get_feedback(request: Request) -> FeedbackStore:
+    return get_resources(request).feedback
+
+
+def get_reporter(request: Request) -> DriftReporter:
+    return get_resources(request).reporter
+
+
+def get_alerts(request: Request) -> AlertCenter:
+    return get_resources(request).alerts
+
+
+def get_registry(request: Request) -> RegistryClient:
+    return get_resources(request).registry
+
+
+def get_metrics(request: Request) -> MonitorMetrics:
+    return request.app.state.metrics
+
+
 SettingsDep = Annotated[MonitorSettings, Depends(get_settings)]
 StoreDep = Annotated[AggregateStore, Depends(get_store)]
 ConsumerDep = Annotated[EventConsumer, Depends(get_consumer)]
+FeedbackDep = Annotated[FeedbackStore, Depends(get_feedback)]
+ReporterDep = Annotated[DriftReporter, Depends(get_reporter)]
+AlertsDep = Annotated[AlertCenter, Depends(get_alerts)]
+RegistryDep = Annotated[RegistryClient, Depends(get_registry)]
+MetricsDep = Annotated[MonitorMetrics, Depends(get_metrics)]

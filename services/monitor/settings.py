@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common.redis import PREDICTIONS_STREAM
 from services.common.settings import ServiceSettings
+from services.monitor.alerts import AlertRules
+from services.monitor.drift import DriftThresholds
 
 
 def default_consumer_name() -> str:
@@ -51,3 +56,96 @@ class MonitorSettings(ServiceSettings):
     retry_max_s: float = Field(
         default=5.0, gt=0, description="Longest pause between attempts while Redis is unreachable."
     )
+
+    registry_url: str = Field(
+        default="http://127.0.0.1:8081", description="Base URL of the registry (reference profiles, traffic split)."
+    )
+    registry_api_key: SecretStr | None = Field(
+        default=None, description="API key (role viewer) sent to the registry as `Authorization: Bearer <key>`."
+    )
+    registry_api_key_file: Path | None = Field(
+        default=None, description="File holding the registry API key (wins over `registry_api_key`)."
+    )
+    registry_timeout_s: float = Field(default=5.0, gt=0, description="Deadline of one call to the registry.")
+    profile_cache_s: float = Field(
+        default=300.0, ge=0, description="How long a version's reference profile is cached (a missing one: a tenth)."
+    )
+    samples_max: int = Field(
+        default=5000, ge=10, description="Prediction events kept per version in Redis for drift windows (capped stream)."
+    )
+    drift_window: Literal["count", "time"] = Field(
+        default="count", description="Default drift window: the last `drift_window_size` instances, "
+                                     "or the instances of the last `drift_window_s` seconds."
+    )
+    drift_window_size: int = Field(default=1000, ge=10, description="Instances in a count-based drift window.")
+    drift_window_s: float = Field(default=3600.0, gt=0, description="Seconds covered by a time-based drift window.")
+    drift_interval_s: float = Field(
+        default=10.0, gt=0, description="How often each version's current window is compared with its reference."
+    )
+    drift: DriftThresholds = Field(
+        default_factory=DriftThresholds, description="Drift thresholds of every model (JSON)."
+    )
+    drift_overrides: dict[str, DriftThresholds] = Field(
+        default_factory=dict, description='Per-model drift thresholds (JSON), e.g. `{"fraud": {"ks": 0.2}}`.'
+    )
+    drift_history_max: int = Field(default=500, ge=1, description="Drift evaluations kept per version.")
+    prediction_ttl_s: int = Field(
+        default=24 * 3600, ge=1, description="How long a prediction waits for its ground-truth label (feedback)."
+    )
+    seen_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=1,
+        description="How long a request id is remembered after its prediction expired, so late feedback is told "
+                    "apart from unknown ids.",
+    )
+    feedback_max_batch: int = Field(default=1000, ge=1, description="Most labels in one feedback request.")
+    alert_rules: AlertRules = Field(
+        default_factory=AlertRules, description="Thresholds of the accuracy, error-rate and latency rules (JSON)."
+    )
+    alert_rules_overrides: dict[str, AlertRules] = Field(
+        default_factory=dict, description="Per-model alert thresholds (JSON)."
+    )
+    alert_interval_s: float = Field(default=15.0, gt=0, description="How often the metric rules are checked.")
+    alert_cooldown_s: float = Field(
+        default=900.0, ge=0, description="An alert (rule, model, version, action) fires at most once per cooldown."
+    )
+    alert_history_max: int = Field(default=1000, ge=1, description="Alerts kept in the history.")
+    alert_webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Webhooks receiving Alertmanager-compatible bodies (comma-separated or JSON)."
+    )
+    retrain_webhook_url: str | None = Field(
+        default=None, description="Webhook receiving a Kubeflow-Pipelines-style run request on drift and accuracy alerts."
+    )
+    retrain_pipeline_id: str = Field(default="mlfleet-retrain", description="`pipeline_id` of the retraining run.")
+    retrain_pipeline_version_id: str | None = Field(default=None, description="`pipeline_version_id`, if pinned.")
+    retrain_experiment_id: str | None = Field(default=None, description="`experiment_id` of the run, if any.")
+    public_url: str | None = Field(
+        default=None, description="URL the monitor is reached at, for links in alerts (default http://host:port)."
+    )
+    sink_timeout_s: float = Field(default=5.0, gt=0, description="Deadline of one webhook delivery.")
+    sink_max_attempts: int = Field(default=10, ge=1, description="Attempts per delivery before it is dropped.")
+    sink_retry_initial_s: float = Field(default=0.5, gt=0, description="First pause after a failed delivery.")
+    sink_retry_max_s: float = Field(default=60.0, gt=0, description="Longest pause between delivery attempts.")
+    sink_queue_size: int = Field(default=1000, ge=1, description="Deliveries waiting per sink; more are dropped.")
+
+    @field_validator("alert_webhook_urls", mode="before")
+    @classmethod
+    def _url_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            return json.loads(text) if text.startswith("[") else [u.strip() for u in text.split(",") if u.strip()]
+        return value
+
+    def registry_key(self) -> str | None:
+        """The registry API key: the file's content when a file is configured, else the setting."""
+        if self.registry_api_key_file is not None:
+            return self.registry_api_key_file.read_text().strip() or None
+        return self.registry_api_key.get_secret_value() if self.registry_api_key else None
+
+    def drift_thresholds(self, model: str) -> DriftThresholds:
+        return self.drift_overrides.get(model, self.drift)
+
+    def rules(self, model: str) -> AlertRules:
+        return self.alert_rules_overrides.get(model, self.alert_rules)
+
+    def monitor_url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"

@@ -12,6 +12,12 @@ class MonitorMetrics:
     events_processed: Counter
     events_invalid: Counter
     processing_lag: Gauge
+    drift: Gauge
+    drift_verdict: Gauge
+    drift_window: Gauge
+    feedback: Counter
+    alerts: Counter
+    deliveries: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> MonitorMetrics:
@@ -28,5 +34,30 @@ class MonitorMetrics:
                 "mlfleet_monitor_processing_lag_seconds",
                 "Seconds between the newest entry of the last batch being added to the stream and being counted.",
                 registry=registry,
+            ),
+            drift=Gauge(
+                "mlfleet_monitor_drift", "Drift statistic of a feature (or `score`) in the version's current window.",
+                ["model", "version", "feature", "statistic"], registry=registry,
+            ),
+            drift_verdict=Gauge(
+                "mlfleet_monitor_drift_verdict",
+                "Current drift verdict: 0 ok, 1 retrain, 2 rollback, -1 no verdict (too few samples, no reference).",
+                ["model", "version"], registry=registry,
+            ),
+            drift_window=Gauge(
+                "mlfleet_monitor_drift_window_instances", "Instances in the version's current drift window.",
+                ["model", "version"], registry=registry,
+            ),
+            feedback=Counter(
+                "mlfleet_monitor_feedback", "Feedback labels by outcome (accepted, duplicate, late, unknown, invalid).",
+                ["outcome"], registry=registry,
+            ),
+            alerts=Counter(
+                "mlfleet_monitor_alerts", "Alerts by rule and severity; `suppressed` ones were within their cooldown.",
+                ["rule", "severity", "outcome"], registry=registry,
+            ),
+            deliveries=Counter(
+                "mlfleet_monitor_alert_deliveries", "Alert deliveries by sink and outcome (delivered, retried, failed, dropped).",
+                ["sink", "outcome"], registry=registry,
             ),
         )

@@ -1,4 +1,4 @@
-"""The registry service: models, versions, traffic policy, routing table and audit log.
+"""The registry service: models, versions, traffic policy, rollouts, API keys, routing table and audit log.
 
 Run with ``uvicorn --factory services.registry.app:create_app``.
 """
@@ -16,6 +16,7 @@ from services.common.errors import install_error_handlers
 from services.common.health import health_router
 from services.common.logs import configure_logging
 from services.common.metrics import instrument
+from services.common.telemetry import Tracing
 from services.registry.api import ROUTERS
 from services.registry.container import Registry
 from services.registry.settings import RegistrySettings
@@ -34,28 +35,40 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     configure_logging(settings.log_level, service="registry")
     metrics_registry = CollectorRegistry()
     metrics = RegistryMetrics.create(metrics_registry)
+    tracing = Tracing.from_env("registry")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tracing.start()
         registry = await Registry.open(settings, metrics)
         app.state.registry = registry
-        in_step = asyncio.create_task(registry.traffic.keep_triton_in_step(settings.reconcile_interval_s))
+        tracing.instrument_redis(registry.redis)
+        tasks = [
+            asyncio.create_task(registry.traffic.keep_triton_in_step(settings.reconcile_interval_s)),
+            asyncio.create_task(registry.rollouts.run(), name="registry-rollout-controller"),
+        ]
         try:
             yield
         finally:
-            in_step.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await in_step
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await registry.close()
+            tracing.shutdown()
 
     app = FastAPI(
         title="mlfleet registry",
-        description="Model versions, validation gates, traffic policy (stable/canary/shadow), routing table and audit log.",
+        description="Model versions, validation gates, traffic policy (stable/canary/shadow), progressive rollouts "
+                    "with instant rollback, API keys, routing table and audit log. Every route but the routing table "
+                    "and health checks needs `Authorization: Bearer <key>`.",
         version="0.1.0",
         lifespan=lifespan,
     )
     install_error_handlers(app)
     instrument(app, metrics_registry)
+    tracing.instrument_app(app)
     app.include_router(health_router(readiness))
     for router in ROUTERS:
         app.include_router(router)

@@ -19,6 +19,7 @@ from services.registry.onnx_validation import validate_onnx
 from services.registry.schemas import (
     AuditList,
     AuditPublic,
+    FaultInjection,
     Gates,
     Lineage,
     ModelCreate,
@@ -50,7 +51,8 @@ def version_public(row: ModelVersion) -> VersionPublic:
         model=row.model.name, version=row.version, sha256=row.sha256, size_bytes=row.size_bytes,
         status=VersionStatus(row.status), signature=Signature.model_validate(row.signature), metrics=row.metrics,
         lineage=Lineage.model_validate(row.lineage),
-        reference_profile=row.reference_profile, description=row.description, created_at=row.created_at,
+        reference_profile=row.reference_profile, fault_injection=FaultInjection.model_validate(row.fault_injection or {}),
+        description=row.description, created_at=row.created_at,
     )
 
 
@@ -159,9 +161,12 @@ def _add_version(session: Session, *, model: str, stored: StoredArtifact, metada
         status=VersionStatus.registered.value, signature=metadata.signature.model_dump(mode="json"),
         metrics=metadata.metrics, lineage=metadata.lineage.model_dump(mode="json"),
         reference_profile=metadata.reference_profile, description=metadata.description,
+        fault_injection=metadata.fault_injection.model_dump() if metadata.fault_injection.active else {},
     )
-    repository.add_audit(session, actor=actor, action="version.register", model=model, version=number,
-                         detail={"sha256": stored.sha256, "size_bytes": stored.size_bytes, "metrics": metadata.metrics})
+    detail = {"sha256": stored.sha256, "size_bytes": stored.size_bytes, "metrics": metadata.metrics}
+    if metadata.fault_injection.active:
+        detail["fault_injection"] = metadata.fault_injection.model_dump()
+    repository.add_audit(session, actor=actor, action="version.register", model=model, version=number, detail=detail)
     return version_public(row)
 
 

@@ -12,11 +12,15 @@ from services.common.redis import connect
 from services.registry.artifacts import ArtifactStore
 from services.registry.catalog import Catalog
 from services.registry.database import Database
+from services.registry.keys import KeyStore
+from services.registry.monitor_client import MonitorClient
 from services.registry.publisher import PolicyPublisher
+from services.registry.rollout import RolloutController
 from services.registry.settings import RegistrySettings
 from services.registry.telemetry import RegistryMetrics
 from services.registry.traffic import TrafficController
 from services.registry.triton_repository import BACKEND_MODEL_PY, TritonRepository
+from services.registry.webhooks import WebhookNotifier
 
 logger = logging.getLogger("mlfleet.registry")
 
@@ -29,6 +33,10 @@ class Registry:
     redis: aioredis.Redis
     catalog: Catalog
     traffic: TrafficController
+    keys: KeyStore
+    monitor: MonitorClient
+    notifier: WebhookNotifier
+    rollouts: RolloutController
 
     @classmethod
     async def open(cls, settings: RegistrySettings, metrics: RegistryMetrics) -> "Registry":
@@ -42,15 +50,32 @@ class Registry:
         )
         redis = connect(settings.redis_url)
         publisher = PolicyPublisher(redis, publishes=metrics.policy_publishes)
+        keys = KeyStore(database)
+        bootstrap_key = settings.bootstrap_key()
+        if bootstrap_key:
+            await keys.bootstrap(bootstrap_key)
+        else:
+            logger.warning("no bootstrap admin key configured (MLFLEET_REGISTRY_BOOTSTRAP_ADMIN_KEY[_FILE]); "
+                           "only keys already in the database can call the API")
+        traffic = TrafficController(database=database, artifacts=artifacts, triton=triton, publisher=publisher,
+                                    metrics=metrics)
+        monitor = MonitorClient(settings.monitor_url, timeout_s=settings.monitor_timeout_s)
+        notifier = WebhookNotifier(settings.webhook_urls, timeout_s=settings.webhook_timeout_s,
+                                   max_attempts=settings.webhook_max_attempts, backoff_s=settings.webhook_backoff_s,
+                                   deliveries=metrics.webhook_deliveries)
+        notifier.start()
         return cls(
             settings=settings, database=database, triton=triton, redis=redis,
             catalog=Catalog(database=database, artifacts=artifacts, metrics=metrics,
                             max_artifact_bytes=settings.max_artifact_bytes),
-            traffic=TrafficController(database=database, artifacts=artifacts, triton=triton, publisher=publisher,
-                                      metrics=metrics),
+            traffic=traffic, keys=keys, monitor=monitor, notifier=notifier,
+            rollouts=RolloutController(database=database, traffic=traffic, monitor=monitor, notifier=notifier,
+                                       metrics=metrics, tick_s=settings.rollout_tick_s),
         )
 
     async def close(self) -> None:
+        await self.notifier.close()
+        await self.monitor.close()
         await self.triton.close()
         await self.redis.aclose()
         await anyio.to_thread.run_sync(self.database.dispose)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, insert, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,14 +40,27 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        """Create missing tables and counters (Alembic migrations replace this later)."""
+        """Create missing tables, nullable columns and counters (Alembic migrations replace this later)."""
         Base.metadata.create_all(self.engine)
+        self._add_missing_columns()
         try:
             with self._sessions.begin() as session:
                 if session.get(RevisionCounter, POLICY_REVISION_COUNTER) is None:
                     session.execute(insert(RevisionCounter).values(name=POLICY_REVISION_COUNTER, value=0))
         except IntegrityError:
             logger.info("revision counter created by another registry process")
+
+    def _add_missing_columns(self) -> None:
+        """Add nullable columns that tables created by an earlier release lack (e.g. ``fault_injection``)."""
+        existing = inspect(self.engine)
+        with self.engine.begin() as connection:
+            for table in Base.metadata.sorted_tables:
+                present = {c["name"] for c in existing.get_columns(table.name)}
+                for column in table.columns:
+                    if column.name not in present and column.nullable:
+                        kind = column.type.compile(dialect=self.engine.dialect)
+                        connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
+                        logger.info("added column %s.%s", table.name, column.name)
 
     async def transaction(self, work: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``work(session, ...)`` in one transaction, off the event loop; commit unless it raises."""

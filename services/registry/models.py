@@ -1,11 +1,11 @@
-"""SQLAlchemy tables of the registry: models, versions, traffic policies, revisions, audit."""
+"""SQLAlchemy tables of the registry: models, versions, traffic policies, revisions, audit, API keys, rollouts."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -37,7 +37,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, datetime: UtcDateTime}
+    type_annotation_map = {dict[str, Any]: JSON, list[float]: JSON, list[str]: JSON, datetime: UtcDateTime}
 
 
 class RegisteredModel(Base):
@@ -65,6 +65,8 @@ class ModelVersion(Base):
     metrics: Mapped[dict[str, Any]]
     lineage: Mapped[dict[str, Any]]
     reference_profile: Mapped[dict[str, Any]]
+    fault_injection: Mapped[dict[str, Any] | None] = mapped_column(
+        default=dict, doc="Faults Triton injects into this version (delay, failures), for rollout rehearsals.")
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -116,3 +118,69 @@ class AuditEvent(Base):
     model: Mapped[str | None] = mapped_column(String(63))
     version: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[dict[str, Any]]
+
+
+class ApiKey(Base):
+    """An API key: only the sha256 of the token is stored; the token is shown once at creation.
+
+    Names need not be unique: rotating a key means creating a second one with the same name,
+    switching callers over, then revoking the first.
+    """
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(32))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16), doc="First characters of the key, to recognise it in listings.")
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class Rollout(Base):
+    """A progressive rollout of ``candidate`` against ``baseline``; the controller resumes it from here."""
+
+    __tablename__ = "rollouts"
+    __table_args__ = (Index("ix_rollouts_state", "state"), Index("ix_rollouts_model_id", "model_id", "id"))
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    candidate: Mapped[int] = mapped_column(Integer)
+    baseline: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(32))
+    step_index: Mapped[int] = mapped_column(Integer, default=0)
+    canary_percent: Mapped[float] = mapped_column(Float)
+    steps: Mapped[list[float]]
+    interval_s: Mapped[float] = mapped_column(Float)
+    min_requests: Mapped[int] = mapped_column(Integer)
+    checks: Mapped[dict[str, Any]]
+    max_failures: Mapped[int] = mapped_column(Integer)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    require_approval: Mapped[bool] = mapped_column(Boolean, default=False)
+    approved: Mapped[bool] = mapped_column(Boolean, default=False)
+    step_started_at: Mapped[datetime] = mapped_column(doc="Start of the interval the next verdict judges.")
+    reason: Mapped[str] = mapped_column(Text, default="", doc="Why the rollout is in its state.")
+    created_by: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    model: Mapped[RegisteredModel] = relationship(lazy="joined")
+    history: Mapped[list["RolloutStep"]] = relationship(
+        lazy="selectin", order_by="RolloutStep.id", cascade="all, delete-orphan")
+
+
+class RolloutStep(Base):
+    """One verdict of the controller, with the numbers it was based on."""
+
+    __tablename__ = "rollout_steps"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollouts.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    canary_percent: Mapped[float] = mapped_column(Float)
+    verdict: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[list[str]]
+    canary: Mapped[dict[str, Any]]
+    stable: Mapped[dict[str, Any]]

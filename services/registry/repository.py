@@ -10,10 +10,13 @@ from sqlalchemy.orm import Session
 
 from services.registry.models import (
     POLICY_REVISION_COUNTER,
+    ApiKey,
     AuditEvent,
     ModelVersion,
     RegisteredModel,
     RevisionCounter,
+    Rollout,
+    RolloutStep,
     TrafficPolicy,
     utcnow,
 )
@@ -48,10 +51,12 @@ def next_version_number(session: Session, *, model: RegisteredModel) -> int:
 
 def add_version(session: Session, *, model: RegisteredModel, version: int, sha256: str, size_bytes: int, status: str,
                 signature: dict[str, Any], metrics: dict[str, float], lineage: dict[str, Any],
-                reference_profile: dict[str, Any], description: str) -> ModelVersion:
+                reference_profile: dict[str, Any], description: str,
+                fault_injection: dict[str, Any] | None = None) -> ModelVersion:
     row = ModelVersion(
         model=model, version=version, sha256=sha256, size_bytes=size_bytes, status=status, signature=signature,
         metrics=metrics, lineage=lineage, reference_profile=reference_profile, description=description,
+        fault_injection=fault_injection or {},
     )
     session.add(row)
     session.flush()
@@ -118,3 +123,66 @@ def list_audit(session: Session, *, model: str | None, limit: int) -> list[Audit
     if model is not None:
         statement = statement.where(AuditEvent.model == model)
     return list(session.scalars(statement))
+
+
+def set_version_status(session: Session, *, model: RegisteredModel, version: int, status: str) -> None:
+    row = get_version(session, model=model, version=version)
+    if row is not None:
+        row.status = status
+
+
+# --- API keys -----------------------------------------------------------------------------------
+
+def add_key(session: Session, *, name: str, role: str, key_hash: str, prefix: str, created_by: str) -> ApiKey:
+    key = ApiKey(name=name, role=role, key_hash=key_hash, prefix=prefix, created_by=created_by)
+    session.add(key)
+    session.flush()
+    return key
+
+
+def get_key_by_hash(session: Session, *, key_hash: str) -> ApiKey | None:
+    return session.scalars(select(ApiKey).where(ApiKey.key_hash == key_hash)).one_or_none()
+
+
+def get_key(session: Session, *, key_id: int) -> ApiKey | None:
+    return session.get(ApiKey, key_id)
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+# --- Rollouts -----------------------------------------------------------------------------------
+
+def add_rollout(session: Session, **fields: Any) -> Rollout:
+    rollout = Rollout(**fields)
+    session.add(rollout)
+    session.flush()
+    return rollout
+
+
+def get_rollout(session: Session, *, model: RegisteredModel, rollout_id: int) -> Rollout | None:
+    rollout = session.get(Rollout, rollout_id)
+    return rollout if rollout is not None and rollout.model_id == model.id else None
+
+
+def list_rollouts(session: Session, *, model: RegisteredModel) -> list[Rollout]:
+    statement = select(Rollout).where(Rollout.model_id == model.id).order_by(Rollout.id.desc())
+    return list(session.scalars(statement))
+
+
+def active_rollout(session: Session, *, model: RegisteredModel, states: Iterable[str]) -> Rollout | None:
+    statement = select(Rollout).where(Rollout.model_id == model.id, Rollout.state.in_(list(states)))
+    return session.scalars(statement.order_by(Rollout.id.desc()).limit(1)).one_or_none()
+
+
+def rollouts_in(session: Session, *, states: Iterable[str]) -> list[Rollout]:
+    return list(session.scalars(select(Rollout).where(Rollout.state.in_(list(states))).order_by(Rollout.id)))
+
+
+def add_rollout_step(session: Session, *, rollout: Rollout, canary_percent: float, verdict: str, reasons: list[str],
+                     canary: dict[str, Any], stable: dict[str, Any]) -> RolloutStep:
+    step = RolloutStep(canary_percent=canary_percent, verdict=verdict, reasons=reasons, canary=canary, stable=stable)
+    rollout.history.append(step)
+    session.flush()
+    return step

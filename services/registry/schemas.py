@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from services.common.auth import Role
 from services.common.schemas import MODEL_NAME_PATTERN, Signature
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -65,6 +66,22 @@ class Lineage(BaseModel):
     code_revision: str | None = Field(default=None, max_length=256)
 
 
+class FaultInjection(BaseModel):
+    """Faults Triton injects into a version, to rehearse rollouts and rollbacks (a slow or failing candidate).
+
+    Real models leave both at their defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    delay_ms: int = Field(default=0, ge=0, le=10_000, description="Added to every inference batch of this version.")
+    fail_inference: bool = Field(default=False, description="Every inference of this version fails.")
+
+    @property
+    def active(self) -> bool:
+        return self.delay_ms > 0 or self.fail_inference
+
+
 class VersionCreate(BaseModel):
     """The `metadata` part of a version upload (a JSON string beside the `artifact` part)."""
 
@@ -73,10 +90,13 @@ class VersionCreate(BaseModel):
     metrics: dict[str, FiniteFloat] = Field(default_factory=dict, description="Holdout metrics, e.g. `auc`, `accuracy`.")
     lineage: Lineage = Field(default_factory=Lineage)
     description: str = Field(default="", max_length=4000)
+    fault_injection: FaultInjection = Field(default_factory=FaultInjection)
 
 
 class VersionStatus(StrEnum):
     registered = "registered"
+    failed = "failed"
+    """Rolled back by the rollout controller."""
 
 
 class VersionPublic(BaseModel):
@@ -89,6 +109,7 @@ class VersionPublic(BaseModel):
     metrics: dict[str, float]
     lineage: Lineage
     reference_profile: dict[str, Any]
+    fault_injection: FaultInjection
     description: str
     created_at: datetime
 
@@ -140,7 +161,7 @@ class AuditPublic(BaseModel):
     id: int
     at: datetime
     actor: str
-    action: str = Field(description="e.g. `model.create`, `version.register`, `version.reject`, `traffic.set`.")
+    action: str = Field(description="e.g. `model.create`, `version.register`, `traffic.set`, `rollout.start`, `key.create`.")
     model: str | None
     version: int | None
     detail: dict[str, Any]
@@ -148,4 +169,159 @@ class AuditPublic(BaseModel):
 
 class AuditList(BaseModel):
     data: list[AuditPublic]
+    count: int
+
+
+class Reason(BaseModel):
+    """Optional body of an admin action: why, for the audit log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=1000)
+
+
+# --- API keys -----------------------------------------------------------------------------------
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$",
+                      description="Who holds the key; writes made with it are audited under this name.")
+    role: Role
+
+
+class KeyPublic(BaseModel):
+    id: int
+    name: str
+    role: Role
+    prefix: str = Field(description="First characters of the key, to recognise it.")
+    created_by: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyCreated(BaseModel):
+    """The new key; `key` is shown this once and never stored in the clear."""
+
+    id: int
+    name: str
+    role: Role
+    key: str
+    created_at: datetime
+
+
+class KeyList(BaseModel):
+    data: list[KeyPublic]
+    count: int
+
+
+# --- Rollouts -----------------------------------------------------------------------------------
+
+class RolloutState(StrEnum):
+    running = "running"
+    paused = "paused"
+    awaiting_approval = "awaiting_approval"
+    promoted = "promoted"
+    rolled_back = "rolled_back"
+    aborted = "aborted"
+
+    @property
+    def active(self) -> bool:
+        return self in ACTIVE_ROLLOUT_STATES
+
+
+ACTIVE_ROLLOUT_STATES = frozenset({RolloutState.running, RolloutState.paused, RolloutState.awaiting_approval})
+
+
+class Verdict(StrEnum):
+    advance = "advance"
+    hold = "hold"
+    fail = "fail"
+    promote = "promote"
+
+
+class RolloutChecks(BaseModel):
+    """What the canary must show against stable over each interval to go on."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_error_rate_increase: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Canary error rate may exceed stable's by at most this (absolute).")
+    max_p99_latency_ratio: float = Field(
+        default=1.10, ge=1.0, le=100.0, description="Canary p99 latency may be at most this multiple of stable's.")
+    latency_tolerance_ms: float = Field(
+        default=2.0, ge=0.0, le=60_000,
+        description="A canary p99 at most this many ms above stable's never fails latency: on fast models a ratio "
+                    "alone would flag sub-millisecond jitter (a quiet canary's colder caches) as a regression.")
+    min_accuracy_delta: float = Field(
+        default=0.0, ge=-1.0, le=1.0,
+        description="Canary accuracy minus stable's must be at least this, when the monitor has labelled feedback.")
+    latency_test_alpha: float = Field(
+        default=0.05, gt=0.0, lt=1.0,
+        description="Significance of the one-sided Mann–Whitney U test that the canary is slower; latency fails "
+                    "only when this test and the p99 ratio agree.")
+
+
+class RolloutCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    candidate: VersionNumber = Field(description="Version rolled out as the canary; the current stable is the baseline.")
+    steps: list[float] = Field(
+        default_factory=lambda: [10.0, 25.0, 50.0, 75.0, 100.0], min_length=1, max_length=100,
+        description="Canary percentages, increasing; passing the last step below 100 promotes the candidate.")
+    interval_s: float = Field(default=60.0, gt=0, le=86_400, description="Seconds of traffic judged per verdict.")
+    min_requests: int = Field(default=100, ge=1, description="Canary requests an interval needs for a verdict; fewer holds.")
+    checks: RolloutChecks = Field(default_factory=RolloutChecks)
+    max_failures: int = Field(default=1, ge=1, le=100, description="Failed verdicts after which the rollout rolls back.")
+    require_approval: bool = Field(default=False, description="Wait for `approve` before the final step (promotion).")
+
+    @model_validator(mode="after")
+    def _valid_steps(self) -> "RolloutCreate":
+        for step in self.steps:
+            if not 0 < step <= 100:
+                raise ValueError("every step is a percentage in (0, 100]")
+            if not math.isclose(step * 100, round(step * 100), abs_tol=1e-6):
+                raise ValueError("steps have at most two decimals")
+        self.steps = [round(s, 2) for s in self.steps]
+        if any(b <= a for a, b in zip(self.steps, self.steps[1:])):
+            raise ValueError("steps must increase")
+        if self.steps[0] >= 100:
+            raise ValueError("at least one step must be below 100")
+        return self
+
+
+class RolloutStepPublic(BaseModel):
+    at: datetime
+    canary_percent: float = Field(description="The share the canary had during the judged interval.")
+    verdict: Verdict
+    reasons: list[str]
+    canary: dict[str, Any] = Field(description="The canary's numbers over the interval (requests, error_rate, p99, …).")
+    stable: dict[str, Any] = Field(description="Stable's numbers over the same interval.")
+
+
+class RolloutPublic(BaseModel):
+    id: int
+    model: str
+    candidate: int
+    baseline: int
+    state: RolloutState
+    step_index: int
+    canary_percent: float
+    steps: list[float]
+    interval_s: float
+    min_requests: int
+    checks: RolloutChecks
+    max_failures: int
+    failures: int
+    require_approval: bool
+    approved: bool
+    reason: str
+    history: list[RolloutStepPublic]
+    created_by: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class RolloutList(BaseModel):
+    data: list[RolloutPublic]
     count: int

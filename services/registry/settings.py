@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field, model_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common.settings import ServiceSettings
 
@@ -40,6 +41,38 @@ class RegistrySettings(ServiceSettings):
                     "what is missing (first check at startup).",
     )
 
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None,
+        description="An admin API key accepted from the first start (registered hashed as `bootstrap-admin`). "
+                    "Prefer `bootstrap_admin_key_file`; never put a key in code.",
+    )
+    bootstrap_admin_key_file: Path | None = Field(
+        default=None, description="File holding the bootstrap admin key (a mounted secret); `mlfleet up` writes one.",
+    )
+    monitor_url: str = Field(
+        default="http://127.0.0.1:8083", description="Base URL of the monitor, asked for canary vs stable metrics.",
+    )
+    monitor_timeout_s: float = Field(default=5.0, gt=0, description="Deadline of one metrics query to the monitor.")
+    rollout_tick_s: float = Field(
+        default=1.0, gt=0, description="How often the rollout controller looks for rollouts whose interval is over.",
+    )
+    webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated URLs that receive rollout events (Alertmanager-style JSON), e.g. a Slack relay.",
+    )
+    webhook_timeout_s: float = Field(default=5.0, gt=0, description="Deadline of one webhook delivery.")
+    webhook_max_attempts: int = Field(default=6, ge=1, le=20, description="Deliveries tried per event and URL.")
+    webhook_backoff_s: float = Field(
+        default=1.0, gt=0, description="Pause before the first retry; doubled after each failure (at most 60 s).",
+    )
+
+    @field_validator("webhook_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [url.strip() for url in value.split(",") if url.strip()]
+        return value
+
     @model_validator(mode="after")
     def _database_under_home(self) -> "RegistrySettings":
         if not self.database_url:
@@ -49,3 +82,11 @@ class RegistrySettings(ServiceSettings):
     @property
     def artifacts_root(self) -> Path:
         return self.artifacts_dir or self.home / "artifacts"
+
+    def bootstrap_key(self) -> str | None:
+        """The bootstrap admin key from the setting or its file (stripped); ``None`` when neither is set."""
+        if self.bootstrap_admin_key is not None:
+            return self.bootstrap_admin_key.get_secret_value().strip() or None
+        if self.bootstrap_admin_key_file is not None:
+            return self.bootstrap_admin_key_file.read_text(encoding="utf-8").strip() or None
+        return None

@@ -12,6 +12,9 @@ class RegistryMetrics:
     policy_publishes: Counter
     versions: Counter
     triton_loads: Histogram
+    rollout_verdicts: Counter
+    rollout_events: Counter
+    webhook_deliveries: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "RegistryMetrics":
@@ -27,5 +30,17 @@ class RegistryMetrics:
             triton_loads=Histogram(
                 "mlfleet_registry_triton_load_seconds", "Time to (re)load a model's version set on Triton, by outcome.",
                 ["outcome"], registry=registry, buckets=(0.5, 1, 2, 5, 10, 30, 60, 120),
+            ),
+            rollout_verdicts=Counter(
+                "mlfleet_registry_rollout_verdicts", "Rollout controller verdicts (advance, hold, fail, promote).",
+                ["verdict"], registry=registry,
+            ),
+            rollout_events=Counter(
+                "mlfleet_registry_rollout_events", "Rollout events (started, advanced, promoted, rolled_back, aborted).",
+                ["event"], registry=registry,
+            ),
+            webhook_deliveries=Counter(
+                "mlfleet_registry_webhook_deliveries", "Webhook posts, by outcome (delivered, retried, failed, dropped).",
+                ["outcome"], registry=registry,
             ),
         )

@@ -7,7 +7,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anyio.to_thread
 from sqlalchemy.orm import Session
@@ -18,7 +18,7 @@ from services.registry import repository
 from services.registry.artifacts import ArtifactStore
 from services.registry.catalog import require_model
 from services.registry.database import Database
-from services.registry.models import TrafficPolicy
+from services.registry.models import ModelVersion, TrafficPolicy
 from services.registry.publisher import PolicyPublisher
 from services.registry.schemas import TrafficPublic, TrafficUpdate
 from services.registry.telemetry import RegistryMetrics
@@ -29,10 +29,13 @@ logger = logging.getLogger("mlfleet.registry.traffic")
 
 @dataclass(frozen=True)
 class LoadPlan:
-    """What Triton must serve for a policy: version → artifact sha256."""
+    """What Triton must serve for a policy: version → artifact sha256 (and any faults to inject)."""
 
     model: str
     artifacts: dict[int, str]
+    faults: dict[int, dict] = field(default_factory=dict)
+    widths: dict[int, int] = field(default_factory=dict)
+    """Input width of each version (its signature's inputs), for the warm-up after a load."""
 
 
 def traffic_public(model: str, policy: TrafficPolicy | None) -> TrafficPublic:
@@ -68,16 +71,21 @@ class TrafficController:
 
         return await self._database.transaction(work)
 
-    async def set(self, *, model: str, update: TrafficUpdate, actor: str) -> TrafficPublic:
+    async def set(self, *, model: str, update: TrafficUpdate, actor: str, action: str = "traffic.set",
+                  reason: str = "") -> TrafficPublic:
         """Load the versions ``update`` needs on Triton, then persist it under a new revision and announce it.
 
         Changes of one model are serialised in this process; Triton is loaded before the
-        database changes, so a policy is never visible before Triton can serve it.
+        database changes, so a policy is never visible before Triton can serve it. When
+        Triton already serves every version needed (a percentage change, a rollback to the
+        previous stable), nothing is reloaded and the change is only a policy write.
         """
         async with self._locks[model]:
             plan = await self._database.transaction(_plan, model=model, update=update)
-            await self._load(plan)
-            public = await self._database.transaction(_persist, model=model, update=update, actor=actor)
+            if await self._triton.ready_versions(plan.model, plan.artifacts) != set(plan.artifacts):
+                await self._load(plan)
+            public = await self._database.transaction(_persist, model=model, update=update, actor=actor, action=action,
+                                                      reason=reason)
         await self._publisher.publish(PolicyChanged(model=model, revision=public.revision))
         return public
 
@@ -116,7 +124,8 @@ class TrafficController:
         }
         started, outcome = time.perf_counter(), "failed"
         try:
-            await self._triton.load(plan.model, artifacts)
+            await self._triton.load(plan.model, artifacts, plan.faults)
+            await self._triton.warm(plan.model, plan.widths)
             outcome = "loaded"
         finally:
             self._metrics.triton_loads.labels(outcome=outcome).observe(time.perf_counter() - started)
@@ -131,10 +140,17 @@ def _plan(session: Session, *, model: str, update: TrafficUpdate) -> LoadPlan:
     missing = sorted(update.versions - set(rows))
     if missing:
         raise VersionNotFound(f"model {model!r} has no version {', '.join(map(str, missing))}")
-    return LoadPlan(model=model, artifacts={v: row.sha256 for v, row in rows.items()})
+    return _load_plan(model, rows)
 
 
-def _persist(session: Session, *, model: str, update: TrafficUpdate, actor: str) -> TrafficPublic:
+def _load_plan(model: str, rows: dict[int, ModelVersion]) -> LoadPlan:
+    return LoadPlan(model=model, artifacts={v: row.sha256 for v, row in rows.items()},
+                    faults={v: row.fault_injection for v, row in rows.items() if row.fault_injection},
+                    widths={v: len(row.signature["inputs"]) for v, row in rows.items()})
+
+
+def _persist(session: Session, *, model: str, update: TrafficUpdate, actor: str, action: str,
+             reason: str) -> TrafficPublic:
     registered = require_model(session, name=model)
     previous = repository.get_policy(session, model=registered)
     before = traffic_public(model, previous).model_dump(mode="json", include={"stable", "canary", "canary_percent", "shadow"})
@@ -143,15 +159,17 @@ def _persist(session: Session, *, model: str, update: TrafficUpdate, actor: str)
         session, model=registered, stable=update.stable, canary=update.canary, canary_percent=update.canary_percent,
         shadow=update.shadow, previous_stable=previous_stable, revision=repository.next_policy_revision(session),
     )
-    repository.add_audit(session, actor=actor, action="traffic.set", model=model, version=update.stable,
-                         detail={"before": before, "after": update.model_dump(mode="json"), "revision": policy.revision,
-                                 "loaded_versions": policy.loaded_versions})
+    detail = {"before": before, "after": update.model_dump(mode="json"), "revision": policy.revision,
+              "loaded_versions": policy.loaded_versions}
+    if reason:
+        detail["reason"] = reason
+    repository.add_audit(session, actor=actor, action=action, model=model, version=update.stable, detail=detail)
     return traffic_public(model, policy)
 
 
 def _plan_of(session: Session, policy: TrafficPolicy) -> LoadPlan:
     rows = repository.get_versions(session, model=policy.model, versions=policy.loaded_versions)
-    return LoadPlan(model=policy.model.name, artifacts={v: row.sha256 for v, row in rows.items()})
+    return _load_plan(policy.model.name, rows)
 
 
 def _all_plans(session: Session) -> list[LoadPlan]:

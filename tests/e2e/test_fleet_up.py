@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import signal
+import stat
 import subprocess
 import time
+from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -40,6 +43,15 @@ def test_up_starts_everything_and_stops_cleanly(fleet_env, mlfleet_command):
             assert http_ok(f"http://127.0.0.1:{port}/readyz"), f"{name} not ready"
             assert any(f"http://127.0.0.1:{port}/docs" in line for line in output), f"{name} docs URL not printed"
         assert any("embedded" in line for line in output), "the embedded Redis was not reported"
+        key_file = Path(fleet_env["MLFLEET_HOME"]) / "secrets" / "admin.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        key = key_file.read_text().strip()
+        assert any(str(key_file.resolve()) in line for line in output), "the admin key file was not reported"
+        assert not any(key in line for line in output), "the admin key itself must never be printed"
+        registry = f"http://127.0.0.1:{ports['registry']}"
+        assert httpx.get(f"{registry}/v1/auth/whoami", headers={"Authorization": f"Bearer {key}"}).json() == {
+            "name": "bootstrap-admin", "role": "admin"}
+        assert httpx.get(f"{registry}/v1/models").status_code == 401
         # Triton, redis-server and four uvicorn processes at least.
         assert len(children) >= 6
         process.send_signal(signal.SIGTERM)

@@ -20,7 +20,7 @@ from skl2onnx import to_onnx
 
 from mlfleet.runtime.processes import free_port
 from services.common.feature_store import open_feature_store
-from tests.conftest import ServiceProcess, start_service
+from tests.conftest import ServiceProcess, start_service, write_key_file
 from tests.gateway.factories import signature
 
 MODEL = "gw-fraud"
@@ -38,6 +38,8 @@ class Fleet:
     """What the gateway was started with; other gateways start from it."""
     artifacts: dict[int, bytes]
     """ONNX bytes of each registered version."""
+    admin_key: str
+    """The registry's bootstrap admin key (may pin versions at the gateway)."""
 
 
 def apply_user_stats(feast_dir: Path, redis_url: str) -> None:
@@ -70,40 +72,51 @@ def train_onnx(seed: int) -> bytes:
     return to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17).SerializeToString()
 
 
-def register(registry_url: str, model: str, artifacts: dict[int, bytes], **policy) -> None:
-    """Register ``model`` and its versions through the registry's API, then set its traffic (loads Triton)."""
-    with httpx.Client(base_url=registry_url, timeout=120) as client:
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def register(registry_url: str, model: str, artifacts: dict[int, bytes], *, key: str,
+             faults: dict[int, dict] | None = None, **policy) -> None:
+    """Register ``model`` and its versions through the registry's API under ``key``, then set its traffic
+    (loads Triton) unless no ``policy`` is given. ``faults`` maps a version to its fault injection."""
+    with httpx.Client(base_url=registry_url, timeout=120, headers=bearer(key)) as client:
         client.post("/v1/models", json={"name": model, "gates": {"min_auc": None, "min_accuracy": None}}).raise_for_status()
         for version, artifact in artifacts.items():
             metadata = {"signature": signature().model_dump(mode="json"), "metrics": {"auc": 0.95, "accuracy": 0.9},
-                        "reference_profile": {}, "lineage": {}}
+                        "reference_profile": {}, "lineage": {}, "fault_injection": (faults or {}).get(version, {})}
             response = client.post(f"/v1/models/{model}/versions", files={"artifact": ("model.onnx", artifact)},
                                    data={"metadata": json.dumps(metadata)})
             response.raise_for_status()
             assert response.json()["version"] == version
-        set_traffic(registry_url, model, **policy)
+    if policy:
+        set_traffic(registry_url, model, key=key, **policy)
 
 
-def set_traffic(registry_url: str, model: str, **policy) -> None:
-    httpx.put(f"{registry_url}/v1/models/{model}/traffic", json=policy, timeout=120).raise_for_status()
+def set_traffic(registry_url: str, model: str, *, key: str, **policy) -> dict:
+    response = httpx.put(f"{registry_url}/v1/models/{model}/traffic", json=policy, headers=bearer(key), timeout=120)
+    response.raise_for_status()
+    return response.json()
 
 
 @pytest.fixture(scope="session")
-def fleet(workdir, redis_url, triton) -> Iterator[Fleet]:
+def fleet(workdir, redis_url, triton, admin_key) -> Iterator[Fleet]:
     home = workdir / "gateway-it"
     feast_dir = home / "feast"
     apply_user_stats(feast_dir, redis_url)
-    registry = start_service("registry", {"triton_grpc_url": triton.grpc_url, "redis_url": redis_url}, home / "registry")
+    key_file = write_key_file(home / "secrets" / "admin.key", admin_key)
+    registry = start_service("registry", {"triton_grpc_url": triton.grpc_url, "redis_url": redis_url,
+                                          "bootstrap_admin_key_file": key_file}, home / "registry")
     gateway = None
     try:
         artifacts = {1: train_onnx(1), 2: train_onnx(2)}
-        register(registry.url, MODEL, artifacts, **DEFAULT_POLICY)
+        register(registry.url, MODEL, artifacts, key=admin_key, **DEFAULT_POLICY)
         settings = {
             "registry_url": registry.url, "triton_grpc_url": triton.grpc_url, "triton_http_url": triton.http_url,
             "redis_url": redis_url, "feast_dir": feast_dir, "max_body_bytes": 16_384, "policy_poll_s": 60,
         }
         gateway = start_service("gateway", settings, home / "gateway")
-        yield Fleet(registry, gateway, feast_dir, settings, artifacts)
+        yield Fleet(registry, gateway, feast_dir, settings, artifacts, admin_key)
     finally:
         if gateway is not None:
             gateway.stop()
@@ -123,5 +136,6 @@ def cut_off_gateway(fleet, workdir) -> Iterator[ServiceProcess]:
 
 @pytest.fixture(scope="module")
 def gateway_client(fleet) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=fleet.gateway.url, timeout=30) as client:
+    """A client of the gateway that sends the admin key, so it may pin versions."""
+    with httpx.Client(base_url=fleet.gateway.url, timeout=30, headers=bearer(fleet.admin_key)) as client:
         yield client

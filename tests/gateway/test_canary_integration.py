@@ -59,7 +59,7 @@ def wrong_width_onnx() -> bytes:
 def test_policy_change_propagates_and_shadow_is_mirrored(fleet, gateway_client, redis_url):
     """The gateway polls only every 60 s here, so a prompt change proves the pub/sub path."""
     before = gateway_client.get("/v1/routes").json()["revision"]
-    set_traffic(fleet.registry.url, MODEL, **DEFAULT_POLICY, shadow=2)
+    set_traffic(fleet.registry.url, MODEL, key=fleet.admin_key, **DEFAULT_POLICY, shadow=2)
     try:
         wait_until(lambda: served_policy(gateway_client, MODEL)["shadow"] == 2, timeout_s=15, what="policy via pub/sub")
         assert gateway_client.get("/v1/routes").json()["revision"] > before
@@ -74,13 +74,14 @@ def test_policy_change_propagates_and_shadow_is_mirrored(fleet, gateway_client, 
         assert by_variant["shadow"]["status"] == "ok"
         assert by_variant["shadow"]["features"] == by_variant["stable"]["features"]
     finally:
-        set_traffic(fleet.registry.url, MODEL, **DEFAULT_POLICY)
+        set_traffic(fleet.registry.url, MODEL, key=fleet.admin_key, **DEFAULT_POLICY)
         wait_until(lambda: served_policy(gateway_client, MODEL)["shadow"] is None, timeout_s=15, what="policy restored")
 
 
 @pytest.fixture(scope="module")
 def flaky_model(fleet, gateway_client):
-    register(fleet.registry.url, FLAKY, {1: train_onnx(1), 2: wrong_width_onnx()}, stable=1, canary=2, canary_percent=100)
+    register(fleet.registry.url, FLAKY, {1: train_onnx(1), 2: wrong_width_onnx()}, key=fleet.admin_key, stable=1, canary=2,
+             canary_percent=100)
     wait_until(lambda: served_policy(gateway_client, FLAKY) is not None, timeout_s=15, what="flaky model routed")
     return FLAKY
 

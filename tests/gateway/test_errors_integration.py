@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.gateway.conftest import MODEL
+from tests.gateway.conftest import MODEL, bearer
 
 PROBLEM = "application/problem+json"
 PREDICT = f"/v1/models/{MODEL}/predict"
@@ -78,11 +78,32 @@ def test_too_many_instances_is_422(cut_off_gateway):
     assert_problem(response, 422, "invalid-input")
 
 
-def test_unreachable_triton_is_503_within_the_timeout(cut_off_gateway):
-    with httpx.Client(base_url=cut_off_gateway.url, timeout=30) as client:
+def test_unreachable_triton_is_503_within_the_timeout(cut_off_gateway, fleet):
+    with httpx.Client(base_url=cut_off_gateway.url, timeout=30, headers=bearer(fleet.admin_key)) as client:
         response = client.post(PREDICT, headers={"X-Mlfleet-Version": "1"}, json={"instances": [{"user_id": 1, "amount": 1}]})
         assert_problem(response, 503, "backend-unavailable")
         assert_problem(client.get("/v2/health/live"), 503, "backend-unavailable")
         ready = client.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["checks"] == {"routing_table": True, "triton": False, "redis": True}
+
+
+def test_pinning_needs_a_deployer_key(fleet):
+    """Only pinned requests are checked: 401 without a valid key, 403 below the deployer role."""
+    body = {"instances": [{"user_id": 1, "amount": 1}]}
+    pin = {"X-Mlfleet-Version": "1"}
+    with httpx.Client(base_url=fleet.gateway.url, timeout=30) as client:
+        assert client.post(PREDICT, json=body).status_code == 200
+        missing = assert_problem(client.post(PREDICT, headers=pin, json=body), 401, "unauthorized")
+        assert "Bearer" in missing["detail"]
+        assert_problem(client.post(PREDICT, headers=pin | bearer("mlf_not-a-key"), json=body), 401, "unauthorized")
+        assert_problem(client.post(PREDICT, headers=pin | {"Authorization": "Basic abc"}, json=body), 401, "unauthorized")
+        viewer = httpx.post(f"{fleet.registry.url}/v1/keys", json={"name": "analyst", "role": "viewer"},
+                            headers=bearer(fleet.admin_key), timeout=10).json()["key"]
+        forbidden = assert_problem(client.post(PREDICT, headers=pin | bearer(viewer), json=body), 403, "forbidden")
+        assert forbidden["required_role"] == "deployer"
+        deployer = httpx.post(f"{fleet.registry.url}/v1/keys", json={"name": "ml-engineer", "role": "deployer"},
+                              headers=bearer(fleet.admin_key), timeout=10).json()["key"]
+        pinned = client.post(PREDICT, headers=pin | bearer(deployer), json=body)
+        assert pinned.status_code == 200, pinned.text
+        assert pinned.json()["variant"] == "pinned"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from services.registry.settings import RegistrySettings
 from tests.registry.factories import TrainedModel, train_classifier
@@ -21,9 +22,15 @@ def database_url(request, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def registry_settings(database_url: str, tmp_path: Path, triton, redis_url: str) -> RegistrySettings:
+def registry_settings(database_url: str, tmp_path: Path, triton, redis_url: str, admin_key: str) -> RegistrySettings:
     return RegistrySettings(home=tmp_path, database_url=database_url, triton_grpc_url=triton.grpc_url, redis_url=redis_url,
-                            artifacts_dir=tmp_path / "artifacts")
+                            artifacts_dir=tmp_path / "artifacts", bootstrap_admin_key=SecretStr(admin_key))
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: Path, triton, redis_url: str, admin_key: str) -> RegistrySettings:
+    return RegistrySettings(home=tmp_path, triton_grpc_url=triton.grpc_url, redis_url=redis_url,
+                            bootstrap_admin_key=SecretStr(admin_key))
 
 
 @pytest.fixture

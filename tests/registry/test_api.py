@@ -6,7 +6,7 @@ import hashlib
 
 from services.common.errors import PROBLEM_JSON
 from tests.registry.factories import model_name, upload_parts, version_metadata
-from tests.registry.harness import running_registry
+from tests.registry.harness import new_key, running_registry
 
 
 def assert_problem(response, status: int, code: str) -> dict:
@@ -19,29 +19,31 @@ def assert_problem(response, status: int, code: str) -> dict:
     return body
 
 
-async def create_model(client, name: str, **extra) -> dict:
-    response = await client.post("/v1/models", json={"name": name, **extra}, headers={"X-Mlfleet-Actor": "alice"})
+async def create_model(client, name: str, *, headers: dict[str, str] | None = None, **extra) -> dict:
+    response = await client.post("/v1/models", json={"name": name, **extra}, headers=headers)
     assert response.status_code == 201, response.text
     return response.json()
 
 
-async def register(client, name: str, onnx_bytes: bytes, **metadata) -> dict:
+async def register(client, name: str, onnx_bytes: bytes, *, headers: dict[str, str] | None = None, **metadata) -> dict:
     response = await client.post(f"/v1/models/{name}/versions", files=upload_parts(onnx_bytes, version_metadata(**metadata)),
-                                 headers={"X-Mlfleet-Actor": "bob"})
+                                 headers=headers)
     assert response.status_code == 201, response.text
     return response.json()
 
 
 async def test_round_trip(client, trained, trained_v2):
     name = model_name()
-    created = await create_model(client, name, description="fraud scores")
+    alice, bob = await new_key(client, "alice", "scientist"), await new_key(client, "bob", "scientist")
+    carol = await new_key(client, "carol", "deployer")
+    created = await create_model(client, name, headers=alice, description="fraud scores")
     assert created["name"] == name
     assert created["gates"] == {"min_auc": 0.9, "min_accuracy": 0.85}
 
     assert (await client.get(f"/v1/models/{name}")).json() == created
     assert created in (await client.get("/v1/models")).json()["data"]
 
-    v1 = await register(client, name, trained.onnx, description="first")
+    v1 = await register(client, name, trained.onnx, headers=bob, description="first")
     assert v1["model"] == name
     assert v1["version"] == 1
     assert v1["status"] == "registered"
@@ -63,13 +65,13 @@ async def test_round_trip(client, trained, trained_v2):
     untouched = (await client.get(f"/v1/models/{name}/traffic")).json()
     assert untouched["stable"] is None and untouched["revision"] == 0
 
-    traffic = await client.put(f"/v1/models/{name}/traffic", json={"stable": 1}, headers={"X-Mlfleet-Actor": "carol"})
+    traffic = await client.put(f"/v1/models/{name}/traffic", json={"stable": 1}, headers=carol)
     assert traffic.status_code == 200, traffic.text
     first = traffic.json()
     assert first["model"] == name and first["stable"] == 1 and first["canary"] is None and first["revision"] >= 1
     assert (await client.get(f"/v1/models/{name}/traffic")).json() == first
 
-    v2 = await register(client, name, trained_v2.onnx)
+    v2 = await register(client, name, trained_v2.onnx, headers=bob)
     assert v2["version"] == 2
     canary = await client.put(f"/v1/models/{name}/traffic", json={"stable": 1, "canary": 2, "canary_percent": 12.5})
     assert canary.status_code == 200, canary.text
@@ -87,7 +89,7 @@ async def test_round_trip(client, trained, trained_v2):
 
     audit = (await client.get("/v1/audit", params={"model": name})).json()
     assert [(e["action"], e["actor"], e["version"]) for e in audit["data"]] == [
-        ("traffic.set", "anonymous", 1),
+        ("traffic.set", "bootstrap-admin", 1),
         ("version.register", "bob", 2),
         ("traffic.set", "carol", 1),
         ("version.register", "bob", 1),

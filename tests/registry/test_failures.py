@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
-from services.registry.settings import RegistrySettings
 from tests.registry.factories import model_name, upload_parts, version_metadata
 from tests.registry.harness import dead_address, running_registry
 from tests.registry.test_api import assert_problem
-
-
-@pytest.fixture
-def sqlite_settings(tmp_path, triton, redis_url) -> RegistrySettings:
-    return RegistrySettings(home=tmp_path, triton_grpc_url=triton.grpc_url, redis_url=redis_url)
 
 
 async def _model_with_version(client, onnx_bytes: bytes) -> str:

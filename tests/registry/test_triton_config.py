@@ -25,3 +25,9 @@ def test_every_version_gets_the_backend_and_its_own_onnx_file():
         "file:2/model.py": b"backend",
         "file:2/model.onnx": b"two",
     }
+
+
+def test_fault_injection_reaches_only_the_versions_that_have_it():
+    config = triton_config("fraud", [1, 2, 3], faults={2: {"delay_ms": 150, "fail_inference": False}, 3: {}})
+    assert config["parameters"]["fault_injection"] == {"string_value": '{"2": {"delay_ms": 150, "fail_inference": false}}'}
+    assert "fault_injection" not in triton_config("fraud", [1], faults={})["parameters"]

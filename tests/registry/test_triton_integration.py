@@ -11,7 +11,6 @@ import tritonclient.http as triton_http
 
 from services.common.redis import POLICY_CHANNEL, connect
 from services.common.schemas import PolicyChanged
-from services.registry.settings import RegistrySettings
 from tests.registry.factories import model_name
 from tests.registry.harness import running_registry
 from tests.registry.test_api import create_model, register
@@ -47,9 +46,8 @@ async def policy_messages(redis_url):
 
 
 @pytest.fixture
-async def sqlite_client(tmp_path, triton, redis_url):
-    settings = RegistrySettings(home=tmp_path, triton_grpc_url=triton.grpc_url, redis_url=redis_url)
-    async with running_registry(settings) as client:
+async def sqlite_client(sqlite_settings):
+    async with running_registry(sqlite_settings) as client:
         yield client
 
 
@@ -86,8 +84,8 @@ async def test_traffic_loads_versions_that_answer_like_the_trained_model(sqlite_
     np.testing.assert_allclose(canary_probabilities, trained_v2.estimator.predict_proba(rows), atol=1e-5)
 
 
-async def test_a_restarted_registry_reloads_what_triton_lost(tmp_path, triton, redis_url, trained):
-    settings = RegistrySettings(home=tmp_path, triton_grpc_url=triton.grpc_url, redis_url=redis_url)
+async def test_a_restarted_registry_reloads_what_triton_lost(sqlite_settings, triton, trained):
+    settings = sqlite_settings
     name = model_name()
     async with running_registry(settings) as client:
         await create_model(client, name)

@@ -6,10 +6,16 @@ we concatenate them, run onnxruntime once, and split the outputs back.
 
 Tensor contract: input ``input`` FP32 ``[batch, n_features]``; outputs ``label`` INT64
 ``[batch, 1]`` and ``probabilities`` FP32 ``[batch, n_classes]``.
+
+Fault injection, to rehearse rollouts: the config parameter ``fault_injection`` holds JSON
+``{"<version>": {"delay_ms": 200, "fail_inference": true}}`` (set from a version's
+``fault_injection`` metadata by the registry). A version listed there waits ``delay_ms``
+before answering each batch and/or fails every inference; other versions are untouched.
 """
 
 import json
 import os
+import time
 
 import numpy as np
 import onnxruntime as ort
@@ -31,11 +37,15 @@ class TritonPythonModel:
         self.proba_output = next(
             (o.name for o in outputs if o.name in ("probabilities", "output_probability")), outputs[-1].name
         )
-        self.fail = params.get("fail_inference", "") == "true"
+        faults = json.loads(params.get("fault_injection") or "{}").get(str(args["model_version"]), {})
+        self.delay_s = max(float(faults.get("delay_ms", 0)), 0.0) / 1000
+        self.fail = bool(faults.get("fail_inference", False))
 
     def execute(self, requests):
         arrays = [pb_utils.get_input_tensor_by_name(r, "input").as_numpy().astype(np.float32, copy=False) for r in requests]
         sizes = [a.shape[0] for a in arrays]
+        if self.delay_s:
+            time.sleep(self.delay_s)
         if self.fail:
             error = pb_utils.TritonError("this version is configured to fail")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]

@@ -1,0 +1,125 @@
+"""Rollback propagation: from the admin's ``POST /v1/models/{model}/rollback`` to every gateway serving the
+new policy. ``make bench-rollback`` (or ``python -m benchmarks.rollback``).
+
+Starts the fleet on embedded defaults plus extra gateways, registers two small versions of a
+model (request inputs only, so no feature data is needed), makes v2 stable with v1 kept loaded,
+then rolls back and forth. Each round times the admin call and, for every gateway, the moment
+its ``/v1/routes`` serves the new revision (polled every few milliseconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from skl2onnx import to_onnx
+from sklearn.linear_model import LogisticRegression
+
+from mlfleet.fleet import Fleet, FleetConfig
+from mlfleet.runtime.processes import free_port, http_ok, start_process, stop_process, wait_until
+from mlfleet.runtime.services import service_argv
+
+MODEL = "rollback-bench"
+POLL_S = 0.002
+
+
+def small_onnx(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(200, 3)).astype(np.float32)
+    model = LogisticRegression().fit(x, (x[:, 0] + rng.normal(0, 0.5, 200) > 0).astype(int))
+    return to_onnx(model, x[:1], options={id(model): {"zipmap": False}}, target_opset=17).SerializeToString()
+
+
+def prepare(registry: httpx.Client) -> None:
+    """The model with two versions, v2 stable and v1 kept loaded for rollback."""
+    created = registry.post("/v1/models", json={"name": MODEL, "gates": {"min_auc": None, "min_accuracy": None}})
+    if created.status_code != 409:
+        created.raise_for_status()
+    signature = {"inputs": [{"name": f"x{i}", "source": "request"} for i in range(3)]}
+    versions = registry.get(f"/v1/models/{MODEL}/versions").json()["count"]
+    for seed in range(versions, 2):
+        response = registry.post(f"/v1/models/{MODEL}/versions", files={"artifact": ("model.onnx", small_onnx(seed))},
+                                 data={"metadata": json.dumps({"signature": signature})})
+        response.raise_for_status()
+    for stable in (1, 2):
+        registry.put(f"/v1/models/{MODEL}/traffic", json={"stable": stable}).raise_for_status()
+
+
+async def served_after(client: httpx.AsyncClient, gateway: str, revision: int, started: float, timeout_s: float) -> float:
+    """Seconds from ``started`` until ``gateway`` serves ``revision`` or later."""
+    deadline = started + timeout_s
+    while time.perf_counter() < deadline:
+        routes = (await client.get(f"{gateway}/v1/routes")).json()
+        if routes["revision"] >= revision:
+            return time.perf_counter() - started
+        await asyncio.sleep(POLL_S)
+    raise TimeoutError(f"{gateway} did not serve revision {revision} within {timeout_s} s")
+
+
+async def one_rollback(registry_url: str, key: str, gateways: list[str]) -> tuple[float, list[float]]:
+    """Time of the admin call and of each gateway serving its result."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        started = time.perf_counter()
+        response = await client.post(f"{registry_url}/v1/models/{MODEL}/rollback",
+                                     headers={"Authorization": f"Bearer {key}"}, json={"reason": "benchmark"})
+        response.raise_for_status()
+        call_s = time.perf_counter() - started
+        revision = response.json()["revision"]
+        served = await asyncio.gather(*(served_after(client, g, revision, started, 10) for g in gateways))
+    return call_s, list(served)
+
+
+def start_gateway(fleet: Fleet, port: int):
+    env = fleet.service_env("gateway")
+    env["MLFLEET_GATEWAY_PORT"] = str(port)
+    log_file = fleet.config.logs / f"gateway-{port}.log"
+    process = start_process(service_argv("gateway", host=fleet.config.host, port=port), log_file=log_file, env=env)
+    wait_until(lambda: http_ok(f"http://{fleet.config.host}:{port}/readyz"), timeout_s=60, what="extra gateway",
+               process=process, log_file=log_file)
+    return process
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=20, help="Rollbacks to time.")
+    parser.add_argument("--gateways", type=int, default=2, help="Gateways that must serve the new policy (≥ 1).")
+    args = parser.parse_args()
+
+    config = FleetConfig.from_env(home=Path(".mlfleet/bench-rollback"))
+    with Fleet(config) as fleet:
+        ports = [free_port() for _ in range(max(args.gateways, 1) - 1)]
+        extra = []
+        try:
+            for port in ports:
+                extra.append(start_gateway(fleet, port))
+            gateways = [config.url("gateway")] + [f"http://{config.host}:{port}" for port in ports]
+            with httpx.Client(base_url=config.url("registry"), timeout=120,
+                              headers={"Authorization": f"Bearer {config.admin_key()}"}) as registry:
+                prepare(registry)
+            rounds = [asyncio.run(one_rollback(config.url("registry"), config.admin_key(), gateways))
+                      for _ in range(args.rounds)]
+        finally:
+            for process in extra:
+                stop_process(process)
+    report(rounds, len(gateways))
+
+
+def report(rounds: list[tuple[float, list[float]]], gateways: int) -> None:
+    calls_ms = [call * 1000 for call, _ in rounds]
+    all_served_ms = [max(served) * 1000 for _, served in rounds]
+    print(f"\nRollback propagation over {len(rounds)} rollbacks, {gateways} gateways "
+          "(admin call → every gateway serving the new policy):")
+    for name, values in (("admin call", calls_ms), ("all gateways serving", all_served_ms)):
+        ordered = sorted(values)
+        p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+        print(f"  {name:<22} median {statistics.median(ordered):7.1f} ms   p95 {p95:7.1f} ms   max {ordered[-1]:7.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""Every API operation the client knows, described once: service, method, path, body, answer type.
+
+:class:`~mlfleet.client.sync.Fleet` and :class:`~mlfleet.client.aio.AsyncFleet` only differ
+in how they send a :class:`Call`; what to send and how to read the answer lives here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+from pydantic import BaseModel
+
+from mlfleet.client import models as m
+
+T = TypeVar("T")
+
+LONG_TIMEOUT_S = 180.0
+"""Calls that load models into Triton or convert a whole upload get this much time at least."""
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    service: str
+    method: str
+    path: str
+    answer: type[T] | None
+    """Pydantic model of a 2xx body; ``None`` when the answer has no body."""
+    params: dict[str, Any] = field(default_factory=dict)
+    json: Any = None
+    files: dict[str, Any] | None = None
+    data: dict[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout_s: float | None = None
+
+    def read(self, body: bytes) -> T:
+        if self.answer is None:
+            return None  # type: ignore[return-value]
+        return self.answer.model_validate_json(body)  # type: ignore[attr-defined]
+
+
+def _seg(value: object) -> str:
+    return quote(str(value), safe="")
+
+
+def _body(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", exclude_none=True)
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+def whoami() -> Call[m.Identity]:
+    return Call("registry", "GET", "/v1/auth/whoami", m.Identity)
+
+
+def create_key(name: str, role: m.Role | str) -> Call[m.KeyCreated]:
+    return Call("registry", "POST", "/v1/keys", m.KeyCreated, json=_body(m.KeyCreate(name=name, role=role)))
+
+
+def list_keys() -> Call[m.KeyList]:
+    return Call("registry", "GET", "/v1/keys", m.KeyList)
+
+
+def revoke_key(key_id: int) -> Call[m.KeyPublic]:
+    return Call("registry", "DELETE", f"/v1/keys/{int(key_id)}", m.KeyPublic)
+
+
+def list_models() -> Call[m.ModelList]:
+    return Call("registry", "GET", "/v1/models", m.ModelList)
+
+
+def get_model(model: str) -> Call[m.ModelPublic]:
+    return Call("registry", "GET", f"/v1/models/{_seg(model)}", m.ModelPublic)
+
+
+def create_model(model: str, *, description: str = "", gates: m.Gates | dict | None = None) -> Call[m.ModelPublic]:
+    body = m.ModelCreate(name=model, description=description, gates=m.Gates.model_validate(gates or {}))
+    return Call("registry", "POST", "/v1/models", m.ModelPublic, json=body.model_dump(mode="json"))
+
+
+def list_versions(model: str) -> Call[m.VersionList]:
+    return Call("registry", "GET", f"/v1/models/{_seg(model)}/versions", m.VersionList)
+
+
+def get_version(model: str, version: int) -> Call[m.VersionPublic]:
+    return Call("registry", "GET", f"/v1/models/{_seg(model)}/versions/{int(version)}", m.VersionPublic)
+
+
+def register_version(model: str, artifact: bytes, metadata: m.VersionCreate) -> Call[m.VersionPublic]:
+    """Upload an ONNX file with its metadata (multipart parts ``artifact`` and ``metadata``)."""
+    return Call("registry", "POST", f"/v1/models/{_seg(model)}/versions", m.VersionPublic,
+                files={"artifact": ("model.onnx", artifact, "application/octet-stream")},
+                data={"metadata": json.dumps(metadata.model_dump(mode="json", exclude_none=True))}, timeout_s=LONG_TIMEOUT_S)
+
+
+def get_traffic(model: str) -> Call[m.TrafficPublic]:
+    return Call("registry", "GET", f"/v1/models/{_seg(model)}/traffic", m.TrafficPublic)
+
+
+def set_traffic(model: str, update: m.TrafficUpdate) -> Call[m.TrafficPublic]:
+    return Call("registry", "PUT", f"/v1/models/{_seg(model)}/traffic", m.TrafficPublic,
+                json=update.model_dump(mode="json"), timeout_s=LONG_TIMEOUT_S)
+
+
+def start_rollout(model: str, rollout: m.RolloutCreate) -> Call[m.RolloutPublic]:
+    """Only the fields the caller set are sent, so the registry's defaults apply to the rest."""
+    body = rollout.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    return Call("registry", "POST", f"/v1/models/{_seg(model)}/rollouts", m.RolloutPublic,
+                json=body, timeout_s=LONG_TIMEOUT_S)
+
+
+def list_rollouts(model: str) -> Call[m.RolloutList]:
+    return Call("registry", "GET", f"/v1/models/{_seg(model)}/rollouts", m.RolloutList)
+
+
+def get_rollout(model: str, rollout_id: int) -> Call[m.RolloutPublic]:
+    return Call("registry", "GET", f"/v1/models/{_seg(model)}/rollouts/{int(rollout_id)}", m.RolloutPublic)
+
+
+ROLLOUT_ACTIONS = ("pause", "resume", "approve", "promote", "abort")
+
+
+def rollout_action(model: str, rollout_id: int, action: str, *, reason: str | None = None) -> Call[m.RolloutPublic]:
+    """``reason`` goes to the audit log."""
+    if action not in ROLLOUT_ACTIONS:
+        raise ValueError(f"unknown rollout action {action!r}; one of {', '.join(ROLLOUT_ACTIONS)}")
+    return Call("registry", "POST", f"/v1/models/{_seg(model)}/rollouts/{int(rollout_id)}/{action}", m.RolloutPublic,
+                json={"reason": reason} if reason else None, timeout_s=LONG_TIMEOUT_S)
+
+
+def rollback(model: str, *, reason: str | None = None) -> Call[m.TrafficPublic]:
+    return Call("registry", "POST", f"/v1/models/{_seg(model)}/rollback", m.TrafficPublic,
+                json={"reason": reason} if reason else None, timeout_s=LONG_TIMEOUT_S)
+
+
+def audit(*, model: str | None = None, limit: int = 100) -> Call[m.AuditList]:
+    params: dict[str, Any] = {"limit": limit}
+    if model:
+        params["model"] = model
+    return Call("registry", "GET", "/v1/audit", m.AuditList, params=params)
+
+
+# --- gateway ------------------------------------------------------------------------------------
+
+def predict(model: str, instances: list[dict[str, Any]], *, routing_key: str | None = None,
+            version: int | None = None) -> Call[m.PredictResponse]:
+    body = m.PredictRequest(instances=instances, routing_key=routing_key)
+    headers = {"X-Mlfleet-Version": str(int(version))} if version is not None else {}
+    return Call("gateway", "POST", f"/v1/models/{_seg(model)}/predict", m.PredictResponse,
+                json=_body(body), headers=headers)
+
+
+def gateway_routes() -> Call[m.RoutesPublic]:
+    return Call("gateway", "GET", "/v1/routes", m.RoutesPublic)
+
+
+# --- monitor ------------------------------------------------------------------------------------
+
+def metrics(model: str, *, window_s: float | None = None) -> Call[m.ModelMetrics]:
+    params = {"window_s": window_s} if window_s is not None else {}
+    return Call("monitor", "GET", f"/v1/models/{_seg(model)}/metrics", m.ModelMetrics, params=params)
+
+
+def drift(model: str, *, version: int | None = None) -> Call[m.DriftReport]:
+    params = {"version": int(version)} if version is not None else {}
+    return Call("monitor", "GET", f"/v1/models/{_seg(model)}/drift", m.DriftReport, params=params)
+
+
+def alerts(*, model: str | None = None, rule: str | None = None, limit: int = 100) -> Call[m.AlertList]:
+    params: dict[str, Any] = {"limit": limit, "model": model, "rule": rule}
+    return Call("monitor", "GET", "/v1/alerts", m.AlertList, params={k: v for k, v in params.items() if v is not None})
+
+
+def feedback(items: list[m.FeedbackItem]) -> Call[m.FeedbackReport]:
+    """One item is sent as itself, several as a ``{"items": [...]}`` batch."""
+    body = [item.model_dump(mode="json") for item in items]
+    return Call("monitor", "POST", "/v1/feedback", m.FeedbackReport,
+                json=body[0] if len(body) == 1 else {"items": body})
+
+
+# --- features -----------------------------------------------------------------------------------
+
+def feature_views() -> Call[m.FeatureViewList]:
+    return Call("features", "GET", "/v1/features", m.FeatureViewList)

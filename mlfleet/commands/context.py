@@ -1,0 +1,151 @@
+"""What every fleet command shares: the connection, ``--output``, exit codes and error reports.
+
+Exit codes (stable, for scripts):
+
+====  =====================================================================================
+0     success
+1     the fleet failed (5xx other than 503/504) or something unexpected happened
+2     the command line or the configuration is wrong
+3     not found (model, version, rollout)
+4     not allowed: no API key, an unknown key, or a role too low (401, 403)
+5     conflict, e.g. a rollout already running (409)
+6     refused: invalid input, a version the validation gate rejects (400, 413, 415, 422)
+7     unreachable or unavailable: no answer, 503 after retries, 504
+8     a watched rollout ended without promotion (rolled back or aborted)
+====  =====================================================================================
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Callable
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+
+from mlfleet.client import ClientConfig, Fleet
+from mlfleet.client import errors as e
+from mlfleet.client.config import ConfigError
+
+
+class ExitCode(IntEnum):
+    ok = 0
+    failure = 1
+    usage = 2
+    not_found = 3
+    denied = 4
+    conflict = 5
+    refused = 6
+    unavailable = 7
+    rollout_failed = 8
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+
+
+OutputOption = Annotated[Output, typer.Option("--output", "-o", help="`table` for people, `json` for scripts.")]
+
+
+@dataclass
+class Connection:
+    """The root command's connection flags; the client is made on first use."""
+
+    url: str | None = None
+    api_key: str | None = None
+    registry_url: str | None = None
+    gateway_url: str | None = None
+    monitor_url: str | None = None
+    features_url: str | None = None
+    config_file: Path | None = None
+    _fleet: Fleet | None = None
+
+    def fleet(self) -> Fleet:
+        if self._fleet is None:
+            config = ClientConfig.resolve(url=self.url, api_key=self.api_key, config_file=self.config_file,
+                                          registry_url=self.registry_url, gateway_url=self.gateway_url,
+                                          monitor_url=self.monitor_url, features_url=self.features_url)
+            self._fleet = Fleet(config=config)
+        return self._fleet
+
+    def close(self) -> None:
+        if self._fleet is not None:
+            self._fleet.close()
+
+
+def connect(ctx: typer.Context) -> Fleet:
+    connection = ctx.find_root().obj
+    if not isinstance(connection, Connection):
+        connection = ctx.find_root().obj = Connection()
+    return connection.fleet()
+
+
+def console() -> Console:
+    return Console(highlight=False, soft_wrap=False)
+
+
+def emit(output: Output, answer: BaseModel | dict | list, human: Callable[[Console], None]) -> None:
+    """Print ``answer`` as JSON (exactly the fields the API answered) or call ``human`` to draw it."""
+    if output is Output.json:
+        data = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
+        typer.echo(json.dumps(data, indent=2))
+    else:
+        human(console())
+
+
+def exit_code(error: Exception) -> ExitCode:
+    if isinstance(error, e.NotFound):
+        return ExitCode.not_found
+    if isinstance(error, e.Unauthorized | e.Forbidden):
+        return ExitCode.denied
+    if isinstance(error, e.Conflict):
+        return ExitCode.conflict
+    if isinstance(error, e.InvalidInput | e.BadRequest | e.PackagingError):
+        return ExitCode.refused
+    if isinstance(error, e.FleetUnreachable | e.ServiceUnavailable | e.GatewayTimeout):
+        return ExitCode.unavailable
+    if isinstance(error, ConfigError):
+        return ExitCode.usage
+    return ExitCode.failure
+
+
+def report(error: Exception, output: Output) -> None:
+    """The error on stderr: the problem document with ``--output json``, readable lines otherwise."""
+    if output is Output.json:
+        body = error.problem | {"status": error.status} if isinstance(error, e.ApiError) else {"detail": str(error)}
+        typer.echo(json.dumps(body, indent=2), err=True)
+        return
+    err = Console(stderr=True, highlight=False)
+    err.print(f"[bold red]error:[/] {error}", markup=True)
+    for reason in getattr(error, "reasons", []):
+        err.print(f"  - {reason}", markup=False)
+    for field_error in getattr(error, "errors", []):
+        where = ".".join(str(p) for p in field_error.get("loc", []))
+        err.print(f"  - {where}: {field_error.get('msg', '')}", markup=False)
+
+
+HANDLED = (e.FleetError,)
+
+
+def fleet_command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a command, turning client errors into a report on stderr and a meaningful exit code."""
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        output = kwargs.get("output", Output.table)
+        try:
+            return fn(*args, **kwargs)
+        except HANDLED as error:
+            report(error, output)
+            raise typer.Exit(exit_code(error)) from None
+        except KeyboardInterrupt:
+            sys.exit(130)
+
+    return run

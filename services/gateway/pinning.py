@@ -1,0 +1,64 @@
+"""Who may pin a version with ``X-Mlfleet-Version``: callers whose API key has the deployer role.
+
+The registry owns keys; the gateway asks its ``GET /v1/auth/whoami`` with the caller's
+``Authorization`` header and caches the answer (by the key's hash, never the key) for a
+short TTL. Only pinned requests pay for this; the normal predict path never does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+
+import httpx
+
+from services.common.auth import Identity, Role, bearer_key, hash_key, require_role
+from services.common.errors import BackendUnavailable, Unauthorized
+
+PINNING_ROLE = Role.deployer
+MAX_CACHED_KEYS = 1024
+logger = logging.getLogger("mlfleet.gateway.pinning")
+
+
+class PinningAuthorizer:
+    def __init__(self, *, registry_url: str, timeout_s: float, ttl_s: float) -> None:
+        self._http = httpx.AsyncClient(base_url=registry_url, timeout=timeout_s)
+        self._ttl_s = ttl_s
+        self._cache: OrderedDict[str, tuple[float, Identity | None]] = OrderedDict()
+
+    async def authorize(self, authorization: str | None) -> Identity:
+        """The caller's identity if it may pin; 401 without a valid key, 403 below the deployer role."""
+        key = bearer_key(authorization)
+        identity = await self._identity(key)
+        if identity is None:
+            raise Unauthorized("the API key is unknown or revoked")
+        return require_role(identity, PINNING_ROLE)
+
+    async def _identity(self, key: str) -> Identity | None:
+        digest = hash_key(key)
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        identity = await self._whoami(key)
+        self._cache[digest] = (time.monotonic() + self._ttl_s, identity)
+        self._cache.move_to_end(digest)
+        while len(self._cache) > MAX_CACHED_KEYS:
+            self._cache.popitem(last=False)
+        return identity
+
+    async def _whoami(self, key: str) -> Identity | None:
+        """The registry's answer for ``key``; ``None`` when it does not know the key."""
+        try:
+            response = await self._http.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {key}"})
+        except httpx.HTTPError as exc:
+            logger.warning("registry unreachable while checking a pinning key: %s", type(exc).__name__)
+            raise BackendUnavailable("cannot check the API key: the registry is not reachable") from None
+        if response.status_code == 401:
+            return None
+        if response.status_code != 200:
+            raise BackendUnavailable(f"cannot check the API key: the registry answered {response.status_code}")
+        return Identity.model_validate_json(response.content)
+
+    async def close(self) -> None:
+        await self._http.aclose()

@@ -1,0 +1,130 @@
+"""Alert rules, deduplication with a cooldown, and the alert history — shared by all replicas.
+
+Rules are pure functions of a version's metrics (:func:`metric_alerts`) or of a drift
+report (:func:`drift_alert`). :class:`AlertCenter` fires an alert only when its fingerprint
+(rule, model, version, action) is not cooling down — a ``SET NX EX cooldown`` in Redis, so
+several monitor replicas that see the same breach page once — then records it in the
+history and hands it to the sinks (which never block the caller).
+
+Keys: ``mlfleet:monitor:alerts`` (list, newest first, capped), ``mlfleet:monitor:alert:cooldown:{fp}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+
+import orjson
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.monitor.schemas import AlertPublic, DriftReport, VersionMetrics
+from services.monitor.store import PREFIX
+
+logger = logging.getLogger("mlfleet.monitor.alerts")
+
+HISTORY_KEY = f"{PREFIX}:alerts"
+
+
+class AlertRules(BaseModel):
+    """Thresholds of the metric rules (defaults from the case study's gates)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_s: float = Field(default=300.0, gt=0, description="Window the metric rules look at.")
+    min_accuracy: float = Field(default=0.85, ge=0, le=1, description="Live accuracy below this is critical.")
+    min_labelled: int = Field(default=50, ge=1, description="Labels needed before accuracy is judged.")
+    max_error_rate: float = Field(default=0.05, ge=0, le=1, description="Error rate above this is critical.")
+    max_p99_ms: float = Field(default=100.0, gt=0, description="p99 latency above this is a warning.")
+    min_requests: int = Field(default=50, ge=1, description="Requests needed before error rate and latency are judged.")
+
+
+def fingerprint(rule: str, model: str, version: int | None, action: str | None) -> str:
+    return hashlib.sha256(f"{rule}|{model}|{version}|{action}".encode()).hexdigest()[:16]
+
+
+def _alert(rule: str, severity: str, model: str, version: int | None, summary: str, description: str, *,
+           now: float, action: str | None = None, **extra) -> AlertPublic:
+    return AlertPublic(id=uuid.uuid4().hex, fingerprint=fingerprint(rule, model, version, action), rule=rule,
+                       severity=severity, action=action, model=model, version=version, summary=summary,
+                       description=description, fired_at=now, **extra)
+
+
+def metric_alerts(model: str, metrics: VersionMetrics, rules: AlertRules, *, window: tuple[float, float],
+                  now: float) -> list[AlertPublic]:
+    """Accuracy drop, error rate and latency breaches of one version over a window."""
+    alerts = []
+    common = {"now": now, "window_start": window[0], "window_end": window[1]}
+    name = f"{model} v{metrics.version}"
+    q = metrics.quality
+    if q is not None and q.labelled >= rules.min_labelled and q.accuracy < rules.min_accuracy:
+        alerts.append(_alert(
+            "accuracy", "critical", model, metrics.version, f"{name}: live accuracy {q.accuracy:.1%}",
+            f"Accuracy over {q.labelled} labelled predictions fell below {rules.min_accuracy:.0%}; retrain.",
+            action="retrain", values={"accuracy": q.accuracy, "labelled": q.labelled}, **common))
+    if metrics.requests >= rules.min_requests and metrics.error_rate > rules.max_error_rate:
+        alerts.append(_alert(
+            "error_rate", "critical", model, metrics.version, f"{name}: error rate {metrics.error_rate:.1%}",
+            f"{metrics.errors} of {metrics.requests} requests failed (limit {rules.max_error_rate:.0%}).",
+            values={"error_rate": metrics.error_rate, "requests": metrics.requests}, **common))
+    latency = metrics.latency_ms
+    if latency is not None and metrics.requests >= rules.min_requests and latency.p99 > rules.max_p99_ms:
+        alerts.append(_alert(
+            "latency", "warning", model, metrics.version, f"{name}: p99 latency {latency.p99:.1f} ms",
+            f"p99 latency is above {rules.max_p99_ms:.0f} ms.", values={"p99_ms": latency.p99}, **common))
+    return alerts
+
+
+def drift_alert(report: DriftReport, *, now: float) -> AlertPublic | None:
+    """A drift alert when the window's verdict asks to retrain or roll back."""
+    if report.verdict not in ("retrain", "rollback"):
+        return None
+    moved = ", ".join(report.drifted_features) or "the prediction scores"
+    stats = {f.feature: f for f in report.features}
+    values = {f"ks:{n}": stats[n].ks for n in report.drifted_features if stats[n].ks is not None}
+    values |= {f"js:{n}": stats[n].js for n in report.drifted_features if stats[n].js is not None}
+    values |= {f"psi:{n}": stats[n].psi for n in report.drifted_features}
+    return _alert(
+        "drift", "critical" if report.verdict == "rollback" else "warning", report.model, report.version,
+        f"{report.model} v{report.version}: data drift in {moved}",
+        f"Over the last {report.window.n} instances, {moved} moved away from the training data "
+        f"(KS > {report.thresholds.ks} asks to retrain, PSI > {report.thresholds.psi} to roll back).",
+        now=now, action=report.verdict, values=values, features=report.drifted_features,
+        window_start=report.window.start, window_end=report.window.end)
+
+
+class AlertCenter:
+    def __init__(self, redis: aioredis.Redis, *, cooldown_s: float, history_max: int,
+                 dispatch: Callable[[AlertPublic], None], on_fired: Callable[[AlertPublic, bool], None]) -> None:
+        self._redis = redis
+        self._cooldown_s = cooldown_s
+        self._history_max = history_max
+        self._dispatch = dispatch
+        self._on_fired = on_fired
+
+    async def fire(self, alert: AlertPublic) -> bool:
+        """Record and send ``alert`` unless the same fingerprint fired within the cooldown."""
+        if self._cooldown_s > 0:
+            fresh = await self._redis.set(f"{PREFIX}:alert:cooldown:{alert.fingerprint}", alert.id, nx=True,
+                                          px=max(int(self._cooldown_s * 1000), 1))
+            if not fresh:
+                self._on_fired(alert, False)
+                return False
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(HISTORY_KEY, alert.model_dump_json())
+            pipe.ltrim(HISTORY_KEY, 0, self._history_max - 1)
+            await pipe.execute()
+        logger.warning("alert %s: %s", alert.rule, alert.summary)
+        self._on_fired(alert, True)
+        self._dispatch(alert)
+        return True
+
+    async def fire_all(self, alerts: Sequence[AlertPublic]) -> int:
+        return sum([await self.fire(alert) for alert in alerts])
+
+    async def history(self, *, model: str | None = None, rule: str | None = None, limit: int = 100) -> list[AlertPublic]:
+        alerts = [AlertPublic.model_validate(orjson.loads(raw)) for raw in await self._redis.lrange(HISTORY_KEY, 0, -1)]
+        matching = [a for a in alerts if (model is None or a.model == model) and (rule is None or a.rule == rule)]
+        return matching[:limit]

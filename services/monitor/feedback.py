@@ -1,0 +1,155 @@
+"""Ground-truth feedback: join labels with logged predictions, and live quality from the joins.
+
+A label for ``(request_id, instance)`` is applied once: a marker set with ``NX`` and the
+joined rows are written by one Lua script, so a retried or repeated label is reported as a
+duplicate and never counted twice. Joined rows land in the 10 s bucket of the label's
+*arrival*, so "accuracy over the last five minutes" is the accuracy of the labels that
+came in during those minutes, whenever their predictions were made.
+
+Keys: ``mlfleet:monitor:fb:{request_id}:{instance}`` (applied marker, ``seen_ttl_s``),
+``mlfleet:monitor:labels:{model}:{version}:{bucket}`` (list of ``score,predicted,label``,
+``bucket_ttl_s``), ``mlfleet:monitor:feedback`` (hash of outcome totals).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import orjson
+import redis.asyncio as aioredis
+
+from services.monitor.samples import prediction_key, seen_key
+from services.monitor.schemas import FeedbackItem, FeedbackReport, FeedbackResult, Quality
+from services.monitor.stats import BUCKET_S
+from services.monitor.store import PREFIX
+
+TOTALS_KEY = f"{PREFIX}:feedback"
+
+_APPLY_ONCE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
+for i = 2, #KEYS do
+  redis.call('RPUSH', KEYS[i], ARGV[i + 1])
+  redis.call('EXPIRE', KEYS[i], ARGV[2])
+end
+return 1
+"""
+"""KEYS[1] the applied marker, KEYS[2..] label lists; ARGV[1] marker TTL, ARGV[2] list TTL, ARGV[3..] rows."""
+
+
+def labels_key(model: str, version: int, bucket: int) -> str:
+    return f"{PREFIX}:labels:{model}:{version}:{bucket}"
+
+
+def applied_key(request_id: str, instance: int) -> str:
+    return f"{PREFIX}:fb:{request_id}:{instance}"
+
+
+def predicted_class(labels: Sequence, scores: Sequence[float], instance: int) -> int:
+    """The predicted class as 0/1: the logged label when it is one, else the score against 0.5."""
+    if instance < len(labels) and str(labels[instance]).lower() in {"0", "1", "true", "false"}:
+        return int(str(labels[instance]).lower() in {"1", "true"})
+    return int(scores[instance] >= 0.5)
+
+
+def quality(rows: Sequence[tuple[float, int, int]]) -> Quality | None:
+    """scikit-learn's metrics over ``(score, predicted, label)`` rows; ``None`` without rows."""
+    if not rows:
+        return None
+    # Imported on first use: scikit-learn takes seconds to import, which a restarting monitor
+    # should not spend before it consumes again.
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+    array = np.asarray(rows, dtype=np.float64)
+    scores, predicted, truth = array[:, 0], array[:, 1].astype(int), array[:, 2].astype(int)
+    return Quality(
+        labelled=len(rows),
+        accuracy=float(accuracy_score(truth, predicted)),
+        precision=float(precision_score(truth, predicted, zero_division=0)),
+        recall=float(recall_score(truth, predicted, zero_division=0)),
+        f1=float(f1_score(truth, predicted, zero_division=0)),
+        roc_auc=float(roc_auc_score(truth, scores)) if len(set(truth.tolist())) == 2 else None,
+    )
+
+
+class FeedbackStore:
+    def __init__(self, redis: aioredis.Redis, *, seen_ttl_s: int, bucket_ttl_s: int) -> None:
+        self._redis = redis
+        self._seen_ttl_s = seen_ttl_s
+        self._bucket_ttl_s = bucket_ttl_s
+        self._apply_once = redis.register_script(_APPLY_ONCE)
+
+    async def submit(self, items: Sequence[FeedbackItem], *, now: float) -> FeedbackReport:
+        """Join each label with its logged predictions (served and shadow versions) and apply it once."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for item in items:
+                pipe.hgetall(prediction_key(item.request_id))
+                pipe.exists(seen_key(item.request_id))
+            replies = await pipe.execute()
+        bucket = int(now // BUCKET_S)
+        results: list[FeedbackResult | None] = []
+        pending: list[tuple[int, list[int]]] = []
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for index, item in enumerate(items):
+                predictions, seen = replies[2 * index], replies[2 * index + 1]
+                outcome, keys, rows, versions = self._join(item, predictions, seen, bucket)
+                if outcome is not None:
+                    results.append(FeedbackResult(request_id=item.request_id, instance=item.instance, outcome=outcome))
+                    continue
+                results.append(None)
+                pending.append((index, versions))
+                await self._apply_once(keys=[applied_key(item.request_id, item.instance), *keys],
+                                       args=[self._seen_ttl_s, self._bucket_ttl_s, *rows], client=pipe)
+            applied = await pipe.execute() if pending else []
+        for (index, versions), ok in zip(pending, applied):
+            item = items[index]
+            results[index] = FeedbackResult(request_id=item.request_id, instance=item.instance,
+                                            outcome="accepted" if ok else "duplicate", versions=versions if ok else [])
+        final = [r for r in results if r is not None]
+        counts = Counter(r.outcome for r in final)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for outcome, count in counts.items():
+                pipe.hincrby(TOTALS_KEY, outcome, count)
+            await pipe.execute()
+        return FeedbackReport(counts=dict(counts), results=final)
+
+    @staticmethod
+    def _join(item: FeedbackItem, predictions: dict[bytes, bytes], seen: int,
+              bucket: int) -> tuple[str | None, list[str], list[str], list[int]]:
+        """``(outcome, keys, rows, versions)``; outcome ``None`` when the label is to be applied."""
+        if not predictions:
+            return ("late" if seen else "unknown"), [], [], []
+        keys, rows, versions = [], [], []
+        for version_field, raw in sorted(predictions.items()):
+            prediction = orjson.loads(raw)
+            scores, labels = prediction["s"], prediction["l"]
+            if item.instance >= len(scores):
+                continue
+            version = int(version_field)
+            predicted = predicted_class(labels, scores, item.instance)
+            keys.append(labels_key(prediction["m"], version, bucket))
+            rows.append(f"{float(scores[item.instance])!r},{predicted},{item.label}")
+            versions.append(version)
+        if not keys:
+            return "invalid", [], [], []
+        return None, keys, rows, versions
+
+    async def rows(self, model: str, version: int, buckets: range) -> list[tuple[float, int, int]]:
+        """The joined ``(score, predicted, label)`` rows of ``buckets``."""
+        return [row for rows in await self.rows_per_bucket(model, version, buckets) for row in rows]
+
+    async def rows_per_bucket(self, model: str, version: int, buckets: range) -> list[list[tuple[float, int, int]]]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for bucket in buckets:
+                pipe.lrange(labels_key(model, version, bucket), 0, -1)
+            replies = await pipe.execute()
+        return [[_row(raw) for raw in reply] for reply in replies]
+
+    async def totals(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in (await self._redis.hgetall(TOTALS_KEY)).items()}
+
+
+def _row(raw: bytes) -> tuple[float, int, int]:
+    score, predicted, label = raw.decode().split(",")
+    return float(score), int(predicted), int(label)

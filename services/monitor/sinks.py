@@ -1,0 +1,185 @@
+"""Where alerts go: webhooks, delivered in the background with retries and backoff.
+
+Two body shapes: the generic webhook gets what Alertmanager sends its receivers (version 4),
+so anything that takes Alertmanager's webhooks takes ours; the retraining trigger gets a
+run request shaped like the Kubeflow Pipelines v2 runs API (``POST /apis/v2beta1/runs``):
+pipeline reference, run name and parameters, including the data window to train on.
+
+Each sink has a bounded queue and one worker: :meth:`SinkDispatcher.submit` never waits, a
+full queue drops the delivery (counted), and a failing receiver is retried with
+exponential backoff up to ``max_attempts`` while monitoring goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from services.monitor.schemas import AlertPublic
+
+logger = logging.getLogger("mlfleet.monitor.sinks")
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+RETRAIN_RULES = frozenset({"drift", "accuracy"})
+
+
+def rfc3339(unix_s: float | None) -> str:
+    if unix_s is None:
+        return ZERO_TIME
+    return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def alertmanager_body(alert: AlertPublic, *, monitor_url: str) -> dict[str, Any]:
+    """An Alertmanager webhook payload (version 4) holding one firing alert."""
+    labels = {"alertname": f"Mlfleet{alert.rule.title().replace('_', '')}", "severity": alert.severity,
+              "model": alert.model, "version": str(alert.version) if alert.version is not None else "none",
+              "rule": alert.rule, "service": "mlfleet-monitor"}
+    if alert.action:
+        labels["action"] = alert.action
+    annotations = {"summary": alert.summary, "description": alert.description}
+    if alert.features:
+        annotations["drifted_features"] = ",".join(alert.features)
+    link = f"{monitor_url}/dashboard"
+    return {
+        "version": "4",
+        "groupKey": f"{{}}:{{alertname=\"{labels['alertname']}\", model=\"{alert.model}\"}}",
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "mlfleet",
+        "groupLabels": {"alertname": labels["alertname"], "model": alert.model},
+        "commonLabels": labels,
+        "commonAnnotations": annotations,
+        "externalURL": monitor_url,
+        "alerts": [{
+            "status": "firing", "labels": labels, "annotations": annotations, "startsAt": rfc3339(alert.fired_at),
+            "endsAt": ZERO_TIME, "generatorURL": link, "fingerprint": alert.fingerprint,
+        }],
+    }
+
+
+@dataclass(frozen=True)
+class PipelineRef:
+    pipeline_id: str
+    pipeline_version_id: str | None = None
+    experiment_id: str | None = None
+
+
+def retrain_body(alert: AlertPublic, pipeline: PipelineRef) -> dict[str, Any]:
+    """A Kubeflow Pipelines v2 ``Run`` to create: retrain ``alert.model`` on the drifted window's data."""
+    stamp = datetime.fromtimestamp(alert.fired_at, UTC).strftime("%Y%m%dT%H%M%SZ")
+    reference: dict[str, Any] = {"pipeline_id": pipeline.pipeline_id}
+    if pipeline.pipeline_version_id:
+        reference["pipeline_version_id"] = pipeline.pipeline_version_id
+    body: dict[str, Any] = {
+        "display_name": f"retrain-{alert.model}-v{alert.version}-{stamp}",
+        "description": alert.summary,
+        "pipeline_version_reference": reference,
+        "runtime_config": {"parameters": {
+            "model": alert.model,
+            "base_version": alert.version,
+            "reason": alert.rule,
+            "action": alert.action,
+            "drifted_features": alert.features,
+            "data_window_start": rfc3339(alert.window_start),
+            "data_window_end": rfc3339(alert.window_end),
+            "alert_fingerprint": alert.fingerprint,
+        }},
+    }
+    if pipeline.experiment_id:
+        body["experiment_id"] = pipeline.experiment_id
+    return body
+
+
+@dataclass(frozen=True)
+class Sink:
+    name: str
+    url: str
+    body: Callable[[AlertPublic], dict[str, Any]]
+    accepts: Callable[[AlertPublic], bool] = lambda alert: True
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    initial_s: float
+    max_s: float
+
+    def delay(self, attempt: int) -> float:
+        """Pause after failed attempt number ``attempt`` (1-based)."""
+        return min(self.initial_s * 2 ** (attempt - 1), self.max_s)
+
+
+class SinkDispatcher:
+    def __init__(self, sinks: list[Sink], *, http: httpx.AsyncClient, retry: RetryPolicy, queue_size: int,
+                 on_outcome: Callable[[str, str], None]) -> None:
+        self._sinks = sinks
+        self._http = http
+        self._retry = retry
+        self._queues = {sink.name: asyncio.Queue[AlertPublic](maxsize=queue_size) for sink in sinks}
+        self._on_outcome = on_outcome
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._work(sink), name=f"sink-{sink.name}") for sink in self._sinks]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def submit(self, alert: AlertPublic) -> None:
+        """Queue ``alert`` for every sink that takes it; never blocks."""
+        for sink in self._sinks:
+            if not sink.accepts(alert):
+                continue
+            try:
+                self._queues[sink.name].put_nowait(alert)
+            except asyncio.QueueFull:
+                logger.error("sink %s queue full; alert %s dropped", sink.name, alert.id)
+                self._on_outcome(sink.name, "dropped")
+
+    async def _work(self, sink: Sink) -> None:
+        queue = self._queues[sink.name]
+        while True:
+            alert = await queue.get()
+            await self._deliver(sink, alert)
+
+    async def _deliver(self, sink: Sink, alert: AlertPublic) -> None:
+        body = sink.body(alert)
+        for attempt in range(1, self._retry.max_attempts + 1):
+            try:
+                response = await self._http.post(sink.url, json=body)
+                if response.status_code < 300:
+                    self._on_outcome(sink.name, "delivered")
+                    return
+                reason = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                reason = type(exc).__name__
+            if attempt == self._retry.max_attempts:
+                break
+            delay = self._retry.delay(attempt)
+            logger.warning("sink %s: delivery of alert %s failed (%s); retry %d in %.1f s",
+                           sink.name, alert.id, reason, attempt, delay)
+            self._on_outcome(sink.name, "retried")
+            await asyncio.sleep(delay)
+        logger.error("sink %s: alert %s dropped after %d attempts", sink.name, alert.id, self._retry.max_attempts)
+        self._on_outcome(sink.name, "failed")
+
+
+def build_sinks(*, webhook_urls: list[str], retrain_url: str | None, pipeline: PipelineRef,
+                monitor_url: str) -> list[Sink]:
+    sinks = [Sink(f"webhook-{i}", url, lambda alert: alertmanager_body(alert, monitor_url=monitor_url))
+             for i, url in enumerate(webhook_urls)]
+    if retrain_url:
+        sinks.append(Sink("retrain", retrain_url, lambda alert: retrain_body(alert, pipeline),
+                          accepts=lambda alert: alert.rule in RETRAIN_RULES))
+    return sinks

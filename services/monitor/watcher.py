@@ -1,0 +1,96 @@
+"""Background checks: every version's drift window, and the metric alert rules.
+
+Two loops owned by the app's lifespan. Each pass reads shared state from Redis, so any
+number of replicas may run them; windows are recorded and alerts fired once (see
+:mod:`reports` and :mod:`alerts`). A failing pass is logged and the next one runs on time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from redis.exceptions import RedisError
+
+from services.monitor import queries
+from services.monitor.alerts import AlertCenter, drift_alert, metric_alerts
+from services.monitor.cancellation import stop_if_cancelled
+from services.monitor.feedback import FeedbackStore
+from services.monitor.reports import DriftReporter, WindowSpec, gauge_values
+from services.monitor.settings import MonitorSettings
+from services.monitor.store import AggregateStore
+from services.monitor.telemetry import MonitorMetrics
+
+logger = logging.getLogger("mlfleet.monitor.watcher")
+
+VERDICT_GAUGE = {"ok": 0, "retrain": 1, "rollback": 2}
+
+
+def default_window(settings: MonitorSettings) -> WindowSpec:
+    return WindowSpec(settings.drift_window, settings.drift_window_size, settings.drift_window_s)
+
+
+class Watcher:
+    def __init__(self, settings: MonitorSettings, store: AggregateStore, reporter: DriftReporter,
+                 feedback: FeedbackStore, alerts: AlertCenter, metrics: MonitorMetrics) -> None:
+        self._settings = settings
+        self._store = store
+        self._reporter = reporter
+        self._feedback = feedback
+        self._alerts = alerts
+        self._metrics = metrics
+        self.drift_passes = 0
+
+    async def run_drift(self) -> None:
+        await self._every(self._settings.drift_interval_s, self.check_drift, "drift")
+
+    async def run_rules(self) -> None:
+        await self._every(self._settings.alert_interval_s, self.check_rules, "alert rules")
+
+    async def _every(self, interval_s: float, check: Callable[[], Awaitable[None]], what: str) -> None:
+        while True:
+            started = time.monotonic()
+            try:
+                await check()
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                logger.warning("%s check skipped, redis unavailable: %s", what, exc)
+            except Exception:
+                logger.exception("%s check failed", what)
+            stop_if_cancelled()
+            await asyncio.sleep(max(interval_s - (time.monotonic() - started), 0.0))
+
+    async def _versions(self) -> list[tuple[str, int]]:
+        return [(model, version) for model in await self._store.models()
+                for version in await self._store.versions(model) if version is not None]
+
+    async def check_drift(self) -> None:
+        """Judge each version's current window; record it and alert once per new window."""
+        spec = default_window(self._settings)
+        for model, version in await self._versions():
+            report, window = await self._reporter.report(model, version, spec, self._settings.drift_thresholds(model))
+            labels = {"model": model, "version": str(version)}
+            self._metrics.drift_verdict.labels(**labels).set(VERDICT_GAUGE.get(report.verdict, -1))
+            self._metrics.drift_window.labels(**labels).set(report.window.n)
+            for (feature, statistic), value in gauge_values(report).items():
+                self._metrics.drift.labels(**labels, feature=feature, statistic=statistic).set(value)
+            if await self._reporter.record(report, window):
+                alert = drift_alert(report, now=time.time())
+                if alert is not None:
+                    await self._alerts.fire(alert)
+        self.drift_passes += 1
+
+    async def check_rules(self) -> None:
+        """Accuracy, error-rate and latency rules over each model's recent window."""
+        now = time.time()
+        for model in await self._store.models():
+            rules = self._settings.rules(model)
+            metrics = await queries.model_metrics(self._store, model, window_s=rules.window_s, start=None, end=None,
+                                                  now=now, retention_s=self._settings.bucket_ttl_s,
+                                                  feedback=self._feedback)
+            for version in metrics.versions:
+                await self._alerts.fire_all(metric_alerts(model, version, rules, window=(now - rules.window_s, now),
+                                                          now=now))

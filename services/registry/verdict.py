@@ -1,0 +1,185 @@
+"""Judge a canary against stable over one interval, and decide what the rollout does next.
+
+Pure functions of numbers: no database, no HTTP, no clock. The checks follow the case
+study in DESIGN.md — the canary's error rate not above stable's (plus an allowance), its
+p99 latency within a ratio of stable's, its accuracy not below stable's when labelled
+feedback exists — and, beyond fixed thresholds, a one-sided Mann–Whitney U test on the
+latency distributions (as Kayenta does): latency fails only when the p99 ratio (and a small
+absolute tolerance) is exceeded *and* the test finds the canary significantly slower, so one
+noisy interval does not flip the verdict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+from scipy.stats import mannwhitneyu
+
+from services.registry.schemas import RolloutChecks, Verdict
+
+
+@dataclass(frozen=True)
+class VersionNumbers:
+    """What the monitor says about one version over the judged interval."""
+
+    requests: int = 0
+    errors: int = 0
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    p99_ms: float | None = None
+    mean_ms: float | None = None
+    latency_edges: Sequence[float] = ()
+    latency_counts: Sequence[int] = ()
+    accuracy: float | None = None
+    """Accuracy on labelled feedback; ``None`` when the monitor has none."""
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def record(self) -> dict[str, Any]:
+        """The numbers kept in a rollout step's history."""
+        numbers: dict[str, Any] = {"requests": self.requests, "errors": self.errors,
+                                   "error_rate": round(self.error_rate, 6)}
+        for name in ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "accuracy"):
+            value = getattr(self, name)
+            if value is not None:
+                numbers[name] = round(value, 4)
+        return numbers
+
+
+class Outcome(StrEnum):
+    passed = "passed"
+    insufficient = "insufficient"
+    failed = "failed"
+
+
+@dataclass(frozen=True)
+class Judgement:
+    outcome: Outcome
+    reasons: list[str]
+    latency_p_value: float | None = None
+
+
+def latency_samples(edges: Sequence[float], counts: Sequence[int]) -> np.ndarray:
+    """A histogram expanded to one value per request at its bucket's midpoint (the open last bucket: its edge)."""
+    edges_array = np.asarray(edges, dtype=np.float64)
+    if len(counts) == 0:
+        return np.empty(0)
+    midpoints = np.append((edges_array[:-1] + edges_array[1:]) / 2, edges_array[-1])[: len(counts)]
+    return np.repeat(midpoints, np.asarray(counts, dtype=np.int64))
+
+
+def slower_p_value(canary: VersionNumbers, stable: VersionNumbers) -> float | None:
+    """One-sided Mann–Whitney U p-value that the canary's latencies are larger than stable's."""
+    canary_samples = latency_samples(canary.latency_edges, canary.latency_counts)
+    stable_samples = latency_samples(stable.latency_edges, stable.latency_counts)
+    if canary_samples.size == 0 or stable_samples.size == 0:
+        return None
+    if np.ptp(np.concatenate([canary_samples, stable_samples])) == 0:
+        return 1.0  # every request in one bucket: no evidence either way
+    return float(mannwhitneyu(canary_samples, stable_samples, alternative="greater", method="asymptotic").pvalue)
+
+
+def judge(canary: VersionNumbers, stable: VersionNumbers, checks: RolloutChecks, *, min_requests: int) -> Judgement:
+    """Whether the canary passed the interval, failed it, or had too few requests to tell."""
+    if canary.requests < min_requests:
+        return Judgement(Outcome.insufficient, [f"canary served {canary.requests} requests, fewer than {min_requests}"])
+    failures: list[str] = []
+    notes: list[str] = []
+
+    allowed = stable.error_rate + checks.max_error_rate_increase
+    error_text = f"canary error rate {canary.error_rate:.2%} vs stable {stable.error_rate:.2%} (allowed {allowed:.2%})"
+    (failures if canary.error_rate > allowed + 1e-12 else notes).append(error_text)
+
+    p_value = None
+    if stable.requests == 0 or canary.p99_ms is None or stable.p99_ms is None:
+        notes.append("stable served no requests: latency not compared")
+    else:
+        ratio = canary.p99_ms / stable.p99_ms if stable.p99_ms > 0 else math.inf
+        over = ratio > checks.max_p99_latency_ratio and canary.p99_ms - stable.p99_ms > checks.latency_tolerance_ms
+        p_value = slower_p_value(canary, stable)
+        significant = p_value is not None and p_value < checks.latency_test_alpha
+        text = (f"canary p99 {canary.p99_ms:.2f} ms vs stable {stable.p99_ms:.2f} ms (ratio {ratio:.2f}, "
+                f"allowed {checks.max_p99_latency_ratio:.2f} or +{checks.latency_tolerance_ms:g} ms); "
+                f"Mann–Whitney p={_p(p_value)}")
+        if over and significant:
+            failures.append(text + f" < {checks.latency_test_alpha:g}: canary is slower")
+        elif over:
+            notes.append(text + f" ≥ {checks.latency_test_alpha:g}: not significant, latency passes")
+        else:
+            notes.append(text)
+
+    if canary.accuracy is not None and stable.accuracy is not None:
+        delta = canary.accuracy - stable.accuracy
+        text = (f"canary accuracy {canary.accuracy:.4f} vs stable {stable.accuracy:.4f} "
+                f"(delta {delta:+.4f}, required ≥ {checks.min_accuracy_delta:+.4f})")
+        (failures if delta < checks.min_accuracy_delta - 1e-12 else notes).append(text)
+    else:
+        notes.append("no labelled feedback for both versions: accuracy not compared")
+
+    if failures:
+        return Judgement(Outcome.failed, failures + notes, p_value)
+    return Judgement(Outcome.passed, notes, p_value)
+
+
+def _p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a rollout stands when a verdict comes in."""
+
+    step_index: int
+    steps: Sequence[float]
+    failures: int
+    max_failures: int
+    require_approval: bool
+    approved: bool
+
+    @property
+    def last_judged_index(self) -> int:
+        """The last step judged before promotion: a final 100 % step is reached by promoting."""
+        return len(self.steps) - 2 if self.steps[-1] >= 100 else len(self.steps) - 1
+
+
+class Move(StrEnum):
+    advance = "advance"
+    stay = "stay"
+    """Keep the percentage and judge again next interval."""
+    wait_for_approval = "wait_for_approval"
+    promote = "promote"
+    roll_back = "roll_back"
+
+
+@dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    move: Move
+    failures: int
+    reasons: list[str] = field(default_factory=list)
+
+
+def decide(position: Position, judgement: Judgement) -> Decision:
+    """What a rollout at ``position`` does after ``judgement``."""
+    if judgement.outcome is Outcome.insufficient:
+        return Decision(Verdict.hold, Move.stay, position.failures, judgement.reasons)
+    if judgement.outcome is Outcome.failed:
+        failures = position.failures + 1
+        if failures >= position.max_failures:
+            return Decision(Verdict.fail, Move.roll_back, failures,
+                            judgement.reasons + [f"failure {failures} of {position.max_failures} allowed: rolling back"])
+        return Decision(Verdict.fail, Move.stay, failures,
+                        judgement.reasons + [f"failure {failures} of {position.max_failures} allowed: holding"])
+    if position.step_index < position.last_judged_index:
+        return Decision(Verdict.advance, Move.advance, position.failures, judgement.reasons)
+    if position.require_approval and not position.approved:
+        return Decision(Verdict.hold, Move.wait_for_approval, position.failures,
+                        judgement.reasons + ["waiting for approval before the final step"])
+    return Decision(Verdict.promote, Move.promote, position.failures, judgement.reasons)

@@ -1,0 +1,183 @@
+"""Every fleet command of the CLI against the real fleet: ``--output json`` is the API's answer."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mlfleet.cli import app
+from mlfleet.commands.context import ExitCode
+from tests.client.conftest import MODEL
+
+
+@pytest.fixture(scope="module")
+def cli(client_fleet):
+    """Run ``mlfleet …`` in-process (the commands still talk HTTP to the fleet's processes)."""
+    runner = CliRunner()
+
+    def run(*args: str, expect: int = 0, env: dict | None = None):
+        result = runner.invoke(app, list(args), env=(env or client_fleet.env()) | {"COLUMNS": "200"})
+        assert result.exit_code == expect, f"exit {result.exit_code}: {result.stdout}\n{result.stderr}"
+        return result
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def api(client_fleet):
+    """GET a service's answer directly, as the CLI's JSON must reproduce it."""
+
+    def get(service: str, path: str, **params):
+        response = httpx.get(f"{client_fleet.services[service].url}{path}", params=params, timeout=10,
+                             headers={"Authorization": f"Bearer {client_fleet.admin_key}"})
+        response.raise_for_status()
+        return response.json()
+
+    return get
+
+
+def as_json(result) -> object:
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(("args", "service", "path", "params"), [
+    (["models", "list"], "registry", "/v1/models", {}),
+    (["models", "show", MODEL], "registry", f"/v1/models/{MODEL}", {}),
+    (["versions", "list", MODEL], "registry", f"/v1/models/{MODEL}/versions", {}),
+    (["versions", "show", MODEL, "1"], "registry", f"/v1/models/{MODEL}/versions/1", {}),
+    (["traffic", "show", MODEL], "registry", f"/v1/models/{MODEL}/traffic", {}),
+    (["audit", "--model", MODEL, "--limit", "5"], "registry", "/v1/audit", {"model": MODEL, "limit": 5}),
+    (["metrics", MODEL, "--window", "3600"], "monitor", f"/v1/models/{MODEL}/metrics", {"window_s": 3600}),
+    (["alerts", "--limit", "10"], "monitor", "/v1/alerts", {"limit": 10}),
+    (["rollout", "list", MODEL], "registry", f"/v1/models/{MODEL}/rollouts", {}),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_read_commands_print_the_apis_answer(cli, api, registered, fleet_client, instances, args, service, path, params):
+    fleet_client.predict(MODEL, instances[:2])
+    result = cli(*args, "--output", "json")
+    assert as_json(result) == api(service, path, **params)
+
+
+def test_read_commands_draw_tables_for_people(cli, registered):
+    listing = cli("versions", "list", MODEL).stdout
+    assert "VERSION" in listing and registered.sha256[:12] in listing
+    shown = cli("versions", "show", MODEL, "1").stdout
+    assert "user_stats:avg_amount_30d" in shown and "feast" in shown
+
+
+def test_predict_prints_the_gateways_answer(cli, fleet_client, registered, instances):
+    body = json.dumps({"instances": instances[:2], "routing_key": "k1"})
+    printed = as_json(cli("predict", MODEL, "--json", body, "--output", "json"))
+    direct = fleet_client.predict(MODEL, instances[:2], routing_key="k1").model_dump(mode="json")
+    assert {k: v for k, v in printed.items() if k not in ("request_id", "trace_id")} == \
+           {k: v for k, v in direct.items() if k not in ("request_id", "trace_id")}
+    assert len(printed["request_id"]) >= 16
+
+
+def test_drift_prints_the_monitors_report(cli, api, fleet_client, registered, instances):
+    fleet_client.predict(MODEL, instances[:20])
+    printed = as_json(cli("drift", MODEL, "--version", "1", "--output", "json"))
+    answer = api("monitor", f"/v1/models/{MODEL}/drift", version=1)
+    assert printed["model"] == MODEL and printed["version"] == 1
+    assert printed.keys() == answer.keys()
+    assert [f["feature"] for f in printed["features"]] == [f["feature"] for f in answer["features"]]
+
+
+def test_register_an_onnx_file_with_signature_and_profile(cli, api, tmp_path, registered, fleet_client,
+                                                          fraud_estimator, training_data):
+    from mlfleet.client.packaging import estimator_to_onnx
+
+    columns = registered.signature.input_names
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(estimator_to_onnx(fraud_estimator, training_data.x_train[columns].to_numpy("float32")))
+    signature_file = tmp_path / "signature.yaml"
+    signature_file.write_text(yaml.safe_dump(registered.signature.model_dump(mode="json", exclude_none=True)))
+    data = training_data.x_test.assign(is_fraud=training_data.y_test.to_numpy())
+    data.to_parquet(tmp_path / "data.parquet")
+    printed = as_json(cli("register", str(onnx_file), "--model", MODEL, "--signature", str(signature_file),
+                          "--profile", str(tmp_path / "data.parquet"), "--labels", "is_fraud",
+                          "--description", "from the CLI", "--output", "json"))
+    assert printed == api("registry", f"/v1/models/{MODEL}/versions/{printed['version']}")
+    assert printed["sha256"] == registered.sha256
+    assert printed["metrics"]["auc"] >= 0.9 and printed["reference_profile"]["features"].keys() == set(columns)
+
+
+def test_errors_exit_with_meaningful_codes_and_problem_json(cli, client_fleet, registered):
+    missing = cli("models", "show", "nope", "--output", "json", expect=ExitCode.not_found)
+    problem = json.loads(missing.stderr)
+    assert problem["status"] == 404 and problem["code"] == "model-not-found"
+    refused = cli("traffic", "set", MODEL, "--stable", "1", "--canary", "1", "-p", "10", expect=ExitCode.refused)
+    assert "canary must differ from stable" in refused.stderr
+    env = client_fleet.env() | {"MLFLEET_REGISTRY_URL": "http://127.0.0.1:9"}
+    unreachable = cli("models", "list", env=env, expect=ExitCode.unavailable)
+    assert "127.0.0.1:9" in unreachable.stderr
+    denied = cli("models", "list", env=client_fleet.env(api_key="mlf_not-a-key"), expect=ExitCode.denied)
+    assert client_fleet.admin_key not in denied.stdout + denied.stderr
+
+
+def send_traffic(fleet_client, instances, stop: threading.Event) -> None:
+    i = 0
+    while not stop.is_set():
+        fleet_client.predict(MODEL, instances[i % len(instances)], routing_key=f"user-{i}")
+        i += 1
+
+
+def test_rollout_with_the_cli_watch_it_approve_it_then_roll_back(cli, api, fleet_client, registered, instances,
+                                                                fraud_estimator, training_data, client_fleet):
+    candidate = fleet_client.register(MODEL, fraud_estimator, training_data.x_train, labels=training_data.y_train,
+                                      holdout=(training_data.x_test, training_data.y_test),
+                                      lineage={"params": {"attempt": "canary"}}, description="candidate")
+    fleet_client.set_traffic(MODEL, stable=registered.version)
+    started = as_json(cli("rollout", "start", MODEL, "--candidate", str(candidate.version), "--steps", "50",
+                          "--interval", "1", "--min-requests", "5", "--max-p99-latency-ratio", "100",
+                          "--max-error-rate-increase", "1", "--require-approval", "--output", "json"))
+    assert started == api("registry", f"/v1/models/{MODEL}/rollouts/{started['id']}") | {
+        "updated_at": started["updated_at"], "history": started["history"]}
+    assert started["state"] == "running" and started["canary_percent"] == 50
+    stop = threading.Event()
+    sender = threading.Thread(target=send_traffic, args=(fleet_client, instances, stop), daemon=True)
+    sender.start()
+    try:
+        deadline = time.monotonic() + 60
+        while fleet_client.get_rollout(MODEL, started["id"]).state.value == "running":
+            assert time.monotonic() < deadline, "the rollout was never judged"
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        sender.join()
+    status = as_json(cli("rollout", "status", MODEL, "--output", "json"))
+    assert status["state"] == "awaiting_approval", status
+    assert any("approval" in reason for reason in status["history"][-1]["reasons"]), status["history"]
+    assert "awaiting_approval" in cli("rollout", "status", MODEL).stdout
+    cli("rollout", "approve", MODEL, "--reason", "looks good", "--output", "json")
+    lines = cli("rollout", "status", MODEL, "--watch", "--every", "0.2", "--output", "json").stdout.splitlines()
+    assert json.loads(lines[-1])["state"] == "promoted"
+    assert api("registry", f"/v1/models/{MODEL}/traffic")["stable"] == candidate.version
+    rolled_back = as_json(cli("rollback", MODEL, "--reason", "test", "--output", "json"))
+    assert rolled_back == api("registry", f"/v1/models/{MODEL}/traffic")
+    assert rolled_back["stable"] == registered.version and rolled_back["canary"] is None
+    actions = [e["action"] for e in as_json(cli("audit", "--model", MODEL, "--limit", "20", "--output", "json"))["data"]]
+    assert {"rollout.start", "rollout.promote", "traffic.rollback"} <= set(actions), actions
+
+
+def test_rollout_pause_resume_abort_and_a_failed_watch(cli, fleet_client, registered, fraud_estimator, training_data):
+    candidate = fleet_client.register(MODEL, fraud_estimator, training_data.x_train, labels=training_data.y_train,
+                                      holdout=(training_data.x_test, training_data.y_test), reuse_existing=True)
+    other = fleet_client.list_versions(MODEL).data[-1].version
+    fleet_client.set_traffic(MODEL, stable=registered.version)
+    target = other if other != registered.version else candidate.version
+    started = as_json(cli("rollout", "start", MODEL, "--candidate", str(target), "--interval", "600",
+                          "--output", "json"))
+    rollout = str(started["id"])
+    assert as_json(cli("rollout", "pause", MODEL, "--id", rollout, "--output", "json"))["state"] == "paused"
+    assert as_json(cli("rollout", "resume", MODEL, "--id", rollout, "--output", "json"))["state"] == "running"
+    cli("rollout", "start", MODEL, "--candidate", str(target), expect=ExitCode.conflict)
+    assert as_json(cli("rollout", "abort", MODEL, "--output", "json"))["state"] == "aborted"
+    watched = cli("rollout", "status", MODEL, "--id", rollout, "--watch", "--output", "json",
+                  expect=ExitCode.rollout_failed)
+    assert json.loads(watched.stdout.splitlines()[-1])["state"] == "aborted"

@@ -1,0 +1,64 @@
+"""Pure logic of the client: where settings come from, and which answers are retried."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from mlfleet.client import ClientConfig, ConfigError, Fleet, ServiceUnavailable, ServerError
+from mlfleet.client.transport import Backoff
+
+
+def test_arguments_beat_environment_beat_config_file(tmp_path):
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('url = "http://file-host:8081"\napi_key_file = "key"\nmonitor_url = "http://mon:1"\n')
+    (tmp_path / "key").write_text("mlf_from_file\n")
+    env = {"MLFLEET_CONFIG": str(config_file), "MLFLEET_GATEWAY_URL": "http://gw-env:9"}
+    config = ClientConfig.resolve(env=env, config_file=None)
+    assert config.api_key == "mlf_from_file"
+    assert config.registry_url == "http://file-host:8081"
+    assert config.gateway_url == "http://gw-env:9"
+    assert config.monitor_url == "http://mon:1"
+    assert config.features_url == "http://file-host:8082"
+    overridden = ClientConfig.resolve(url="127.0.0.1:7000", api_key="mlf_flag", env=env)
+    assert overridden.registry_url == "http://127.0.0.1:7000" and overridden.api_key == "mlf_flag"
+    assert overridden.gateway_url == "http://127.0.0.1:8080", "--url points every service at another fleet"
+    assert "mlf_flag" not in repr(overridden)
+
+
+def test_unknown_settings_are_reported(tmp_path):
+    config_file = tmp_path / "config.toml"
+    config_file.write_text('registry = "http://x"\n')
+    with pytest.raises(ConfigError, match="unknown settings registry"):
+        ClientConfig.resolve(env={"MLFLEET_CONFIG": str(config_file)})
+
+
+def fleet_answering(*statuses: int, seen: list) -> Fleet:
+    answers = iter(statuses)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        status = next(answers)
+        body = {"data": [], "count": 0} if status == 200 else {"status": status, "code": "x", "title": "t", "detail": "d"}
+        return httpx.Response(status, json=body, headers={"Retry-After": "0"})
+
+    config = ClientConfig(registry_url="http://registry.test", api_key="mlf_k", retries=2)
+    return Fleet(config=config, transport=httpx.MockTransport(handler), backoff=Backoff(base_s=0, cap_s=0))
+
+
+def test_503_is_retried_until_it_succeeds():
+    seen: list = []
+    assert fleet_answering(503, 503, 200, seen=seen).list_models().count == 0
+    assert len(seen) == 3
+    assert seen[0].headers["authorization"] == "Bearer mlf_k"
+
+
+def test_503_gives_up_after_the_retries_and_500_is_not_retried():
+    seen: list = []
+    with pytest.raises(ServiceUnavailable):
+        fleet_answering(503, 503, 503, seen=seen).list_models()
+    assert len(seen) == 3
+    seen.clear()
+    with pytest.raises(ServerError) as failed:
+        fleet_answering(500, 200, seen=seen).list_models()
+    assert len(seen) == 1 and failed.value.status == 500 and failed.value.detail == "d"

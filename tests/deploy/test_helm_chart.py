@@ -1,0 +1,102 @@
+"""The Helm chart renders with Helm's own engine, lints clean, and every manifest passes
+``kubernetes-validate --strict`` — for the default values and for GPU/HPA/ingress values."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import helm_python
+import pytest
+import yaml
+from helm_python import Chart
+
+from tests.deploy.tools import venv_tool
+
+CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "mlfleet"
+PRODUCTION = yaml.safe_load((CHART / "ci" / "gpu-hpa-ingress-values.yaml").read_text())
+CRD_KINDS = {"ServiceMonitor"}
+"""Kinds from CRDs, which kubernetes-validate has no schema for; checked by hand below."""
+
+
+def render(values: dict | None) -> list[dict]:
+    with Chart.load(CHART) as chart:
+        rendered = chart.render(values, name="fleet", namespace="ml")
+    return [doc for name, text in rendered.items() if name.endswith(".yaml")
+            for doc in yaml.safe_load_all(text) if doc]
+
+
+def by_kind(manifests: list[dict], kind: str) -> dict[str, dict]:
+    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
+
+
+@pytest.mark.parametrize("values", [None, PRODUCTION], ids=["defaults", "gpu-hpa-ingress"])
+def test_chart_lints_clean(values):
+    report = helm_python.lint(CHART, values, strict=True, kube_version="v1.31.0")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("values", [None, PRODUCTION], ids=["defaults", "gpu-hpa-ingress"])
+def test_every_manifest_passes_kubernetes_validate_strict(values, tmp_path):
+    manifests = render(values)
+    files = []
+    for index, manifest in enumerate(manifests):
+        path = tmp_path / f"{index:02d}-{manifest['kind']}.yaml"
+        path.write_text(yaml.safe_dump(manifest))
+        files.append(str(path))
+    result = subprocess.run([venv_tool("kubernetes-validate"), "--strict", *files], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    passed = [line for line in result.stdout.splitlines() if line.startswith("INFO") and "passed" in line]
+    assert len(passed) == len([m for m in manifests if m["kind"] not in CRD_KINDS])
+    warnings = [line for line in result.stdout.splitlines() if line.startswith("WARN")]
+    assert all("ServiceMonitor" in line for line in warnings), warnings
+
+
+def test_default_values_run_non_root_read_only_with_secrets_by_reference():
+    manifests = render(None)
+    deployments = by_kind(manifests, "Deployment")
+    assert set(deployments) == {f"fleet-mlfleet-{c}" for c in ("gateway", "registry", "features", "monitor", "triton")}
+    for deployment in deployments.values():
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        for container in pod["containers"]:
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True
+            assert container["readinessProbe"] and container["livenessProbe"]
+            assert container["resources"]["requests"]
+    gateway = deployments["fleet-mlfleet-gateway"]["spec"]["template"]["spec"]
+    assert {"name": "home", "emptyDir": {}} in gateway["volumes"]
+    registry = deployments["fleet-mlfleet-registry"]["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in registry["containers"][0]["env"]}
+    assert env["MLFLEET_REGISTRY_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "mlfleet-database", "key": "database-url"}
+    assert any(v.get("secret", {}).get("secretName") == "mlfleet-admin-key" for v in registry["volumes"])
+    config = by_kind(manifests, "ConfigMap")["fleet-mlfleet"]["data"]
+    assert config["MLFLEET_REGISTRY_BOOTSTRAP_ADMIN_KEY_FILE"] == "/etc/mlfleet/admin/admin-key"
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in config
+    assert not by_kind(manifests, "HorizontalPodAutoscaler") and not by_kind(manifests, "Ingress")
+    assert len(by_kind(manifests, "PodDisruptionBudget")) == 5
+    triton_limits = deployments["fleet-mlfleet-triton"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert "nvidia.com/gpu" not in triton_limits
+
+
+def test_production_values_add_gpu_hpa_ingress_service_monitor_and_tracing():
+    manifests = render(PRODUCTION)
+    triton = by_kind(manifests, "Deployment")["fleet-mlfleet-triton"]["spec"]["template"]["spec"]
+    assert triton["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert "--trace-config=opentelemetry,url=http://jaeger-collector.observability:4318/v1/traces" in triton["containers"][0]["args"]
+    hpa = by_kind(manifests, "HorizontalPodAutoscaler")["fleet-mlfleet-gateway"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 20)
+    assert "replicas" not in by_kind(manifests, "Deployment")["fleet-mlfleet-gateway"]["spec"]
+    ingress = by_kind(manifests, "Ingress")["fleet-mlfleet"]
+    assert ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "fleet-mlfleet-gateway"
+    monitor = by_kind(manifests, "ServiceMonitor")["fleet-mlfleet"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"http", "metrics"}
+    assert by_kind(manifests, "ConfigMap")["fleet-mlfleet"]["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == \
+        "http://jaeger-collector.observability:4318"
+
+
+def test_values_schema_rejects_a_bad_value():
+    with Chart.load(CHART) as chart, pytest.raises(helm_python.HelmValuesError):
+        chart.validate_schema({"redis": {"url": "http://not-redis"}})

@@ -1,0 +1,114 @@
+"""Unit tests of the alert rules, the webhook bodies, the retry policy and live quality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+from services.monitor.alerts import AlertRules, fingerprint, metric_alerts
+from services.monitor.feedback import predicted_class, quality
+from services.monitor.schemas import AlertPublic, LatencySummary, Quality
+from services.monitor.settings import MonitorSettings
+from services.monitor.sinks import PipelineRef, RetryPolicy, alertmanager_body, build_sinks, retrain_body
+from services.monitor.stats import summarize
+
+
+def version_metrics(*, requests: int, errors: int = 0, p99: float = 5.0, accuracy: float | None = None,
+                    labelled: int = 100):
+    metrics = summarize(2, {"requests": requests, "errors": errors})
+    metrics.latency_ms = LatencySummary(p50=1.0, p95=2.0, p99=p99, mean=1.0)
+    if accuracy is not None:
+        metrics.quality = Quality(labelled=labelled, accuracy=accuracy, precision=0.5, recall=0.5, f1=0.5, roc_auc=0.7)
+    return metrics
+
+
+def rules_fired(metrics, rules=AlertRules()) -> list[str]:
+    return [a.rule for a in metric_alerts("fraud", metrics, rules, window=(0.0, 300.0), now=300.0)]
+
+
+def test_each_rule_fires_only_past_its_threshold_and_minimum_volume():
+    assert rules_fired(version_metrics(requests=100, errors=4, p99=90, accuracy=0.9)) == []
+    assert rules_fired(version_metrics(requests=100, errors=6, p99=150, accuracy=0.8)) == ["accuracy", "error_rate", "latency"]
+    assert rules_fired(version_metrics(requests=10, errors=6, p99=150, accuracy=0.8, labelled=10)) == []
+
+
+def test_fingerprints_separate_rule_model_version_and_action():
+    prints = {fingerprint(*key) for key in [("drift", "fraud", 1, "retrain"), ("drift", "fraud", 1, "rollback"),
+                                            ("drift", "fraud", 2, "retrain"), ("latency", "fraud", 1, None)]}
+    assert len(prints) == 4 and fingerprint("drift", "fraud", 1, "retrain") == fingerprint("drift", "fraud", 1, "retrain")
+
+
+ALERT = AlertPublic(id="a1", fingerprint="f1", rule="drift", severity="critical", action="rollback", model="fraud",
+                    version=3, summary="fraud v3: data drift in amount", description="moved", values={"psi:amount": 0.4},
+                    features=["amount"], window_start=1_700_000_000.0, window_end=1_700_000_600.0, fired_at=1_700_000_601.5)
+
+
+def test_the_webhook_body_is_what_alertmanager_sends():
+    body = alertmanager_body(ALERT, monitor_url="http://monitor:8083")
+    assert set(body) == {"version", "groupKey", "truncatedAlerts", "status", "receiver", "groupLabels", "commonLabels",
+                         "commonAnnotations", "externalURL", "alerts"}
+    (alert,) = body["alerts"]
+    assert set(alert) == {"status", "labels", "annotations", "startsAt", "endsAt", "generatorURL", "fingerprint"}
+    assert alert["startsAt"] == "2023-11-14T22:23:21.500Z" and alert["endsAt"] == "0001-01-01T00:00:00Z"
+    assert alert["labels"]["alertname"] == "MlfleetDrift" and alert["generatorURL"] == "http://monitor:8083/dashboard"
+
+
+def test_the_retraining_body_is_a_kubeflow_pipelines_run():
+    body = retrain_body(ALERT, PipelineRef("p-1", "pv-2", "exp-3"))
+    assert body["pipeline_version_reference"] == {"pipeline_id": "p-1", "pipeline_version_id": "pv-2"}
+    assert body["experiment_id"] == "exp-3" and body["display_name"] == "retrain-fraud-v3-20231114T222321Z"
+    parameters = body["runtime_config"]["parameters"]
+    assert (parameters["data_window_start"], parameters["data_window_end"]) == ("2023-11-14T22:13:20.000Z",
+                                                                              "2023-11-14T22:23:20.000Z")
+
+
+def test_only_drift_and_accuracy_alerts_trigger_retraining():
+    sinks = build_sinks(webhook_urls=["http://a", "http://b"], retrain_url="http://kfp", pipeline=PipelineRef("p"),
+                        monitor_url="http://m")
+    retrain = sinks[-1]
+    assert [s.name for s in sinks] == ["webhook-0", "webhook-1", "retrain"]
+    assert retrain.accepts(ALERT) and not retrain.accepts(ALERT.model_copy(update={"rule": "latency"}))
+
+
+def test_retries_back_off_exponentially_up_to_a_cap():
+    policy = RetryPolicy(max_attempts=10, initial_s=0.5, max_s=4.0)
+    assert [policy.delay(n) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
+
+
+def test_webhook_urls_are_read_comma_separated_or_as_json(monkeypatch):
+    monkeypatch.setenv("MLFLEET_MONITOR_ALERT_WEBHOOK_URLS", "http://a/x, http://b/y")
+    assert MonitorSettings().alert_webhook_urls == ["http://a/x", "http://b/y"]
+    monkeypatch.setenv("MLFLEET_MONITOR_ALERT_WEBHOOK_URLS", '["http://c"]')
+    monkeypatch.setenv("MLFLEET_MONITOR_DRIFT_OVERRIDES", '{"fraud": {"ks": 0.2}}')
+    settings = MonitorSettings()
+    assert settings.alert_webhook_urls == ["http://c"]
+    assert settings.drift_thresholds("fraud").ks == 0.2 and settings.drift_thresholds("churn").ks == 0.15
+
+
+def test_the_registry_key_comes_from_its_file_first(tmp_path):
+    key_file = tmp_path / "key"
+    key_file.write_text("mlf_secret\n")
+    assert MonitorSettings(registry_api_key="other", registry_api_key_file=key_file).registry_key() == "mlf_secret"
+    assert MonitorSettings(registry_api_key="other").registry_key() == "other"
+    assert MonitorSettings().registry_key() is None
+
+
+def test_quality_equals_scikit_learn():
+    rng = np.random.default_rng(5)
+    scores = rng.uniform(0, 1, 300)
+    truth = (rng.uniform(0, 1, 300) < scores).astype(int)
+    predicted = (scores >= 0.5).astype(int)
+    result = quality(list(zip(scores, predicted, truth)))
+    assert result.model_dump() == pytest.approx({
+        "labelled": 300, "accuracy": accuracy_score(truth, predicted), "precision": precision_score(truth, predicted),
+        "recall": recall_score(truth, predicted), "f1": f1_score(truth, predicted), "roc_auc": roc_auc_score(truth, scores),
+    })
+    assert quality([]) is None
+    assert quality([(0.2, 0, 0), (0.1, 0, 0)]).roc_auc is None
+
+
+@pytest.mark.parametrize(("labels", "scores", "expected"), [([1], [0.1], 1), (["0"], [0.9], 0), ([True], [0.1], 1),
+                                                             (["fraud"], [0.7], 1), ([], [0.3], 0)])
+def test_the_predicted_class_is_the_logged_label_or_the_score(labels, scores, expected):
+    assert predicted_class(labels, scores, 0) == expected

@@ -1,0 +1,134 @@
+"""Feedback against a real monitor: joins, outcomes, and live quality equal to scikit-learn's."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
+
+from mlfleet.runtime.processes import wait_until
+from services.common.redis import PREDICTIONS_STREAM
+from services.common.schemas import Variant
+from tests.monitor.factories import make_event, publish
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def counted(client, n: int) -> None:
+    wait_until(lambda: client.get("/v1/stats").json()["events_processed"] >= n, timeout_s=30, what=f"{n} events")
+
+
+def test_feedback_joins_predictions_and_quality_equals_scikit_learn(run_monitor, stream_client):
+    monitor = run_monitor(alert_rules='{"min_labelled": 20, "min_accuracy": 0.85}', alert_interval_s=0.2)
+    rng = np.random.default_rng(3)
+    scores = rng.uniform(0, 1, 200)
+    events = [make_event("fraud", 2, scores=[float(s)]) for s in scores]
+    shadow = [e.model_copy(update={"version": 3, "variant": Variant.shadow, "scores": [1 - e.scores[0]],
+                                   "labels": [int(e.scores[0] < 0.5)]}) for e in events[:50]]
+    pair = make_event("fraud", 2, scores=[0.9, 0.2])
+    publish(stream_client, PREDICTIONS_STREAM, events + shadow + [pair])
+
+    with httpx.Client(base_url=monitor.url, timeout=10) as client:
+        counted(client, len(events) + len(shadow) + 1)
+        truth = (rng.uniform(0, 1, 200) < np.clip(scores * 1.2 - 0.1, 0, 1)).astype(int)
+        items = [{"request_id": e.request_id, "label": int(t)} for e, t in zip(events, truth)]
+        first = client.post("/v1/feedback", json={"items": items[:150]})
+        assert first.status_code == 200, first.text
+        assert first.json()["counts"] == {"accepted": 150}
+        assert first.json()["results"][0]["versions"] == [2, 3]
+
+        unknown = uuid.uuid4().hex
+        second = client.post("/v1/feedback", json=items[140:] + [{"request_id": unknown, "label": 1},
+                                                                  {"request_id": pair.request_id, "label": 1, "instance": 5},
+                                                                  {"request_id": pair.request_id, "label": 0, "instance": 1},
+                                                                  {"request_id": pair.request_id, "label": 0, "instance": 1}])
+        assert second.json()["counts"] == {"accepted": 51, "duplicate": 11, "unknown": 1, "invalid": 1}
+        outcomes = {(r["request_id"], r["instance"]): r["outcome"] for r in second.json()["results"]}
+        assert outcomes[(unknown, 0)] == "unknown" and outcomes[(pair.request_id, 5)] == "invalid"
+        single = client.post("/v1/feedback", json=items[0])
+        assert single.json() == {"counts": {"duplicate": 1},
+                                 "results": [{"request_id": items[0]["request_id"], "instance": 0,
+                                              "outcome": "duplicate", "versions": []}]}
+
+        metrics = client.get("/v1/models/fraud/metrics", params={"window_s": 600}).json()
+        by_version = {v["version"]: v for v in metrics["versions"]}
+        predicted = (scores >= 0.5).astype(int)
+        expected = {
+            "labelled": 200, "accuracy": accuracy_score(truth, predicted),
+            "precision": precision_score(truth, predicted), "recall": recall_score(truth, predicted),
+            "f1": f1_score(truth, predicted), "roc_auc": roc_auc_score(truth, scores),
+        }
+        quality = by_version[2]["quality"]
+        assert quality.pop("labelled") == 201
+        expected.pop("labelled")
+        pair_truth, pair_pred, pair_score = np.append(truth, 0), np.append(predicted, 0), np.append(scores, 0.2)
+        assert quality == pytest.approx({
+            "accuracy": accuracy_score(pair_truth, pair_pred), "precision": precision_score(pair_truth, pair_pred),
+            "recall": recall_score(pair_truth, pair_pred), "f1": f1_score(pair_truth, pair_pred),
+            "roc_auc": roc_auc_score(pair_truth, pair_score),
+        })
+        shadow_truth, shadow_scores = truth[:50], 1 - scores[:50]
+        assert by_version[3]["quality"] == pytest.approx({
+            "labelled": 50, "accuracy": accuracy_score(shadow_truth, (shadow_scores >= 0.5).astype(int)),
+            "precision": precision_score(shadow_truth, (shadow_scores >= 0.5).astype(int), zero_division=0),
+            "recall": recall_score(shadow_truth, (shadow_scores >= 0.5).astype(int), zero_division=0),
+            "f1": f1_score(shadow_truth, (shadow_scores >= 0.5).astype(int), zero_division=0),
+            "roc_auc": roc_auc_score(shadow_truth, shadow_scores),
+        })
+        before = client.get("/v1/models/fraud/metrics", params={"start": 1, "end": 1000}).json()
+        assert {v["version"]: v["quality"] for v in before["versions"]} == {2: None, 3: None}
+
+        def shadow_alert() -> dict | None:
+            alerts = client.get("/v1/alerts", params={"rule": "accuracy"}).json()["data"]
+            return next((a for a in alerts if a["version"] == 3), None)
+        wait_until(shadow_alert, timeout_s=30, what="accuracy alert on the shadow")
+        alert = shadow_alert()
+        assert (alert["version"], alert["severity"], alert["action"]) == (3, "critical", "retrain")
+        assert alert["values"]["accuracy"] == pytest.approx(by_version[3]["quality"]["accuracy"])
+
+        text = client.get("/metrics").text
+        assert 'mlfleet_monitor_feedback_total{outcome="duplicate"} 12.0' in text
+        assert 'mlfleet_monitor_feedback_total{outcome="accepted"} 201.0' in text
+
+
+def test_feedback_after_the_prediction_expired_is_late(run_monitor, stream_client):
+    monitor = run_monitor(prediction_ttl_s=1)
+    events = [make_event("fraud", 1) for _ in range(5)]
+    publish(stream_client, PREDICTIONS_STREAM, events)
+    with httpx.Client(base_url=monitor.url, timeout=10) as client:
+        counted(client, 5)
+        time.sleep(1.5)
+        response = client.post("/v1/feedback", json=[{"request_id": e.request_id, "label": 1} for e in events])
+        assert response.json()["counts"] == {"late": 5}
+        metrics = client.get("/v1/models/fraud/metrics").json()
+        assert metrics["versions"][0]["quality"] is None
+
+
+BAD_FEEDBACK = [
+    ({"request_id": "r", "label": 2}, 422, "invalid-input"),
+    ({"request_id": "", "label": 1}, 422, "invalid-input"),
+    ({"request_id": "r"}, 422, "invalid-input"),
+    ({"items": []}, 422, "invalid-input"),
+    ([{"request_id": f"r{i}", "label": 1} for i in range(11)], 413, "payload-too-large"),
+    ("not json", 400, "bad-request"),
+]
+
+
+def test_bad_feedback_and_alert_queries_are_problems(run_monitor):
+    monitor = run_monitor(feedback_max_batch=10)
+    with httpx.Client(base_url=monitor.url, timeout=10) as client:
+        for body, status, code in BAD_FEEDBACK:
+            if isinstance(body, str):
+                response = client.post("/v1/feedback", content=body, headers={"Content-Type": "application/json"})
+            else:
+                response = client.post("/v1/feedback", json=body)
+            assert (response.status_code, response.headers["content-type"]) == (status, PROBLEM_JSON), body
+            assert response.json()["code"] == code
+        assert client.get("/v1/alerts").json() == {"data": [], "count": 0}
+        for params in ({"rule": "nonsense"}, {"limit": 0}, {"model": "Bad Name"}):
+            response = client.get("/v1/alerts", params=params)
+            assert (response.status_code, response.headers["content-type"]) == (422, PROBLEM_JSON), params

@@ -1,0 +1,152 @@
+"""The rollout API in process, with real Triton and Redis: validation, conflicts, manual moves, instant
+rollback, and a controller that survives a restart. The monitor is unreachable here, so the controller
+can only hold — which is itself checked."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import create_engine, text
+
+from services.registry.schemas import RolloutCreate
+from tests.registry.factories import model_name
+from tests.registry.harness import dead_address, running_registry
+from tests.registry.test_api import assert_problem, create_model, register
+
+
+@pytest.fixture
+def settings(sqlite_settings):
+    return sqlite_settings.model_copy(update={"monitor_url": f"http://{dead_address()}", "rollout_tick_s": 0.1,
+                                              "monitor_timeout_s": 0.5})
+
+
+async def two_versions(client, trained, trained_v2, **traffic) -> str:
+    name = model_name()
+    await create_model(client, name)
+    await register(client, name, trained.onnx)
+    await register(client, name, trained_v2.onnx)
+    assert (await client.put(f"/v1/models/{name}/traffic", json=traffic or {"stable": 1})).status_code == 200
+    return name
+
+
+async def eventually(predicate, timeout_s: float = 10.0):
+    async with asyncio.timeout(timeout_s):
+        while not (result := await predicate()):
+            await asyncio.sleep(0.05)
+    return result
+
+
+@pytest.mark.parametrize("body, message", [
+    ({"candidate": 2, "steps": []}, "at least 1 item"),
+    ({"candidate": 2, "steps": [10, 10]}, "must increase"),
+    ({"candidate": 2, "steps": [50, 20]}, "must increase"),
+    ({"candidate": 2, "steps": [0, 50]}, "(0, 100]"),
+    ({"candidate": 2, "steps": [100]}, "below 100"),
+    ({"candidate": 2, "steps": [10.001]}, "two decimals"),
+    ({"candidate": 2, "interval_s": 0}, "greater than 0"),
+    ({"candidate": 2, "checks": {"max_p99_latency_ratio": 0.9}}, "greater than or equal to 1"),
+    ({"candidate": 2, "max_failures": 0}, "greater than or equal to 1"),
+])
+def test_invalid_rollouts_are_refused(body, message):
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace("]", r"\]")):
+        RolloutCreate.model_validate(body)
+
+
+def test_rollout_defaults_follow_the_case_study():
+    body = RolloutCreate(candidate=2)
+    assert body.steps == [10, 25, 50, 75, 100] and body.interval_s == 60 and body.min_requests == 100
+    assert body.checks.model_dump() == {"max_error_rate_increase": 0.0, "max_p99_latency_ratio": 1.10,
+                                        "latency_tolerance_ms": 2.0, "min_accuracy_delta": 0.0,
+                                        "latency_test_alpha": 0.05}
+    assert (body.max_failures, body.require_approval) == (1, False)
+
+
+async def test_start_conflicts_and_manual_moves(settings, trained, trained_v2):
+    async with running_registry(settings) as client:
+        name = await two_versions(client, trained, trained_v2)
+        rollouts = f"/v1/models/{name}/rollouts"
+        assert_problem(await client.post(rollouts, json={"candidate": 9}), 404, "version-not-found")
+        assert_problem(await client.post(rollouts, json={"candidate": 1}), 409, "conflict")
+        assert_problem(await client.post(rollouts, json={"candidate": 2, "steps": [5, 3]}), 422, "invalid-input")
+        assert_problem(await client.post(f"/v1/models/{model_name()}/rollouts", json={"candidate": 2}), 404,
+                       "model-not-found")
+
+        started = await client.post(rollouts, json={"candidate": 2, "steps": [5, 50], "interval_s": 600})
+        assert started.status_code == 201, started.text
+        rollout = started.json()
+        assert (rollout["state"], rollout["baseline"], rollout["candidate"], rollout["canary_percent"]) == (
+            "running", 1, 2, 5)
+        traffic = (await client.get(f"/v1/models/{name}/traffic")).json()
+        assert (traffic["stable"], traffic["canary"], traffic["canary_percent"]) == (1, 2, 5)
+        assert_problem(await client.post(rollouts, json={"candidate": 2}), 409, "rollout-conflict")
+        assert_problem(await client.put(f"/v1/models/{name}/traffic", json={"stable": 2}), 409, "rollout-conflict")
+        assert_problem(await client.get(f"{rollouts}/999999"), 404, "not-found")
+        assert_problem(await client.post(f"{rollouts}/{rollout['id']}/resume"), 409, "rollout-conflict")
+
+        one = f"{rollouts}/{rollout['id']}"
+        assert (await client.post(f"{one}/pause")).json()["state"] == "paused"
+        assert (await client.post(f"{one}/resume", json={"reason": "back"})).json()["state"] == "running"
+        assert (await client.post(f"{one}/approve")).json()["approved"] is True
+        promoted = (await client.post(f"{one}/promote", json={"reason": "looks good"})).json()
+        assert (promoted["state"], promoted["canary_percent"], promoted["reason"]) == ("promoted", 100, "looks good")
+        traffic = (await client.get(f"/v1/models/{name}/traffic")).json()
+        assert (traffic["stable"], traffic["canary"]) == (2, None)
+        assert_problem(await client.post(f"{one}/abort"), 409, "rollout-conflict")
+        assert (await client.get(rollouts)).json()["count"] == 1
+
+        back = await client.post(f"/v1/models/{name}/rollback", json={"reason": "regret"})
+        assert back.status_code == 200, back.text
+        assert (back.json()["stable"], back.json()["canary"]) == (1, None)
+        routes = (await client.get("/v1/routes")).json()
+        assert [v["version"] for v in next(m for m in routes["models"] if m["model"] == name)["versions"]] == [1, 2]
+        audit = [e["action"] for e in (await client.get("/v1/audit", params={"model": name})).json()["data"]]
+        assert audit[:4] == ["traffic.rollback", "rollout.promote", "traffic.set", "rollout.approve"]
+
+
+async def test_rollback_during_a_rollout_clears_the_canary_and_keeps_the_version(settings, trained, trained_v2):
+    async with running_registry(settings) as client:
+        name = await two_versions(client, trained, trained_v2)
+        assert_problem(await client.post(f"/v1/models/{name}/rollback"), 409, "conflict")
+        rollout = (await client.post(f"/v1/models/{name}/rollouts", json={"candidate": 2, "interval_s": 600})).json()
+        back = (await client.post(f"/v1/models/{name}/rollback")).json()
+        assert (back["stable"], back["canary"], back["canary_percent"]) == (1, None, 0)
+        after = (await client.get(f"/v1/models/{name}/rollouts/{rollout['id']}")).json()
+        assert after["state"] == "rolled_back"
+        assert (await client.get(f"/v1/models/{name}/versions/2")).json()["status"] == "registered"
+
+
+async def test_the_controller_holds_without_a_monitor_and_resumes_after_a_restart(settings, trained, trained_v2):
+    async with running_registry(settings) as client:
+        name = await two_versions(client, trained, trained_v2)
+        body = {"candidate": 2, "steps": [10, 100], "interval_s": 0.3, "min_requests": 1}
+        rollout_id = (await client.post(f"/v1/models/{name}/rollouts", json=body)).json()["id"]
+        url = f"/v1/models/{name}/rollouts/{rollout_id}"
+
+        async def held() -> dict | None:
+            rollout = (await client.get(url)).json()
+            return rollout if rollout["history"] else None
+
+        first = await eventually(held)
+        step = first["history"][0]
+        assert (step["verdict"], step["canary_percent"], step["canary"]) == ("hold", 10, {})
+        assert "monitor" in step["reasons"][0] and "not reachable" in step["reasons"][0]
+    before = recorded_steps(settings.database_url, rollout_id)
+    async with running_registry(settings) as client:
+        async def grown() -> bool:
+            rollout = (await client.get(url)).json()
+            return rollout["state"] == "running" and len(rollout["history"]) > before
+
+        await eventually(grown)
+
+
+def recorded_steps(database_url: str, rollout_id: int) -> int:
+    """Steps in the database while no registry runs."""
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            return connection.execute(text("SELECT count(*) FROM rollout_steps WHERE rollout_id = :id"),
+                                      {"id": rollout_id}).scalar_one()
+    finally:
+        engine.dispose()

@@ -1,0 +1,142 @@
+"""The rollout verdict: pure checks of canary vs stable numbers, and what a rollout does next."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.registry.schemas import RolloutChecks, Verdict
+from services.registry.verdict import (
+    Judgement,
+    Move,
+    Outcome,
+    Position,
+    VersionNumbers,
+    decide,
+    judge,
+    latency_samples,
+)
+
+EDGES = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]
+CHECKS = RolloutChecks()
+
+
+def numbers(latencies_ms, *, errors: int = 0, accuracy: float | None = None) -> VersionNumbers:
+    latencies = np.asarray(latencies_ms, dtype=float)
+    counts = np.histogram(latencies, bins=EDGES + [np.inf])[0]
+    return VersionNumbers(requests=len(latencies), errors=errors, p99_ms=float(np.percentile(latencies, 99)),
+                          latency_edges=EDGES, latency_counts=counts.tolist(), accuracy=accuracy)
+
+
+def test_histograms_expand_to_bucket_midpoints_and_the_open_last_bucket_to_its_edge():
+    assert latency_samples([0, 2, 4], [1, 2, 1]).tolist() == [1.0, 3.0, 3.0, 4.0]
+    assert latency_samples([0, 2], []).size == 0
+
+
+def test_too_few_canary_requests_hold():
+    judgement = judge(numbers([3] * 4), numbers([3] * 100), CHECKS, min_requests=5)
+    assert judgement.outcome is Outcome.insufficient
+    assert "fewer than 5" in judgement.reasons[0]
+
+
+def test_an_equal_canary_passes():
+    rng = np.random.default_rng(0)
+    judgement = judge(numbers(rng.gamma(4, 1, 200)), numbers(rng.gamma(4, 1, 800)), CHECKS, min_requests=100)
+    assert judgement.outcome is Outcome.passed, judgement.reasons
+
+
+def test_a_higher_error_rate_fails_unless_allowed():
+    canary, stable = numbers([3] * 100, errors=2), numbers([3] * 100, errors=1)
+    assert judge(canary, stable, CHECKS, min_requests=10).outcome is Outcome.failed
+    allowance = RolloutChecks(max_error_rate_increase=0.02)
+    assert judge(canary, stable, allowance, min_requests=10).outcome is Outcome.passed
+
+
+def test_a_much_slower_canary_fails_on_latency():
+    rng = np.random.default_rng(1)
+    judgement = judge(numbers(rng.gamma(4, 1, 100) + 40), numbers(rng.gamma(4, 1, 400)), CHECKS, min_requests=10)
+    assert judgement.outcome is Outcome.failed
+    assert "canary is slower" in judgement.reasons[0]
+    assert judgement.latency_p_value < 1e-6
+
+
+def test_a_p99_outlier_alone_does_not_fail_when_the_distributions_agree():
+    """Two slow requests lift the canary's p99 far over the ratio, but the test finds no shift: latency passes."""
+    rng = np.random.default_rng(2)
+    canary = numbers(np.append(rng.gamma(4, 1, 98), [200.0, 200.0]))
+    judgement = judge(canary, numbers(rng.gamma(4, 1, 400)), CHECKS, min_requests=10)
+    assert judgement.outcome is Outcome.passed, judgement.reasons
+    assert any("not significant" in r for r in judgement.reasons)
+
+
+def test_a_significant_shift_within_the_absolute_tolerance_passes():
+    """0.3 ms slower on a 2 ms model: real, significant, and no regression worth a rollback."""
+    canary, stable = numbers([2.5] * 50 + [6.0] * 5), numbers([1.5] * 500 + [4.0] * 50)
+    assert judge(canary, stable, CHECKS, min_requests=10).outcome is Outcome.passed
+    strict = RolloutChecks(latency_tolerance_ms=0.0)
+    assert judge(canary, stable, strict, min_requests=10).outcome is Outcome.failed
+
+
+def test_a_slower_but_within_ratio_canary_passes():
+    judgement = judge(numbers([5.0] * 50 + [9.0] * 50), numbers([4.0] * 50 + [9.0] * 50),
+                      RolloutChecks(max_p99_latency_ratio=1.5), min_requests=10)
+    assert judgement.outcome is Outcome.passed
+
+
+def test_accuracy_is_checked_only_when_both_have_feedback():
+    same = [3.0] * 50
+    worse = judge(numbers(same, accuracy=0.80), numbers(same, accuracy=0.85), CHECKS, min_requests=10)
+    assert worse.outcome is Outcome.failed and "accuracy" in worse.reasons[0]
+    unknown = judge(numbers(same, accuracy=0.80), numbers(same), CHECKS, min_requests=10)
+    assert unknown.outcome is Outcome.passed
+    assert any("accuracy not compared" in r for r in unknown.reasons)
+
+
+def test_no_stable_traffic_compares_errors_only():
+    judgement = judge(numbers([3.0] * 20), VersionNumbers(), CHECKS, min_requests=10)
+    assert judgement.outcome is Outcome.passed
+    assert any("latency not compared" in r for r in judgement.reasons)
+
+
+def position(step_index=0, steps=(10, 25, 50, 100), failures=0, max_failures=1, require_approval=False,
+             approved=False) -> Position:
+    return Position(step_index, list(steps), failures, max_failures, require_approval, approved)
+
+
+PASSED, FAILED, SCANT = (Judgement(Outcome.passed, ["ok"]), Judgement(Outcome.failed, ["bad"]),
+                         Judgement(Outcome.insufficient, ["few"]))
+
+
+@pytest.mark.parametrize("step_index, move, verdict", [(0, Move.advance, Verdict.advance),
+                                                       (1, Move.advance, Verdict.advance),
+                                                       (2, Move.promote, Verdict.promote)])
+def test_passing_advances_until_the_last_step_below_100_then_promotes(step_index, move, verdict):
+    decision = decide(position(step_index), PASSED)
+    assert (decision.move, decision.verdict) == (move, verdict)
+
+
+def test_a_last_step_below_100_is_judged_before_promotion():
+    assert decide(position(1, steps=(10, 50)), PASSED).move is Move.promote
+    assert decide(position(0, steps=(10, 50)), PASSED).move is Move.advance
+
+
+def test_approval_is_awaited_before_the_final_step():
+    waiting = decide(position(2, require_approval=True), PASSED)
+    assert (waiting.move, waiting.verdict) == (Move.wait_for_approval, Verdict.hold)
+    assert decide(position(2, require_approval=True, approved=True), PASSED).move is Move.promote
+    assert decide(position(0, require_approval=True), PASSED).move is Move.advance
+
+
+def test_insufficient_data_holds_without_counting_a_failure():
+    decision = decide(position(1, failures=1, max_failures=3), SCANT)
+    assert (decision.move, decision.verdict, decision.failures) == (Move.stay, Verdict.hold, 1)
+
+
+@given(st.integers(1, 10), st.integers(0, 9))
+def test_failures_roll_back_exactly_at_the_limit(max_failures, failures):
+    failures = min(failures, max_failures - 1)
+    decision = decide(position(failures=failures, max_failures=max_failures), FAILED)
+    assert decision.verdict is Verdict.fail and decision.failures == failures + 1
+    assert decision.move is (Move.roll_back if failures + 1 >= max_failures else Move.stay)
