@@ -221,6 +221,7 @@ class Fleet:
                               ("features", "Feast online features"), ("monitor", "live metrics")]:
             url = c.url(service)
             lines.append(f"  {service:<9} {url}   API docs {url}/docs   metrics {url}/metrics   ({what})")
+        lines.append(f"  dashboard {c.url('monitor')}/dashboard   (traffic split, latency, accuracy, drift per feature)")
         lines.append(f"  triton    http://{c.host}:{c.triton_http_port}/v2   metrics http://{c.host}:{c.triton_metrics_port}/metrics")
         lines.append(f"  admin key {c.admin_key_file.resolve()}   (send it as 'Authorization: Bearer <key>')")
         lines.append(f"  logs      {c.logs.resolve()}")
