@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+MAX_MOMENT = datetime(2200, 1, 1, tzinfo=timezone.utc)
+"""Materialization bounds: Feast and its stores handle nothing outside them."""
 
 EntityValue = StrictInt | StrictStr
 
@@ -95,9 +99,19 @@ class MaterializeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     start: datetime | None = Field(
-        default=None, description="From when; omitted: since the last run (incremental)."
+        default=None, description="From when (after 1970); omitted: since the last run (incremental)."
     )
-    end: datetime | None = Field(default=None, description="Until when; omitted: now.")
+    end: datetime | None = Field(default=None, description="Until when (after 1970); omitted: now.")
+
+    @field_validator("start", "end")
+    @classmethod
+    def _after_the_epoch(cls, moment: datetime | None) -> datetime | None:
+        if moment is None:
+            return None
+        aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        if not EPOCH < aware < MAX_MOMENT:
+            raise ValueError("must lie between 1970 and 2200")
+        return aware
 
 
 class MaterializedViewPublic(BaseModel):

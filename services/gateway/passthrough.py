@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
+import orjson
 
-from services.common.errors import BackendUnavailable, MlfleetError, VersionNotFound
+from services.common.errors import BackendUnavailable, InferenceFailed, MlfleetError, VersionNotFound
 from services.common.schemas import PredictionEvent, Variant
 from services.gateway import router
 from services.gateway.events import EventWriter
@@ -81,8 +82,12 @@ class TritonPassthrough:
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise BackendUnavailable(f"Triton did not answer within {self._timeout_s}s: {type(exc).__name__} {exc}") from None
+        if status == 503:
+            raise BackendUnavailable(f"Triton answered {status}: {_triton_error(payload)}")
         if status >= 500:
-            raise BackendUnavailable(f"Triton answered {status}: {payload[:200].decode(errors='replace')}")
+            raise InferenceFailed(f"Triton answered {status}: {_triton_error(payload)}")
+        if status >= 400:
+            raise TritonRejected(status, _triton_error(payload))
         return Forwarded(status, payload, kept)
 
     def _record(self, ctx: RequestContext, model: str, choice: Choice, *, status: str, error_code: str | None) -> None:
@@ -110,3 +115,21 @@ def _version_number(model: str, version: str) -> int:
         return int(version)
     except ValueError:
         raise VersionNotFound(f"model {model!r} has no version {version!r}") from None
+
+
+class TritonRejected(MlfleetError):
+    """Triton refused the request itself (bad tensor, unknown version): the caller's error, as problem+json."""
+
+    code, title = "triton-rejected", "Triton rejected the request"
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _triton_error(payload: bytes) -> str:
+    """The message of Triton's ``{"error": ...}`` body, else the start of the body."""
+    try:
+        return str(orjson.loads(payload)["error"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return payload[:200].decode(errors="replace")

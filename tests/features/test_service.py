@@ -234,6 +234,14 @@ def test_materialize_rejects_an_inverted_range(features_client):
     assert "is after end" in _problem(response, 422)["detail"]
 
 
+@pytest.mark.parametrize("body", [{"start": None, "end": "1124-03-14T15:35:13+06:42"},
+                                  {"start": "1969-12-31T00:00:00Z", "end": "2026-01-01T00:00:00Z"},
+                                  {"end": "9999-01-01T00:00:00Z"}])
+def test_materialize_rejects_moments_outside_the_stores_range(features_client, body):
+    problem = _problem(features_client.post("/v1/materialize", json=body), 422)
+    assert "between 1970 and 2200" in str(problem["errors"])
+
+
 def test_materialize_without_offline_data_is_a_conflict(workdir, features_redis_url):
     service = start_service(
         "features", {"redis_url": features_redis_url}, workdir / "features-empty"

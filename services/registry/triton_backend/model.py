@@ -73,8 +73,9 @@ class TritonPythonModel:
     def _execute_one(self, array, batch_error):
         try:
             labels, probabilities = self.session.run([self.label_output, self.proba_output], {self.onnx_input: array})
-        except Exception as exc:
-            return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(str(exc)))
+        except Exception as exc:  # alone, a request fails only by its own input: the caller's error
+            error = pb_utils.TritonError(str(exc), pb_utils.TritonError.INVALID_ARG)
+            return pb_utils.InferenceResponse(output_tensors=[], error=error)
         return pb_utils.InferenceResponse(
             output_tensors=[
                 pb_utils.Tensor("label", np.asarray(labels).astype(np.int64).reshape(-1, 1)),
