@@ -35,7 +35,12 @@ up: install
 test: install
 	$(VENV)/bin/python -m pytest
 
-bench: install
+$(VENV)/.bench-installed: $(VENV)/.installed
+	@echo "==> installing the benchmark's chart library into $(VENV)"
+	VIRTUAL_ENV=$(VENV) $(UV) pip install --quiet -e '.[test,bench]'
+	@touch $@
+
+bench: install $(VENV)/.bench-installed
 	$(VENV)/bin/python -m benchmarks.bench
 
 bench-rollback: install

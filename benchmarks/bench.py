@@ -1,96 +1,301 @@
-"""Gateway vs direct Triton, one run, alternating: ``make bench`` (or ``python -m benchmarks.bench``).
+"""The gateway against the ceiling and its peers, in one run: ``make bench`` (or ``python -m benchmarks.bench``).
 
-Starts the fleet on embedded defaults, prepares the demo model (stable v1, canary v2 at 10 %),
-then loads each target with wrk at 1 and 16 connections and reports requests/s, latency
-percentiles and the gateway's ratio to direct Triton measured in the same run.
+Starts the fleet on embedded defaults (default ports: no other fleet may run), prepares the
+demo model (stable v1, canary v2 at 10 %) and a feature-free model for routing only, starts
+the peers (MLServer, BentoML; each installs into its own venv on first use), then loads every
+target with wrk, alternating, at each concurrency:
+
+1. direct Triton, one row and 32 rows per request (the ceiling),
+2. gateway routing only (a version whose signature has no Feast input),
+3. gateway full path (Feast enrichment, 10 % canary, prediction events),
+4. full path with 32 instances per request,
+5. the peers serving the same ONNX model with their recommended worker setting.
+
+Then an open-loop run at a fixed rate (``benchmarks.openloop``, in its own process) against
+direct Triton (showing the generator keeps up) and the full path; Feast lookup latency (the
+SDK call the gateway makes, 1 and 32 entities); and event accounting under overload (answered
+requests against stream growth and the gateway's dropped counter). Writes JSON and a PNG
+chart under ``benchmarks/results/`` and prints a table.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import platform
+import re
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import orjson
+import redis
 
+from benchmarks.peers import Peer, start_bentoml, start_mlserver
+from benchmarks.rollback import small_onnx
 from benchmarks.wrk import WrkResult, run_wrk
-from mlfleet.demo.run import MODEL, deploy, prepare_features, register_versions, sample_instances
 from mlfleet.demo.data import model_frame
+from mlfleet.demo.run import MODEL, deploy, prepare_features, register_versions, sample_instances
 from mlfleet.demo.train import input_columns
 from mlfleet.fleet import Fleet, FleetConfig
+from mlfleet.runtime.processes import free_port, stop_process
+from services.common.feature_store import open_feature_store
+from services.common.redis import PREDICTIONS_STREAM
 
 RESULTS = Path(__file__).resolve().parent / "results"
+LITE_MODEL = "bench-routing"
+"""A model whose signature has request inputs only: the gateway's routing path without Feast."""
+BATCH = 32
+CEILING = "direct triton"
 
 
-def triton_body(vector: list[float]) -> bytes:
-    return orjson.dumps({"inputs": [{"name": "input", "shape": [1, len(vector)], "datatype": "FP32", "data": vector}]})
+def triton_body(rows: list[list[float]]) -> bytes:
+    data = [value for row in rows for value in row]
+    return orjson.dumps({"inputs": [{"name": "input", "shape": [len(rows), len(rows[0])], "datatype": "FP32",
+                                     "data": data}]})
+
+
+def model_inputs(frame, instance: dict) -> list[float]:
+    """The input vector the gateway builds for ``instance`` (its request fields and its entities' features)."""
+    row = frame[(frame.user_id == instance["user_id"]) & (frame.merchant_id == instance["merchant_id"])].iloc[0]
+    return [float(row[column]) for column in input_columns()]
+
+
+def register_lite(config: FleetConfig) -> int:
+    """The feature-free model, stable at its first version; returns the policy revision."""
+    headers = {"Authorization": f"Bearer {config.admin_key()}"}
+    with httpx.Client(base_url=config.url("registry"), headers=headers, timeout=120) as registry:
+        created = registry.post("/v1/models", json={"name": LITE_MODEL, "gates": {"min_auc": None, "min_accuracy": None}})
+        if created.status_code != 409:
+            created.raise_for_status()
+        if registry.get(f"/v1/models/{LITE_MODEL}/versions").json()["count"] == 0:
+            signature = {"inputs": [{"name": f"x{i}", "source": "request"} for i in range(3)]}
+            registry.post(f"/v1/models/{LITE_MODEL}/versions", files={"artifact": ("model.onnx", small_onnx(0))},
+                          data={"metadata": json.dumps({"signature": signature})}).raise_for_status()
+        response = registry.put(f"/v1/models/{LITE_MODEL}/traffic", json={"stable": 1})
+        response.raise_for_status()
+        return response.json()["revision"]
+
+
+def stable_artifact(config: FleetConfig, version: int) -> Path:
+    headers = {"Authorization": f"Bearer {config.admin_key()}"}
+    response = httpx.get(f"{config.url('registry')}/v1/models/{MODEL}/versions/{version}", headers=headers, timeout=30)
+    response.raise_for_status()
+    return (config.home / "artifacts" / f"{response.json()['sha256']}.onnx").resolve()
+
+
+def wait_served(config: FleetConfig, model: str, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        table = httpx.get(f"{config.url('gateway')}/v1/routes", timeout=5).json()["table"]
+        if any(route["model"] == model for route in table["models"]):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"the gateway does not serve {model}")
+
+
+def gateway_metric(config: FleetConfig, name: str) -> float:
+    """Sum of a gateway counter's series (all labels)."""
+    text = httpx.get(f"{config.url('gateway')}/metrics", timeout=10).text
+    return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
+
+
+def open_loop(url: str, body: bytes, *, rate: float, duration_s: float) -> dict:
+    """``benchmarks.openloop`` in a process of its own."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as file:
+        file.write(body)
+    try:
+        out = subprocess.run([sys.executable, "-m", "benchmarks.openloop", url, "--body-file", file.name,
+                              "--rate", str(rate), "--duration", str(duration_s)],
+                             capture_output=True, text=True, check=True, timeout=duration_s + 120).stdout
+    finally:
+        Path(file.name).unlink(missing_ok=True)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def feast_latency(config: FleetConfig, instances: list[dict], rounds: int = 300) -> dict:
+    """The gateway's Feast call (``get_online_features_async``) timed from this process, for 1 and 32 entities."""
+    store = open_feature_store(redis_url=config.redis_url, feast_dir=config.home / "feast", registry_cache_ttl_s=0)
+    features = [f"{view.name}:{field.name}" for view in store.list_feature_views() for field in view.features]
+
+    async def timed(rows: list[dict]) -> dict:
+        await store.get_online_features_async(features=features, entity_rows=rows)
+        samples = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            await store.get_online_features_async(features=features, entity_rows=rows)
+            samples.append((time.perf_counter() - started) * 1000)
+        samples.sort()
+        return {"entities": len(rows), "p50_ms": samples[len(samples) // 2],
+                "p99_ms": samples[int(0.99 * (len(samples) - 1))],
+                "per_entity_us": samples[len(samples) // 2] * 1000 / len(rows)}
+
+    async def both() -> list[dict]:
+        keys = [{"user_id": i["user_id"], "merchant_id": i["merchant_id"]} for i in instances]
+        try:
+            return [await timed(keys[:1]), await timed(keys[:BATCH])]
+        finally:
+            await store.close()
+
+    return {"features": len(features), "results": asyncio.run(both())}
+
+
+def event_accounting(config: FleetConfig, url: str, body: bytes, *, duration_s: int) -> dict:
+    """Overload the full path (64 connections) and account for every prediction event."""
+    stream = redis.Redis.from_url(config.redis_url)
+    time.sleep(2)  # let the writer flush what earlier runs queued
+    before = {"xlen": stream.xlen(PREDICTIONS_STREAM), "dropped": gateway_metric(config, "mlfleet_gateway_events_dropped_total"),
+              "enqueued": gateway_metric(config, "mlfleet_gateway_events_enqueued_total")}
+    load = run_wrk("overload", url, body, connections=64, duration_s=duration_s)
+    time.sleep(3)
+    written = stream.xlen(PREDICTIONS_STREAM) - before["xlen"]
+    dropped = gateway_metric(config, "mlfleet_gateway_events_dropped_total") - before["dropped"]
+    enqueued = gateway_metric(config, "mlfleet_gateway_events_enqueued_total") - before["enqueued"]
+    stream.close()
+    answered = load.requests
+    # wrk counts the responses it read; requests in flight when it stopped are answered (and evented) too, so
+    # written + dropped may exceed `answered` by up to the connection count. A positive `unaccounted` is silent loss.
+    return {"connections": 64, "requests_per_s": load.requests_per_s, "answered": answered, "errors": load.errors,
+            "events_enqueued": enqueued, "events_written": written, "events_dropped": dropped,
+            "unaccounted": max(answered - written - dropped, 0)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=int, default=10, help="Seconds per wrk run.")
+    parser.add_argument("--duration", type=int, default=8, help="Seconds per wrk run.")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--rounds", type=int, default=1, help="Alternating rounds over all targets.")
+    parser.add_argument("--rate", type=float, default=3200, help="Open-loop requests per second.")
+    parser.add_argument("--no-peers", action="store_true", help="Skip MLServer and BentoML.")
     args = parser.parse_args()
 
     config = FleetConfig.from_env(home=Path(".mlfleet/bench"))
+    peers: list[Peer] = []
     with Fleet(config):
         dataset = prepare_features(config, seed=7, shift=False, echo=print)
         stable, canary = register_versions(config, dataset, seed=7, echo=print)
         deploy(config, stable, canary, 10.0, print)
-        instance = sample_instances(dataset, 1, seed=1)[0]
+        register_lite(config)
+        wait_served(config, LITE_MODEL)
+        instances = sample_instances(dataset, BATCH, seed=1)
         frame = model_frame(dataset)
-        row = frame[(frame.user_id == instance["user_id"]) & (frame.merchant_id == instance["merchant_id"])].iloc[0]
-        vector = [float(row[c]) for c in input_columns()]
+        vectors = [model_inputs(frame, instance) for instance in instances]
+        gateway = f"{config.url('gateway')}/v1/models"
+        triton = f"http://127.0.0.1:{config.triton_http_port}/v2/models/{MODEL}/versions/{stable}/infer"
+        full_body = orjson.dumps({"instances": instances[:1]})
         targets = [
-            ("direct triton", f"http://127.0.0.1:{config.triton_http_port}/v2/models/{MODEL}/versions/{stable}/infer",
-             triton_body(vector)),
-            ("gateway full path", f"{config.url('gateway')}/v1/models/{MODEL}/predict",
-             orjson.dumps({"instances": [instance]})),
+            (CEILING, triton, triton_body(vectors[:1]), 1),
+            (f"{CEILING} x{BATCH}", triton, triton_body(vectors), BATCH),
+            ("gateway routing only", f"{gateway}/{LITE_MODEL}/predict",
+             orjson.dumps({"instances": [{"x0": 0.5, "x1": -1.0, "x2": 2.0}]}), 1),
+            ("gateway full path", f"{gateway}/{MODEL}/predict", full_body, 1),
+            (f"gateway full path x{BATCH}", f"{gateway}/{MODEL}/predict", orjson.dumps({"instances": instances}), BATCH),
         ]
-        results: list[WrkResult] = []
-        for _ in range(args.rounds):
-            for connections in args.connections:
-                for name, url, body in targets:
-                    result = run_wrk(name, url, body, connections=connections, duration_s=args.duration)
-                    results.append(result)
-                    print(f"  {name:<20} c={connections:<3} {result.requests_per_s:>9,.0f} req/s  "
-                          f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  errors {result.errors}")
-    report = summarise(results)
+        try:
+            if not args.no_peers:
+                onnx = stable_artifact(config, stable)
+                workdir = (config.home / "peers").resolve()
+                workdir.mkdir(parents=True, exist_ok=True)
+                peers.append(start_mlserver(onnx, vectors[0], port=free_port(), grpc_port=free_port(),
+                                            metrics_port=free_port(), workdir=workdir))
+                peers.append(start_bentoml(onnx, vectors[0], port=free_port(), workdir=workdir))
+                targets += [(f"peer {p.name}", p.url, p.body, 1) for p in peers]
+
+            results: list[WrkResult] = []
+            for _ in range(args.rounds):
+                for connections in args.connections:
+                    for name, url, body, rows in targets:
+                        result = run_wrk(name, url, body, connections=connections, duration_s=args.duration,
+                                         rows_per_request=rows)
+                        results.append(result)
+                        print(f"  {name:<26} c={connections:<3} {result.requests_per_s:>8,.0f} req/s "
+                              f"{result.predictions_per_s:>9,.0f} pred/s  p50 {result.p50_ms:6.2f}  "
+                              f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}")
+        finally:
+            for peer in peers:
+                stop_process(peer.process)
+        print(f"\nopen loop at {args.rate:,.0f} req/s")
+        open_loops = {}
+        for name, url, body in ((CEILING, triton, triton_body(vectors[:1])),
+                                ("gateway full path", f"{gateway}/{MODEL}/predict", full_body)):
+            open_loops[name] = open_loop(url, body, rate=args.rate, duration_s=args.duration)
+            o = open_loops[name]
+            print(f"  {name:<26} {o['achieved_rps']:>8,.0f} req/s  p50 {o['p50_ms']:6.2f}  p95 {o['p95_ms']:6.2f}  "
+                  f"p99 {o['p99_ms']:7.2f} ms  errors {o['errors']}  generator lag p99 {o['send_lag_p99_ms']:.2f} ms")
+        feast = feast_latency(config, instances)
+        events = event_accounting(config, f"{gateway}/{MODEL}/predict", full_body, duration_s=args.duration)
+
+    report = {"machine": platform.node(), "when": time.strftime("%Y-%m-%d %H:%M:%S"), "duration_s": args.duration,
+              "results": [r.as_dict() for r in results], "summary": summarise(results), "open_loop": open_loops,
+              "feast_lookup": feast, "events_under_overload": events}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"machine": platform.node(), "results": [r.as_dict() for r in results],
-                                "ratios": report}, indent=2))
-    print_table(report)
-    print(f"\nResults written to {path}")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path = RESULTS / f"bench-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    chart(report["summary"], RESULTS / f"bench-{stamp}.png")
+    print_table(report["summary"])
+    for entry in feast["results"]:
+        print(f"\nFeast lookup, {entry['entities']} entities: p50 {entry['p50_ms']:.2f} ms  p99 {entry['p99_ms']:.2f} ms  "
+              f"({entry['per_entity_us']:.0f} µs per entity)", end="")
+    print(f"\nevents under overload (c=64): {events['answered']:,} answered, {events['events_written']:,} written, "
+          f"{events['events_dropped']:,.0f} dropped (counted), {events['unaccounted']:,.0f} unaccounted")
+    print(f"\nResults written to {path} and {path.with_suffix('.png')}")
 
 
 def summarise(results: list[WrkResult]) -> list[dict]:
+    """Per target and concurrency (mean of rounds), with ratios to direct Triton at the same concurrency and rows."""
     rows = []
     for connections in sorted({r.connections for r in results}):
-        direct = [r for r in results if r.name == "direct triton" and r.connections == connections]
-        gateway = [r for r in results if r.name == "gateway full path" and r.connections == connections]
-        if not direct or not gateway:
-            continue
-        d_rps = sum(r.requests_per_s for r in direct) / len(direct)
-        g_rps = sum(r.requests_per_s for r in gateway) / len(gateway)
-        rows.append({
-            "connections": connections,
-            "direct_rps": d_rps, "gateway_rps": g_rps, "throughput_ratio": g_rps / d_rps,
-            "direct_p50_ms": min(r.p50_ms for r in direct), "gateway_p50_ms": min(r.p50_ms for r in gateway),
-            "direct_p99_ms": min(r.p99_ms for r in direct), "gateway_p99_ms": min(r.p99_ms for r in gateway),
-        })
+        for name in dict.fromkeys(r.name for r in results):
+            runs = [r for r in results if r.name == name and r.connections == connections]
+            batched = name.endswith(f"x{BATCH}")
+            ceiling = [r for r in results if r.connections == connections
+                       and r.name == (f"{CEILING} x{BATCH}" if batched else CEILING)]
+            mean = lambda field: sum(getattr(r, field) for r in runs) / len(runs)  # noqa: E731
+            ceiling_pps = sum(r.predictions_per_s for r in ceiling) / len(ceiling)
+            rows.append({
+                "target": name, "connections": connections, "requests_per_s": mean("requests_per_s"),
+                "predictions_per_s": mean("predictions_per_s"), "p50_ms": mean("p50_ms"), "p95_ms": mean("p95_ms"),
+                "p99_ms": mean("p99_ms"), "errors": sum(r.errors for r in runs),
+                "ratio_to_ceiling": mean("predictions_per_s") / ceiling_pps,
+            })
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    print("\n conns | direct Triton req/s | gateway req/s | ratio | p50 direct/gateway ms | p99 direct/gateway ms")
+    print(f"\n {'target':<26} conns |    req/s |   pred/s | ratio |   p50 ms |   p95 ms |   p99 ms | errors")
     for r in rows:
-        print(f" {r['connections']:>5} | {r['direct_rps']:>19,.0f} | {r['gateway_rps']:>13,.0f} | "
-              f"{r['throughput_ratio']:>5.0%} | {r['direct_p50_ms']:>9.2f} / {r['gateway_p50_ms']:<9.2f} | "
-              f"{r['direct_p99_ms']:>9.2f} / {r['gateway_p99_ms']:.2f}")
+        print(f" {r['target']:<26} {r['connections']:>5} | {r['requests_per_s']:>8,.0f} | {r['predictions_per_s']:>8,.0f} | "
+              f"{r['ratio_to_ceiling']:>5.0%} | {r['p50_ms']:>8.2f} | {r['p95_ms']:>8.2f} | {r['p99_ms']:>8.2f} | {r['errors']}")
+
+
+def chart(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    connections = sorted({r["connections"] for r in rows})
+    fig, axes = plt.subplots(len(connections), 2, figsize=(13, 3.2 * len(connections)), squeeze=False)
+    for row_axes, c in zip(axes, connections):
+        subset = [r for r in rows if r["connections"] == c]
+        names = [r["target"] for r in subset]
+        row_axes[0].barh(names, [r["predictions_per_s"] for r in subset], color="tab:blue")
+        row_axes[0].set_title(f"predictions/s at {c} connection{'s' if c > 1 else ''}")
+        row_axes[0].set_xscale("log")
+        row_axes[0].invert_yaxis()
+        row_axes[1].barh(names, [r["p99_ms"] for r in subset], color="tab:red")
+        row_axes[1].set_title(f"p99 latency (ms) at {c} connection{'s' if c > 1 else ''}")
+        row_axes[1].set_xscale("log")
+        row_axes[1].invert_yaxis()
+        row_axes[1].set_yticklabels([])
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The ``mlfleet`` command line: run the fleet locally and the demo; steer a running fleet.
 
 ``up`` and ``demo`` live here; the commands that talk to a running fleet (models, versions,
-register, traffic, rollout, rollback, predict, metrics, drift, alerts, audit) are in
+register, traffic, rollout, rollback, predict, metrics, drift, alerts, audit, keys, whoami) are in
 :mod:`mlfleet.commands`, built on :mod:`mlfleet.client`.
 """
 
@@ -18,7 +18,8 @@ from mlfleet.commands.context import Connection
 from mlfleet.fleet import Fleet, FleetConfig
 
 app = typer.Typer(help="mlfleet: serve models on Triton with canaries, Feast features and drift monitoring.",
-                  no_args_is_help=True, add_completion=False)
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
+"""Tracebacks never show local variables: they would print API keys (the connection's, a new key's)."""
 
 
 @app.callback()

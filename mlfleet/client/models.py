@@ -270,7 +270,7 @@ class KeyCreated(ApiModel):
     id: int
     name: str
     role: Role
-    key: str = Field(description="The secret, shown this once.")
+    key: str = Field(description="The secret, shown this once.", repr=False)
     created_at: datetime
 
 

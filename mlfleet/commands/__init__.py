@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mlfleet.commands import catalog, observe, rollouts, traffic
+from mlfleet.commands import catalog, keys, observe, rollouts, traffic
 
 
 def install(app: typer.Typer) -> None:
@@ -15,5 +15,7 @@ def install(app: typer.Typer) -> None:
     app.add_typer(traffic.traffic_app, name="traffic")
     app.add_typer(rollouts.rollout_app, name="rollout")
     app.command("rollback")(traffic.rollback)
+    app.add_typer(keys.keys_app, name="keys")
+    app.command("whoami")(keys.whoami)
     for command in (observe.predict, observe.metrics, observe.drift, observe.alerts, observe.audit):
         app.command(command.__name__)(command)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Callable
@@ -59,7 +59,7 @@ class Connection:
     """The root command's connection flags; the client is made on first use."""
 
     url: str | None = None
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)
     registry_url: str | None = None
     gateway_url: str | None = None
     monitor_url: str | None = None

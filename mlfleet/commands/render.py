@@ -183,3 +183,31 @@ def alerts(answer: m.AlertList, out: Console) -> None:
         table.add_row(when(a.fired_at), a.severity, a.rule, a.model, "-" if a.version is None else f"v{a.version}",
                       a.action or "-", compact(a.summary, 70))
     out.print(table)
+
+
+def identity(answer: m.Identity, out: Console) -> None:
+    out.print(fields("whoami", [("name", answer.name), ("role", answer.role.value)]))
+
+
+def key_created(answer: m.KeyCreated, out: Console) -> None:
+    """The new key's fields, then its secret alone on a line (never wrapped), labelled as shown once."""
+    out.print(fields(f"key #{answer.id} created", [("name", answer.name), ("role", answer.role.value),
+                                                    ("created", when(answer.created_at))]))
+    out.print("API key (shown only this once; store it now, e.g. in MLFLEET_API_KEY_FILE):", style="bold yellow")
+    out.print(answer.key, markup=False, soft_wrap=True)
+
+
+def key(answer: m.KeyPublic, out: Console) -> None:
+    out.print(fields(f"key #{answer.id}", [
+        ("name", answer.name), ("role", answer.role.value), ("prefix", answer.prefix),
+        ("created", f"{when(answer.created_at)} by {answer.created_by}"),
+        ("revoked", when(answer.revoked_at)),
+    ]))
+
+
+def keys(answer: m.KeyList, out: Console) -> None:
+    table = Table("ID", "NAME", "ROLE", "PREFIX", "CREATED BY", "CREATED", "REVOKED", title=f"{answer.count} keys",
+                  title_justify="left")
+    for k in answer.data:
+        table.add_row(str(k.id), k.name, k.role.value, k.prefix, k.created_by, when(k.created_at), when(k.revoked_at))
+    out.print(table)

@@ -1,4 +1,5 @@
-"""API keys and roles, shared by the registry (which owns keys) and the gateway (which checks them).
+"""API keys and roles, shared by the registry (which owns keys) and the services that check them through it
+(:mod:`services.common.remote_auth`: the gateway's version pinning, the monitor's feedback).
 
 A key is a high-entropy random token shown once at creation; only its sha256 is stored.
 Roles are ordered and each includes the ones before it: ``viewer`` < ``scientist`` <

@@ -33,7 +33,8 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         configure_logging(settings.log_level, service="features")
         tracing.start()
-        feast = open_feature_store(redis_url=settings.redis_url, feast_dir=settings.feast_dir)
+        feast = open_feature_store(redis_url=settings.redis_url, feast_dir=settings.feast_dir,
+                                   registry_url=settings.feast_registry_url)
         store = FeastStore(feast, feature_repo(settings.data_dir))
         redis = connect(settings.redis_url)
         tracing.instrument_redis(redis)

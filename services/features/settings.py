@@ -23,6 +23,11 @@ class FeaturesSettings(ServiceSettings):
         default=None,
         description="Folder of Feast's file registry (`registry.db`); default `<home>/feast`.",
     )
+    feast_registry_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of Feast's SQL registry, e.g. `postgresql+psycopg://…` (shared with the gateways "
+        "when they run on other machines); empty: the file registry under `feast_dir`.",
+    )
     data_dir: Path | None = Field(
         default=None,
         description="Folder of the offline sources `users.parquet` and `merchants.parquet`; "

@@ -152,16 +152,22 @@ async def model_config(gateway: GatewayDep, model: str, version: str | None = No
 
 
 @v2_router.post("/models/{model}/infer", operation_id="kserve-v2-model-infer")
-@v2_router.post("/models/{model}/versions/{version}/infer", operation_id="kserve-v2-model-version-infer")
+@v2_router.post("/models/{model}/versions/{version}/infer", operation_id="kserve-v2-model-version-infer",
+                responses=_problems(401, 403))
 async def model_infer(
     request: Request,
     gateway: GatewayDep,
     model: str,
     version: str | None = None,
     x_mlfleet_routing_key: Annotated[str | None, Header(description="Key that pins the caller to one variant.")] = None,
+    authorization: Annotated[str | None, Header(
+        description="`Bearer <key>` of a deployer; required by the versioned route only (it pins a version).")] = None,
 ) -> Response:
-    """KServe v2 inference (JSON or binary tensors); unversioned calls are routed stable/canary."""
+    """KServe v2 inference (JSON or binary tensors); unversioned calls are routed stable/canary. Naming a version
+    pins it, which needs the same deployer key as `X-Mlfleet-Version` (401/403 otherwise)."""
     with kserve_errors():
+        if version is not None:
+            await gateway.pinning.authorize(authorization)
         body = await read_body(request, gateway.settings.max_body_bytes)
         ctx = RequestContext.begin(*request_ids(request))
         forwarded = await gateway.passthrough.infer(gateway.predictor.book(), model, version, body, request.headers,

@@ -1,8 +1,14 @@
-"""Online features from Feast's Redis store, read in process with the async API (one call per request)."""
+"""Online features from Feast's Redis store, read in process with the async API (one call per micro-batch).
+
+The store is opened with a registry cache that never expires inside a read (``cache_mode: thread``, TTL 0), so no
+lookup ever re-reads the Feast registry on the event loop; :meth:`FeatureReader.start` refreshes it in a worker
+thread every ``registry_refresh_s`` instead (new feature views reach the gateway within that period).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -18,10 +24,15 @@ logger = logging.getLogger("mlfleet.gateway.features")
 
 
 class FeatureReader:
-    def __init__(self, store: FeatureStore, *, timeout_s: float, latency: Histogram) -> None:
+    def __init__(self, store: FeatureStore, *, timeout_s: float, latency: Histogram, registry_refresh_s: float) -> None:
         self._store = store
         self._timeout_s = timeout_s
         self._latency = latency
+        self._registry_refresh_s = registry_refresh_s
+        self._refresher: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._refresher = asyncio.create_task(self._refresh_registry(), name="gateway-feast-registry-refresh")
 
     async def lookup(self, features: Sequence[str], entity_rows: list[dict[str, Any]]) -> FeatureColumns:
         """Values of ``features`` (``view:field``) per entity row, keyed by ``view:field``; ``None`` when absent."""
@@ -41,5 +52,17 @@ class FeatureReader:
         columns = response.to_dict()
         return {feature: columns[feature.replace(":", "__", 1)] for feature in features}
 
+    async def _refresh_registry(self) -> None:
+        while True:
+            await asyncio.sleep(self._registry_refresh_s)
+            try:
+                await asyncio.to_thread(self._store.refresh_registry)
+            except Exception as exc:  # keep serving from the cached registry; the next period tries again
+                logger.warning("could not refresh the Feast registry: %s", exc)
+
     async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
         await self._store.close()

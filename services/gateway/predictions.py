@@ -1,6 +1,9 @@
 """One prediction, end to end: route → features → tensor → Triton → predictions → event.
 
 Transport-free: the HTTP layer parses the request and renders what this returns or raises.
+Requests routed to the same model version are micro-batched (:mod:`services.gateway.batcher`):
+a batch makes one feature lookup and one Triton call for the rows of all its requests, then
+each request gets its own rows back, its own errors, its own latency and its own event.
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +23,7 @@ from services.common.redis import PREDICTIONS_STREAM
 from services.common.schemas import ModelRoute, PredictionEvent, Signature, Variant, VersionRoute
 from services.common.telemetry import current_traceparent, span
 from services.gateway import router
+from services.gateway.batcher import MicroBatcher, split_rows
 from services.gateway.events import EventWriter
 from services.gateway.features import FeatureReader
 from services.gateway.metrics import GatewayMetrics
@@ -33,6 +37,8 @@ from services.gateway.triton import TritonInference
 logger = logging.getLogger("mlfleet.gateway.predictions")
 
 Instances = Sequence[Mapping[str, Any]]
+BatchKey = tuple[str, int]
+"""(model, version): requests batch together only when they go to the same version."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,10 +58,27 @@ class RequestContext:
         return (time.perf_counter() - self.started) * 1000
 
 
+@dataclass(frozen=True, slots=True)
+class InferenceJob:
+    """One request's rows for one version: its instances and their entity rows, or the tensor already built."""
+
+    version: VersionRoute
+    variant: Variant
+    instances: Instances
+    entity_rows: list[dict[str, Any]]
+    tensor: np.ndarray | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Inferred:
+    tensor: np.ndarray
+    predictions: list[Prediction]
+
+
 class Predictor:
     def __init__(self, *, policy: PolicySync, features: FeatureReader, triton: TritonInference, events: EventWriter,
-                 metrics: GatewayMetrics, max_instances: int, shadow_max_in_flight: int,
-                 tracer: Tracer | None = None) -> None:
+                 metrics: GatewayMetrics, max_instances: int, shadow_max_in_flight: int, batch_max_rows: int,
+                 batch_max_in_flight: int, tracer: Tracer | None = None) -> None:
         self._policy = policy
         self._features = features
         self._triton = triton
@@ -64,6 +87,8 @@ class Predictor:
         self._max_instances = max_instances
         self._shadow_max_in_flight = shadow_max_in_flight
         self._shadows: set[asyncio.Task] = set()
+        self._batcher: MicroBatcher[BatchKey, InferenceJob, Inferred] = MicroBatcher(
+            self._run_batch, max_rows=batch_max_rows, max_in_flight=batch_max_in_flight)
         self._tracer = tracer
         """``None`` when tracing is off: then no span, no attribute and no ``traceparent`` is built."""
 
@@ -87,28 +112,29 @@ class Predictor:
                                         "mlfleet.variant": choice.variant.value, "mlfleet.request_id": ctx.request_id,
                                         "mlfleet.policy_revision": route.revision})
         try:
-            choice, tensor, predictions = await self._answer(route, choice, request.instances, ctx)
+            choice, inferred = await self._answer(route, choice, request.instances, ctx)
         except MlfleetError as exc:
             self._record(ctx, model, choice, error=exc)
             raise
-        self._record(ctx, model, choice, tensor=tensor, predictions=predictions)
+        self._record(ctx, model, choice, tensor=inferred.tensor, predictions=inferred.predictions)
         shadow = router.shadow_of(route)
         if shadow is not None:
-            self._mirror(model, shadow, request.instances, ctx, reuse=(choice.version.signature, tensor))
+            self._mirror(model, shadow, request.instances, ctx, reuse=(choice.version.signature, inferred.tensor))
         return PredictResponse(model=model, version=choice.version.version, variant=choice.variant,
-                               predictions=predictions, request_id=ctx.request_id, trace_id=ctx.trace_id)
+                               predictions=inferred.predictions, request_id=ctx.request_id, trace_id=ctx.trace_id)
 
     async def close(self) -> None:
         for task in list(self._shadows):
             task.cancel()
         await asyncio.gather(*self._shadows, return_exceptions=True)
+        await self._batcher.close()
 
     async def _answer(self, route: ModelRoute, choice: Choice, instances: Instances,
-                      ctx: RequestContext) -> tuple[Choice, np.ndarray, list[Prediction]]:
-        """Infer on the chosen version; a failing canary is answered by stable (counted as a fallback)."""
-        tensor = await self._tensor(choice.version.signature, instances)
+                      ctx: RequestContext) -> tuple[Choice, Inferred]:
+        """Infer on the chosen version; a canary whose batch fails (Triton or the feature store unavailable, or the
+        model failing) is answered by stable, counted as a fallback."""
         try:
-            return choice, tensor, await self._infer(route.model, choice.version, tensor, choice.variant)
+            return choice, await self._submit(route.model, choice.version, choice.variant, instances)
         except (BackendUnavailable, InferenceFailed) as exc:
             stable = router.stable_of(route)
             if choice.variant is not Variant.canary or stable is None:
@@ -116,33 +142,75 @@ class Predictor:
             self._metrics.fallbacks.labels(route.model).inc()
             self._record(ctx, route.model, choice, error=exc)
             logger.warning("canary %s v%d failed, answering from stable: %s", route.model, choice.version.version, exc)
-        fallback = Choice(stable, Variant.stable)
-        if stable.signature != choice.version.signature:
-            tensor = await self._tensor(stable.signature, instances)
-        return fallback, tensor, await self._infer(route.model, stable, tensor, Variant.stable)
+        return Choice(stable, Variant.stable), await self._submit(route.model, stable, Variant.stable, instances)
 
-    async def _tensor(self, signature: Signature, instances: Instances) -> np.ndarray:
-        features = signature.feast_features
-        columns = {}
-        if features:
+    async def _submit(self, model: str, version: VersionRoute, variant: Variant, instances: Instances,
+                      tensor: np.ndarray | None = None) -> Inferred:
+        """This request's rows, inferred in the next batch of its version (entity keys are checked first, so an
+        invalid request fails before it joins a batch)."""
+        rows = entity_rows(version.signature, instances) if tensor is None else []
+        job = InferenceJob(version, variant, instances, rows, tensor)
+        return await self._batcher.submit((model, version.version), job, rows=len(instances))
+
+    async def _run_batch(self, key: BatchKey, jobs: list[InferenceJob]) -> list[Inferred | MlfleetError]:
+        """One feature lookup and one Triton call for the jobs of one version. A job whose own rows are invalid
+        (missing features, bad fields) fails alone; a failing lookup or Triton call fails the whole batch."""
+        model, version = key[0], jobs[0].version
+        tensors = await self._tensors(version.signature, jobs)
+        valid = [t for t in tensors if isinstance(t, np.ndarray)]
+        if not valid:
+            return tensors
+        batch = np.concatenate(valid) if len(valid) > 1 else valid[0]
+        probabilities = await self._infer(model, version, batch, variant=jobs[0].variant, requests=len(valid))
+        parts = iter(split_rows(probabilities, [len(t) for t in valid]))
+        results: list[Inferred | MlfleetError] = []
+        for tensor in tensors:
+            if not isinstance(tensor, np.ndarray):
+                results.append(tensor)
+                continue
+            try:
+                results.append(Inferred(tensor, to_predictions(version.signature.output, next(parts))))
+            except MlfleetError as exc:
+                results.append(exc)
+        return results
+
+    async def _tensors(self, signature: Signature, jobs: list[InferenceJob]) -> list[np.ndarray | MlfleetError]:
+        """Each job's input tensor (or its own error), after one Feast lookup for the entity rows of all jobs."""
+        features = list(dict.fromkeys(signature.feast_features))
+        lookups = [job for job in jobs if job.tensor is None]
+        columns: Iterator[dict[str, Sequence[Any]]] = iter(())
+        if features and lookups:
+            rows = [row for job in lookups for row in job.entity_rows]
             with span(self._tracer, "feast.get_online_features", kind=SpanKind.CLIENT) as lookup:
                 if lookup:
-                    lookup.set_attributes({"db.system": "redis", "feast.features": list(dict.fromkeys(features)),
-                                           "feast.entity_rows": len(instances)})
-                columns = await self._features.lookup(list(dict.fromkeys(features)), entity_rows(signature, instances))
-        return build_tensor(signature, instances, columns)
+                    lookup.set_attributes({"db.system": "redis", "feast.features": features,
+                                           "feast.entity_rows": len(rows)})
+                found = await self._features.lookup(features, rows)
+            per_feature = {name: split_rows(values, [len(job.entity_rows) for job in lookups])
+                           for name, values in found.items()}
+            columns = iter([{name: parts[i] for name, parts in per_feature.items()} for i in range(len(lookups))])
+        tensors: list[np.ndarray | MlfleetError] = []
+        for job in jobs:
+            if job.tensor is not None:
+                tensors.append(job.tensor)
+                continue
+            try:
+                tensors.append(build_tensor(signature, job.instances, next(columns, {})))
+            except MlfleetError as exc:
+                tensors.append(exc)
+        return tensors
 
-    async def _infer(self, model: str, version: VersionRoute, tensor: np.ndarray, variant: Variant) -> list[Prediction]:
-        output = version.signature.output
+    async def _infer(self, model: str, version: VersionRoute, tensor: np.ndarray, *, variant: Variant,
+                     requests: int) -> np.ndarray:
         with self._metrics.triton_latency.labels(model, str(version.version)).time(), \
                 span(self._tracer, f"triton.infer {model}", kind=SpanKind.CLIENT) as infer:
             if infer:
                 infer.set_attributes({"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService",
                                       "rpc.method": "ModelInfer", "mlfleet.model": model,
                                       "mlfleet.version": version.version, "mlfleet.variant": variant.value,
-                                      "mlfleet.instances": len(tensor)})
-            probabilities = await self._triton.probabilities(model, version.version, tensor, output=output.probabilities)
-        return to_predictions(output, probabilities)
+                                      "mlfleet.instances": len(tensor), "mlfleet.requests": requests})
+            return await self._triton.probabilities(model, version.version, tensor,
+                                                    output=version.signature.output.probabilities)
 
     def _mirror(self, model: str, shadow: VersionRoute, instances: Instances, ctx: RequestContext, *,
                 reuse: tuple[Signature, np.ndarray]) -> None:
@@ -160,9 +228,7 @@ class Predictor:
         choice = Choice(shadow, Variant.shadow)
         shadow_ctx = RequestContext.begin(ctx.request_id, ctx.trace_id)
         try:
-            if tensor is None:
-                tensor = await self._tensor(shadow.signature, instances)
-            predictions = await self._infer(model, shadow, tensor, Variant.shadow)
+            inferred = await self._submit(model, shadow, Variant.shadow, instances, tensor)
         except MlfleetError as exc:
             self._record(shadow_ctx, model, choice, error=exc)
             return
@@ -170,7 +236,7 @@ class Predictor:
             logger.exception("shadow inference on %s v%d failed", model, shadow.version)
             self._record(shadow_ctx, model, choice, error=MlfleetError(str(exc)))
             return
-        self._record(shadow_ctx, model, choice, tensor=tensor, predictions=predictions)
+        self._record(shadow_ctx, model, choice, tensor=inferred.tensor, predictions=inferred.predictions)
 
     def _record(self, ctx: RequestContext, model: str, choice: Choice, *, tensor: np.ndarray | None = None,
                 predictions: list[Prediction] | None = None, error: MlfleetError | None = None) -> None:

@@ -9,19 +9,23 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from opentelemetry.trace import Tracer
 
+from services.common.auth import Role
 from services.common.feature_store import open_feature_store
 from services.common.redis import connect
+from services.common.remote_auth import RemoteAuthorizer
 from services.gateway.events import EventWriter
 from services.gateway.features import FeatureReader
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.passthrough import TritonPassthrough
-from services.gateway.pinning import PinningAuthorizer
 from services.gateway.policy import PolicySync
 from services.gateway.predictions import Predictor
 from services.gateway.settings import GatewaySettings
 from services.gateway.triton import TritonInference
 
 PING_TIMEOUT_S = 1.0
+PINNING_ROLE = Role.deployer
+"""Who may choose the version that answers: ``X-Mlfleet-Version`` on ``/v1`` predictions and the versioned
+KServe route ``/v2/models/{model}/versions/{version}/infer``. Unpinned requests are never checked."""
 
 
 @dataclass
@@ -35,15 +39,18 @@ class Gateway:
     events: EventWriter
     predictor: Predictor
     passthrough: TritonPassthrough
-    pinning: PinningAuthorizer
+    pinning: RemoteAuthorizer
 
     @classmethod
     async def open(cls, settings: GatewaySettings, metrics: GatewayMetrics, tracer: Tracer | None = None) -> "Gateway":
         """Create every client and start the background tasks (event writer, policy sync).
         ``tracer`` is ``None`` when tracing is off."""
         redis = connect(settings.redis_url)
-        store = await asyncio.to_thread(open_feature_store, redis_url=settings.redis_url, feast_dir=settings.feast_dir)
-        features = FeatureReader(store, timeout_s=settings.feature_timeout_s, latency=metrics.feature_latency)
+        store = await asyncio.to_thread(open_feature_store, redis_url=settings.redis_url, feast_dir=settings.feast_dir,
+                                        registry_url=settings.feast_registry_url, registry_cache_ttl_s=0,
+                                        registry_cache_mode="thread")
+        features = FeatureReader(store, timeout_s=settings.feature_timeout_s, latency=metrics.feature_latency,
+                                 registry_refresh_s=settings.feast_registry_refresh_s)
         triton = TritonInference(settings.triton_grpc_url, timeout_s=settings.inference_timeout_s)
         events = EventWriter(redis, metrics, queue_size=settings.event_queue_size, batch_size=settings.event_batch_size,
                              maxlen=settings.events_maxlen)
@@ -51,13 +58,15 @@ class Gateway:
                             timeout_s=settings.registry_timeout_s, revision_gauge=metrics.policy_revision)
         predictor = Predictor(policy=policy, features=features, triton=triton, events=events, metrics=metrics,
                               max_instances=settings.max_instances, shadow_max_in_flight=settings.shadow_max_in_flight,
+                              batch_max_rows=settings.batch_max_rows, batch_max_in_flight=settings.batch_max_in_flight,
                               tracer=tracer)
         passthrough = TritonPassthrough(triton_http_url=settings.triton_http_url, timeout_s=settings.inference_timeout_s,
                                         events=events, metrics=metrics)
-        pinning = PinningAuthorizer(registry_url=settings.registry_url, timeout_s=settings.registry_timeout_s,
-                                    ttl_s=settings.pinning_auth_ttl_s)
+        pinning = RemoteAuthorizer(registry_url=settings.registry_url, role=PINNING_ROLE,
+                                   timeout_s=settings.registry_timeout_s, ttl_s=settings.pinning_auth_ttl_s)
         gateway = cls(settings, metrics, redis, policy, triton, features, events, predictor, passthrough, pinning)
         events.start()
+        features.start()
         policy.start()
         return gateway
 

@@ -19,6 +19,10 @@ class GatewaySettings(ServiceSettings):
     triton_http_url: str = Field(default="127.0.0.1:8000", description="Triton HTTP endpoint (host:port) behind the /v2 pass-through.")
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis for prediction events, policy messages and Feast.")
     feast_dir: Path | None = Field(default=None, description="Feast repo folder (file registry); defaults to <home>/feast.")
+    feast_registry_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of Feast's SQL registry (the features service's); empty: the file "
+                                  "registry under `feast_dir`.",
+    )
     inference_timeout_s: float = Field(default=2.0, gt=0, description="Deadline of one Triton call before answering 503.")
     feature_timeout_s: float = Field(default=0.5, gt=0, description="Deadline of one online feature lookup before answering 504.")
     registry_timeout_s: float = Field(default=2.0, gt=0, description="Deadline of one routing-table fetch from the registry.")
@@ -29,6 +33,21 @@ class GatewaySettings(ServiceSettings):
     events_maxlen: int = Field(default=1_000_000, ge=1, description="Approximate length cap (MAXLEN ~) of the predictions stream.")
     policy_poll_s: float = Field(default=5.0, gt=0, description="Period of the routing-table poll that repairs missed policy messages.")
     shadow_max_in_flight: int = Field(default=64, ge=0, description="Most mirrored shadow inferences running at once; more are skipped.")
+    batch_max_rows: int = Field(
+        default=64, ge=1,
+        description="Most instance rows in one micro-batch (one feature lookup and one Triton call); at most the Triton "
+                    "model's `max_batch_size`. A larger request goes alone.",
+    )
+    batch_max_in_flight: int = Field(
+        default=2, ge=1,
+        description="Micro-batches of one model version running at once; requests arriving while that many run wait "
+                    "for the next batch (a request that finds fewer running starts one at once).",
+    )
+    feast_registry_refresh_s: float = Field(
+        default=5.0, gt=0,
+        description="Period of the Feast registry refresh (in a worker thread, never inside a lookup); new feature "
+                    "views reach the gateway within it.",
+    )
     pinning_auth_ttl_s: float = Field(
         default=30.0, gt=0,
         description="How long the registry's answer about a pinning caller's API key is cached (revocation delay).",

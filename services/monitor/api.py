@@ -13,7 +13,7 @@ from services.common.errors import PROBLEM_JSON, BackendUnavailable, ModelNotFou
 from services.common.schemas import MODEL_NAME_PATTERN
 from services.monitor import queries
 from services.monitor.deps import (
-    AlertsDep, ConsumerDep, FeedbackDep, MetricsDep, RegistryDep, ReporterDep, SettingsDep, StoreDep,
+    AlertsDep, ConsumerDep, FeedbackCallerDep, FeedbackDep, MetricsDep, RegistryDep, ReporterDep, SettingsDep, StoreDep,
 )
 from services.monitor.registry_client import RegistryUnavailable
 from services.monitor.reports import WindowSpec
@@ -136,16 +136,20 @@ async def model_traffic(registry: RegistryDep, model: ModelName) -> dict[str, An
     "",
     operation_id="feedback-submit",
     response_model=FeedbackReport,
-    responses={413: _problem("Too many labels in one request"), 422: _problem("Invalid feedback")},
+    responses={401: _problem("No valid API key"), 403: _problem("The key's role is below deployer"),
+               413: _problem("Too many labels in one request"), 422: _problem("Invalid feedback"),
+               503: _problem("Redis, or the registry that checks keys, is not reachable")},
 )
 async def submit_feedback(
+    _caller: FeedbackCallerDep,
     labels: FeedbackDep,
     settings: SettingsDep,
     metrics: MetricsDep,
     body: Annotated[FeedbackItem | FeedbackBatch | list[FeedbackItem], Body(
         description="One `{request_id, label}`, a list of them, or `{\"items\": [...]}`.")],
 ) -> FeedbackReport:
-    """Ground truth for logged predictions; each item says whether it was accepted, a duplicate, late or unknown."""
+    """Ground truth for logged predictions; each item says whether it was accepted, a duplicate, late or unknown.
+    Needs `Authorization: Bearer <key>` of a deployer (or admin)."""
     items = [body] if isinstance(body, FeedbackItem) else body.items if isinstance(body, FeedbackBatch) else body
     if len(items) > settings.feedback_max_batch:
         raise PayloadTooLarge(f"at most {settings.feedback_max_batch} labels per request", limit=settings.feedback_max_batch)

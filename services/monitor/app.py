@@ -17,11 +17,13 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
+from services.common.auth import Role
 from services.common.errors import BackendUnavailable, install_error_handlers, problem_response
 from services.common.health import health_router
 from services.common.logs import configure_logging
 from services.common.metrics import instrument
 from services.common.redis import connect
+from services.common.remote_auth import RemoteAuthorizer
 from services.common.telemetry import Tracing
 from services.monitor import api
 from services.monitor.alerts import AlertCenter
@@ -35,6 +37,10 @@ from services.monitor.sinks import PipelineRef, RetryPolicy, SinkDispatcher, bui
 from services.monitor.store import AggregateStore
 from services.monitor.telemetry import MonitorMetrics
 from services.monitor.watcher import Watcher
+
+
+FEEDBACK_ROLE = Role.deployer
+"""Labelling predictions is an ML engineer's action; the read APIs and the dashboard stay open."""
 
 
 @dataclass
@@ -53,6 +59,8 @@ class MonitorResources:
     dispatcher: SinkDispatcher
     sink_http: httpx.AsyncClient
     watcher: Watcher
+    feedback_auth: RemoteAuthorizer
+    """Checks that a feedback caller's key is a deployer's (DESIGN.md roles)."""
     background: list[asyncio.Task] = field(default_factory=list)
     """The drift and alert-rule loops."""
 
@@ -101,8 +109,10 @@ def _watching_resources(settings: MonitorSettings, metrics: MonitorMetrics, redi
             rule=alert.rule, severity=alert.severity, outcome="fired" if fired else "suppressed").inc(),
     )
     watcher = Watcher(settings, store, reporter, feedback, alerts, metrics)
+    feedback_auth = RemoteAuthorizer(registry_url=settings.registry_url, role=FEEDBACK_ROLE,
+                                     timeout_s=settings.registry_timeout_s, ttl_s=settings.auth_ttl_s)
     return MonitorResources(redis, store, consumer, consumer_task, samples, feedback, registry, reporter, alerts,
-                            dispatcher, sink_http, watcher)
+                            dispatcher, sink_http, watcher, feedback_auth)
 
 
 def create_app(settings: MonitorSettings | None = None) -> FastAPI:
@@ -143,6 +153,7 @@ def create_app(settings: MonitorSettings | None = None) -> FastAPI:
             await resources.dispatcher.stop()
             await resources.sink_http.aclose()
             await resources.registry.aclose()
+            await resources.feedback_auth.close()
             await redis.aclose()
             tracing.shutdown()
 

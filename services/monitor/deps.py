@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from services.common.auth import Identity
 from services.monitor.alerts import AlertCenter
 from services.monitor.consumer import EventConsumer
 from services.monitor.feedback import FeedbackStore
@@ -55,6 +57,16 @@ def get_metrics(request: Request) -> MonitorMetrics:
     return request.app.state.metrics
 
 
+_bearer = HTTPBearer(auto_error=False, description="An mlfleet API key of role deployer or above.")
+
+
+async def get_feedback_caller(
+    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Identity:
+    """The caller's identity, checked against the registry: 401 without a valid key, 403 below deployer."""
+    return await get_resources(request).feedback_auth.authorize(request.headers.get("authorization"))
+
+
 SettingsDep = Annotated[MonitorSettings, Depends(get_settings)]
 StoreDep = Annotated[AggregateStore, Depends(get_store)]
 ConsumerDep = Annotated[EventConsumer, Depends(get_consumer)]
@@ -63,3 +75,4 @@ ReporterDep = Annotated[DriftReporter, Depends(get_reporter)]
 AlertsDep = Annotated[AlertCenter, Depends(get_alerts)]
 RegistryDep = Annotated[RegistryClient, Depends(get_registry)]
 MetricsDep = Annotated[MonitorMetrics, Depends(get_metrics)]
+FeedbackCallerDep = Annotated[Identity, Depends(get_feedback_caller)]

@@ -58,7 +58,7 @@ class MonitorSettings(ServiceSettings):
     )
 
     registry_url: str = Field(
-        default="http://127.0.0.1:8081", description="Base URL of the registry (reference profiles, traffic split)."
+        default="http://127.0.0.1:8081", description="Base URL of the registry (reference profiles, traffic split, feedback callers' keys)."
     )
     registry_api_key: SecretStr | None = Field(
         default=None, description="API key (role viewer) sent to the registry as `Authorization: Bearer <key>`."
@@ -67,6 +67,10 @@ class MonitorSettings(ServiceSettings):
         default=None, description="File holding the registry API key (wins over `registry_api_key`)."
     )
     registry_timeout_s: float = Field(default=5.0, gt=0, description="Deadline of one call to the registry.")
+    auth_ttl_s: float = Field(
+        default=30.0, gt=0,
+        description="How long the registry's answer about a feedback caller's API key is cached (revocation delay).",
+    )
     profile_cache_s: float = Field(
         default=300.0, ge=0, description="How long a version's reference profile is cached (a missing one: a tenth)."
     )

@@ -15,6 +15,8 @@ class MonitorMetrics:
     drift: Gauge
     drift_verdict: Gauge
     drift_window: Gauge
+    live_accuracy: Gauge
+    live_labelled: Gauge
     feedback: Counter
     alerts: Counter
     deliveries: Counter
@@ -46,6 +48,14 @@ class MonitorMetrics:
             ),
             drift_window=Gauge(
                 "mlfleet_monitor_drift_window_instances", "Instances in the version's current drift window.",
+                ["model", "version"], registry=registry,
+            ),
+            live_accuracy=Gauge(
+                "mlfleet_monitor_live_accuracy", "Accuracy over the labelled feedback of the alert rules' window.",
+                ["model", "version"], registry=registry,
+            ),
+            live_labelled=Gauge(
+                "mlfleet_monitor_live_labelled", "Labelled predictions behind `mlfleet_monitor_live_accuracy`.",
                 ["model", "version"], registry=registry,
             ),
             feedback=Counter(

@@ -19,6 +19,7 @@ from services.monitor.alerts import AlertCenter, drift_alert, metric_alerts
 from services.monitor.cancellation import stop_if_cancelled
 from services.monitor.feedback import FeedbackStore
 from services.monitor.reports import DriftReporter, WindowSpec, gauge_values
+from services.monitor.schemas import Quality
 from services.monitor.settings import MonitorSettings
 from services.monitor.store import AggregateStore
 from services.monitor.telemetry import MonitorMetrics
@@ -84,13 +85,25 @@ class Watcher:
         self.drift_passes += 1
 
     async def check_rules(self) -> None:
-        """Accuracy, error-rate and latency rules over each model's recent window."""
+        """Accuracy, error-rate and latency rules over each model's recent window; live-accuracy gauges."""
         now = time.time()
+        quality: dict[tuple[str, str], Quality] = {}
         for model in await self._store.models():
             rules = self._settings.rules(model)
             metrics = await queries.model_metrics(self._store, model, window_s=rules.window_s, start=None, end=None,
                                                   now=now, retention_s=self._settings.bucket_ttl_s,
                                                   feedback=self._feedback)
             for version in metrics.versions:
+                if version.version is not None and version.quality is not None:
+                    quality[(model, str(version.version))] = version.quality
                 await self._alerts.fire_all(metric_alerts(model, version, rules, window=(now - rules.window_s, now),
                                                           now=now))
+        self._export_quality(quality)
+
+    def _export_quality(self, quality: dict[tuple[str, str], Quality]) -> None:
+        """Replace the live-accuracy gauges at once, so versions without labels in the window drop out."""
+        self._metrics.live_accuracy.clear()
+        self._metrics.live_labelled.clear()
+        for (model, version), q in quality.items():
+            self._metrics.live_accuracy.labels(model=model, version=version).set(q.accuracy)
+            self._metrics.live_labelled.labels(model=model, version=version).set(q.labelled)

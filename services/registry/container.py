@@ -13,6 +13,8 @@ from services.registry.artifacts import ArtifactStore
 from services.registry.catalog import Catalog
 from services.registry.database import Database
 from services.registry.keys import KeyStore
+from services.registry.lease import Lease
+from services.registry.models import CONTROLLER_LEASE
 from services.registry.monitor_client import MonitorClient
 from services.registry.publisher import PolicyPublisher
 from services.registry.rollout import RolloutController
@@ -46,7 +48,7 @@ class Registry:
         triton = TritonRepository(
             settings.triton_grpc_url, backend_model_py=BACKEND_MODEL_PY.read_bytes(),
             timeout_s=settings.triton_timeout_s, load_timeout_s=settings.triton_load_timeout_s,
-            intra_op_threads=settings.intra_op_threads,
+            intra_op_threads=settings.intra_op_threads, platform=settings.triton_platform, gpu=settings.triton_gpu,
         )
         redis = connect(settings.redis_url)
         publisher = PolicyPublisher(redis, publishes=metrics.policy_publishes)
@@ -58,11 +60,11 @@ class Registry:
             logger.warning("no bootstrap admin key configured (MLFLEET_REGISTRY_BOOTSTRAP_ADMIN_KEY[_FILE]); "
                            "only keys already in the database can call the API")
         traffic = TrafficController(database=database, artifacts=artifacts, triton=triton, publisher=publisher,
-                                    metrics=metrics)
+                                    metrics=metrics, previous_stable_retention_s=settings.previous_stable_retention_s)
         monitor = MonitorClient(settings.monitor_url, timeout_s=settings.monitor_timeout_s)
         notifier = WebhookNotifier(settings.webhook_urls, timeout_s=settings.webhook_timeout_s,
                                    max_attempts=settings.webhook_max_attempts, backoff_s=settings.webhook_backoff_s,
-                                   deliveries=metrics.webhook_deliveries)
+                                   deliveries=metrics.webhook_deliveries, external_url=settings.registry_url())
         notifier.start()
         return cls(
             settings=settings, database=database, triton=triton, redis=redis,
@@ -70,7 +72,8 @@ class Registry:
                             max_artifact_bytes=settings.max_artifact_bytes),
             traffic=traffic, keys=keys, monitor=monitor, notifier=notifier,
             rollouts=RolloutController(database=database, traffic=traffic, monitor=monitor, notifier=notifier,
-                                       metrics=metrics, tick_s=settings.rollout_tick_s),
+                                       metrics=metrics, tick_s=settings.rollout_tick_s,
+                                       lease=Lease(database, name=CONTROLLER_LEASE, ttl_s=settings.controller_lease_s)),
         )
 
     async def close(self) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.registry.models import POLICY_REVISION_COUNTER, Base, RevisionCounter
+from services.registry.models import CONTROLLER_LEASE, POLICY_REVISION_COUNTER, Base, Lease, RevisionCounter, utcnow
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -40,15 +40,24 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def create_schema(self) -> None:
-        """Create missing tables, nullable columns and counters (Alembic migrations replace this later)."""
+        """Create missing tables, nullable columns, counters and leases (Alembic migrations replace this later)."""
         Base.metadata.create_all(self.engine)
         self._add_missing_columns()
+        self._add_missing_row(RevisionCounter, POLICY_REVISION_COUNTER, value=0)
+        self.add_lease(CONTROLLER_LEASE)
+
+    def add_lease(self, name: str) -> None:
+        """Create the lease ``name``, free, unless it exists (see :mod:`services.registry.lease`)."""
+        self._add_missing_row(Lease, name, holder="", expires_at=utcnow())
+
+    def _add_missing_row(self, table: type[Base], name: str, **values: Any) -> None:
+        """Insert the row ``name`` of ``table`` unless it exists (another replica may insert it at the same time)."""
         try:
             with self._sessions.begin() as session:
-                if session.get(RevisionCounter, POLICY_REVISION_COUNTER) is None:
-                    session.execute(insert(RevisionCounter).values(name=POLICY_REVISION_COUNTER, value=0))
+                if session.get(table, name) is None:
+                    session.execute(insert(table).values(name=name, **values))
         except IntegrityError:
-            logger.info("revision counter created by another registry process")
+            logger.info("%s %r created by another registry process", table.__tablename__, name)
 
     def _add_missing_columns(self) -> None:
         """Add nullable columns that tables created by an earlier release lack (e.g. ``fault_injection``)."""

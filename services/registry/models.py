@@ -11,6 +11,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 POLICY_REVISION_COUNTER = "policy_revision"
+CONTROLLER_LEASE = "rollout-controller"
 
 
 def utcnow() -> datetime:
@@ -83,17 +84,38 @@ class TrafficPolicy(Base):
     canary: Mapped[int | None] = mapped_column(Integer)
     canary_percent: Mapped[float] = mapped_column(Float, default=0.0)
     shadow: Mapped[int | None] = mapped_column(Integer)
-    previous_stable: Mapped[int | None] = mapped_column(Integer, doc="Kept loaded on Triton for instant rollback.")
+    previous_stable: Mapped[int | None] = mapped_column(Integer, doc="Where a rollback goes back to.")
+    previous_stable_until: Mapped[datetime | None] = mapped_column(
+        default=None, doc="Until when the previous stable stays loaded on Triton for instant rollback; "
+                          "none (e.g. a row from before retention existed) means it is not kept loaded.")
     revision: Mapped[int] = mapped_column(BigInteger, doc="Taken from the fleet-wide policy revision counter.")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     model: Mapped[RegisteredModel] = relationship(lazy="joined")
 
-    @property
-    def loaded_versions(self) -> list[int]:
-        """Every version Triton must serve for this policy, ascending."""
-        named = {self.stable, self.canary, self.shadow, self.previous_stable}
+    def retains_previous_stable(self, now: datetime) -> bool:
+        """Whether the previous stable is still kept loaded at ``now``."""
+        return (self.previous_stable is not None and self.previous_stable_until is not None
+                and now < self.previous_stable_until)
+
+    def loaded_versions(self, now: datetime) -> list[int]:
+        """Every version Triton must serve for this policy at ``now``, ascending: stable, canary, shadow, and the
+        previous stable while its retention lasts."""
+        named = {self.stable, self.canary, self.shadow}
+        if self.retains_previous_stable(now):
+            named.add(self.previous_stable)
         return sorted(v for v in named if v is not None)
+
+
+class Lease(Base):
+    """A lease one registry replica holds at a time (e.g. the rollout controller's), taken and renewed with a
+    conditional UPDATE: it goes to ``holder`` only if ``holder`` has it already or it expired."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(255), default="")
+    expires_at: Mapped[datetime] = mapped_column(doc="The lease is free from this moment unless renewed.")
 
 
 class RevisionCounter(Base):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from services.registry.models import (
     POLICY_REVISION_COUNTER,
     ApiKey,
     AuditEvent,
+    Lease,
     ModelVersion,
     RegisteredModel,
     RevisionCounter,
@@ -100,10 +102,12 @@ def next_policy_revision(session: Session) -> int:
 
 
 def save_policy(session: Session, *, model: RegisteredModel, stable: int, canary: int | None, canary_percent: float,
-                shadow: int | None, previous_stable: int | None, revision: int) -> TrafficPolicy:
+                shadow: int | None, previous_stable: int | None, previous_stable_until: datetime | None,
+                revision: int) -> TrafficPolicy:
     policy = session.get(TrafficPolicy, model.id) or TrafficPolicy(model=model)
     policy.stable, policy.canary, policy.canary_percent, policy.shadow = stable, canary, canary_percent, shadow
-    policy.previous_stable, policy.revision, policy.updated_at = previous_stable, revision, utcnow()
+    policy.previous_stable, policy.previous_stable_until = previous_stable, previous_stable_until
+    policy.revision, policy.updated_at = revision, utcnow()
     session.add(policy)
     session.flush()
     return policy
@@ -186,3 +190,30 @@ def add_rollout_step(session: Session, *, rollout: Rollout, canary_percent: floa
     rollout.history.append(step)
     session.flush()
     return step
+
+
+# --- Leases -------------------------------------------------------------------------------------
+
+def take_lease(session: Session, *, name: str, holder: str, now: datetime, expires_at: datetime) -> bool:
+    """Give lease ``name`` to ``holder`` until ``expires_at`` if ``holder`` has it or it expired; whether it did.
+
+    One conditional UPDATE: concurrent callers are serialised by the row lock, and the one
+    that waited sees the winner's row and changes nothing.
+    """
+    statement = (
+        update(Lease)
+        .where(Lease.name == name, or_(Lease.holder == holder, Lease.expires_at <= now))
+        .values(holder=holder, expires_at=expires_at)
+        .execution_options(synchronize_session=False)
+    )
+    return session.execute(statement).rowcount == 1
+
+
+def release_lease(session: Session, *, name: str, holder: str, now: datetime) -> None:
+    """Let lease ``name`` expire now, if ``holder`` has it."""
+    statement = (
+        update(Lease).where(Lease.name == name, Lease.holder == holder).values(expires_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(statement)
+

@@ -11,12 +11,16 @@ the traffic just before it; a hold for too few requests keeps its interval open.
 
 Admin actions and the controller's moves on one model are serialised by a per-model
 lock. Every change is audited with its actor (a key name, or ``controller``) and reason.
-One controller should run per fleet (one registry process).
+Every registry replica runs a controller, but only the one holding the controller's
+:class:`~services.registry.lease.Lease` (a database row) judges rollouts; the others wait
+to take it over. Admin actions are served by any replica; a verdict is written only if its
+rollout has not moved since it was read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from dataclasses import dataclass
@@ -29,6 +33,7 @@ from services.common.errors import Conflict, MlfleetError, NotFound, RolloutConf
 from services.registry import repository
 from services.registry.catalog import require_model
 from services.registry.database import Database
+from services.registry.lease import Lease
 from services.registry.models import Rollout, utcnow
 from services.registry.monitor_client import MonitorClient
 from services.registry.schemas import (
@@ -96,8 +101,9 @@ class Snapshot:
 
 class RolloutController:
     def __init__(self, *, database: Database, traffic: TrafficController, monitor: MonitorClient,
-                 notifier: WebhookNotifier, metrics: RegistryMetrics, tick_s: float) -> None:
+                 notifier: WebhookNotifier, metrics: RegistryMetrics, tick_s: float, lease: Lease) -> None:
         self._database = database
+        self._lease = lease
         self._traffic = traffic
         self._monitor = monitor
         self._notifier = notifier
@@ -173,8 +179,9 @@ class RolloutController:
     async def rollback(self, *, model: str, actor: str, reason: str) -> TrafficPublic:
         """Instant rollback: an active rollout's canary is cleared; otherwise stable goes back to the previous stable.
 
-        The versions needed are still loaded on Triton, so this is one policy write and one
-        announcement.
+        Within the previous stable's retention every version needed is still loaded on Triton,
+        so this is one policy write and one announcement; after it, the previous stable is
+        reloaded on Triton first.
         """
         async with self._locks[model]:
             active = await self._database.transaction(_active_of, model=model)
@@ -183,9 +190,11 @@ class RolloutController:
                                    mark_failed=False)
                 return await self._traffic.get(model=model)
             policy, previous = await self._database.transaction(_rollback_target, model=model)
-            return await self._traffic.set(model=model, update=policy_update(policy, stable=previous), actor=actor,
-                                           action="traffic.rollback",
-                                           reason=reason or f"rolled back from v{policy.stable} to v{previous}")
+            rolled_back = await self._traffic.set(model=model, update=policy_update(policy, stable=previous),
+                                                  actor=actor, action="traffic.rollback",
+                                                  reason=reason or f"rolled back from v{policy.stable} to v{previous}")
+            self._metrics.rollbacks.labels(model=model, trigger="manual").inc()
+            return rolled_back
 
     async def set_traffic(self, *, model: str, update: TrafficUpdate, actor: str) -> TrafficPublic:
         """A manual traffic change; refused while a rollout owns the model's traffic."""
@@ -200,20 +209,32 @@ class RolloutController:
     # --- the controller --------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Judge every due rollout now and every ``tick_s``, logging (never raising) failures."""
-        while True:
-            try:
-                await self.tick()
-            except Exception:
-                logger.exception("rollout controller tick failed")
-            await asyncio.sleep(self._tick_s)
+        """Keep the controller's lease and, while this replica holds it, judge every due rollout now and every
+        ``tick_s``, logging (never raising) failures; the lease is released when the task is cancelled."""
+        keeper = asyncio.create_task(self._lease.keep(), name="registry-controller-lease")
+        try:
+            while True:
+                try:
+                    await self.tick()
+                except Exception:
+                    logger.exception("rollout controller tick failed")
+                await asyncio.sleep(self._tick_s)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            await self._lease.release()
 
     async def tick(self) -> None:
-        """Judge each running rollout whose interval is over."""
+        """Judge each running rollout whose interval is over, while this replica holds the controller's lease."""
+        if not self._lease.held:
+            return
         now = utcnow()
         for snapshot in await self._database.transaction(_judged_rollouts):
             if not snapshot.due(now):
                 continue
+            if not self._lease.held:
+                return
             try:
                 async with self._locks[snapshot.model]:
                     await self._judge(snapshot.public.id, snapshot.model)
@@ -304,6 +325,10 @@ class RolloutController:
 
     def _announce(self, event: RolloutEvent, public: RolloutPublic, *, actor: str, reason: str) -> None:
         self._metrics.rollout_events.labels(event=event.value).inc()
+        self._metrics.rollout_step_percent.labels(model=public.model).set(public.canary_percent)
+        if event is RolloutEvent.rolled_back:
+            trigger = "automatic" if actor == CONTROLLER else "manual"
+            self._metrics.rollbacks.labels(model=public.model, trigger=trigger).inc()
         self._notifier.notify(RolloutNotice(
             event=event, model=public.model, rollout_id=public.id, candidate=public.candidate,
             baseline=public.baseline, canary_percent=public.canary_percent, actor=actor, reason=reason,

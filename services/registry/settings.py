@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -35,10 +35,27 @@ class RegistrySettings(ServiceSettings):
     triton_timeout_s: float = Field(default=5.0, gt=0, description="Deadline of Triton health and readiness calls.")
     triton_load_timeout_s: float = Field(default=120.0, gt=0, description="Deadline of one Triton model (re)load.")
     intra_op_threads: int = Field(default=1, ge=1, le=64, description="onnxruntime intra-op threads per Triton model instance.")
+    triton_platform: Literal["python", "onnxruntime"] = Field(
+        default="python",
+        description="How Triton runs the ONNX files: `python` (the Python backend running onnxruntime; works with "
+                    "the CPU-only Triton of `mlfleet up`) or `onnxruntime` (Triton's native `onnxruntime_onnx` "
+                    "platform, e.g. NGC's GPU image; the graph's tensors are renamed to `input`, `label` and "
+                    "`probabilities` when pushed).",
+    )
+    triton_gpu: bool = Field(
+        default=False, description="Run models on GPU (`KIND_GPU` instance group); needs `triton_platform: onnxruntime`.",
+    )
     reconcile_interval_s: float = Field(
         default=30.0, gt=0,
         description="How often the registry checks that Triton serves every version a policy needs, and reloads "
                     "what is missing (first check at startup).",
+    )
+
+    previous_stable_retention_s: float = Field(
+        default=3600.0, ge=0,
+        description="How long the previous stable version stays loaded on Triton after it stops being stable, so a "
+                    "rollback is a policy change only; after that the reconcile loop unloads it (a later rollback "
+                    "reloads it first).",
     )
 
     bootstrap_admin_key: SecretStr | None = Field(
@@ -55,6 +72,17 @@ class RegistrySettings(ServiceSettings):
     monitor_timeout_s: float = Field(default=5.0, gt=0, description="Deadline of one metrics query to the monitor.")
     rollout_tick_s: float = Field(
         default=1.0, gt=0, description="How often the rollout controller looks for rollouts whose interval is over.",
+    )
+    controller_lease_s: float = Field(
+        default=15.0, gt=0,
+        description="Lease of the rollout controller in the database: only the registry replica holding it judges "
+                    "rollouts; it renews it every third of this, and a replica that stops renewing is replaced "
+                    "after at most this long.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="URL the registry is reached at, for links in webhook bodies (`generatorURL`, `externalURL`); "
+                    "default `http://<host>:<port>`.",
     )
     webhook_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -74,10 +102,20 @@ class RegistrySettings(ServiceSettings):
         return value
 
     @model_validator(mode="after")
+    def _gpu_needs_native_onnx(self) -> "RegistrySettings":
+        if self.triton_gpu and self.triton_platform != "onnxruntime":
+            raise ValueError("triton_gpu needs triton_platform 'onnxruntime' (the Python backend runs on CPU)")
+        return self
+
+    @model_validator(mode="after")
     def _database_under_home(self) -> "RegistrySettings":
         if not self.database_url:
             self.database_url = f"sqlite:///{(self.home / 'registry.db').resolve()}"
         return self
+
+    def registry_url(self) -> str:
+        """The URL links to this registry start with (no trailing slash)."""
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
     @property
     def artifacts_root(self) -> Path:

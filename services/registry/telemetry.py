@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,8 @@ class RegistryMetrics:
     triton_loads: Histogram
     rollout_verdicts: Counter
     rollout_events: Counter
+    rollout_step_percent: Gauge
+    rollbacks: Counter
     webhook_deliveries: Counter
 
     @classmethod
@@ -38,6 +40,15 @@ class RegistryMetrics:
             rollout_events=Counter(
                 "mlfleet_registry_rollout_events", "Rollout events (started, advanced, promoted, rolled_back, aborted).",
                 ["event"], registry=registry,
+            ),
+            rollout_step_percent=Gauge(
+                "mlfleet_registry_rollout_step_percent",
+                "Canary percent of the model's latest rollout: its step, 100 once promoted, 0 once rolled back or aborted.",
+                ["model"], registry=registry,
+            ),
+            rollbacks=Counter(
+                "mlfleet_registry_rollbacks", "Rollbacks by trigger: `automatic` (the controller) or `manual`.",
+                ["model", "trigger"], registry=registry,
             ),
             webhook_deliveries=Counter(
                 "mlfleet_registry_webhook_deliveries", "Webhook posts, by outcome (delivered, retried, failed, dropped).",

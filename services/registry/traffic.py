@@ -1,5 +1,11 @@
 """Traffic policies: change a model's split (load on Triton → persist → announce), the routing
-table gateways poll, and keeping Triton in step with the persisted policies."""
+table gateways poll, and keeping Triton in step with the persisted policies.
+
+When the stable version changes, the old one becomes the policy's *previous stable*: the
+target of a rollback, kept loaded on Triton for ``previous_stable_retention_s`` so that a
+rollback within that time is a policy write only. Afterwards the reconcile loop reloads the
+model without it; a rollback after that reloads it first (about as long as any load).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import anyio.to_thread
 from sqlalchemy.orm import Session
@@ -18,7 +25,7 @@ from services.registry import repository
 from services.registry.artifacts import ArtifactStore
 from services.registry.catalog import require_model
 from services.registry.database import Database
-from services.registry.models import ModelVersion, TrafficPolicy
+from services.registry.models import ModelVersion, TrafficPolicy, utcnow
 from services.registry.publisher import PolicyPublisher
 from services.registry.schemas import TrafficPublic, TrafficUpdate
 from services.registry.telemetry import RegistryMetrics
@@ -36,6 +43,8 @@ class LoadPlan:
     faults: dict[int, dict] = field(default_factory=dict)
     widths: dict[int, int] = field(default_factory=dict)
     """Input width of each version (its signature's inputs), for the warm-up after a load."""
+    retired: frozenset[int] = frozenset()
+    """Versions the policy still names but Triton no longer needs to serve (a previous stable past its retention)."""
 
 
 def traffic_public(model: str, policy: TrafficPolicy | None) -> TrafficPublic:
@@ -47,17 +56,37 @@ def traffic_public(model: str, policy: TrafficPolicy | None) -> TrafficPublic:
 
 
 def previous_stable_after(policy: TrafficPolicy | None, update: TrafficUpdate) -> int | None:
-    """The version kept loaded for instant rollback once ``update`` applies."""
+    """The rollback target once ``update`` applies."""
     if policy is None:
         return None
     kept = policy.stable if policy.stable != update.stable else policy.previous_stable
     return kept if kept not in update.versions else None
 
 
+def previous_stable_until(policy: TrafficPolicy | None, update: TrafficUpdate, *, now: datetime,
+                          retention_s: float) -> datetime | None:
+    """Until when the rollback target of ``update`` stays loaded: a new one for ``retention_s`` from ``now``,
+    an unchanged one as long as before."""
+    if policy is None or previous_stable_after(policy, update) is None:
+        return None
+    if policy.stable != update.stable:
+        return now + timedelta(seconds=retention_s)
+    return policy.previous_stable_until
+
+
+def versions_to_load(policy: TrafficPolicy | None, update: TrafficUpdate, *, now: datetime,
+                     retention_s: float) -> set[int]:
+    """What Triton must serve once ``update`` applies: its versions, and the rollback target while retained."""
+    kept = previous_stable_after(policy, update)
+    until = previous_stable_until(policy, update, now=now, retention_s=retention_s)
+    return update.versions | ({kept} if kept is not None and until is not None and now < until else set())
+
+
 class TrafficController:
     def __init__(self, *, database: Database, artifacts: ArtifactStore, triton: TritonRepository,
-                 publisher: PolicyPublisher, metrics: RegistryMetrics) -> None:
+                 publisher: PolicyPublisher, metrics: RegistryMetrics, previous_stable_retention_s: float) -> None:
         self._database = database
+        self._retention_s = previous_stable_retention_s
         self._artifacts = artifacts
         self._triton = triton
         self._publisher = publisher
@@ -78,30 +107,37 @@ class TrafficController:
         Changes of one model are serialised in this process; Triton is loaded before the
         database changes, so a policy is never visible before Triton can serve it. When
         Triton already serves every version needed (a percentage change, a rollback to the
-        previous stable), nothing is reloaded and the change is only a policy write.
+        previous stable within its retention), nothing is reloaded and the change is only a
+        policy write.
         """
         async with self._locks[model]:
-            plan = await self._database.transaction(_plan, model=model, update=update)
+            plan = await self._database.transaction(_plan, model=model, update=update, now=utcnow(),
+                                                    retention_s=self._retention_s)
             if await self._triton.ready_versions(plan.model, plan.artifacts) != set(plan.artifacts):
                 await self._load(plan)
             public = await self._database.transaction(_persist, model=model, update=update, actor=actor, action=action,
-                                                      reason=reason)
+                                                      reason=reason, now=utcnow(), retention_s=self._retention_s)
         await self._publisher.publish(PolicyChanged(model=model, revision=public.revision))
         return public
 
     async def routing_table(self) -> RoutingTable:
-        return await self._database.transaction(_routing_table)
+        return await self._database.transaction(_routing_table, now=utcnow())
 
     async def reconcile(self) -> list[str]:
-        """Reload every model whose policy needs versions Triton does not serve; the models reloaded."""
-        plans = await self._database.transaction(_all_plans)
+        """Reload every model whose policy needs versions Triton does not serve, or whose previous stable's
+        retention is over while Triton still serves it; the models reloaded."""
+        plans = await self._database.transaction(_all_plans, now=utcnow())
         reloaded = []
         for plan in plans:
             async with self._locks[plan.model]:
-                ready = await self._triton.ready_versions(plan.model, plan.artifacts)
-                if ready == set(plan.artifacts):
+                ready = await self._triton.ready_versions(plan.model, set(plan.artifacts) | plan.retired)
+                missing, retired = set(plan.artifacts) - ready, plan.retired & ready
+                if not missing and not retired:
                     continue
-                logger.info("Triton lacks versions %s of %s; reloading", sorted(set(plan.artifacts) - ready), plan.model)
+                if missing:
+                    logger.info("Triton lacks versions %s of %s; reloading", sorted(missing), plan.model)
+                if retired:
+                    logger.info("retention of %s v%s is over; reloading without it", plan.model, sorted(retired))
                 await self._load(plan)
                 reloaded.append(plan.model)
         return reloaded
@@ -131,11 +167,10 @@ class TrafficController:
             self._metrics.triton_loads.labels(outcome=outcome).observe(time.perf_counter() - started)
 
 
-def _plan(session: Session, *, model: str, update: TrafficUpdate) -> LoadPlan:
+def _plan(session: Session, *, model: str, update: TrafficUpdate, now: datetime, retention_s: float) -> LoadPlan:
     registered = require_model(session, name=model)
     policy = repository.get_policy(session, model=registered)
-    kept = previous_stable_after(policy, update)
-    wanted = update.versions | ({kept} if kept is not None else set())
+    wanted = versions_to_load(policy, update, now=now, retention_s=retention_s)
     rows = repository.get_versions(session, model=registered, versions=wanted)
     missing = sorted(update.versions - set(rows))
     if missing:
@@ -143,43 +178,45 @@ def _plan(session: Session, *, model: str, update: TrafficUpdate) -> LoadPlan:
     return _load_plan(model, rows)
 
 
-def _load_plan(model: str, rows: dict[int, ModelVersion]) -> LoadPlan:
+def _load_plan(model: str, rows: dict[int, ModelVersion], retired: frozenset[int] = frozenset()) -> LoadPlan:
     return LoadPlan(model=model, artifacts={v: row.sha256 for v, row in rows.items()},
                     faults={v: row.fault_injection for v, row in rows.items() if row.fault_injection},
-                    widths={v: len(row.signature["inputs"]) for v, row in rows.items()})
+                    widths={v: len(row.signature["inputs"]) for v, row in rows.items()}, retired=retired)
 
 
-def _persist(session: Session, *, model: str, update: TrafficUpdate, actor: str, action: str,
-             reason: str) -> TrafficPublic:
+def _persist(session: Session, *, model: str, update: TrafficUpdate, actor: str, action: str, reason: str,
+             now: datetime, retention_s: float) -> TrafficPublic:
     registered = require_model(session, name=model)
     previous = repository.get_policy(session, model=registered)
     before = traffic_public(model, previous).model_dump(mode="json", include={"stable", "canary", "canary_percent", "shadow"})
-    previous_stable = previous_stable_after(previous, update)
     policy = repository.save_policy(
         session, model=registered, stable=update.stable, canary=update.canary, canary_percent=update.canary_percent,
-        shadow=update.shadow, previous_stable=previous_stable, revision=repository.next_policy_revision(session),
+        shadow=update.shadow, previous_stable=previous_stable_after(previous, update),
+        previous_stable_until=previous_stable_until(previous, update, now=now, retention_s=retention_s),
+        revision=repository.next_policy_revision(session),
     )
     detail = {"before": before, "after": update.model_dump(mode="json"), "revision": policy.revision,
-              "loaded_versions": policy.loaded_versions}
+              "loaded_versions": policy.loaded_versions(now)}
     if reason:
         detail["reason"] = reason
     repository.add_audit(session, actor=actor, action=action, model=model, version=update.stable, detail=detail)
     return traffic_public(model, policy)
 
 
-def _plan_of(session: Session, policy: TrafficPolicy) -> LoadPlan:
-    rows = repository.get_versions(session, model=policy.model, versions=policy.loaded_versions)
-    return _load_plan(policy.model.name, rows)
+def _plan_of(session: Session, policy: TrafficPolicy, now: datetime) -> LoadPlan:
+    rows = repository.get_versions(session, model=policy.model, versions=policy.loaded_versions(now))
+    retired = frozenset({policy.previous_stable} - set(rows)) if policy.previous_stable is not None else frozenset()
+    return _load_plan(policy.model.name, rows, retired)
 
 
-def _all_plans(session: Session) -> list[LoadPlan]:
-    return [_plan_of(session, policy) for policy in repository.list_policies(session)]
+def _all_plans(session: Session, *, now: datetime) -> list[LoadPlan]:
+    return [_plan_of(session, policy, now) for policy in repository.list_policies(session)]
 
 
-def _routing_table(session: Session) -> RoutingTable:
+def _routing_table(session: Session, *, now: datetime) -> RoutingTable:
     routes = []
     for policy in repository.list_policies(session):
-        rows = repository.get_versions(session, model=policy.model, versions=policy.loaded_versions)
+        rows = repository.get_versions(session, model=policy.model, versions=policy.loaded_versions(now))
         routes.append(ModelRoute(
             model=policy.model.name, revision=policy.revision, stable=policy.stable, canary=policy.canary,
             canary_percent=policy.canary_percent, shadow=policy.shadow,

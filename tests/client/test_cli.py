@@ -3,47 +3,13 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 
-import httpx
 import pytest
-import yaml
-from typer.testing import CliRunner
 
-from mlfleet.cli import app
 from mlfleet.commands.context import ExitCode
-from tests.client.conftest import MODEL
-
-
-@pytest.fixture(scope="module")
-def cli(client_fleet):
-    """Run ``mlfleet …`` in-process (the commands still talk HTTP to the fleet's processes)."""
-    runner = CliRunner()
-
-    def run(*args: str, expect: int = 0, env: dict | None = None):
-        result = runner.invoke(app, list(args), env=(env or client_fleet.env()) | {"COLUMNS": "200"})
-        assert result.exit_code == expect, f"exit {result.exit_code}: {result.stdout}\n{result.stderr}"
-        return result
-
-    return run
-
-
-@pytest.fixture(scope="module")
-def api(client_fleet):
-    """GET a service's answer directly, as the CLI's JSON must reproduce it."""
-
-    def get(service: str, path: str, **params):
-        response = httpx.get(f"{client_fleet.services[service].url}{path}", params=params, timeout=10,
-                             headers={"Authorization": f"Bearer {client_fleet.admin_key}"})
-        response.raise_for_status()
-        return response.json()
-
-    return get
-
-
-def as_json(result) -> object:
-    return json.loads(result.stdout)
+from mlfleet.runtime.processes import wait_until
+from tests.client.conftest import MODEL, as_json, sending_traffic
 
 
 @pytest.mark.parametrize(("args", "service", "path", "params"), [
@@ -56,6 +22,8 @@ def as_json(result) -> object:
     (["metrics", MODEL, "--window", "3600"], "monitor", f"/v1/models/{MODEL}/metrics", {"window_s": 3600}),
     (["alerts", "--limit", "10"], "monitor", "/v1/alerts", {"limit": 10}),
     (["rollout", "list", MODEL], "registry", f"/v1/models/{MODEL}/rollouts", {}),
+    (["whoami"], "registry", "/v1/auth/whoami", {}),
+    (["keys", "list"], "registry", "/v1/keys", {}),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_read_commands_print_the_apis_answer(cli, api, registered, fleet_client, instances, args, service, path, params):
     fleet_client.predict(MODEL, instances[:2])
@@ -79,32 +47,35 @@ def test_predict_prints_the_gateways_answer(cli, fleet_client, registered, insta
     assert len(printed["request_id"]) >= 16
 
 
+MOVING_DRIFT_FIELDS = ("evaluated_at", "history", "worst_window")
+"""What may differ between two drift reports of one window: when each was computed, and the history of
+windows (which the first report may extend, and the worst window is picked from)."""
+
+
+def steady(report: dict) -> dict:
+    return {k: v for k, v in report.items() if k not in MOVING_DRIFT_FIELDS}
+
+
 def test_drift_prints_the_monitors_report(cli, api, fleet_client, registered, instances):
-    fleet_client.predict(MODEL, instances[:20])
-    printed = as_json(cli("drift", MODEL, "--version", "1", "--output", "json"))
-    answer = api("monitor", f"/v1/models/{MODEL}/drift", version=1)
-    assert printed["model"] == MODEL and printed["version"] == 1
+    for _ in range(4):
+        sent = fleet_client.predict(MODEL, instances, version=registered.version)
+    wait_until(lambda: fleet_client.drift(MODEL, version=registered.version).window.last_request_id == sent.request_id,
+               timeout_s=15, what="the monitor has the prediction in its drift window")
+    printed = as_json(cli("drift", MODEL, "--version", str(registered.version), "--output", "json"))
+    answer = api("monitor", f"/v1/models/{MODEL}/drift", version=registered.version)
+    assert (printed["model"], printed["version"]) == (MODEL, registered.version)
+    assert printed["window"]["n"] >= printed["thresholds"]["min_samples"], "a window large enough for statistics"
+    assert printed["verdict"] != "no_reference" and printed["features"]
     assert printed.keys() == answer.keys()
-    assert [f["feature"] for f in printed["features"]] == [f["feature"] for f in answer["features"]]
+    assert steady(printed) == steady(answer)
 
 
-def test_register_an_onnx_file_with_signature_and_profile(cli, api, tmp_path, registered, fleet_client,
-                                                          fraud_estimator, training_data):
-    from mlfleet.client.packaging import estimator_to_onnx
-
-    columns = registered.signature.input_names
-    onnx_file = tmp_path / "model.onnx"
-    onnx_file.write_bytes(estimator_to_onnx(fraud_estimator, training_data.x_train[columns].to_numpy("float32")))
-    signature_file = tmp_path / "signature.yaml"
-    signature_file.write_text(yaml.safe_dump(registered.signature.model_dump(mode="json", exclude_none=True)))
-    data = training_data.x_test.assign(is_fraud=training_data.y_test.to_numpy())
-    data.to_parquet(tmp_path / "data.parquet")
-    printed = as_json(cli("register", str(onnx_file), "--model", MODEL, "--signature", str(signature_file),
-                          "--profile", str(tmp_path / "data.parquet"), "--labels", "is_fraud",
-                          "--description", "from the CLI", "--output", "json"))
+def test_register_an_onnx_file_with_signature_and_profile(cli, api, registered, cli_artifacts):
+    printed = as_json(cli(*cli_artifacts.register_args("--description", "from the CLI", "--output", "json")))
     assert printed == api("registry", f"/v1/models/{MODEL}/versions/{printed['version']}")
     assert printed["sha256"] == registered.sha256
-    assert printed["metrics"]["auc"] >= 0.9 and printed["reference_profile"]["features"].keys() == set(columns)
+    assert printed["metrics"]["auc"] >= 0.9
+    assert printed["reference_profile"]["features"].keys() == set(registered.signature.input_names)
 
 
 def test_errors_exit_with_meaningful_codes_and_problem_json(cli, client_fleet, registered):
@@ -120,13 +91,6 @@ def test_errors_exit_with_meaningful_codes_and_problem_json(cli, client_fleet, r
     assert client_fleet.admin_key not in denied.stdout + denied.stderr
 
 
-def send_traffic(fleet_client, instances, stop: threading.Event) -> None:
-    i = 0
-    while not stop.is_set():
-        fleet_client.predict(MODEL, instances[i % len(instances)], routing_key=f"user-{i}")
-        i += 1
-
-
 def test_rollout_with_the_cli_watch_it_approve_it_then_roll_back(cli, api, fleet_client, registered, instances,
                                                                 fraud_estimator, training_data, client_fleet):
     candidate = fleet_client.register(MODEL, fraud_estimator, training_data.x_train, labels=training_data.y_train,
@@ -139,17 +103,11 @@ def test_rollout_with_the_cli_watch_it_approve_it_then_roll_back(cli, api, fleet
     assert started == api("registry", f"/v1/models/{MODEL}/rollouts/{started['id']}") | {
         "updated_at": started["updated_at"], "history": started["history"]}
     assert started["state"] == "running" and started["canary_percent"] == 50
-    stop = threading.Event()
-    sender = threading.Thread(target=send_traffic, args=(fleet_client, instances, stop), daemon=True)
-    sender.start()
-    try:
+    with sending_traffic(fleet_client, instances):
         deadline = time.monotonic() + 60
         while fleet_client.get_rollout(MODEL, started["id"]).state.value == "running":
             assert time.monotonic() < deadline, "the rollout was never judged"
             time.sleep(0.3)
-    finally:
-        stop.set()
-        sender.join()
     status = as_json(cli("rollout", "status", MODEL, "--output", "json"))
     assert status["state"] == "awaiting_approval", status
     assert any("approval" in reason for reason in status["history"][-1]["reasons"]), status["history"]

@@ -31,3 +31,8 @@ def test_quick_start_runs_as_written(client_fleet, tmp_path):
     assert re.search(r"registered version \d+: auc 0\.9\d\d", outputs[0]), outputs[0]
     assert "quickstart" in outputs[1]
     assert outputs[1].rstrip().splitlines()[-1].strip().isdigit()
+    key_file = tmp_path / "deployer.key"
+    assert key_file.read_text().startswith("mlf_") and key_file.stat().st_mode & 0o077 == 0
+    assert key_file.read_text().strip() not in outputs[2]
+    assert re.search(r"role\s+admin", outputs[2]), outputs[2]
+    assert re.search(r"name\s+ci-deployer\s+role\s+deployer", outputs[2]), outputs[2]

@@ -78,6 +78,11 @@ def test_default_values_run_non_root_read_only_with_secrets_by_reference():
     assert len(by_kind(manifests, "PodDisruptionBudget")) == 5
     triton_limits = deployments["fleet-mlfleet-triton"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
     assert "nvidia.com/gpu" not in triton_limits
+    assert (config["MLFLEET_REGISTRY_TRITON_PLATFORM"], config["MLFLEET_REGISTRY_TRITON_GPU"]) == ("python", "false")
+    for service in ("gateway", "features"):
+        env = {e["name"]: e for e in deployments[f"fleet-mlfleet-{service}"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env[f"MLFLEET_{service.upper()}_FEAST_REGISTRY_URL"]["valueFrom"]["secretKeyRef"] == {
+            "name": "mlfleet-database", "key": "database-url"}, "Feast's SQL registry defaults to the fleet's database"
 
 
 def test_production_values_add_gpu_hpa_ingress_service_monitor_and_tracing():
@@ -93,10 +98,20 @@ def test_production_values_add_gpu_hpa_ingress_service_monitor_and_tracing():
     monitor = by_kind(manifests, "ServiceMonitor")["fleet-mlfleet"]
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert {e["port"] for e in monitor["spec"]["endpoints"]} == {"http", "metrics"}
-    assert by_kind(manifests, "ConfigMap")["fleet-mlfleet"]["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == \
-        "http://jaeger-collector.observability:4318"
+    config = by_kind(manifests, "ConfigMap")["fleet-mlfleet"]["data"]
+    assert config["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger-collector.observability:4318"
+    assert (config["MLFLEET_REGISTRY_TRITON_PLATFORM"], config["MLFLEET_REGISTRY_TRITON_GPU"]) == ("onnxruntime", "true")
+    gateway = by_kind(manifests, "Deployment")["fleet-mlfleet-gateway"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e for e in gateway["env"]}
+    assert env["MLFLEET_GATEWAY_FEAST_REGISTRY_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "mlfleet-feast-registry", "key": "registry-url"}
 
 
 def test_values_schema_rejects_a_bad_value():
     with Chart.load(CHART) as chart, pytest.raises(helm_python.HelmValuesError):
         chart.validate_schema({"redis": {"url": "http://not-redis"}})
+
+
+def test_values_schema_refuses_gpu_triton_on_the_python_backend():
+    with Chart.load(CHART) as chart, pytest.raises(helm_python.HelmValuesError, match="onnxruntime"):
+        chart.validate_schema({"triton": {"gpu": {"enabled": True}}})

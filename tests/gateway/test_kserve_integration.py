@@ -1,14 +1,16 @@
-"""The official ``tritonclient.http`` client works unchanged against the gateway's /v2."""
+"""The official ``tritonclient.http`` client works unchanged against the gateway's /v2; naming a version to infer
+pins it, so it needs a deployer's key like ``X-Mlfleet-Version``."""
 
 from __future__ import annotations
 
+import httpx
 import numpy as np
 import pytest
 import tritonclient.http as tritonhttp
 from tritonclient.utils import InferenceServerException
 
 from services.gateway.router import bucket_of
-from tests.gateway.conftest import MODEL
+from tests.gateway.conftest import MODEL, bearer
 
 ROWS = np.array([[120.0, 80.0, 3], [900.0, 20.0, 31]], dtype=np.float32)
 
@@ -39,8 +41,34 @@ def direct(triton):
 
 
 @pytest.mark.parametrize("version", ["1", "2"])
-def test_binary_infer_through_gateway_equals_triton_directly(via_gateway, direct, version):
-    np.testing.assert_array_equal(probabilities(via_gateway, version=version), probabilities(direct, version=version))
+def test_binary_infer_through_gateway_equals_triton_directly(fleet, via_gateway, direct, version):
+    pinned = probabilities(via_gateway, version=version, headers=bearer(fleet.admin_key))
+    np.testing.assert_array_equal(pinned, probabilities(direct, version=version))
+
+
+def new_key(fleet, role: str) -> str:
+    response = httpx.post(f"{fleet.registry.url}/v1/keys", json={"name": f"kserve-{role}", "role": role},
+                          headers=bearer(fleet.admin_key), timeout=10)
+    response.raise_for_status()
+    return response.json()["key"]
+
+
+def test_versioned_infer_needs_a_deployer_key(fleet, via_gateway, direct):
+    """401 without a valid key and 403 below deployer, as problem+json with KServe's ``error``; tritonclient
+    reports both. A deployer's key (sent with tritonclient's ``headers=``) is served."""
+    for headers, status in ((None, "401"), (bearer("mlf_not-a-key"), "401"), (bearer(new_key(fleet, "viewer")), "403")):
+        with pytest.raises(InferenceServerException) as caught:
+            probabilities(via_gateway, version="1", headers=headers)
+        assert caught.value.status() == status
+        assert "key" in caught.value.message() or "role" in caught.value.message()
+    raw = httpx.post(f"{fleet.gateway.url}/v2/models/{MODEL}/versions/1/infer", timeout=10,
+                     json={"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]})
+    assert (raw.status_code, raw.headers["content-type"]) == (401, "application/problem+json")
+    assert raw.json()["code"] == "unauthorized" and raw.json()["error"] == raw.json()["detail"]
+    assert raw.headers["www-authenticate"].startswith("Bearer")
+    deployer = bearer(new_key(fleet, "deployer"))
+    np.testing.assert_array_equal(probabilities(via_gateway, version="2", headers=deployer),
+                                  probabilities(direct, version="2"))
 
 
 def test_unversioned_infer_is_routed_by_the_routing_key(via_gateway, direct):

@@ -73,9 +73,15 @@ class RegisteredDemo:
     demo: DemoModel
     viewer_key_file: Path
     """A viewer key of that registry, as the monitor reads it (``registry_api_key_file``)."""
+    deployer_key: str
+    """A deployer key of that registry: feedback needs one."""
 
     def monitor_settings(self) -> dict[str, object]:
         return {"registry_url": self.registry.url, "registry_api_key_file": self.viewer_key_file}
+
+    def deployer(self) -> dict[str, str]:
+        """The ``Authorization`` header of a deployer, as feedback callers send it."""
+        return {"Authorization": f"Bearer {self.deployer_key}"}
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +101,10 @@ def demo_registry(workdir, redis_url, triton, admin_key) -> Iterator[RegisteredD
             http.put(f"/v1/models/{DEMO_MODEL}/traffic", json={"stable": 1}).raise_for_status()
             viewer = http.post("/v1/keys", json={"name": "monitor", "role": "viewer"})
             viewer.raise_for_status()
+            deployer = http.post("/v1/keys", json={"name": "labeller", "role": "deployer"})
+            deployer.raise_for_status()
         viewer_file = write_key_file(home / "secrets" / "viewer.key", viewer.json()["key"])
-        yield RegisteredDemo(registry, DEMO_MODEL, response.json()["version"], demo, viewer_file)
+        yield RegisteredDemo(registry, DEMO_MODEL, response.json()["version"], demo, viewer_file, deployer.json()["key"])
     finally:
         registry.stop()
 

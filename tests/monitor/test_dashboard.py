@@ -36,7 +36,8 @@ def test_dashboard_charts_show_live_numbers(demo_registry, run_monitor, stream_c
     truth = demo.holdout["is_fraud"].to_numpy()
     labels = [{"request_id": e.request_id, "instance": i, "label": int(truth[10 * n + i])}
               for n, e in enumerate(events[:12]) for i in range(10)]
-    assert client.post("/v1/feedback", json=labels).json()["counts"] == {"accepted": 120}
+    feedback = client.post("/v1/feedback", json=labels, headers=demo_registry.deployer())
+    assert feedback.json()["counts"] == {"accepted": 120}
     wait_until(lambda: client.get(f"/v1/models/{model}/drift", params={"history": 1}).json()["verdict"] == "rollback",
                timeout_s=30, what="drifted window judged")
     metrics = {v["version"]: v for v in client.get(f"/v1/models/{model}/metrics", params={"window_s": 300}).json()["versions"]}

@@ -14,6 +14,7 @@ from mlfleet.runtime.processes import wait_until
 from services.common.redis import PREDICTIONS_STREAM
 from services.common.schemas import Variant
 from tests.monitor.factories import make_event, publish
+from tests.registry.harness import bearer, dead_address
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -22,8 +23,9 @@ def counted(client, n: int) -> None:
     wait_until(lambda: client.get("/v1/stats").json()["events_processed"] >= n, timeout_s=30, what=f"{n} events")
 
 
-def test_feedback_joins_predictions_and_quality_equals_scikit_learn(run_monitor, stream_client):
-    monitor = run_monitor(alert_rules='{"min_labelled": 20, "min_accuracy": 0.85}', alert_interval_s=0.2)
+def test_feedback_joins_predictions_and_quality_equals_scikit_learn(demo_registry, run_monitor, stream_client):
+    monitor = run_monitor(**demo_registry.monitor_settings(), alert_rules='{"min_labelled": 20, "min_accuracy": 0.85}',
+                          alert_interval_s=0.2)
     rng = np.random.default_rng(3)
     scores = rng.uniform(0, 1, 200)
     events = [make_event("fraud", 2, scores=[float(s)]) for s in scores]
@@ -32,7 +34,7 @@ def test_feedback_joins_predictions_and_quality_equals_scikit_learn(run_monitor,
     pair = make_event("fraud", 2, scores=[0.9, 0.2])
     publish(stream_client, PREDICTIONS_STREAM, events + shadow + [pair])
 
-    with httpx.Client(base_url=monitor.url, timeout=10) as client:
+    with httpx.Client(base_url=monitor.url, timeout=10, headers=demo_registry.deployer()) as client:
         counted(client, len(events) + len(shadow) + 1)
         truth = (rng.uniform(0, 1, 200) < np.clip(scores * 1.2 - 0.1, 0, 1)).astype(int)
         items = [{"request_id": e.request_id, "label": int(t)} for e, t in zip(events, truth)]
@@ -95,11 +97,11 @@ def test_feedback_joins_predictions_and_quality_equals_scikit_learn(run_monitor,
         assert 'mlfleet_monitor_feedback_total{outcome="accepted"} 201.0' in text
 
 
-def test_feedback_after_the_prediction_expired_is_late(run_monitor, stream_client):
-    monitor = run_monitor(prediction_ttl_s=1)
+def test_feedback_after_the_prediction_expired_is_late(demo_registry, run_monitor, stream_client):
+    monitor = run_monitor(**demo_registry.monitor_settings(), prediction_ttl_s=1)
     events = [make_event("fraud", 1) for _ in range(5)]
     publish(stream_client, PREDICTIONS_STREAM, events)
-    with httpx.Client(base_url=monitor.url, timeout=10) as client:
+    with httpx.Client(base_url=monitor.url, timeout=10, headers=demo_registry.deployer()) as client:
         counted(client, 5)
         time.sleep(1.5)
         response = client.post("/v1/feedback", json=[{"request_id": e.request_id, "label": 1} for e in events])
@@ -118,9 +120,9 @@ BAD_FEEDBACK = [
 ]
 
 
-def test_bad_feedback_and_alert_queries_are_problems(run_monitor):
-    monitor = run_monitor(feedback_max_batch=10)
-    with httpx.Client(base_url=monitor.url, timeout=10) as client:
+def test_bad_feedback_and_alert_queries_are_problems(demo_registry, run_monitor):
+    monitor = run_monitor(**demo_registry.monitor_settings(), feedback_max_batch=10)
+    with httpx.Client(base_url=monitor.url, timeout=10, headers=demo_registry.deployer()) as client:
         for body, status, code in BAD_FEEDBACK:
             if isinstance(body, str):
                 response = client.post("/v1/feedback", content=body, headers={"Content-Type": "application/json"})
@@ -132,3 +134,32 @@ def test_bad_feedback_and_alert_queries_are_problems(run_monitor):
         for params in ({"rule": "nonsense"}, {"limit": 0}, {"model": "Bad Name"}):
             response = client.get("/v1/alerts", params=params)
             assert (response.status_code, response.headers["content-type"]) == (422, PROBLEM_JSON), params
+
+
+def test_feedback_needs_a_deployer_key_and_reads_stay_open(demo_registry, run_monitor, stream_client):
+    """Labelling is a deployer's action, checked against the registry; metrics, alerts and the dashboard are not."""
+    monitor = run_monitor(**demo_registry.monitor_settings())
+    event = make_event("fraud", 1)
+    publish(stream_client, PREDICTIONS_STREAM, [event])
+    viewer = demo_registry.viewer_key_file.read_text().strip()
+    label = {"request_id": event.request_id, "label": 1}
+    with httpx.Client(base_url=monitor.url, timeout=10) as client:
+        counted(client, 1)
+        for headers, status, code in (({}, 401, "unauthorized"), (bearer("mlf_not-a-key"), 401, "unauthorized"),
+                                      ({"Authorization": "Basic abc"}, 401, "unauthorized"),
+                                      (bearer(viewer), 403, "forbidden")):
+            response = client.post("/v1/feedback", json=label, headers=headers)
+            assert (response.status_code, response.headers["content-type"]) == (status, PROBLEM_JSON), headers
+            assert response.json()["code"] == code
+        assert response.json()["required_role"] == "deployer"
+        assert client.post("/v1/feedback", json=label, headers=demo_registry.deployer()).json()["counts"] == {"accepted": 1}
+        for path in ("/v1/models", "/v1/models/fraud/metrics", "/v1/alerts", "/v1/stats", "/dashboard"):
+            assert client.get(path).status_code == 200, path
+
+
+def test_feedback_is_refused_while_the_registry_cannot_check_keys(run_monitor):
+    monitor = run_monitor(registry_url=f"http://{dead_address()}", registry_timeout_s=1)
+    response = httpx.post(f"{monitor.url}/v1/feedback", json={"request_id": "r", "label": 1},
+                          headers=bearer("mlf_some-key"), timeout=10)
+    assert (response.status_code, response.headers["content-type"]) == (503, PROBLEM_JSON)
+    assert response.json()["code"] == "backend-unavailable"

@@ -32,6 +32,7 @@ class TracedFleet:
     gateway: ServiceProcess
     monitor: ServiceProcess
     features: ServiceProcess
+    admin_key: str
 
     def services(self) -> dict[str, ServiceProcess]:
         return {"registry": self.registry, "gateway": self.gateway, "monitor": self.monitor, "features": self.features}
@@ -100,12 +101,15 @@ def traced_fleet(workdir, redis_url, receiver) -> Iterator[TracedFleet]:
                 "redis_url": redis_url, "feast_dir": feast_dir, "policy_poll_s": 60,
             }, home / "gateway")
             started.append(gateway)
-            monitor = start_service("monitor", {"redis_url": redis_url, "block_ms": 200}, home / "monitor")
+            monitor = start_service("monitor", {
+                "redis_url": redis_url, "block_ms": 200, "registry_url": registry.url,
+                "registry_api_key_file": key_file, "drift_interval_s": 0.5, "alert_interval_s": 0.5,
+            }, home / "monitor")
             started.append(monitor)
             base, _, _ = redis_url.rpartition("/")
             features = start_service("features", {"redis_url": f"{base}/{FEATURES_REDIS_DB}"}, features_home)
             started.append(features)
-        yield TracedFleet(receiver, triton, registry, gateway, monitor, features)
+        yield TracedFleet(receiver, triton, registry, gateway, monitor, features, admin_key)
     finally:
         for service in reversed(started):
             service.stop()

@@ -1,9 +1,11 @@
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from pydantic import ValidationError
 
 from services.registry.models import TrafficPolicy
 from services.registry.schemas import TrafficUpdate
-from services.registry.traffic import previous_stable_after
+from services.registry.traffic import previous_stable_after, previous_stable_until, versions_to_load
 
 
 @pytest.mark.parametrize(
@@ -47,6 +49,38 @@ def test_a_rollback_target_that_is_already_named_is_not_repeated():
     assert previous_stable_after(_policy(1), TrafficUpdate(stable=2, canary=1, canary_percent=50)) is None
 
 
-def test_loaded_versions_are_every_named_version():
-    policy = TrafficPolicy(stable=3, canary=4, canary_percent=10.0, shadow=5, previous_stable=2, revision=7)
-    assert policy.loaded_versions == [2, 3, 4, 5]
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def test_loaded_versions_are_every_named_version_while_the_previous_stable_is_retained():
+    policy = TrafficPolicy(stable=3, canary=4, canary_percent=10.0, shadow=5, previous_stable=2,
+                           previous_stable_until=NOW + HOUR, revision=7)
+    assert policy.loaded_versions(NOW) == [2, 3, 4, 5]
+    assert policy.loaded_versions(NOW + HOUR) == [3, 4, 5]
+
+
+def test_a_previous_stable_without_retention_is_not_loaded():
+    policy = TrafficPolicy(stable=3, canary=None, canary_percent=0.0, shadow=None, previous_stable=2, revision=7)
+    assert policy.loaded_versions(NOW) == [3]
+
+
+def test_a_new_previous_stable_is_retained_from_now():
+    promote = TrafficUpdate(stable=2)
+    assert previous_stable_until(_policy(1), promote, now=NOW, retention_s=60) == NOW + timedelta(seconds=60)
+    assert versions_to_load(_policy(1), promote, now=NOW, retention_s=60) == {1, 2}
+
+
+def test_an_unchanged_previous_stable_keeps_its_deadline():
+    policy = _policy(2, previous_stable=1)
+    policy.previous_stable_until = NOW + HOUR
+    canary = TrafficUpdate(stable=2, canary=3, canary_percent=5)
+    assert previous_stable_until(policy, canary, now=NOW + HOUR / 2, retention_s=7200) == NOW + HOUR
+    assert versions_to_load(policy, canary, now=NOW + HOUR / 2, retention_s=7200) == {1, 2, 3}
+    assert versions_to_load(policy, canary, now=NOW + HOUR, retention_s=7200) == {2, 3}
+
+
+def test_no_retention_loads_only_what_the_policy_routes_to():
+    assert versions_to_load(_policy(1), TrafficUpdate(stable=2), now=NOW, retention_s=0) == {2}
+    assert previous_stable_after(_policy(1), TrafficUpdate(stable=2)) == 1
+    assert previous_stable_until(None, TrafficUpdate(stable=1), now=NOW, retention_s=60) is None

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter
 
+from services.registry.settings import RegistrySettings
 from services.registry.webhooks import RolloutEvent, RolloutNotice, WebhookNotifier, webhook_body
 from tests.registry.harness import dead_address
 from tests.rollouts.conftest import WebhookReceiver
@@ -37,6 +38,12 @@ def test_the_body_reads_as_alertmanager_and_flagger():
     promoted = webhook_body(notice(RolloutEvent.promoted))
     assert (promoted["status"], promoted["phase"]) == ("resolved", "Succeeded")
     assert promoted["alerts"][0]["endsAt"] != "0001-01-01T00:00:00Z"
+
+
+def test_links_start_at_the_registry_public_url():
+    assert RegistrySettings(public_url="https://ml.example.test/registry/").registry_url() == \
+        "https://ml.example.test/registry"
+    assert RegistrySettings(host="10.0.0.5", port=9001).registry_url() == "http://10.0.0.5:9001"
 
 
 async def test_failed_posts_are_retried_with_backoff_until_delivered():

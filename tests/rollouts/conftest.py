@@ -25,6 +25,8 @@ from tests.gateway.conftest import USERS, apply_user_stats, bearer
 
 ROLLOUTS_DB = 6
 """The rollout tests' Redis database."""
+PUBLIC_URL = "https://mlfleet.example.test/registry"
+"""The registry's ``public_url``: links in webhook bodies start with it."""
 
 
 class WebhookReceiver:
@@ -73,6 +75,8 @@ class RolloutFleet:
     gateways: list[ServiceProcess]
     admin_key: str
     webhooks: WebhookReceiver
+    registry_settings: dict[str, object]
+    """What the registry was started with (its database included); replicas start from it."""
 
     def admin(self) -> httpx.Client:
         return httpx.Client(base_url=self.registry.url, timeout=120, headers=bearer(self.admin_key))
@@ -98,11 +102,13 @@ def rollout_fleet(workdir, rollouts_redis_url, triton, admin_key) -> Iterator[Ro
         monitor = start_service("monitor", {"redis_url": rollouts_redis_url, "block_ms": 100,
                                             "group": f"rollouts-{uuid.uuid4().hex[:8]}"}, home / "monitor")
         started.append(monitor)
-        registry = start_service("registry", {
+        registry_settings = {
+            "database_url": f"sqlite:///{home / 'registry' / 'registry.db'}",
             "triton_grpc_url": triton.grpc_url, "redis_url": rollouts_redis_url, "monitor_url": monitor.url,
             "bootstrap_admin_key_file": write_key_file(home / "secrets" / "admin.key", admin_key),
-            "rollout_tick_s": 0.2, "webhook_urls": webhooks.url, "webhook_backoff_s": 0.2,
-        }, home / "registry")
+            "rollout_tick_s": 0.2, "webhook_urls": webhooks.url, "webhook_backoff_s": 0.2, "public_url": PUBLIC_URL,
+        }
+        registry = start_service("registry", registry_settings, home / "registry")
         started.append(registry)
         gateways = []
         for name in ("gateway-a", "gateway-b"):
@@ -111,7 +117,7 @@ def rollout_fleet(workdir, rollouts_redis_url, triton, admin_key) -> Iterator[Ro
                 "redis_url": rollouts_redis_url, "feast_dir": feast_dir, "policy_poll_s": 30,
             }, home / name))
             started.append(gateways[-1])
-        yield RolloutFleet(registry, monitor, gateways, admin_key, webhooks)
+        yield RolloutFleet(registry, monitor, gateways, admin_key, webhooks, registry_settings)
     finally:
         for service in reversed(started):
             service.stop()

@@ -11,7 +11,7 @@ import httpx
 
 from mlfleet.runtime.processes import wait_until
 from tests.gateway.conftest import bearer, register, set_traffic, train_onnx
-from tests.rollouts.conftest import Traffic, served_revision, wait_for_rollout, wait_until_served
+from tests.rollouts.conftest import PUBLIC_URL, Traffic, served_revision, wait_for_rollout, wait_until_served
 
 FAST = {"interval_s": 1.5, "min_requests": 5}
 
@@ -61,6 +61,8 @@ def test_a_good_canary_is_promoted_through_every_step(rollout_fleet):
                     and b["metadata"]["event_type"] == "promoted")
     assert (promoted["version"], promoted["status"], promoted["phase"]) == ("4", "resolved", "Succeeded")
     assert promoted["alerts"][0]["labels"]["model"] == model and promoted["alerts"][0]["startsAt"]
+    assert promoted["alerts"][0]["generatorURL"] == f"{PUBLIC_URL}/v1/models/{model}/rollouts/{rollout['id']}"
+    assert promoted["externalURL"] == PUBLIC_URL
 
 
 def test_a_failing_canary_is_rolled_back_and_no_client_sees_it(rollout_fleet):

@@ -1,8 +1,9 @@
-"""Who may pin a version with ``X-Mlfleet-Version``: callers whose API key has the deployer role.
+"""Checking a caller's API key in a service that does not own keys (the gateway, the monitor).
 
-The registry owns keys; the gateway asks its ``GET /v1/auth/whoami`` with the caller's
-``Authorization`` header and caches the answer (by the key's hash, never the key) for a
-short TTL. Only pinned requests pay for this; the normal predict path never does.
+The registry owns keys; :class:`RemoteAuthorizer` asks its ``GET /v1/auth/whoami`` with the
+caller's key and caches the answer (by the key's hash, never the key) for ``ttl_s``, so a
+revoked key stops working within that time. Each authorizer guards one kind of action and
+requires one role for it.
 """
 
 from __future__ import annotations
@@ -16,24 +17,25 @@ import httpx
 from services.common.auth import Identity, Role, bearer_key, hash_key, require_role
 from services.common.errors import BackendUnavailable, Unauthorized
 
-PINNING_ROLE = Role.deployer
 MAX_CACHED_KEYS = 1024
-logger = logging.getLogger("mlfleet.gateway.pinning")
+logger = logging.getLogger("mlfleet.auth")
 
 
-class PinningAuthorizer:
-    def __init__(self, *, registry_url: str, timeout_s: float, ttl_s: float) -> None:
+class RemoteAuthorizer:
+    def __init__(self, *, registry_url: str, role: Role, timeout_s: float, ttl_s: float) -> None:
+        self.role = role
         self._http = httpx.AsyncClient(base_url=registry_url, timeout=timeout_s)
         self._ttl_s = ttl_s
         self._cache: OrderedDict[str, tuple[float, Identity | None]] = OrderedDict()
 
     async def authorize(self, authorization: str | None) -> Identity:
-        """The caller's identity if it may pin; 401 without a valid key, 403 below the deployer role."""
+        """The caller's identity when its key holds :attr:`role`; 401 without a valid key, 403 below the role,
+        503 when the registry cannot be asked."""
         key = bearer_key(authorization)
         identity = await self._identity(key)
         if identity is None:
             raise Unauthorized("the API key is unknown or revoked")
-        return require_role(identity, PINNING_ROLE)
+        return require_role(identity, self.role)
 
     async def _identity(self, key: str) -> Identity | None:
         digest = hash_key(key)
@@ -52,7 +54,7 @@ class PinningAuthorizer:
         try:
             response = await self._http.get("/v1/auth/whoami", headers={"Authorization": f"Bearer {key}"})
         except httpx.HTTPError as exc:
-            logger.warning("registry unreachable while checking a pinning key: %s", type(exc).__name__)
+            logger.warning("registry unreachable while checking an API key: %s", type(exc).__name__)
             raise BackendUnavailable("cannot check the API key: the registry is not reachable") from None
         if response.status_code == 401:
             return None

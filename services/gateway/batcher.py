@@ -1,0 +1,133 @@
+"""Adaptive micro-batching: concurrent requests for one key share one call, then are split back.
+
+The gateway keys batches by model version, so the requests of one version share one feature
+lookup and one Triton call. A request that finds fewer than ``max_in_flight`` batches of its
+key running is dispatched at once, together only with requests that arrive in the same turn
+of the event loop: at concurrency 1 nothing waits. While ``max_in_flight`` batches are
+running, new requests queue, and each finished batch starts the next one with as many queued
+requests as fit in ``max_rows`` rows — the busier a version, the larger its batches, and no
+timer is involved. A request is never split: one larger than ``max_rows`` goes alone.
+
+``run_batch(key, jobs)`` returns one result or exception per job, in order; each request gets
+its own. If ``run_batch`` itself raises, every request of that batch (and only those) gets
+the exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+J = TypeVar("J")
+R = TypeVar("R")
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Pending(Generic[J, R]):
+    job: J
+    rows: int
+    future: asyncio.Future[R]
+
+
+@dataclass(slots=True)
+class _Lane(Generic[J, R]):
+    """The queue and running batches of one key."""
+
+    queue: deque[Pending[J, R]] = field(default_factory=deque)
+    in_flight: int = 0
+    scheduled: bool = False
+    """A dispatch is already scheduled for the next turn of the event loop."""
+
+
+def take_batch(queue: deque[Pending[J, R]], max_rows: int) -> list[Pending[J, R]]:
+    """Pop requests from the head of ``queue``, in arrival order, while their rows fit in ``max_rows``;
+    always at least one, so a request larger than ``max_rows`` still goes (alone)."""
+    batch = [queue.popleft()]
+    rows = batch[0].rows
+    while queue and rows + queue[0].rows <= max_rows:
+        rows += queue[0].rows
+        batch.append(queue.popleft())
+    return batch
+
+
+def split_rows(values: Sequence[T], sizes: Sequence[int]) -> list[Sequence[T]]:
+    """Consecutive slices of ``values`` of the given ``sizes`` (which must add up to ``len(values)``)."""
+    if sum(sizes) != len(values):
+        raise ValueError(f"{len(values)} rows cannot be split into parts of {list(sizes)}")
+    parts, start = [], 0
+    for size in sizes:
+        parts.append(values[start:start + size])
+        start += size
+    return parts
+
+
+class MicroBatcher(Generic[K, J, R]):
+    def __init__(self, run_batch: Callable[[K, list[J]], Awaitable[Sequence[R | BaseException]]], *,
+                 max_rows: int, max_in_flight: int) -> None:
+        if max_rows < 1 or max_in_flight < 1:
+            raise ValueError("max_rows and max_in_flight must be at least 1")
+        self._run_batch = run_batch
+        self._max_rows = max_rows
+        self._max_in_flight = max_in_flight
+        self._lanes: dict[K, _Lane[J, R]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._closed = False
+
+    async def submit(self, key: K, job: J, *, rows: int) -> R:
+        """``job``'s result from the batch it joined; raises the job's own error, or its batch's."""
+        lane = self._lanes.setdefault(key, _Lane())
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        lane.queue.append(Pending(job, rows, future))
+        self._schedule(key, lane)
+        return await future
+
+    async def close(self) -> None:
+        """Cancel running batches and queued requests (their callers get ``CancelledError``)."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for lane in self._lanes.values():
+            while lane.queue:
+                lane.queue.popleft().future.cancel()
+
+    def _schedule(self, key: K, lane: _Lane[J, R]) -> None:
+        if not self._closed and not lane.scheduled and lane.queue and lane.in_flight < self._max_in_flight:
+            lane.scheduled = True
+            asyncio.get_running_loop().call_soon(self._dispatch, key, lane)
+
+    def _dispatch(self, key: K, lane: _Lane[J, R]) -> None:
+        lane.scheduled = False
+        while not self._closed and lane.queue and lane.in_flight < self._max_in_flight:
+            batch = take_batch(lane.queue, self._max_rows)
+            lane.in_flight += 1
+            task = asyncio.create_task(self._run(key, lane, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, key: K, lane: _Lane[J, R], batch: list[Pending[J, R]]) -> None:
+        try:
+            results = await self._run_batch(key, [p.job for p in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"a batch of {len(batch)} jobs returned {len(results)} results")
+        except asyncio.CancelledError:
+            for pending in batch:
+                pending.future.cancel()
+            raise
+        except Exception as exc:
+            results = [exc] * len(batch)
+        finally:
+            lane.in_flight -= 1
+            self._schedule(key, lane)
+        for pending, result in zip(batch, results):
+            if pending.future.done():  # its caller went away
+                continue
+            if isinstance(result, BaseException):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)

@@ -1,0 +1,154 @@
+"""The micro-batcher's pure logic: which requests share a batch, how rows are split back, whose errors are whose."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.gateway.batcher import MicroBatcher, Pending, split_rows, take_batch
+
+
+def queue_of(*rows: int) -> deque[Pending[str, str]]:
+    return deque(Pending(f"job{i}", n, None) for i, n in enumerate(rows))  # futures are not touched here
+
+
+def test_take_batch_takes_whole_requests_in_arrival_order_while_they_fit():
+    queue = queue_of(10, 20, 30, 5)
+    assert [p.job for p in take_batch(queue, 64)] == ["job0", "job1", "job2"]
+    assert [p.job for p in queue] == ["job3"]
+
+
+def test_take_batch_sends_a_request_larger_than_the_limit_alone():
+    queue = queue_of(100, 1)
+    assert [p.job for p in take_batch(queue, 64)] == ["job0"]
+    assert [p.job for p in take_batch(queue, 64)] == ["job1"]
+
+
+@given(st.lists(st.integers(min_value=1, max_value=80), min_size=1, max_size=40), st.integers(min_value=1, max_value=64))
+def test_batches_keep_order_and_respect_the_row_limit(rows, max_rows):
+    queue = queue_of(*rows)
+    taken = []
+    while queue:
+        batch = take_batch(queue, max_rows)
+        assert len(batch) == 1 or sum(p.rows for p in batch) <= max_rows
+        taken.extend(p.job for p in batch)
+    assert taken == [f"job{i}" for i in range(len(rows))]
+
+
+@given(st.lists(st.integers(min_value=0, max_value=5), max_size=10))
+def test_split_rows_gives_each_part_its_own_consecutive_rows(sizes):
+    values = list(range(sum(sizes)))
+    parts = split_rows(values, sizes)
+    assert [len(p) for p in parts] == sizes
+    assert [v for part in parts for v in part] == values
+
+
+def test_split_rows_refuses_sizes_that_do_not_add_up():
+    with pytest.raises(ValueError):
+        split_rows([1, 2, 3], [1, 1])
+
+
+class Recorder:
+    """A ``run_batch`` that records its batches and answers each job with ``job * 10``, or its own error (a negative
+    job); a batch holding job 0 fails as a whole, as one whose Triton call fails."""
+
+    def __init__(self, *, gate: asyncio.Event | None = None) -> None:
+        self.batches: list[tuple[str, list[int]]] = []
+        self.gate = gate
+
+    async def __call__(self, key: str, jobs: list[int]) -> list[int | Exception]:
+        self.batches.append((key, list(jobs)))
+        if self.gate is not None:
+            await self.gate.wait()
+        if 0 in jobs:
+            raise RuntimeError("triton down")
+        return [ValueError(f"job {j} is invalid") if j < 0 else j * 10 for j in jobs]
+
+
+async def test_a_lone_request_is_dispatched_alone_and_at_once():
+    run = Recorder()
+    batcher = MicroBatcher(run, max_rows=64, max_in_flight=1)
+    assert await batcher.submit("m:1", 4, rows=1) == 40
+    assert run.batches == [("m:1", [4])]
+
+
+async def test_requests_that_arrive_while_a_batch_runs_share_the_next_batch():
+    gate = asyncio.Event()
+    run = Recorder(gate=gate)
+    batcher = MicroBatcher(run, max_rows=3, max_in_flight=1)
+    first = asyncio.create_task(batcher.submit("m:1", 1, rows=1))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    waiting = [asyncio.create_task(batcher.submit("m:1", j, rows=1)) for j in (2, 3, 4, 5)]
+    await asyncio.sleep(0)
+    gate.set()
+    assert await first == 10
+    assert await asyncio.gather(*waiting) == [20, 30, 40, 50]
+    assert run.batches == [("m:1", [1]), ("m:1", [2, 3, 4]), ("m:1", [5])]
+
+
+async def test_keys_are_batched_separately():
+    run = Recorder()
+    batcher = MicroBatcher(run, max_rows=64, max_in_flight=1)
+    results = await asyncio.gather(batcher.submit("m:1", 1, rows=1), batcher.submit("m:2", 2, rows=1),
+                                   batcher.submit("m:1", 3, rows=1))
+    assert results == [10, 20, 30]
+    assert sorted(run.batches) == [("m:1", [1, 3]), ("m:2", [2])]
+
+
+async def test_a_job_error_fails_only_that_request():
+    batcher = MicroBatcher(Recorder(), max_rows=64, max_in_flight=1)
+    results = await asyncio.gather(batcher.submit("m:1", 1, rows=1), batcher.submit("m:1", -1, rows=1),
+                                   batcher.submit("m:1", 2, rows=1), return_exceptions=True)
+    assert results[0] == 10 and results[2] == 20
+    assert isinstance(results[1], ValueError) and str(results[1]) == "job -1 is invalid"
+
+
+async def test_a_failing_batch_fails_its_own_requests_only():
+    gate = asyncio.Event()
+    run = Recorder(gate=gate)
+    batcher = MicroBatcher(run, max_rows=2, max_in_flight=1)
+    failing = [asyncio.create_task(batcher.submit("m:1", j, rows=1)) for j in (0, 1)]
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    later = asyncio.create_task(batcher.submit("m:1", 2, rows=1))
+    await asyncio.sleep(0)
+    gate.set()
+    for task in failing:
+        with pytest.raises(RuntimeError, match="triton down"):
+            await task
+    assert await later == 20
+    assert run.batches == [("m:1", [0, 1]), ("m:1", [2])]
+
+
+async def test_in_flight_batches_are_bounded_per_key():
+    gate = asyncio.Event()
+    run = Recorder(gate=gate)
+    batcher = MicroBatcher(run, max_rows=64, max_in_flight=2)
+    tasks = []
+    for j in range(1, 5):
+        tasks.append(asyncio.create_task(batcher.submit("m:1", j, rows=1)))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+    assert run.batches == [("m:1", [1]), ("m:1", [2])]
+    gate.set()
+    assert await asyncio.gather(*tasks) == [10, 20, 30, 40]
+    assert run.batches[2:] == [("m:1", [3, 4])]
+
+
+async def test_close_cancels_waiting_requests():
+    gate = asyncio.Event()
+    batcher = MicroBatcher(Recorder(gate=gate), max_rows=64, max_in_flight=1)
+    running = asyncio.create_task(batcher.submit("m:1", 1, rows=1))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    queued = asyncio.create_task(batcher.submit("m:1", 2, rows=1))
+    await asyncio.sleep(0)
+    await batcher.close()
+    for task in (running, queued):
+        with pytest.raises(asyncio.CancelledError):
+            await task

@@ -1,0 +1,56 @@
+"""The previous stable stays loaded on the real Triton for its retention, then the reconcile loop unloads it;
+a rollback after that reloads it before the policy changes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from tests.registry.factories import model_name
+from tests.registry.harness import running_registry
+from tests.registry.test_api import create_model, register
+
+RETENTION_S = 2.0
+
+
+async def ready_versions(triton, model: str) -> set[int]:
+    """Which of versions 1 and 2 Triton reports ready (KServe v2 readiness: 200 when ready)."""
+    async with httpx.AsyncClient(base_url=f"http://{triton.http_url}", timeout=5) as http:
+        return {v for v in (1, 2) if (await http.get(f"/v2/models/{model}/versions/{v}/ready")).status_code == 200}
+
+
+async def routed_versions(client, model: str) -> list[int]:
+    route = next(m for m in (await client.get("/v1/routes")).json()["models"] if m["model"] == model)
+    return [v["version"] for v in route["versions"]]
+
+
+async def test_the_previous_stable_is_unloaded_after_its_retention_and_a_later_rollback_reloads_it(
+        sqlite_settings, triton, trained, trained_v2):
+    settings = sqlite_settings.model_copy(update={"previous_stable_retention_s": RETENTION_S,
+                                                  "reconcile_interval_s": 0.25})
+    async with running_registry(settings) as client:
+        name = model_name()
+        await create_model(client, name)
+        await register(client, name, trained.onnx)
+        await register(client, name, trained_v2.onnx)
+        assert (await client.put(f"/v1/models/{name}/traffic", json={"stable": 1})).status_code == 200
+        promoted_at = time.monotonic()
+        assert (await client.put(f"/v1/models/{name}/traffic", json={"stable": 2})).status_code == 200
+        assert await ready_versions(triton, name) == {1, 2}
+        assert await routed_versions(client, name) == [1, 2]
+
+        while await ready_versions(triton, name) != {2}:
+            assert time.monotonic() - promoted_at < RETENTION_S + 20, "v1 still loaded long after its retention"
+            await asyncio.sleep(0.2)
+        assert time.monotonic() - promoted_at >= RETENTION_S
+        assert await routed_versions(client, name) == [2]
+
+        rollback = await client.post(f"/v1/models/{name}/rollback", json={"reason": "late rollback"})
+        assert rollback.status_code == 200, rollback.text
+        assert rollback.json()["stable"] == 1
+        assert await ready_versions(triton, name) == {1, 2}
+        assert await routed_versions(client, name) == [1, 2]
+        event = (await client.get("/v1/audit", params={"model": name, "limit": 1})).json()["data"][0]
+        assert (event["action"], event["detail"]["loaded_versions"]) == ("traffic.rollback", [1, 2])
