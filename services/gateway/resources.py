@@ -51,7 +51,8 @@ class Gateway:
                                         registry_cache_mode="thread")
         features = FeatureReader(store, timeout_s=settings.feature_timeout_s, latency=metrics.feature_latency,
                                  registry_refresh_s=settings.feast_registry_refresh_s)
-        triton = TritonInference(settings.triton_grpc_url, timeout_s=settings.inference_timeout_s)
+        triton = TritonInference(settings.triton_grpc_url, timeout_s=settings.inference_timeout_s,
+                                 max_batch_rows=settings.batch_max_rows)
         events = EventWriter(redis, metrics, queue_size=settings.event_queue_size, batch_size=settings.event_batch_size,
                              maxlen=settings.events_maxlen)
         policy = PolicySync(registry_url=settings.registry_url, redis=redis, poll_s=settings.policy_poll_s,

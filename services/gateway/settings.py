@@ -36,7 +36,7 @@ class GatewaySettings(ServiceSettings):
     batch_max_rows: int = Field(
         default=64, ge=1,
         description="Most instance rows in one micro-batch (one feature lookup and one Triton call); at most the Triton "
-                    "model's `max_batch_size`. A larger request goes alone.",
+                    "model's `max_batch_size`. A larger request goes alone, in several Triton calls of this size.",
     )
     batch_max_in_flight: int = Field(
         default=2, ge=1,

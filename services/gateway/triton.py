@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -18,11 +20,20 @@ UNAVAILABLE_STATUSES = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED"
 class TritonInference:
     """Runs one FP32 batch through one model version and returns its probabilities."""
 
-    def __init__(self, url: str, *, timeout_s: float) -> None:
+    def __init__(self, url: str, *, timeout_s: float, max_batch_rows: int) -> None:
         self._client = grpcclient.InferenceServerClient(url)
         self._timeout_s = timeout_s
+        self._max_batch_rows = max_batch_rows
 
     async def probabilities(self, model: str, version: int, tensor: np.ndarray, *, output: str) -> np.ndarray:
+        """Like :meth:`infer`; a tensor longer than Triton's ``max_batch_size`` goes in several calls."""
+        if len(tensor) <= self._max_batch_rows:
+            return await self.infer(model, version, tensor, output=output)
+        parts = [tensor[start:start + self._max_batch_rows] for start in range(0, len(tensor), self._max_batch_rows)]
+        answers = await asyncio.gather(*(self.infer(model, version, part, output=output) for part in parts))
+        return np.concatenate(answers)
+
+    async def infer(self, model: str, version: int, tensor: np.ndarray, *, output: str) -> np.ndarray:
         """Raise ``BackendUnavailable`` (503) when Triton or the version cannot answer in time,
         ``InferenceFailed`` (502) when the model itself fails. The active span's ``traceparent`` goes
         along, so Triton's own spans (when it traces) join the caller's trace."""

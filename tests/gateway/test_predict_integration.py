@@ -70,6 +70,17 @@ def test_many_instances_are_answered_in_order(fleet, gateway_client, redis_url):
     np.testing.assert_allclose(got, onnx_probabilities(fleet.artifacts[1], rows), rtol=1e-5)
 
 
+def test_a_request_larger_than_tritons_batch_limit_is_answered_whole_and_in_order(fleet, gateway_client, redis_url):
+    """Triton's max_batch_size is 64; a 150-instance request is split into Triton calls and put back together."""
+    instances = [{"user_id": 1 + u % 40, "amount": 5.0 * u} for u in range(150)]
+    response = gateway_client.post(f"/v1/models/{MODEL}/predict", headers={"X-Mlfleet-Version": "1"},
+                                   json={"instances": instances})
+    assert response.status_code == 200, response.text
+    got = [p["probabilities"] for p in response.json()["predictions"]]
+    rows = np.vstack([feast_vector(fleet, redis_url, i["user_id"], i["amount"]) for i in instances])
+    np.testing.assert_allclose(got, onnx_probabilities(fleet.artifacts[1], rows), rtol=1e-5)
+
+
 def test_prediction_events_reach_the_stream(fleet, gateway_client, redis_url):
     request_id = uuid.uuid4().hex
     response = gateway_client.post(f"/v1/models/{MODEL}/predict", headers={"X-Request-Id": request_id},
