@@ -5,8 +5,10 @@ study in DESIGN.md — the canary's error rate not above stable's (plus an allow
 p99 latency within a ratio of stable's, its accuracy not below stable's when labelled
 feedback exists — and, beyond fixed thresholds, a one-sided Mann–Whitney U test on the
 latency distributions (as Kayenta does): latency fails only when the p99 ratio (and a small
-absolute tolerance) is exceeded *and* the test finds the canary significantly slower, so one
-noisy interval does not flip the verdict.
+absolute tolerance) is exceeded *and* the test finds the canary significantly slower *and* the
+canary's mean request is slower by more than that tolerance (the effect size: with hundreds of
+requests a negligible shift is already "significant"), so one noisy interval does not flip the
+verdict.
 """
 
 from __future__ import annotations
@@ -86,6 +88,15 @@ def slower_p_value(canary: VersionNumbers, stable: VersionNumbers) -> float | No
     return float(mannwhitneyu(canary_samples, stable_samples, alternative="greater", method="asymptotic").pvalue)
 
 
+def mean_shift_ms(canary: VersionNumbers, stable: VersionNumbers) -> float:
+    """How much slower the canary's average request is (the effect size beside the test's p-value)."""
+    canary_samples = latency_samples(canary.latency_edges, canary.latency_counts)
+    stable_samples = latency_samples(stable.latency_edges, stable.latency_counts)
+    if canary_samples.size == 0 or stable_samples.size == 0:
+        return 0.0
+    return float(canary_samples.mean() - stable_samples.mean())
+
+
 def judge(canary: VersionNumbers, stable: VersionNumbers, checks: RolloutChecks, *, min_requests: int) -> Judgement:
     """Whether the canary passed the interval, failed it, or had too few requests to tell."""
     if canary.requests < min_requests:
@@ -105,13 +116,18 @@ def judge(canary: VersionNumbers, stable: VersionNumbers, checks: RolloutChecks,
         over = ratio > checks.max_p99_latency_ratio and canary.p99_ms - stable.p99_ms > checks.latency_tolerance_ms
         p_value = slower_p_value(canary, stable)
         significant = p_value is not None and p_value < checks.latency_test_alpha
+        shift = mean_shift_ms(canary, stable)
+        material = shift > checks.latency_tolerance_ms
         text = (f"canary p99 {canary.p99_ms:.2f} ms vs stable {stable.p99_ms:.2f} ms (ratio {ratio:.2f}, "
                 f"allowed {checks.max_p99_latency_ratio:.2f} or +{checks.latency_tolerance_ms:g} ms); "
-                f"Mann–Whitney p={_p(p_value)}")
-        if over and significant:
-            failures.append(text + f" < {checks.latency_test_alpha:g}: canary is slower")
+                f"Mann–Whitney p={_p(p_value)}; mean {shift:+.2f} ms")
+        if over and significant and material:
+            failures.append(text + f": canary is slower (p < {checks.latency_test_alpha:g}, "
+                                   f"mean shift > {checks.latency_tolerance_ms:g} ms)")
+        elif over and significant:
+            notes.append(text + f" ≤ {checks.latency_tolerance_ms:g} ms: a tail blip, latency passes")
         elif over:
-            notes.append(text + f" ≥ {checks.latency_test_alpha:g}: not significant, latency passes")
+            notes.append(text + f", p ≥ {checks.latency_test_alpha:g}: not significant, latency passes")
         else:
             notes.append(text)
 

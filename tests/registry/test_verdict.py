@@ -79,6 +79,20 @@ def test_a_significant_shift_within_the_absolute_tolerance_passes():
     assert judge(canary, stable, strict, min_requests=10).outcome is Outcome.failed
 
 
+def test_a_significant_tail_blip_with_a_negligible_mean_shift_passes():
+    """As seen under CI load: the canary's p99 and the test both say "slower", yet its average request is
+    only ~0.3 ms slower — a noisy interval, not a regression. A canary whose every request is slower fails."""
+    rng = np.random.default_rng(3)
+    stable = numbers(np.append(rng.gamma(6, 0.27, 500), rng.uniform(4, 7, 8)))
+    blip = numbers(np.append(rng.gamma(6, 0.32, 67), [10.4, 10.4]))
+    judgement = judge(blip, stable, CHECKS, min_requests=10)
+    assert judgement.outcome is Outcome.passed, judgement.reasons
+    assert judgement.latency_p_value < CHECKS.latency_test_alpha
+    assert any("a tail blip" in r for r in judgement.reasons)
+    slower = numbers(np.append(rng.gamma(6, 0.32, 67), [10.4, 10.4]) + 3.0)
+    assert judge(slower, stable, CHECKS, min_requests=10).outcome is Outcome.failed
+
+
 def test_a_slower_but_within_ratio_canary_passes():
     judgement = judge(numbers([5.0] * 50 + [9.0] * 50), numbers([4.0] * 50 + [9.0] * 50),
                       RolloutChecks(max_p99_latency_ratio=1.5), min_requests=10)
