@@ -37,6 +37,8 @@ class FleetConfig:
     triton_http_port: int = 8000
     triton_grpc_port: int = 8001
     triton_metrics_port: int = 8002
+    registry_reconcile_interval_s: float | None = None
+    """How often the registry reloads what Triton lost; ``None``: the registry's own default."""
 
     @classmethod
     def from_env(cls, **overrides) -> "FleetConfig":
@@ -117,6 +119,8 @@ class Fleet:
             settings["bootstrap_admin_key_file"] = c.admin_key_file.resolve()
             if c.database_url:
                 settings["database_url"] = c.database_url
+            if c.registry_reconcile_interval_s is not None:
+                settings["reconcile_interval_s"] = c.registry_reconcile_interval_s
         if service == "monitor":
             # Reference profiles and traffic splits; a local fleet has only its admin key (a deployment
             # gives the monitor a viewer key instead).

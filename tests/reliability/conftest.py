@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import json
+import threading
+import time
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 
+import aiohttp
+import httpx
 import pytest
 
 from mlfleet.demo.run import run_demo
@@ -22,3 +32,110 @@ def demo_fleet(tmp_path_factory, redis_url) -> Iterator[Fleet]:
         summary = run_demo(config, seed=7, shift=False, requests=100, canary_percent=10.0, echo=lambda message: None)
         assert summary.errors == 0
         yield fleet
+
+
+# --- a small closed-loop load driver, shared by the fault tests ----------------------------------
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's outcome: HTTP status (0: no answer within the client timeout, -1: connection error)."""
+
+    status: int
+    content_type: str
+    sent_at: float
+    """``time.monotonic()`` when the request was sent."""
+    seconds: float
+
+
+@dataclass
+class LoadReport:
+    answers: list[Answer] = field(default_factory=list)
+
+    def statuses(self) -> Counter:
+        return Counter(a.status for a in self.answers)
+
+    def failed(self) -> list[Answer]:
+        return [a for a in self.answers if a.status != 200]
+
+    def slowest_s(self) -> float:
+        return max((a.seconds for a in self.answers), default=0.0)
+
+    def since(self, moment: float) -> list[Answer]:
+        return [a for a in self.answers if a.sent_at >= moment]
+
+
+class LoadDriver(threading.Thread):
+    """``concurrency`` closed-loop workers posting predictions to the gateway on their own event loop.
+
+    Bounded in count (``max_requests``) and time (``max_seconds``); :meth:`finish` stops it early.
+    Counts every status and latency; a request that gets no answer within ``client_timeout_s`` counts as status 0.
+    """
+
+    def __init__(self, gateway_url: str, instances: list[dict], *, model: str = "fraud", concurrency: int = 4,
+                 max_requests: int = 2000, max_seconds: float = 30.0, client_timeout_s: float = 30.0) -> None:
+        super().__init__(name="fault-load", daemon=True)
+        self.url = f"{gateway_url}/v1/models/{model}/predict"
+        self.instances = instances
+        self.concurrency = concurrency
+        self.max_requests = max_requests
+        self.max_seconds = max_seconds
+        self.client_timeout_s = client_timeout_s
+        self.report = LoadReport()
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        asyncio.run(self._drive())
+
+    def finish(self) -> LoadReport:
+        self._halt.set()
+        self.join(timeout=self.client_timeout_s + 5)
+        assert not self.is_alive(), "the load driver did not stop"
+        return self.report
+
+    def wait_for_answers(self, n: int, timeout_s: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while len(self.report.answers) < n and time.monotonic() < deadline and self.is_alive():
+            time.sleep(0.05)
+
+    async def _drive(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        sent = itertools.count()
+        timeout = aiohttp.ClientTimeout(total=self.client_timeout_s)
+
+        async def worker(session: aiohttp.ClientSession) -> None:
+            while not self._halt.is_set() and time.monotonic() < deadline:
+                n = next(sent)
+                if n >= self.max_requests:
+                    return
+                instance = self.instances[n % len(self.instances)]
+                body = {"instances": [instance], "routing_key": str(instance["user_id"])}
+                started = time.monotonic()
+                try:
+                    async with session.post(self.url, json=body) as response:
+                        await response.read()
+                        status, content_type = response.status, response.headers.get("content-type", "")
+                except TimeoutError:
+                    status, content_type = 0, ""
+                except aiohttp.ClientError:
+                    status, content_type = -1, ""
+                    await asyncio.sleep(0.05)
+                self.report.answers.append(Answer(status, content_type, started, time.monotonic() - started))
+
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            await asyncio.gather(*(worker(session) for _ in range(self.concurrency)))
+
+
+def gateway_metric(gateway_url: str, name: str) -> float:
+    """The sum of every sample of ``name`` on the gateway's ``/metrics``."""
+    text = httpx.get(f"{gateway_url}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and (line[len(name)] in " {"))
+
+
+def record_reliability(name: str, result: dict) -> None:
+    """Merge ``result`` under ``name`` into ``benchmarks/results/reliability.json``."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "reliability.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(path.read_text()) if path.exists() else {}
+    results[name] = result
+    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
