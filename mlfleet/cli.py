@@ -2,7 +2,7 @@
 
 ``up`` and ``demo`` live here; the commands that talk to a running fleet (models, versions,
 register, traffic, rollout, rollback, predict, metrics, drift, alerts, audit, keys, whoami) are in
-:mod:`mlfleet.commands`, built on :mod:`mlfleet.client`.
+:mod:`mlfleet.commands`, built on :mod:`mlfleet.client`, with ``db`` (the registry database's migrations).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from mlfleet.commands import catalog, keys, observe, rollouts, traffic
+from mlfleet.commands import catalog, database, keys, observe, rollouts, traffic
 
 
 def install(app: typer.Typer) -> None:
@@ -17,5 +17,6 @@ def install(app: typer.Typer) -> None:
     app.command("rollback")(traffic.rollback)
     app.add_typer(keys.keys_app, name="keys")
     app.command("whoami")(keys.whoami)
+    app.add_typer(database.db_app, name="db")
     for command in (observe.predict, observe.metrics, observe.drift, observe.alerts, observe.audit):
         app.command(command.__name__)(command)

@@ -43,7 +43,7 @@ class Registry:
     @classmethod
     async def open(cls, settings: RegistrySettings, metrics: RegistryMetrics) -> "Registry":
         database = Database(settings.database_url)
-        await anyio.to_thread.run_sync(database.create_schema)
+        await anyio.to_thread.run_sync(database.migrate)
         artifacts = ArtifactStore(settings.artifacts_root)
         triton = TritonRepository(
             settings.triton_grpc_url, backend_model_py=BACKEND_MODEL_PY.read_bytes(),

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import create_engine, insert, inspect, select, text
+from sqlalchemy import create_engine, insert, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.registry import migrations
 from services.registry.models import CONTROLLER_LEASE, POLICY_REVISION_COUNTER, Base, Lease, RevisionCounter, utcnow
 
 P = ParamSpec("P")
@@ -39,10 +40,9 @@ class Database:
         self.engine = create_engine(url, **_engine_options(url))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def create_schema(self) -> None:
-        """Create missing tables, nullable columns, counters and leases (Alembic migrations replace this later)."""
-        Base.metadata.create_all(self.engine)
-        self._add_missing_columns()
+    def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision, then add the fleet-wide counter and lease rows."""
+        migrations.upgrade(self.engine)
         self._add_missing_row(RevisionCounter, POLICY_REVISION_COUNTER, value=0)
         self.add_lease(CONTROLLER_LEASE)
 
@@ -58,18 +58,6 @@ class Database:
                     session.execute(insert(table).values(name=name, **values))
         except IntegrityError:
             logger.info("%s %r created by another registry process", table.__tablename__, name)
-
-    def _add_missing_columns(self) -> None:
-        """Add nullable columns that tables created by an earlier release lack (e.g. ``fault_injection``)."""
-        existing = inspect(self.engine)
-        with self.engine.begin() as connection:
-            for table in Base.metadata.sorted_tables:
-                present = {c["name"] for c in existing.get_columns(table.name)}
-                for column in table.columns:
-                    if column.name not in present and column.nullable:
-                        kind = column.type.compile(dialect=self.engine.dialect)
-                        connection.execute(text(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}'))
-                        logger.info("added column %s.%s", table.name, column.name)
 
     async def transaction(self, work: Callable[Concatenate[Session, P], T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``work(session, ...)`` in one transaction, off the event loop; commit unless it raises."""

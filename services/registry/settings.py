@@ -13,6 +13,11 @@ from services.common.settings import ServiceSettings
 MIB = 1024 * 1024
 
 
+def sqlite_url(home: Path) -> str:
+    """The registry's default database: SQLite at ``<home>/registry.db``."""
+    return f"sqlite:///{(home / 'registry.db').resolve()}"
+
+
 class RegistrySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="MLFLEET_REGISTRY_", extra="ignore")
 
@@ -110,7 +115,7 @@ class RegistrySettings(ServiceSettings):
     @model_validator(mode="after")
     def _database_under_home(self) -> "RegistrySettings":
         if not self.database_url:
-            self.database_url = f"sqlite:///{(self.home / 'registry.db').resolve()}"
+            self.database_url = sqlite_url(self.home)
         return self
 
     def registry_url(self) -> str:

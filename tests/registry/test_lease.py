@@ -17,7 +17,7 @@ TTL_S = 0.5
 @pytest.fixture
 def database(database_url: str) -> Iterator[Database]:
     database = Database(database_url)
-    database.create_schema()
+    database.migrate()
     yield database
     database.dispose()
 

@@ -1,0 +1,107 @@
+"""Alembic migrations on SQLite and PostgreSQL: the head revision is exactly the models' schema, ``mlfleet db
+upgrade`` applies it (twice is harmless) and the registry starts on the migrated database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from pydantic import SecretStr
+from sqlalchemy import create_engine, inspect, select
+from sqlalchemy.engine import make_url
+from typer.testing import CliRunner
+
+from mlfleet.cli import app as cli_app
+from services.registry import migrations
+from services.registry.models import Base, Lease, RevisionCounter
+from services.registry.settings import RegistrySettings
+from tests.registry.harness import running_registry
+
+NO_DATABASE_ENV = {"MLFLEET_DATABASE_URL": "", "MLFLEET_REGISTRY_DATABASE_URL": ""}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database_url(request, tmp_path: Path) -> Iterator[str]:
+    """A database with no table at all (the session's shared PostgreSQL database is migrated by other tests)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    admin_url = request.getfixturevalue("postgres_admin_url")
+    name = f"mlfleet_migrations_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    yield make_url(request.getfixturevalue("postgres_url")).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def differences(url: str) -> list:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            context = MigrationContext.configure(connection, opts={"compare_type": True})
+            return compare_metadata(context, Base.metadata)
+    finally:
+        engine.dispose()
+
+
+def test_upgrade_head_on_an_empty_database_builds_exactly_the_models_schema(empty_database_url):
+    database_url = empty_database_url
+    engine = create_engine(database_url)
+    try:
+        assert migrations.current_revision(engine) is None
+        migrations.upgrade(engine)
+        assert migrations.current_revision(engine) == migrations.head_revision()
+        assert set(inspect(engine).get_table_names()) == set(Base.metadata.tables) | {"alembic_version"}
+    finally:
+        engine.dispose()
+    assert differences(database_url) == []
+
+
+def test_mlfleet_db_upgrade_migrates_and_is_idempotent(empty_database_url):
+    database_url = empty_database_url
+    runner = CliRunner()
+    env = NO_DATABASE_ENV
+    before = runner.invoke(cli_app, ["db", "current", "--database-url", database_url], env=env)
+    assert before.exit_code == 0, before.output
+    assert before.output.strip() == f"none (head is {migrations.head_revision()}: run `mlfleet db upgrade`)"
+    for _ in range(2):
+        result = runner.invoke(cli_app, ["db", "upgrade", "--database-url", database_url], env=env)
+        assert result.exit_code == 0, result.output
+        assert result.output.strip().endswith(f"is at revision {migrations.head_revision()} (head)")
+    after = runner.invoke(cli_app, ["db", "current"], env={**env, "MLFLEET_DATABASE_URL": database_url})
+    assert after.exit_code == 0, after.output
+    assert after.output.strip() == f"{migrations.head_revision()} (head)"
+    assert differences(database_url) == []
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.execute(select(RevisionCounter.name)).scalars().all() == ["policy_revision"]
+            assert connection.execute(select(Lease.name)).scalars().all() == ["rollout-controller"]
+    finally:
+        engine.dispose()
+
+
+def test_mlfleet_db_upgrade_defaults_to_sqlite_under_the_home(tmp_path):
+    home = tmp_path / "home"
+    result = CliRunner().invoke(cli_app, ["db", "upgrade"], env={**NO_DATABASE_ENV, "MLFLEET_HOME": str(home)})
+    assert result.exit_code == 0, result.output
+    assert str(home / "registry.db") in result.output
+    assert differences(f"sqlite:///{home / 'registry.db'}") == []
+
+
+async def test_the_registry_starts_on_a_migrated_database(empty_database_url, tmp_path, triton, redis_url, admin_key):
+    result = CliRunner().invoke(cli_app, ["db", "upgrade", "--database-url", empty_database_url], env=NO_DATABASE_ENV)
+    assert result.exit_code == 0, result.output
+    settings = RegistrySettings(home=tmp_path, database_url=empty_database_url, triton_grpc_url=triton.grpc_url,
+                                redis_url=redis_url, bootstrap_admin_key=SecretStr(admin_key))
+    async with running_registry(settings) as client:
+        ready = await client.get("/readyz")
+        models = await client.get("/v1/models")
+    assert ready.status_code == 200, ready.text
+    assert models.json()["count"] == 0
