@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 POLICY_REVISION_COUNTER = "policy_revision"
 CONTROLLER_LEASE = "rollout-controller"
+ACTIVE_STATES_SQL = "state IN ('running', 'paused', 'awaiting_approval')"
+"""Rollout states in which a rollout owns its model's traffic (a partial unique index allows one per model)."""
 
 
 def utcnow() -> datetime:
@@ -159,13 +161,20 @@ class ApiKey(Base):
     created_by: Mapped[str] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+    rate_limit_per_minute: Mapped[int | None] = mapped_column(
+        Integer, default=None, doc="Requests per minute this key may make to each service replica; none: unlimited.")
 
 
 class Rollout(Base):
     """A progressive rollout of ``candidate`` against ``baseline``; the controller resumes it from here."""
 
     __tablename__ = "rollouts"
-    __table_args__ = (Index("ix_rollouts_state", "state"), Index("ix_rollouts_model_id", "model_id", "id"))
+    __table_args__ = (
+        Index("ix_rollouts_state", "state"),
+        Index("ix_rollouts_model_id", "model_id", "id"),
+        Index("uq_rollouts_one_active_per_model", "model_id", unique=True,
+              sqlite_where=text(ACTIVE_STATES_SQL), postgresql_where=text(ACTIVE_STATES_SQL)),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))

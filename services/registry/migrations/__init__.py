@@ -19,6 +19,8 @@ from sqlalchemy import Connection, Engine, inspect, text
 from services.registry.models import Base
 
 MIGRATIONS_DIR = Path(__file__).parent
+INITIAL_REVISION = "0001"
+"""The revision a pre-migrations release's ``create_all`` schema corresponds to."""
 logger = logging.getLogger("mlfleet.registry.migrations")
 
 
@@ -50,10 +52,9 @@ def upgrade(engine: Engine) -> None:
         config = alembic_config(connection)
         if _created_before_migrations(connection):
             _complete_legacy_schema(connection)
-            command.stamp(config, "head")
-            logger.info("stamped a database created before migrations at %s", head_revision())
-        else:
-            command.upgrade(config, "head")
+            command.stamp(config, INITIAL_REVISION)
+            logger.info("stamped a database created before migrations at %s", INITIAL_REVISION)
+        command.upgrade(config, "head")
 
 
 def _created_before_migrations(connection: Connection) -> bool:
