@@ -5,8 +5,11 @@ VENV := .venv
 TRITON_ENV := .venv-triton
 UV := $(VENV)/bin/uv
 export UV_LINK_MODE := copy
+# Write bytecode at install time: where PYTHONDONTWRITEBYTECODE is set (as on the CI machine) every service
+# process would otherwise recompile Feast, pandas and the rest on each start.
+export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install demo up test bench bench-rollback clean
+.PHONY: install demo up test chaos bench bench-rollback clean
 
 install: $(VENV)/.installed $(TRITON_ENV)/.installed
 
@@ -34,6 +37,13 @@ up: install
 
 test: install
 	$(VENV)/bin/python -m pytest
+
+# schemathesis with many more examples per operation than `make test` (a few minutes), then a
+# 10-minute soak of the whole fleet (benchmarks/soak.py); both write benchmarks/results/reliability.json.
+CHAOS_FUZZ_EXAMPLES ?= 100
+chaos: install
+	MLFLEET_FUZZ_EXAMPLES=$(CHAOS_FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest tests/reliability/test_api_fuzzing.py --timeout 1800
+	$(VENV)/bin/python -m benchmarks.soak
 
 $(VENV)/.bench-installed: $(VENV)/.installed
 	@echo "==> installing the benchmark's chart library into $(VENV)"

@@ -162,8 +162,9 @@ class ServiceProcess:
 
 
 def start_service(name: str, settings: dict[str, str], workdir: Path, *, port: int | None = None,
-                  ready_path: str = "/readyz", timeout_s: float = 60) -> ServiceProcess:
-    """Run ``services.<name>`` under uvicorn as its own process; ``settings`` are field → value."""
+                  ready_path: str = "/readyz", timeout_s: float = 120) -> ServiceProcess:
+    """Run ``services.<name>`` under uvicorn as its own process; ``settings`` are field → value. A service that
+    does not get ready in time is stopped before the error is raised, so no process outlives its test."""
     port = port or free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT)
@@ -172,6 +173,10 @@ def start_service(name: str, settings: dict[str, str], workdir: Path, *, port: i
         env[env_name(name, key)] = str(value)
     log_file = workdir / f"{name}-{port}.log"
     process = start_process(service_argv(name, host="127.0.0.1", port=port), log_file=log_file, env=env, cwd=ROOT)
-    wait_until(lambda: http_ok(f"http://127.0.0.1:{port}{ready_path}"), timeout_s=timeout_s, what=name,
-               process=process, log_file=log_file)
+    try:
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}{ready_path}"), timeout_s=timeout_s, what=name,
+                   process=process, log_file=log_file)
+    except BaseException:
+        stop_process(process)
+        raise
     return ServiceProcess(name, port, process, log_file, env)

@@ -249,11 +249,14 @@ class Role(StrEnum):
 class Identity(ApiModel):
     name: str
     role: Role
+    rate_limit_per_minute: int | None = Field(default=None, description="Absent: unlimited.")
 
 
 class KeyCreate(RequestModel):
     name: str
     role: Role
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, le=1_000_000,
+                                              description="Requests per minute per service replica; None: unlimited.")
 
 
 class KeyPublic(ApiModel):
@@ -264,6 +267,7 @@ class KeyPublic(ApiModel):
     created_by: str
     created_at: datetime
     revoked_at: datetime | None
+    rate_limit_per_minute: int | None = None
 
 
 class KeyCreated(ApiModel):
@@ -272,6 +276,7 @@ class KeyCreated(ApiModel):
     role: Role
     key: str = Field(description="The secret, shown this once.", repr=False)
     created_at: datetime
+    rate_limit_per_minute: int | None = None
 
 
 class KeyList(ApiModel):

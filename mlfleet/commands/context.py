@@ -94,7 +94,7 @@ def console() -> Console:
 def emit(output: Output, answer: BaseModel | dict | list, human: Callable[[Console], None]) -> None:
     """Print ``answer`` as JSON (exactly the fields the API answered) or call ``human`` to draw it."""
     if output is Output.json:
-        data = answer.model_dump(mode="json") if isinstance(answer, BaseModel) else answer
+        data = answer.model_dump(mode="json", exclude_unset=True) if isinstance(answer, BaseModel) else answer
         typer.echo(json.dumps(data, indent=2))
     else:
         human(console())

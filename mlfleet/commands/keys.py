@@ -10,6 +10,8 @@ from typing import Annotated
 
 import typer
 
+from mlfleet.client import models as m
+from mlfleet.client.calls import Call
 from mlfleet.client.models import Role
 from mlfleet.commands import render
 from mlfleet.commands.context import Output, OutputOption, connect, emit, fleet_command
@@ -24,10 +26,15 @@ def create(
     name: Annotated[str, typer.Argument(help="Who or what the key is for; the audit log names its actions so.")],
     role: Annotated[Role, typer.Option(help="viewer (read), scientist (register), deployer (traffic, rollouts, "
                                             "feedback) or admin (keys).")],
+    rate_limit: Annotated[int | None, typer.Option(
+        min=1, max=1_000_000, help="Requests per minute the key may make to each service replica (429 above); "
+                                   "unlimited when left out.")] = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Create a key; its secret is printed this once (with --output json: the API's answer, secret included)."""
-    answer = connect(ctx).create_key(name, role)
+    body = m.KeyCreate(name=name, role=role, rate_limit_per_minute=rate_limit)
+    answer = connect(ctx).send(Call("registry", "POST", "/v1/keys", m.KeyCreated,
+                                    json=body.model_dump(mode="json", exclude_none=True)))
     emit(output, answer, lambda out: render.key_created(answer, out))
 
 

@@ -186,7 +186,8 @@ def alerts(answer: m.AlertList, out: Console) -> None:
 
 
 def identity(answer: m.Identity, out: Console) -> None:
-    out.print(fields("whoami", [("name", answer.name), ("role", answer.role.value)]))
+    limit = [("rate limit", f"{answer.rate_limit_per_minute}/min")] if answer.rate_limit_per_minute else []
+    out.print(fields("whoami", [("name", answer.name), ("role", answer.role.value), *limit]))
 
 
 def key_created(answer: m.KeyCreated, out: Console) -> None:

@@ -17,7 +17,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
-from services.common.errors import Forbidden, Unauthorized
+from services.common.errors import Forbidden, RateLimited, Unauthorized
+from services.common.rate_limit import KeyRateLimiter
 
 KEY_PREFIX = "mlf_"
 KEY_BYTES = 32
@@ -50,6 +51,9 @@ class Identity(BaseModel):
 
     name: str = Field(description="The key's name; writes are audited under it.")
     role: Role
+    rate_limit_per_minute: int | None = Field(
+        default=None, ge=1, description="Requests per minute the key may make to each service replica; "
+                                        "absent: unlimited.")
 
 
 def generate_key() -> str:
@@ -84,3 +88,11 @@ def require_role(identity: Identity, required: Role) -> Identity:
         raise Forbidden(f"this needs the {required.value} role; the key {identity.name!r} is {identity.role.value}",
                         required_role=required.value, role=identity.role.value)
     return identity
+
+
+def enforce_rate_limit(limiter: KeyRateLimiter, key: str, identity: Identity) -> None:
+    """Count one request of ``key`` (by its hash) against its identity's limit; :class:`RateLimited` (429) over it."""
+    retry_after_s = limiter.retry_after(hash_key(key), identity.rate_limit_per_minute)
+    if retry_after_s:
+        raise RateLimited(f"the key {identity.name!r} may make {identity.rate_limit_per_minute} requests a minute; "
+                          f"retry in {retry_after_s} s", retry_after_s=retry_after_s)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, params
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -88,6 +88,16 @@ class UnsupportedMediaType(MlfleetError):
     status, code, title = 415, "unsupported-media-type", "Unsupported media type"
 
 
+class RateLimited(MlfleetError):
+    """A key made more requests than its ``rate_limit_per_minute`` allows; ``Retry-After`` says when to retry."""
+
+    status, code, title = 429, "rate-limited", "Too many requests"
+
+    def __init__(self, detail: str = "", *, retry_after_s: int, **extra: Any) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s, **extra)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class InvalidInput(MlfleetError):
     status, code, title = 422, "invalid-input", "Invalid input"
 
@@ -127,6 +137,27 @@ def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
     return errors
 
 
+HTTP_STATUS_ERRORS: dict[int, type[MlfleetError]] = {413: PayloadTooLarge, 415: UnsupportedMediaType}
+"""Starlette's own HTTP errors that have a fleet error of their own (its code and title)."""
+
+FORM_MEDIA_TYPES = frozenset({"multipart/form-data", "application/x-www-form-urlencoded"})
+
+
+def _wrong_media_type(request: Request, errors: list[dict[str, Any]]) -> str | None:
+    """Why the body failed to parse when it was sent as the wrong media type (text/plain or a form to a JSON
+    route, JSON to a form route); ``None`` otherwise. A body without a content type is parsed as JSON, as FastAPI
+    does, and fails validation like any other."""
+    body_field = getattr(request.scope.get("route"), "body_field", None)
+    sent = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if body_field is None or not sent or not any(e["loc"][:1] == ["body"] for e in errors):
+        return None
+    if isinstance(body_field.field_info, params.Form):
+        return None if sent in FORM_MEDIA_TYPES else f"expected multipart/form-data, got {sent}"
+    if sent == "application/json" or sent.endswith("+json"):
+        return None
+    return f"expected application/json, got {sent}"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error of ``app`` as problem+json; never leak a stack trace."""
 
@@ -137,12 +168,18 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = _validation_errors(exc)
+        wrong_media_type = _wrong_media_type(request, errors)
+        if wrong_media_type is not None:
+            return problem_response(UnsupportedMediaType(wrong_media_type), request)
         if any(e["type"] == "json_invalid" for e in errors):
             return problem_response(BadRequest("Request body is not valid JSON", errors=errors), request)
         return problem_response(InvalidInput("Request failed validation", errors=errors), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        known = HTTP_STATUS_ERRORS.get(exc.status_code)
+        if known is not None:
+            return problem_response(known(str(exc.detail)), request)
         error = MlfleetError(str(exc.detail))
         error.status, error.code, error.title = exc.status_code, f"http-{exc.status_code}", str(exc.detail)
         return problem_response(error, request)

@@ -25,7 +25,15 @@ what the gateway does, off its event loop."""
 
 
 def feast_redis_connection_string(redis_url: str) -> str:
-    """Translate ``redis://[:password@]host:port/db`` into Feast's ``host:port,db=N[,password=…]``."""
+    """Translate ``redis://[:password@]host:port/db`` into Feast's ``host:port,db=N[,password=…],retry=null``.
+
+    Feast passes every ``key=value`` (JSON-decoded) to its redis-py client. ``retry=null`` turns off redis-py's
+    default retry (3 attempts, exponential backoff from 1 s): with it, a refused connection (Redis down or
+    restarting) kept a lookup reconnecting for seconds, past the gateway's feature deadline, so callers saw a
+    timeout instead of "Redis is down". Without it a refused connection fails at once (``ConnectionError``); a
+    slow Redis still runs into the caller's deadline. A pooled connection the server closed is still replaced
+    when it is taken from the pool, so a restarted Redis is reconnected to without a retry.
+    """
     parsed = urlparse(redis_url)
     if parsed.scheme not in {"redis", "rediss"}:
         raise ValueError(f"unsupported Redis URL scheme: {parsed.scheme!r}")
@@ -37,6 +45,7 @@ def feast_redis_connection_string(redis_url: str) -> str:
         parts.append(f"password={parsed.password}")
     if parsed.scheme == "rediss":
         parts.append("ssl=true")
+    parts.append("retry=null")
     return ",".join(parts)
 
 

@@ -3,7 +3,7 @@
 The registry owns keys; :class:`RemoteAuthorizer` asks its ``GET /v1/auth/whoami`` with the
 caller's key and caches the answer (by the key's hash, never the key) for ``ttl_s``, so a
 revoked key stops working within that time. Each authorizer guards one kind of action and
-requires one role for it.
+requires one role for it, and holds the keys' rate limits (from the same answer) for this process.
 """
 
 from __future__ import annotations
@@ -14,27 +14,31 @@ from collections import OrderedDict
 
 import httpx
 
-from services.common.auth import Identity, Role, bearer_key, hash_key, require_role
+from services.common.auth import Identity, Role, bearer_key, enforce_rate_limit, hash_key, require_role
 from services.common.errors import BackendUnavailable, Unauthorized
+from services.common.rate_limit import KeyRateLimiter
 
 MAX_CACHED_KEYS = 1024
 logger = logging.getLogger("mlfleet.auth")
 
 
 class RemoteAuthorizer:
-    def __init__(self, *, registry_url: str, role: Role, timeout_s: float, ttl_s: float) -> None:
+    def __init__(self, *, registry_url: str, role: Role, timeout_s: float, ttl_s: float,
+                 limiter: KeyRateLimiter | None = None) -> None:
         self.role = role
+        self.limiter = limiter or KeyRateLimiter()
         self._http = httpx.AsyncClient(base_url=registry_url, timeout=timeout_s)
         self._ttl_s = ttl_s
         self._cache: OrderedDict[str, tuple[float, Identity | None]] = OrderedDict()
 
     async def authorize(self, authorization: str | None) -> Identity:
-        """The caller's identity when its key holds :attr:`role`; 401 without a valid key, 403 below the role,
-        503 when the registry cannot be asked."""
+        """The caller's identity when its key holds :attr:`role`; 401 without a valid key, 429 over the key's
+        rate limit, 403 below the role, 503 when the registry cannot be asked."""
         key = bearer_key(authorization)
         identity = await self._identity(key)
         if identity is None:
             raise Unauthorized("the API key is unknown or revoked")
+        enforce_rate_limit(self.limiter, key, identity)
         return require_role(identity, self.role)
 
     async def _identity(self, key: str) -> Identity | None:

@@ -8,11 +8,28 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MODEL_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,62}$"
+MAX_NAME_LENGTH = 128
+"""Longest column, output, class or entity name a signature may hold."""
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+Int64 = Annotated[int, Field(ge=INT64_MIN, le=INT64_MAX)]
+"""An integer the stores can hold (Feast Int64, PostgreSQL BIGINT); a larger one is a 422, never a store error."""
+
+
+def int64_values(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` when every integer in it is an :data:`Int64` (a validator of free-form rows and instances)."""
+    for name, value in values.items():
+        if type(value) is int and not INT64_MIN <= value <= INT64_MAX:
+            raise ValueError(f"{name!r} is an integer beyond 64 bits")
+    return values
+
+
+ClassLabel = Int64 | Annotated[str, Field(max_length=MAX_NAME_LENGTH)]
 
 
 class InputSource(StrEnum):
@@ -50,10 +67,11 @@ class SignatureOutput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    probabilities: str = Field(default="probabilities", description="Triton output holding class probabilities.")
-    label: str = Field(default="label", description="Triton output holding the predicted class.")
-    classes: list[int | str] = Field(default_factory=lambda: [0, 1], description="Class of each probability column.")
-    positive_class_index: int = Field(default=1, ge=0, description="Column whose probability is the score.")
+    probabilities: Name = Field(default="probabilities", description="Triton output holding class probabilities.")
+    label: Name = Field(default="label", description="Triton output holding the predicted class.")
+    classes: list[ClassLabel] = Field(default_factory=lambda: [0, 1], min_length=1, max_length=1024,
+                                      description="Class of each probability column.")
+    positive_class_index: int = Field(default=1, ge=0, le=1023, description="Column whose probability is the score.")
 
 
 class Signature(BaseModel):
@@ -62,8 +80,8 @@ class Signature(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     inputs: list[SignatureInput] = Field(min_length=1, max_length=1024)
-    entities: list[str] = Field(
-        default_factory=list, description="Join keys read from each instance for feature lookups (e.g. `user_id`)."
+    entities: list[Name] = Field(
+        default_factory=list, max_length=32, description="Join keys read from each instance for feature lookups (e.g. `user_id`)."
     )
     output: SignatureOutput = Field(default_factory=SignatureOutput)
 

@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from services.common.errors import install_error_handlers
 from services.common.feature_store import open_feature_store
 from services.common.health import health_router
+from services.common.http_security import install_http_security
 from services.common.logs import configure_logging
 from services.common.metrics import instrument
 from services.common.redis import connect
@@ -57,6 +58,7 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
         description="Feast feature store of the fleet: online lookup, push, materialization.",
     )
     install_error_handlers(app)
+    install_http_security(app, cors_origins=settings.cors_origins, max_body_bytes=settings.max_body_bytes)
     instrument(app, registry)
     tracing.instrument_app(app)
     app.include_router(health_router(_readiness))

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
+
+from services.common.schemas import INT64_MAX, INT64_MIN, int64_values
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MAX_MOMENT = datetime(2200, 1, 1, tzinfo=timezone.utc)
 """Materialization bounds: Feast and its stores handle nothing outside them."""
 
-EntityValue = StrictInt | StrictStr
+MAX_ROWS = 10_000
+"""Most entity rows one online lookup or push may carry."""
+EntityValue = Annotated[StrictInt, Field(ge=INT64_MIN, le=INT64_MAX)] | Annotated[StrictStr, Field(max_length=256)]
+"""A join key value: Feast stores them as Int64 or String."""
 
 
 class FieldPublic(BaseModel):
@@ -41,14 +46,16 @@ class FeatureViewList(BaseModel):
 class OnlineFeaturesRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    features: list[str] = Field(
+    features: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
         min_length=1,
         max_length=256,
         description="`feature_view:field` references.",
         examples=[["user_stats:avg_amount_30d", "merchant_stats:merchant_risk_score"]],
     )
-    entities: dict[str, list[EntityValue]] = Field(
+    entities: dict[Annotated[str, Field(max_length=128)],
+                   Annotated[list[EntityValue], Field(max_length=MAX_ROWS)]] = Field(
         min_length=1,
+        max_length=32,
         description="Join key → one value per row; every column the same length.",
         examples=[{"user_id": [1, 2], "merchant_id": [5, 6]}],
     )
@@ -69,9 +76,9 @@ class OnlineFeaturesResponse(BaseModel):
 class PushRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    rows: list[dict[str, Any]] = Field(
+    rows: list[Annotated[dict[str, Any], AfterValidator(int64_values)]] = Field(
         min_length=1,
-        max_length=10_000,
+        max_length=MAX_ROWS,
         description="Join keys and every field of the view; `event_timestamp` (ISO 8601) "
         "defaults to now. "
         "A row older than the value already online is ignored by the online store.",

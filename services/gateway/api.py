@@ -8,21 +8,18 @@ it the same OpenAPI description a FastAPI route would have.
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header
-from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from services.common.errors import PROBLEM_JSON, MlfleetError, PayloadTooLarge, UnsupportedMediaType
-from services.common.telemetry import current_trace_id
+from services.common.errors import PROBLEM_JSON, MlfleetError, PayloadTooLarge
 from services.gateway.deps import GatewayDep
+from services.gateway.hot_path import answer_prediction, check_body_size, request_ids
 from services.gateway.passthrough import Forwarded
 from services.gateway.predictions import RequestContext
 from services.gateway.resources import Gateway
@@ -38,22 +35,18 @@ def _problems(*statuses: int) -> dict[int | str, dict]:
 # --- /v1 predictions ----------------------------------------------------------------------------
 
 async def predict(request: Request) -> Response:
-    """``POST /v1/models/{model}/predict`` — see :func:`predict_docs` for the contract."""
+    """``POST /v1/models/{model}/predict`` when the request goes through the app's middleware (tracing on, or a
+    cross-origin call); otherwise :class:`~services.gateway.hot_path.PredictFrontDoor` answers it. See
+    :func:`predict_docs` for the contract."""
     gateway: Gateway = request.app.state.gateway
-    content_type = request.headers.get("content-type", "")
-    if content_type.split(";", 1)[0].strip().lower() != "application/json":
-        raise UnsupportedMediaType(f"expected application/json, got {content_type or 'no content type'}")
-    body = await read_body(request, gateway.settings.max_body_bytes)
     try:
-        payload = PredictRequest.model_validate_json(body)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
-    pinned_version = request.headers.get("x-mlfleet-version")
-    if pinned_version is not None:
-        await gateway.pinning.authorize(request.headers.get("authorization"))
-    ctx = RequestContext.begin(*request_ids(request))
-    answer = await gateway.predictor.predict(request.path_params["model"], payload, ctx, pinned_version=pinned_version)
-    return Response(answer.model_dump_json(), media_type="application/json",
+        body = await read_body(request, gateway.settings.max_body_bytes)
+        answer, ctx = await answer_prediction(gateway, request.path_params["model"], request.headers, body)
+    except MlfleetError as exc:
+        gateway.metrics.predict_responses.labels(str(exc.status)).inc()
+        raise
+    gateway.metrics.predict_responses.labels("200").inc()
+    return Response(answer, media_type="application/json",
                     headers={"X-Request-Id": ctx.request_id, "X-Trace-Id": ctx.trace_id})
 
 
@@ -169,7 +162,7 @@ async def model_infer(
         if version is not None:
             await gateway.pinning.authorize(authorization)
         body = await read_body(request, gateway.settings.max_body_bytes)
-        ctx = RequestContext.begin(*request_ids(request))
+        ctx = RequestContext.begin(*request_ids(request.headers))
         forwarded = await gateway.passthrough.infer(gateway.predictor.book(), model, version, body, request.headers,
                                                     x_mlfleet_routing_key, ctx)
         return _answer(forwarded)
@@ -179,9 +172,7 @@ async def model_infer(
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body, refused with 413 before parsing when its declared or streamed size exceeds ``limit``."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"body of {declared} bytes exceeds the limit of {limit}", limit=limit)
+    check_body_size(request.headers, limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -189,16 +180,3 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes", limit=limit)
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def request_ids(request: Request) -> tuple[str, str]:
-    """``X-Request-Id`` (or a new one) and the trace id: the server span's when tracing is on, else the
-    W3C ``traceparent`` header's (or a new one)."""
-    request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-    traced = current_trace_id()
-    if traced is not None:
-        return request_id, traced
-    traceparent = request.headers.get("traceparent", "")
-    parts = traceparent.split("-")
-    trace_id = parts[1] if len(parts) == 4 and len(parts[1]) == 32 else uuid.uuid4().hex
-    return request_id, trace_id

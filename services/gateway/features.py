@@ -3,6 +3,12 @@
 The store is opened with a registry cache that never expires inside a read (``cache_mode: thread``, TTL 0), so no
 lookup ever re-reads the Feast registry on the event loop; :meth:`FeatureReader.start` refreshes it in a worker
 thread every ``registry_refresh_s`` instead (new feature views reach the gateway within that period).
+
+Feast's first read in a process builds its async Redis client and imports its read path (about a second of work on a
+busy machine, past the lookup deadline); :meth:`FeatureReader.warm_up` pays that before the gateway serves.
+
+A refused Redis connection fails a lookup at once (503, see :func:`services.common.feature_store.
+feast_redis_connection_string`); a Redis that accepts but does not answer runs into ``timeout_s`` (504).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from feast import FeatureStore
+from feast.types import String
 from prometheus_client import Histogram
 
 from services.common.errors import BackendUnavailable, FeatureLookupTimeout
@@ -51,6 +58,19 @@ class FeatureReader:
             self._latency.observe(time.perf_counter() - started)
         columns = response.to_dict()
         return {feature: columns[feature.replace(":", "__", 1)] for feature in features}
+
+    async def warm_up(self, timeout_s: float = 15.0) -> None:
+        """Look up one absent entity in every feature view. Failing (Redis down at start) only logs: the gateway
+        still starts, and lookups answer 503 until Redis is back."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                views = await asyncio.to_thread(self._store.list_feature_views)
+                for view in views:
+                    entity = {column.name: "" if column.dtype == String else 0 for column in view.entity_columns}
+                    await self._store.get_online_features_async(features=[f"{view.name}:{view.features[0].name}"],
+                                                                entity_rows=[entity])
+        except Exception as exc:  # any failure only means the first request pays the warm-up
+            logger.warning("could not warm up the feature store: %s", exc)
 
     async def _refresh_registry(self) -> None:
         while True:

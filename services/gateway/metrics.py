@@ -21,6 +21,8 @@ class GatewayMetrics:
     events_dropped: Counter
     events_written: Counter
     policy_revision: Gauge
+    rate_limited: Counter
+    predict_responses: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "GatewayMetrics":
@@ -45,4 +47,10 @@ class GatewayMetrics:
                                    registry=registry),
             policy_revision=Gauge("mlfleet_gateway_policy_revision", "Revision of the routing table being served.",
                                   registry=registry),
+            rate_limited=Counter("mlfleet_gateway_rate_limited",
+                                 "Pinned requests refused (429): their key was over its rate limit.", registry=registry),
+            predict_responses=Counter("mlfleet_gateway_predict_responses",
+                                      "Answers of the predict route by HTTP status (it is served ahead of the HTTP "
+                                      "middleware, so http_requests_total does not count it).", ["status"],
+                                      registry=registry),
         )

@@ -11,6 +11,7 @@ from opentelemetry.trace import Tracer
 
 from services.common.auth import Role
 from services.common.feature_store import open_feature_store
+from services.common.rate_limit import KeyRateLimiter
 from services.common.redis import connect
 from services.common.remote_auth import RemoteAuthorizer
 from services.gateway.events import EventWriter
@@ -51,6 +52,7 @@ class Gateway:
                                         registry_cache_mode="thread")
         features = FeatureReader(store, timeout_s=settings.feature_timeout_s, latency=metrics.feature_latency,
                                  registry_refresh_s=settings.feast_registry_refresh_s)
+        await features.warm_up()
         triton = TritonInference(settings.triton_grpc_url, timeout_s=settings.inference_timeout_s,
                                  max_batch_rows=settings.batch_max_rows)
         events = EventWriter(redis, metrics, queue_size=settings.event_queue_size, batch_size=settings.event_batch_size,
@@ -64,7 +66,8 @@ class Gateway:
         passthrough = TritonPassthrough(triton_http_url=settings.triton_http_url, timeout_s=settings.inference_timeout_s,
                                         events=events, metrics=metrics)
         pinning = RemoteAuthorizer(registry_url=settings.registry_url, role=PINNING_ROLE,
-                                   timeout_s=settings.registry_timeout_s, ttl_s=settings.pinning_auth_ttl_s)
+                                   timeout_s=settings.registry_timeout_s, ttl_s=settings.pinning_auth_ttl_s,
+                                   limiter=KeyRateLimiter(on_limited=metrics.rate_limited.inc))
         gateway = cls(settings, metrics, redis, policy, triton, features, events, predictor, passthrough, pinning)
         events.start()
         features.start()

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from services.common.schemas import RoutingTable, Variant
+from services.common.schemas import RoutingTable, Variant, int64_values
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""Input tensors are FP32: a larger number would reach the model as infinity."""
+
+
+def _representable(instance: dict[str, Any]) -> dict[str, Any]:
+    """Refuse numbers no entity key (Int64) or input tensor (FP32) can hold, before they reach the feature store."""
+    int64_values(instance)
+    for name, value in instance.items():
+        if type(value) is float and abs(value) > FLOAT32_MAX:
+            raise ValueError(f"{name!r} is beyond the range of a 32-bit float")
+    return instance
+
+
+Instance = Annotated[dict[str, Any], AfterValidator(_representable)]
 
 
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    instances: list[dict[str, Any]] = Field(
+    instances: list[Instance] = Field(
         min_length=1,
         description="Rows to score: request fields and entity keys (e.g. `user_id`); "
         "at most `max_instances` (setting) per request.",

@@ -20,8 +20,10 @@ from redis.retry import Retry
 from services.common.auth import Role
 from services.common.errors import BackendUnavailable, install_error_handlers, problem_response
 from services.common.health import health_router
+from services.common.http_security import install_http_security
 from services.common.logs import configure_logging
 from services.common.metrics import instrument
+from services.common.rate_limit import KeyRateLimiter
 from services.common.redis import connect
 from services.common.remote_auth import RemoteAuthorizer
 from services.common.telemetry import Tracing
@@ -70,6 +72,7 @@ def _consumer_config(settings: MonitorSettings) -> ConsumerConfig:
         stream=settings.stream, group=settings.group, consumer=settings.consumer_name,
         batch_size=settings.batch_size, block_ms=settings.block_ms,
         reclaim_idle_ms=settings.reclaim_idle_ms, retry_max_s=settings.retry_max_s,
+        linger_s=settings.batch_linger_ms / 1000,
     )
 
 
@@ -110,7 +113,8 @@ def _watching_resources(settings: MonitorSettings, metrics: MonitorMetrics, redi
     )
     watcher = Watcher(settings, store, reporter, feedback, alerts, metrics)
     feedback_auth = RemoteAuthorizer(registry_url=settings.registry_url, role=FEEDBACK_ROLE,
-                                     timeout_s=settings.registry_timeout_s, ttl_s=settings.auth_ttl_s)
+                                     timeout_s=settings.registry_timeout_s, ttl_s=settings.auth_ttl_s,
+                                     limiter=KeyRateLimiter(on_limited=metrics.rate_limited.inc))
     return MonitorResources(redis, store, consumer, consumer_task, samples, feedback, registry, reporter, alerts,
                             dispatcher, sink_http, watcher, feedback_auth)
 
@@ -162,6 +166,7 @@ def create_app(settings: MonitorSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     install_error_handlers(app)
+    install_http_security(app, cors_origins=settings.cors_origins, max_body_bytes=settings.max_body_bytes)
 
     @app.exception_handler(RedisError)
     async def _redis_unavailable(request: Request, exc: RedisError) -> JSONResponse:

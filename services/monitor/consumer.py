@@ -47,6 +47,8 @@ class ConsumerConfig:
     block_ms: int
     reclaim_idle_ms: int
     retry_max_s: float
+    linger_s: float = 0.0
+    """After a batch smaller than ``batch_size``, wait this long before reading again, so the next batch is larger."""
 
     @property
     def totals_key(self) -> str:
@@ -209,6 +211,8 @@ class EventConsumer:
             entries = await self._read(">", block_ms=self.config.block_ms)
             if entries:
                 await self._commit(entries)
+                if len(entries) < self.config.batch_size and self.config.linger_s > 0:
+                    await asyncio.sleep(self.config.linger_s)
             stop_if_cancelled()
 
     async def _commit(self, entries: Sequence[Entry]) -> None:

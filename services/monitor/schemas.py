@@ -107,7 +107,7 @@ class FeedbackItem(BaseModel):
 
     request_id: str = Field(min_length=1, max_length=128, description="`request_id` of the prediction.")
     label: Literal[0, 1] = Field(description="Ground truth: 1 for the positive class (e.g. fraud).")
-    instance: int = Field(default=0, ge=0, description="Which instance of a multi-instance request.")
+    instance: int = Field(default=0, ge=0, le=1_000_000, description="Which instance of a multi-instance request.")
 
 
 class FeedbackBatch(BaseModel):

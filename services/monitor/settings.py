@@ -44,6 +44,12 @@ class MonitorSettings(ServiceSettings):
         default=500, ge=1, le=10_000, description="Most entries read (and committed together) per XREADGROUP."
     )
     block_ms: int = Field(default=1000, ge=1, le=60_000, description="How long one XREADGROUP waits for entries.")
+    batch_linger_ms: int = Field(
+        default=100, ge=0, le=5_000,
+        description="After a batch smaller than batch_size, wait this long before the next read, so entries "
+                    "accumulate: one transaction per ~100 ms instead of one per handful of events (the monitor "
+                    "otherwise spends most of its CPU on per-batch round trips at moderate rates).",
+    )
     reclaim_idle_ms: int = Field(
         default=60_000, ge=1,
         description="Entries pending this long on another consumer are taken over (XAUTOCLAIM); "

@@ -20,6 +20,7 @@ class MonitorMetrics:
     feedback: Counter
     alerts: Counter
     deliveries: Counter
+    rate_limited: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> MonitorMetrics:
@@ -69,5 +70,9 @@ class MonitorMetrics:
             deliveries=Counter(
                 "mlfleet_monitor_alert_deliveries", "Alert deliveries by sink and outcome (delivered, retried, failed, dropped).",
                 ["sink", "outcome"], registry=registry,
+            ),
+            rate_limited=Counter(
+                "mlfleet_monitor_rate_limited", "Feedback requests refused (429): their key was over its rate limit.",
+                registry=registry,
             ),
         )

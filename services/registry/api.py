@@ -16,6 +16,7 @@ from services.registry.deps import (
     AdminDep,
     CatalogDep,
     DeployerDep,
+    KeyCheckDep,
     KeysDep,
     RolloutsDep,
     ScientistDep,
@@ -52,7 +53,7 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the problem+json errors a route can answer."""
     schema = Problem.model_json_schema()
     return {s: {"description": HTTPStatus(s).phrase, "content": {PROBLEM_JSON: {"schema": schema}}}
-            for s in (401, 403, *statuses)}
+            for s in (401, 403, 429, *statuses)}
 
 
 models = APIRouter(prefix="/v1/models", tags=["models"])
@@ -206,9 +207,10 @@ async def revoke_key(key_id: KeyId, store: KeysDep, caller: AdminDep) -> KeyPubl
     return await store.revoke(key_id, actor=caller.name)
 
 
-@auth.get("/whoami", operation_id="auth-whoami", responses=problems())
-async def whoami(caller: ViewerDep) -> Identity:
-    """The name and role of the calling key."""
+@auth.get("/whoami", operation_id="auth-whoami", responses=problems(), response_model_exclude_none=True)
+async def whoami(caller: KeyCheckDep) -> Identity:
+    """The name, role and rate limit of the calling key; not counted against that limit (the gateway and the
+    monitor check their callers' keys here)."""
     return caller
 
 

@@ -14,8 +14,10 @@ from prometheus_client import CollectorRegistry
 
 from services.common.errors import install_error_handlers
 from services.common.health import health_router
+from services.common.http_security import install_http_security
 from services.common.logs import configure_logging
 from services.common.metrics import instrument
+from services.common.rate_limit import KeyRateLimiter
 from services.common.telemetry import Tracing
 from services.registry.api import ROUTERS
 from services.registry.container import Registry
@@ -67,6 +69,9 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    install_http_security(app, cors_origins=settings.cors_origins,
+                          max_body_bytes=settings.max_artifact_bytes + settings.max_body_bytes)
+    app.state.rate_limiter = KeyRateLimiter(on_limited=metrics.rate_limited.inc)
     instrument(app, metrics_registry)
     tracing.instrument_app(app)
     app.include_router(health_router(readiness))

@@ -2,6 +2,14 @@
 
 SQLAlchemy runs synchronously here; :meth:`Database.transaction` runs one unit of work
 in a worker thread so the event loop never blocks on the database.
+
+On SQLite every transaction starts with ``BEGIN IMMEDIATE``: it takes the database's write
+lock up front (waiting up to the busy timeout for it), so a unit of work's reads and writes
+are one transaction and concurrent ones queue up. (The driver by default begins only at the
+first write, leaving earlier reads outside the transaction — a read-modify-write could lose
+an update — and a deferred ``BEGIN`` would fail with "database is locked" when two readers
+both try to write.) PostgreSQL keeps its default (READ COMMITTED); units of work that must
+not race take row locks (``SELECT ... FOR UPDATE``).
 """
 
 from __future__ import annotations
@@ -13,8 +21,8 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import create_engine, insert, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, create_engine, event, insert, select, text
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,9 +43,24 @@ def _engine_options(url: str) -> dict[str, Any]:
     return {"connect_args": {"check_same_thread": False, "timeout": 30}}
 
 
+def _begin_immediately(engine: Engine) -> None:
+    """Make SQLite transactions start with ``BEGIN IMMEDIATE`` (SQLAlchemy's pysqlite recipe): the driver's own
+    deferred ``BEGIN`` is switched off and the engine's ``begin`` event emits the immediate one instead."""
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, connection_record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 class Database:
     def __init__(self, url: str) -> None:
         self.engine = create_engine(url, **_engine_options(url))
+        if self.engine.dialect.name == "sqlite":
+            _begin_immediately(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def migrate(self) -> None:

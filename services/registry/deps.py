@@ -2,7 +2,9 @@
 
 ``ViewerDep`` … ``AdminDep`` authenticate the caller's ``Authorization: Bearer <key>`` and
 require at least that role (401 without a valid key, 403 with too small a role); the
-identity's name is the actor written to the audit log.
+identity's name is the actor written to the audit log. Each request also counts against the
+key's rate limit, if it has one (429 over it), except ``whoami``: the gateway and the monitor
+ask it about their own callers' keys, and those calls count where the caller made them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from services.common.auth import Identity, Role, bearer_key, require_role
+from services.common.auth import Identity, Role, bearer_key, enforce_rate_limit, require_role
+from services.common.rate_limit import KeyRateLimiter
 from services.registry.catalog import Catalog
 from services.registry.container import Registry
 from services.registry.keys import KeyStore
@@ -46,15 +49,23 @@ def _keys(registry: RegistryDep) -> KeyStore:
     return registry.keys
 
 
-def requires(role: Role) -> Callable[..., Awaitable[Identity]]:
-    """A dependency: the caller's identity, which must hold ``role`` or more."""
+def _rate_limiter(request: Request) -> KeyRateLimiter:
+    return request.app.state.rate_limiter
+
+
+def requires(role: Role, *, counted: bool = True) -> Callable[..., Awaitable[Identity]]:
+    """A dependency: the caller's identity, which must hold ``role`` or more; ``counted`` against its rate limit."""
 
     async def authenticated(
         request: Request,
         registry: RegistryDep,
+        limiter: Annotated[KeyRateLimiter, Depends(_rate_limiter)],
         _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Identity:
-        identity = await registry.keys.authenticate(bearer_key(request.headers.get("authorization")))
+        key = bearer_key(request.headers.get("authorization"))
+        identity = await registry.keys.authenticate(key)
+        if counted:
+            enforce_rate_limit(limiter, key, identity)
         return require_role(identity, role)
 
     return authenticated
@@ -68,3 +79,5 @@ ViewerDep = Annotated[Identity, Depends(requires(Role.viewer))]
 ScientistDep = Annotated[Identity, Depends(requires(Role.scientist))]
 DeployerDep = Annotated[Identity, Depends(requires(Role.deployer))]
 AdminDep = Annotated[Identity, Depends(requires(Role.admin))]
+KeyCheckDep = Annotated[Identity, Depends(requires(Role.viewer, counted=False))]
+"""Any valid key, not counted against its rate limit (``whoami``)."""

@@ -26,7 +26,8 @@ logger = logging.getLogger("mlfleet.registry.keys")
 
 def key_public(row: ApiKey) -> KeyPublic:
     return KeyPublic(id=row.id, name=row.name, role=Role(row.role), prefix=row.prefix, created_by=row.created_by,
-                     created_at=row.created_at, revoked_at=row.revoked_at)
+                     created_at=row.created_at, revoked_at=row.revoked_at,
+                     rate_limit_per_minute=row.rate_limit_per_minute)
 
 
 class KeyStore:
@@ -39,7 +40,7 @@ class KeyStore:
             row = repository.get_key_by_hash(session, key_hash=hash_key(key))
             if row is None or row.revoked_at is not None or not key_matches(key, row.key_hash):
                 return None
-            return Identity(name=row.name, role=Role(row.role))
+            return Identity(name=row.name, role=Role(row.role), rate_limit_per_minute=row.rate_limit_per_minute)
 
         identity = await self._database.transaction(work)
         if identity is None:
@@ -52,9 +53,13 @@ class KeyStore:
         def work(session: Session) -> KeyCreated:
             row = repository.add_key(session, name=body.name, role=body.role.value, key_hash=hash_key(key),
                                      prefix=key[:SHOWN_PREFIX], created_by=actor)
+            row.rate_limit_per_minute = body.rate_limit_per_minute
+            session.flush()
             repository.add_audit(session, actor=actor, action="key.create", model=None,
-                                 detail={"key_id": row.id, "name": row.name, "role": row.role})
-            return KeyCreated(id=row.id, name=row.name, role=Role(row.role), key=key, created_at=row.created_at)
+                                 detail={"key_id": row.id, "name": row.name, "role": row.role,
+                                         "rate_limit_per_minute": row.rate_limit_per_minute})
+            return KeyCreated(id=row.id, name=row.name, role=Role(row.role), key=key, created_at=row.created_at,
+                              rate_limit_per_minute=row.rate_limit_per_minute)
 
         return await self._database.transaction(work)
 

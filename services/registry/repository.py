@@ -28,6 +28,14 @@ def get_model(session: Session, *, name: str) -> RegisteredModel | None:
     return session.scalars(select(RegisteredModel).where(RegisteredModel.name == name)).one_or_none()
 
 
+def lock_model(session: Session, *, name: str) -> RegisteredModel | None:
+    """The model, its row locked until the transaction ends (``FOR NO KEY UPDATE`` on PostgreSQL, so inserts
+    referencing it still pass): writers of one model's traffic queue up here, across registry replicas.
+    SQLite has no row locks; its transactions start with ``BEGIN IMMEDIATE`` and serialise as a whole."""
+    statement = select(RegisteredModel).where(RegisteredModel.name == name).with_for_update(key_share=True)
+    return session.scalars(statement.execution_options(populate_existing=True)).one_or_none()
+
+
 def list_models(session: Session) -> list[RegisteredModel]:
     return list(session.scalars(select(RegisteredModel).order_by(RegisteredModel.name)))
 
@@ -168,6 +176,12 @@ def add_rollout(session: Session, **fields: Any) -> Rollout:
 def get_rollout(session: Session, *, model: RegisteredModel, rollout_id: int) -> Rollout | None:
     rollout = session.get(Rollout, rollout_id)
     return rollout if rollout is not None and rollout.model_id == model.id else None
+
+
+def lock_rollout(session: Session, *, rollout_id: int) -> Rollout | None:
+    """The rollout as committed now, its row locked until the transaction ends."""
+    statement = select(Rollout).where(Rollout.id == rollout_id).with_for_update(of=Rollout)
+    return session.scalars(statement.execution_options(populate_existing=True)).unique().one_or_none()
 
 
 def list_rollouts(session: Session, *, model: RegisteredModel) -> list[Rollout]:

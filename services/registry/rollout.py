@@ -10,11 +10,15 @@ The monitor sums whole 10 s buckets, so an interval shorter than that also sees 
 the traffic just before it; a hold for too few requests keeps its interval open.
 
 Admin actions and the controller's moves on one model are serialised by a per-model
-lock. Every change is audited with its actor (a key name, or ``controller``) and reason.
-Every registry replica runs a controller, but only the one holding the controller's
-:class:`~services.registry.lease.Lease` (a database row) judges rollouts; the others wait
-to take it over. Admin actions are served by any replica; a verdict is written only if its
-rollout has not moved since it was read.
+lock in each process. Every change is audited with its actor (a key name, or ``controller``)
+and reason. Every registry replica runs a controller, but only the one holding the
+controller's :class:`~services.registry.lease.Lease` (a database row) judges rollouts; the
+others wait to take it over. Admin actions are served by any replica, so across replicas
+the database decides: a rollout's state change and the traffic change that goes with it are
+written in one transaction (:meth:`TrafficController.apply`), which locks the rollout's row
+and re-checks it first — an admin action needs the rollout still active (in the state it
+was read in, for pause, resume and approve), a verdict needs it unmoved since it was read —
+and answers 409 otherwise; at most one rollout per model is active (a partial unique index).
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 
 import anyio.to_thread
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.common.errors import Conflict, MlfleetError, NotFound, RolloutConflict, VersionNotFound
@@ -127,14 +133,20 @@ class RolloutController:
     # --- admin actions ---------------------------------------------------------------------------
 
     async def start(self, *, model: str, body: RolloutCreate, actor: str) -> RolloutPublic:
-        """Put ``body.candidate`` on the first step against the current stable; 409 if a rollout is active."""
+        """Put ``body.candidate`` on the first step against the current stable; 409 if a rollout is active.
+
+        The rollout and its first split are written in one transaction, only if no rollout
+        started and the traffic did not change since it was read: of rollouts started at
+        once, on any replica, one wins and the others get 409 and change nothing.
+        """
         async with self._locks[model]:
             policy = await self._database.transaction(_startable, model=model, candidate=body.candidate)
             update = policy_update(policy, stable=policy.stable, canary=body.candidate, canary_percent=body.steps[0])
             reason = f"rollout of v{body.candidate} started against v{policy.stable}"
-            await self._traffic.set(model=model, update=update, actor=actor, reason=reason)
-            public = await self._database.transaction(_create, model=model, body=body, baseline=policy.stable,
-                                                      actor=actor)
+            _, public = await self._traffic.apply(
+                model=model, update=update, actor=actor, reason=reason,
+                then=partial(_create, model=model, body=body, baseline=policy.stable, revision=policy.revision,
+                             actor=actor))
         self._announce(RolloutEvent.started, public, actor=actor, reason=reason)
         return public
 
@@ -144,8 +156,8 @@ class RolloutController:
             if current.public.state is RolloutState.paused:
                 return current.public
             return await self._database.transaction(
-                _transition, model=model, rollout_id=rollout_id, state=RolloutState.paused, actor=actor,
-                action="rollout.pause", reason=reason or "paused")
+                _transition, model=model, rollout_id=rollout_id, expected=current.public.state,
+                state=RolloutState.paused, actor=actor, action="rollout.pause", reason=reason or "paused")
 
     async def resume(self, *, model: str, rollout_id: int, actor: str, reason: str) -> RolloutPublic:
         async with self._locks[model]:
@@ -153,46 +165,52 @@ class RolloutController:
             if current.public.state is not RolloutState.paused:
                 raise RolloutConflict(f"rollout {rollout_id} is {current.public.state.value}, not paused")
             return await self._database.transaction(
-                _transition, model=model, rollout_id=rollout_id, state=RolloutState.running, actor=actor,
-                action="rollout.resume", reason=reason or "resumed", restart_interval=True)
+                _transition, model=model, rollout_id=rollout_id, expected=RolloutState.paused,
+                state=RolloutState.running, actor=actor, action="rollout.resume", reason=reason or "resumed",
+                restart_interval=True)
 
     async def approve(self, *, model: str, rollout_id: int, actor: str, reason: str) -> RolloutPublic:
         """Approve the final step: promote now if the rollout waits for it, otherwise when it gets there."""
         async with self._locks[model]:
             current = await self._active(model, rollout_id)
             if current.public.state is RolloutState.awaiting_approval:
-                return await self._finish(current, Move.promote, actor=actor, reason=reason or "approved")
+                _, public = await self._finish(current, Move.promote, actor=actor, reason=reason or "approved")
+                return public
             return await self._database.transaction(
-                _transition, model=model, rollout_id=rollout_id, state=current.public.state, actor=actor,
-                action="rollout.approve", reason=reason or "approved", approve=True)
+                _transition, model=model, rollout_id=rollout_id, expected=current.public.state,
+                state=current.public.state, actor=actor, action="rollout.approve", reason=reason or "approved",
+                approve=True)
 
     async def promote(self, *, model: str, rollout_id: int, actor: str, reason: str) -> RolloutPublic:
         async with self._locks[model]:
             current = await self._active(model, rollout_id)
-            return await self._finish(current, Move.promote, actor=actor, reason=reason or "promoted by hand")
+            _, public = await self._finish(current, Move.promote, actor=actor, reason=reason or "promoted by hand")
+            return public
 
     async def abort(self, *, model: str, rollout_id: int, actor: str, reason: str) -> RolloutPublic:
         async with self._locks[model]:
             current = await self._active(model, rollout_id)
-            return await self._finish(current, None, actor=actor, reason=reason or "aborted")
+            _, public = await self._finish(current, None, actor=actor, reason=reason or "aborted")
+            return public
 
     async def rollback(self, *, model: str, actor: str, reason: str) -> TrafficPublic:
         """Instant rollback: an active rollout's canary is cleared; otherwise stable goes back to the previous stable.
 
         Within the previous stable's retention every version needed is still loaded on Triton,
         so this is one policy write and one announcement; after it, the previous stable is
-        reloaded on Triton first.
+        reloaded on Triton first. 409 if the rollout ended, or the traffic changed, meanwhile.
         """
         async with self._locks[model]:
             active = await self._database.transaction(_active_of, model=model)
             if active is not None:
-                await self._finish(active, Move.roll_back, actor=actor, reason=reason or "rolled back by hand",
-                                   mark_failed=False)
-                return await self._traffic.get(model=model)
+                traffic, _ = await self._finish(active, Move.roll_back, actor=actor,
+                                                reason=reason or "rolled back by hand", mark_failed=False)
+                return traffic
             policy, previous = await self._database.transaction(_rollback_target, model=model)
-            rolled_back = await self._traffic.set(model=model, update=policy_update(policy, stable=previous),
-                                                  actor=actor, action="traffic.rollback",
-                                                  reason=reason or f"rolled back from v{policy.stable} to v{previous}")
+            rolled_back, _ = await self._traffic.apply(
+                model=model, update=policy_update(policy, stable=previous), actor=actor, action="traffic.rollback",
+                reason=reason or f"rolled back from v{policy.stable} to v{previous}",
+                then=partial(_unchanged_traffic, model=model, revision=policy.revision))
             self._metrics.rollbacks.labels(model=model, trigger="manual").inc()
             return rolled_back
 
@@ -204,7 +222,9 @@ class RolloutController:
                 raise RolloutConflict(f"rollout {active.public.id} of {model!r} is {active.public.state.value}; "
                                       "abort it (or let it finish) before setting traffic by hand",
                                       rollout_id=active.public.id)
-            return await self._traffic.set(model=model, update=update, actor=actor)
+            public, _ = await self._traffic.apply(model=model, update=update, actor=actor,
+                                                  then=partial(_no_active_rollout, model=model))
+            return public
 
     # --- the controller --------------------------------------------------------------------------
 
@@ -251,22 +271,23 @@ class RolloutController:
         canary, stable, judgement = await self._numbers(snapshot, now)
         decision = decide(snapshot.position(), judgement)
         self._metrics.rollout_verdicts.labels(verdict=decision.verdict.value).inc()
+        reason = "; ".join(decision.reasons)
         if decision.move in (Move.promote, Move.roll_back):
-            reason = "; ".join(decision.reasons)
             await self._finish(snapshot, decision.move, actor=CONTROLLER, reason=reason,
                                step=(decision, canary, stable))
             return
-        percent = snapshot.public.canary_percent
-        if decision.move is Move.advance:
-            percent = snapshot.public.steps[snapshot.public.step_index + 1]
-            policy = await self._traffic.get(model=model)
-            await self._traffic.set(model=model, actor=CONTROLLER, reason="; ".join(decision.reasons),
-                                    update=policy_update(policy, stable=snapshot.public.baseline,
-                                                         canary=snapshot.public.candidate, canary_percent=percent))
-        public = await self._database.transaction(_record, snapshot=snapshot, decision=decision, canary=canary,
-                                                  stable=stable, canary_percent=percent)
-        if public is not None and decision.move is Move.advance:
-            self._announce(RolloutEvent.advanced, public, actor=CONTROLLER, reason="; ".join(decision.reasons))
+        record = partial(_record, snapshot=snapshot, decision=decision, canary=canary, stable=stable)
+        if decision.move is not Move.advance:
+            await self._database.transaction(record, canary_percent=snapshot.public.canary_percent)
+            return
+        percent = snapshot.public.steps[snapshot.public.step_index + 1]
+        policy = await self._traffic.get(model=model)
+        _, public = await self._traffic.apply(
+            model=model, actor=CONTROLLER, reason=reason,
+            update=policy_update(policy, stable=snapshot.public.baseline, canary=snapshot.public.candidate,
+                                 canary_percent=percent),
+            then=lambda session, before: record(session, canary_percent=percent))
+        self._announce(RolloutEvent.advanced, public, actor=CONTROLLER, reason=reason)
 
     async def _numbers(self, snapshot: Snapshot,
                        now: datetime) -> tuple[dict[str, object], dict[str, object], Judgement]:
@@ -292,15 +313,17 @@ class RolloutController:
         if (policy.stable, policy.canary, policy.canary_percent) == (p.baseline, p.candidate, p.canary_percent):
             return True
         logger.warning("traffic of %s is not rollout %d's split; re-applying it", p.model, p.id)
-        await self._traffic.set(model=p.model, actor=CONTROLLER, reason=f"re-applied rollout {p.id}'s split",
-                                update=policy_update(policy, stable=p.baseline, canary=p.candidate,
-                                                     canary_percent=p.canary_percent))
-        await self._database.transaction(_restart_interval, rollout_id=p.id)
+        await self._traffic.apply(model=p.model, actor=CONTROLLER, reason=f"re-applied rollout {p.id}'s split",
+                                  update=policy_update(policy, stable=p.baseline, canary=p.candidate,
+                                                       canary_percent=p.canary_percent),
+                                  then=partial(_restart_interval, snapshot=snapshot))
         return False
 
     async def _finish(self, snapshot: Snapshot, move: Move | None, *, actor: str, reason: str,
-                      step: tuple[Decision, dict, dict] | None = None, mark_failed: bool = True) -> RolloutPublic:
-        """Promote (``Move.promote``), roll back (``Move.roll_back``) or abort (``None``) the rollout."""
+                      step: tuple[Decision, dict, dict] | None = None,
+                      mark_failed: bool = True) -> tuple[TrafficPublic, RolloutPublic]:
+        """Promote (``Move.promote``), roll back (``Move.roll_back``) or abort (``None``) the rollout: its end and
+        the traffic change in one transaction, 409 if the rollout ended (or, for a verdict, moved) meanwhile."""
         p = snapshot.public
         policy = await self._traffic.get(model=p.model)
         if move is Move.promote:
@@ -310,12 +333,12 @@ class RolloutController:
                                                                                                      stable=p.baseline)
         else:
             state, event, update = RolloutState.aborted, RolloutEvent.aborted, policy_update(policy, stable=p.baseline)
-        await self._traffic.set(model=p.model, update=update, actor=actor, reason=f"rollout {p.id} {state.value}: {reason}")
-        public = await self._database.transaction(
-            _end, snapshot=snapshot, state=state, actor=actor, reason=reason, step=step,
-            mark_failed=mark_failed and move is Move.roll_back)
+        traffic, public = await self._traffic.apply(
+            model=p.model, update=update, actor=actor, reason=f"rollout {p.id} {state.value}: {reason}",
+            then=partial(_end, snapshot=snapshot, state=state, actor=actor, reason=reason, step=step,
+                         mark_failed=mark_failed and move is Move.roll_back))
         self._announce(event, public, actor=actor, reason=reason)
-        return public
+        return traffic, public
 
     async def _active(self, model: str, rollout_id: int) -> Snapshot:
         snapshot = await self._database.transaction(_snapshot, model=model, rollout_id=rollout_id)
@@ -369,27 +392,52 @@ def _startable(session: Session, *, model: str, candidate: int) -> TrafficPublic
     return policy
 
 
-def _create(session: Session, *, model: str, body: RolloutCreate, baseline: int, actor: str) -> RolloutPublic:
+def _no_active_rollout(session: Session, before: TrafficPublic, *, model: str) -> None:
+    active = repository.active_rollout(session, model=require_model(session, name=model), states=ACTIVE)
+    if active is not None:
+        raise RolloutConflict(f"rollout {active.id} of {model!r} started meanwhile and owns its traffic",
+                              rollout_id=active.id)
+
+
+def _unchanged_traffic(session: Session, before: TrafficPublic, *, model: str, revision: int) -> None:
+    """Refuse a change computed from the policy at ``revision`` once the policy moved on (or a rollout started)."""
+    _no_active_rollout(session, before, model=model)
+    if before.revision != revision:
+        raise RolloutConflict(f"the traffic of {model!r} changed meanwhile (revision {before.revision}, "
+                              f"not {revision}); look at it again")
+
+
+def _create(session: Session, before: TrafficPublic, *, model: str, body: RolloutCreate, baseline: int,
+            revision: int, actor: str) -> RolloutPublic:
+    """Insert the rollout; 409 if one started meanwhile (the partial unique index refuses a second active one) or
+    the traffic it started from changed."""
     registered = require_model(session, name=model)
-    if repository.active_rollout(session, model=registered, states=ACTIVE) is not None:
-        raise RolloutConflict(f"a rollout of {model!r} started meanwhile")
+    _unchanged_traffic(session, before, model=model, revision=revision)
     now = utcnow()
-    row = repository.add_rollout(
-        session, model=registered, candidate=body.candidate, baseline=baseline, state=RolloutState.running.value,
-        step_index=0, canary_percent=body.steps[0], steps=list(body.steps), interval_s=body.interval_s,
-        min_requests=body.min_requests, checks=body.checks.model_dump(), max_failures=body.max_failures, failures=0,
-        require_approval=body.require_approval, approved=False, step_started_at=now, reason="started",
-        created_by=actor, created_at=now, updated_at=now,
-    )
+    try:
+        row = repository.add_rollout(
+            session, model=registered, candidate=body.candidate, baseline=baseline, state=RolloutState.running.value,
+            step_index=0, canary_percent=body.steps[0], steps=list(body.steps), interval_s=body.interval_s,
+            min_requests=body.min_requests, checks=body.checks.model_dump(), max_failures=body.max_failures,
+            failures=0, require_approval=body.require_approval, approved=False, step_started_at=now,
+            reason="started", created_by=actor, created_at=now, updated_at=now,
+        )
+    except IntegrityError:
+        raise RolloutConflict(f"a rollout of {model!r} started meanwhile") from None
     repository.add_audit(session, actor=actor, action="rollout.start", model=model, version=body.candidate,
                          detail={"rollout_id": row.id, "baseline": baseline, **body.model_dump(mode="json")})
     return rollout_public(row)
 
 
-def _transition(session: Session, *, model: str, rollout_id: int, state: RolloutState, actor: str, action: str,
-                reason: str, restart_interval: bool = False, approve: bool = False) -> RolloutPublic:
-    row = repository.get_rollout(session, model=require_model(session, name=model), rollout_id=rollout_id)
+def _transition(session: Session, *, model: str, rollout_id: int, expected: RolloutState, state: RolloutState,
+                actor: str, action: str, reason: str, restart_interval: bool = False,
+                approve: bool = False) -> RolloutPublic:
+    """Move the rollout from ``expected`` to ``state``; 409 if it is no longer in ``expected``."""
+    row = repository.lock_rollout(session, rollout_id=rollout_id)
     assert row is not None
+    if row.state != expected.value:
+        raise RolloutConflict(f"rollout {rollout_id} of {model!r} is {row.state} now, no longer {expected.value}",
+                              rollout_id=rollout_id)
     row.state, row.reason, row.updated_at = state.value, reason, utcnow()
     if restart_interval:
         row.step_started_at = row.updated_at
@@ -400,10 +448,8 @@ def _transition(session: Session, *, model: str, rollout_id: int, state: Rollout
     return rollout_public(row)
 
 
-def _restart_interval(session: Session, *, rollout_id: int) -> None:
-    row = session.get(Rollout, rollout_id)
-    if row is not None:
-        row.step_started_at = utcnow()
+def _restart_interval(session: Session, before: TrafficPublic, *, snapshot: Snapshot) -> None:
+    _locked_unchanged(session, snapshot).step_started_at = utcnow()
 
 
 def _unchanged(row: Rollout | None, snapshot: Snapshot) -> bool:
@@ -411,13 +457,28 @@ def _unchanged(row: Rollout | None, snapshot: Snapshot) -> bool:
     return row is not None and (row.state, row.step_index, row.updated_at) == (p.state.value, p.step_index, p.updated_at)
 
 
+def _locked_unchanged(session: Session, snapshot: Snapshot) -> Rollout:
+    """The rollout's row, locked; 409 if it moved since ``snapshot`` (the controller's verdict is then dropped)."""
+    row = repository.lock_rollout(session, rollout_id=snapshot.public.id)
+    if row is None or not _unchanged(row, snapshot):
+        raise RolloutConflict(f"rollout {snapshot.public.id} of {snapshot.model!r} changed while it was judged",
+                              rollout_id=snapshot.public.id)
+    return row
+
+
+def _locked_active(session: Session, snapshot: Snapshot) -> Rollout:
+    """The rollout's row, locked; 409 if it ended since ``snapshot``."""
+    row = repository.lock_rollout(session, rollout_id=snapshot.public.id)
+    assert row is not None
+    if row.state not in ACTIVE:
+        raise RolloutConflict(f"rollout {row.id} of {snapshot.model!r} is {row.state} now", rollout_id=row.id)
+    return row
+
+
 def _record(session: Session, *, snapshot: Snapshot, decision: Decision, canary: dict, stable: dict,
-            canary_percent: float) -> RolloutPublic | None:
-    """Write one verdict; ``None`` (and nothing written) if the rollout changed since ``snapshot``."""
-    row = session.get(Rollout, snapshot.public.id)
-    if not _unchanged(row, snapshot):
-        logger.info("rollout %d changed while it was judged; verdict dropped", snapshot.public.id)
-        return None
+            canary_percent: float) -> RolloutPublic:
+    """Write one verdict; 409 (and nothing written) if the rollout changed since ``snapshot``."""
+    row = _locked_unchanged(session, snapshot)
     repository.add_rollout_step(session, rollout=row, canary_percent=row.canary_percent,
                                 verdict=decision.verdict.value, reasons=decision.reasons, canary=canary, stable=stable)
     now = utcnow()
@@ -438,10 +499,11 @@ def _record(session: Session, *, snapshot: Snapshot, decision: Decision, canary:
     return rollout_public(row)
 
 
-def _end(session: Session, *, snapshot: Snapshot, state: RolloutState, actor: str, reason: str,
-         step: tuple[Decision, dict, dict] | None, mark_failed: bool) -> RolloutPublic:
-    row = session.get(Rollout, snapshot.public.id)
-    assert row is not None
+def _end(session: Session, before: TrafficPublic, *, snapshot: Snapshot, state: RolloutState, actor: str,
+         reason: str, step: tuple[Decision, dict, dict] | None, mark_failed: bool) -> RolloutPublic:
+    """End the rollout: a verdict (``step``) only if it has not moved since ``snapshot``, an admin action only if it
+    is still active."""
+    row = _locked_unchanged(session, snapshot) if step is not None else _locked_active(session, snapshot)
     if step is not None:
         decision, canary, stable = step
         repository.add_rollout_step(session, rollout=row, canary_percent=row.canary_percent,

@@ -14,6 +14,7 @@ from services.common.schemas import MODEL_NAME_PATTERN, Signature
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 VersionNumber = Annotated[int, Field(ge=1, le=2**31 - 1)]
+RateLimit = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
 class Problem(BaseModel):
@@ -27,6 +28,7 @@ class Problem(BaseModel):
     instance: str | None = None
     reasons: list[str] | None = Field(default=None, description="Why a version was rejected (`version-rejected`).")
     errors: list[dict[str, Any]] | None = Field(default=None, description="Field errors (`invalid-input`).")
+    retry_after_s: int | None = Field(default=None, description="Seconds to wait before retrying (`rate-limited`).")
 
 
 class Gates(BaseModel):
@@ -87,7 +89,7 @@ class VersionCreate(BaseModel):
 
     signature: Signature
     reference_profile: dict[str, Any] = Field(default_factory=dict, description="Training distribution, for drift checks.")
-    metrics: dict[str, FiniteFloat] = Field(default_factory=dict, description="Holdout metrics, e.g. `auc`, `accuracy`.")
+    metrics: dict[str, FiniteFloat] = Field(default_factory=dict, max_length=256, description="Holdout metrics, e.g. `auc`, `accuracy`.")
     lineage: Lineage = Field(default_factory=Lineage)
     description: str = Field(default="", max_length=4000)
     fault_injection: FaultInjection = Field(default_factory=FaultInjection)
@@ -188,6 +190,9 @@ class KeyCreate(BaseModel):
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$",
                       description="Who holds the key; writes made with it are audited under this name.")
     role: Role
+    rate_limit_per_minute: RateLimit | None = Field(
+        default=None, description="Requests per minute the key may make to each service replica (429 with "
+                                  "`Retry-After` above); `null`: unlimited.")
 
 
 class KeyPublic(BaseModel):
@@ -198,6 +203,7 @@ class KeyPublic(BaseModel):
     created_by: str
     created_at: datetime
     revoked_at: datetime | None
+    rate_limit_per_minute: int | None = Field(default=None, description="`null`: unlimited.")
 
 
 class KeyCreated(BaseModel):
@@ -208,6 +214,7 @@ class KeyCreated(BaseModel):
     role: Role
     key: str
     created_at: datetime
+    rate_limit_per_minute: int | None = Field(default=None, description="`null`: unlimited.")
 
 
 class KeyList(BaseModel):
@@ -270,7 +277,7 @@ class RolloutCreate(BaseModel):
         default_factory=lambda: [10.0, 25.0, 50.0, 75.0, 100.0], min_length=1, max_length=100,
         description="Canary percentages, increasing; passing the last step below 100 promotes the candidate.")
     interval_s: float = Field(default=60.0, gt=0, le=86_400, description="Seconds of traffic judged per verdict.")
-    min_requests: int = Field(default=100, ge=1, description="Canary requests an interval needs for a verdict; fewer holds.")
+    min_requests: int = Field(default=100, ge=1, le=1_000_000_000, description="Canary requests an interval needs for a verdict; fewer holds.")
     checks: RolloutChecks = Field(default_factory=RolloutChecks)
     max_failures: int = Field(default=1, ge=1, le=100, description="Failed verdicts after which the rollout rolls back.")
     require_approval: bool = Field(default=False, description="Wait for `approve` before the final step (promotion).")

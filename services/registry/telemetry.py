@@ -17,6 +17,8 @@ class RegistryMetrics:
     rollout_step_percent: Gauge
     rollbacks: Counter
     webhook_deliveries: Counter
+    rate_limited: Counter
+    artifacts_corrupted: Counter
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> "RegistryMetrics":
@@ -53,5 +55,14 @@ class RegistryMetrics:
             webhook_deliveries=Counter(
                 "mlfleet_registry_webhook_deliveries", "Webhook posts, by outcome (delivered, retried, failed, dropped).",
                 ["outcome"], registry=registry,
+            ),
+            artifacts_corrupted=Counter(
+                "mlfleet_registry_artifacts_corrupted",
+                "Triton loads refused because a stored artifact is missing or does not match its sha256.",
+                registry=registry,
+            ),
+            rate_limited=Counter(
+                "mlfleet_registry_rate_limited", "Requests refused (429) because their key was over its rate limit.",
+                registry=registry,
             ),
         )

@@ -5,6 +5,11 @@ When the stable version changes, the old one becomes the policy's *previous stab
 target of a rollback, kept loaded on Triton for ``previous_stable_retention_s`` so that a
 rollback within that time is a policy write only. Afterwards the reconcile loop reloads the
 model without it; a rollback after that reloads it first (about as long as any load).
+
+Every policy write first locks its model's row, so writes of one model queue up across
+registry replicas; work that must be atomic with the write (a rollout's state change) runs
+in the same transaction (:meth:`TrafficController.apply`). Artifacts are verified against
+their sha256 before every Triton load; a corrupted one is refused, counted and audited.
 """
 
 from __future__ import annotations
@@ -13,24 +18,35 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from services.common.errors import MlfleetError, VersionNotFound
+from services.common.errors import MlfleetError, ModelNotFound, VersionNotFound
 from services.common.schemas import ModelRoute, PolicyChanged, RoutingTable, Signature, VersionRoute
 from services.registry import repository
 from services.registry.artifacts import ArtifactStore
 from services.registry.catalog import require_model
 from services.registry.database import Database
+from services.registry.errors import ArtifactCorrupted
 from services.registry.models import ModelVersion, TrafficPolicy, utcnow
 from services.registry.publisher import PolicyPublisher
 from services.registry.schemas import TrafficPublic, TrafficUpdate
 from services.registry.telemetry import RegistryMetrics
 from services.registry.triton_repository import TritonRepository
 
+RECONCILER = "reconciler"
+"""Actor of the audit events of the reconcile loop."""
+T = TypeVar("T")
+Then = Callable[[Session, TrafficPublic], T]
+"""Work in the transaction that writes a policy, after the write: given the policy as it was before (read under the
+model's row lock), it checks that what the change was computed from still holds and writes what goes with it;
+raising undoes the policy write too."""
 logger = logging.getLogger("mlfleet.registry.traffic")
 
 
@@ -92,6 +108,7 @@ class TrafficController:
         self._publisher = publisher
         self._metrics = metrics
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._audited_corruptions: set[str] = set()
 
     async def get(self, *, model: str) -> TrafficPublic:
         def work(session: Session) -> TrafficPublic:
@@ -102,30 +119,44 @@ class TrafficController:
 
     async def set(self, *, model: str, update: TrafficUpdate, actor: str, action: str = "traffic.set",
                   reason: str = "") -> TrafficPublic:
-        """Load the versions ``update`` needs on Triton, then persist it under a new revision and announce it.
+        """:meth:`apply` with nothing else in the transaction."""
+        public, _ = await self.apply(model=model, update=update, actor=actor, action=action, reason=reason,
+                                     then=_nothing)
+        return public
 
-        Changes of one model are serialised in this process; Triton is loaded before the
-        database changes, so a policy is never visible before Triton can serve it. When
-        Triton already serves every version needed (a percentage change, a rollback to the
-        previous stable within its retention), nothing is reloaded and the change is only a
-        policy write.
+    async def apply(self, *, model: str, update: TrafficUpdate, actor: str, then: Then[T],
+                    action: str = "traffic.set", reason: str = "") -> tuple[TrafficPublic, T]:
+        """Load the versions ``update`` needs on Triton, then persist it under a new revision together with
+        ``then`` in one transaction, and announce it; the new policy and what ``then`` returned.
+
+        Triton is loaded before the database changes, so a policy is never visible before
+        Triton can serve it. When Triton already serves every version needed (a percentage
+        change, a rollback to the previous stable within its retention), nothing is reloaded
+        and the change is only a policy write. Changes of one model are serialised in this
+        process by a lock and across replicas by the model's row lock. Triton is not rolled
+        back when ``then`` refuses the change after a load, nor when another replica loads
+        between this load and this write: the reconcile loop (:meth:`keep_triton_in_step`)
+        brings Triton back in step with the persisted policy.
         """
         async with self._locks[model]:
             plan = await self._database.transaction(_plan, model=model, update=update, now=utcnow(),
                                                     retention_s=self._retention_s)
             if await self._triton.ready_versions(plan.model, plan.artifacts) != set(plan.artifacts):
-                await self._load(plan)
-            public = await self._database.transaction(_persist, model=model, update=update, actor=actor, action=action,
-                                                      reason=reason, now=utcnow(), retention_s=self._retention_s)
+                await self._load(plan, actor=actor,
+                                 attempt={"action": action, "update": update.model_dump(mode="json")})
+            public, result = await self._database.transaction(
+                _persist, model=model, update=update, actor=actor, action=action, reason=reason, now=utcnow(),
+                retention_s=self._retention_s, then=then)
         await self._publisher.publish(PolicyChanged(model=model, revision=public.revision))
-        return public
+        return public, result
 
     async def routing_table(self) -> RoutingTable:
         return await self._database.transaction(_routing_table, now=utcnow())
 
     async def reconcile(self) -> list[str]:
         """Reload every model whose policy needs versions Triton does not serve, or whose previous stable's
-        retention is over while Triton still serves it; the models reloaded."""
+        retention is over while Triton still serves it; the models reloaded. A model with a corrupted artifact
+        is skipped (its refusal counted each time, audited once per artifact and process)."""
         plans = await self._database.transaction(_all_plans, now=utcnow())
         reloaded = []
         for plan in plans:
@@ -138,7 +169,12 @@ class TrafficController:
                     logger.info("Triton lacks versions %s of %s; reloading", sorted(missing), plan.model)
                 if retired:
                     logger.info("retention of %s v%s is over; reloading without it", plan.model, sorted(retired))
-                await self._load(plan)
+                try:
+                    await self._load(plan, actor=RECONCILER,
+                                     attempt={"action": "reconcile", "versions": sorted(plan.artifacts)})
+                except ArtifactCorrupted as exc:
+                    logger.warning("%s not reloaded: %s", plan.model, exc.detail)
+                    continue
                 reloaded.append(plan.model)
         return reloaded
 
@@ -153,11 +189,14 @@ class TrafficController:
                 logger.exception("unexpected error while bringing Triton in step with the traffic policies")
             await asyncio.sleep(interval_s)
 
-    async def _load(self, plan: LoadPlan) -> None:
-        artifacts = {
-            version: await anyio.to_thread.run_sync(self._artifacts.read, sha256)
-            for version, sha256 in plan.artifacts.items()
-        }
+    async def _load(self, plan: LoadPlan, *, actor: str, attempt: dict[str, Any]) -> None:
+        artifacts = {}
+        for version, sha256 in plan.artifacts.items():
+            try:
+                artifacts[version] = await anyio.to_thread.run_sync(self._artifacts.read, sha256)
+            except ArtifactCorrupted as exc:
+                await self._refused(plan.model, version, sha256, exc, actor=actor, attempt=attempt)
+                raise
         started, outcome = time.perf_counter(), "failed"
         try:
             await self._triton.load(plan.model, artifacts, plan.faults)
@@ -165,6 +204,23 @@ class TrafficController:
             outcome = "loaded"
         finally:
             self._metrics.triton_loads.labels(outcome=outcome).observe(time.perf_counter() - started)
+
+    async def _refused(self, model: str, version: int, sha256: str, error: ArtifactCorrupted, *, actor: str,
+                       attempt: dict[str, Any]) -> None:
+        """Count and audit a load refused for a corrupted artifact; the reconcile loop, which retries every
+        interval, audits each artifact once per process. A failing audit write is logged, never raised, so the
+        caller still gets the corruption error."""
+        self._metrics.artifacts_corrupted.inc()
+        logger.error("refused to load %s v%d on Triton: %s", model, version, error.detail)
+        if actor == RECONCILER and sha256 in self._audited_corruptions:
+            return
+        try:
+            await self._database.transaction(_audit_corrupted, model=model, version=version, sha256=sha256,
+                                             error=error.detail, actor=actor, attempt=attempt)
+        except SQLAlchemyError:
+            logger.exception("could not audit the corrupted artifact %s of %s v%d", sha256, model, version)
+            return
+        self._audited_corruptions.add(sha256)
 
 
 def _plan(session: Session, *, model: str, update: TrafficUpdate, now: datetime, retention_s: float) -> LoadPlan:
@@ -185,22 +241,36 @@ def _load_plan(model: str, rows: dict[int, ModelVersion], retired: frozenset[int
 
 
 def _persist(session: Session, *, model: str, update: TrafficUpdate, actor: str, action: str, reason: str,
-             now: datetime, retention_s: float) -> TrafficPublic:
-    registered = require_model(session, name=model)
+             now: datetime, retention_s: float, then: Then[T]) -> tuple[TrafficPublic, T]:
+    registered = repository.lock_model(session, name=model)
+    if registered is None:
+        raise ModelNotFound(f"model {model!r} does not exist")
     previous = repository.get_policy(session, model=registered)
-    before = traffic_public(model, previous).model_dump(mode="json", include={"stable", "canary", "canary_percent", "shadow"})
+    before = traffic_public(model, previous)
+    previous_stable = previous_stable_after(previous, update)
+    until = previous_stable_until(previous, update, now=now, retention_s=retention_s)
     policy = repository.save_policy(
         session, model=registered, stable=update.stable, canary=update.canary, canary_percent=update.canary_percent,
-        shadow=update.shadow, previous_stable=previous_stable_after(previous, update),
-        previous_stable_until=previous_stable_until(previous, update, now=now, retention_s=retention_s),
+        shadow=update.shadow, previous_stable=previous_stable, previous_stable_until=until,
         revision=repository.next_policy_revision(session),
     )
-    detail = {"before": before, "after": update.model_dump(mode="json"), "revision": policy.revision,
+    detail = {"before": before.model_dump(mode="json", include={"stable", "canary", "canary_percent", "shadow"}),
+              "after": update.model_dump(mode="json"), "revision": policy.revision,
               "loaded_versions": policy.loaded_versions(now)}
     if reason:
         detail["reason"] = reason
     repository.add_audit(session, actor=actor, action=action, model=model, version=update.stable, detail=detail)
-    return traffic_public(model, policy)
+    return traffic_public(model, policy), then(session, before)
+
+
+def _nothing(session: Session, before: TrafficPublic) -> None:
+    return None
+
+
+def _audit_corrupted(session: Session, *, model: str, version: int, sha256: str, error: str, actor: str,
+                     attempt: dict[str, Any]) -> None:
+    repository.add_audit(session, actor=actor, action="artifact.corrupted", model=model, version=version,
+                         detail={"sha256": sha256, "error": error, "attempted": attempt})
 
 
 def _plan_of(session: Session, policy: TrafficPolicy, now: datetime) -> LoadPlan:

@@ -1,5 +1,6 @@
 """Alembic migrations on SQLite and PostgreSQL: the head revision is exactly the models' schema, ``mlfleet db
-upgrade`` applies it (twice is harmless) and the registry starts on the migrated database."""
+upgrade`` applies it (twice is harmless), the registry starts on the migrated database, and audit events
+cannot be updated or deleted."""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pydantic import SecretStr
-from sqlalchemy import create_engine, inspect, select
+from sqlalchemy import create_engine, delete, insert, inspect, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
 
 from mlfleet.cli import app as cli_app
 from services.registry import migrations
-from services.registry.models import Base, Lease, RevisionCounter
+from services.registry.models import AuditEvent, Base, Lease, RevisionCounter
 from services.registry.settings import RegistrySettings
 from tests.registry.harness import running_registry
 
@@ -105,3 +108,20 @@ async def test_the_registry_starts_on_a_migrated_database(empty_database_url, tm
         models = await client.get("/v1/models")
     assert ready.status_code == 200, ready.text
     assert models.json()["count"] == 0
+
+
+def test_audit_events_are_append_only_from_revision_0003(empty_database_url):
+    engine = create_engine(empty_database_url)
+    try:
+        migrations.upgrade(engine)
+        with engine.begin() as connection:
+            connection.execute(insert(AuditEvent).values(actor="tester", action="model.create", model="m", detail={}))
+        for statement in (update(AuditEvent).values(actor="someone else"), delete(AuditEvent)):
+            with pytest.raises(IntegrityError, match="append-only"), engine.begin() as connection:
+                connection.execute(statement)
+        with engine.begin() as connection:
+            command.downgrade(migrations.alembic_config(connection), "0002")
+        with engine.begin() as connection:
+            assert connection.execute(delete(AuditEvent)).rowcount == 1
+    finally:
+        engine.dispose()

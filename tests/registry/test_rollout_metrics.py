@@ -70,6 +70,12 @@ async def test_rollbacks_and_steps_are_exported(sqlite_settings, monitor_url, tr
             return (await client.get(f"{rollouts}/{rollout_id}")).json()["state"] == "rolled_back"
 
         await eventually(rolled_back)
+
+        async def counted() -> bool:  # the rollback is committed (and visible) just before it is counted
+            text = (await client.get("/metrics")).text
+            return samples(text, "mlfleet_registry_rollout_events").get(frozenset({("event", "rolled_back")})) == 2.0
+
+        await eventually(counted)
         text = (await client.get("/metrics")).text
 
     families = {f.name: (f.type, [frozenset(s.labels) for s in f.samples]) for f in text_string_to_metric_families(text)}

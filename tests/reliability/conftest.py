@@ -23,9 +23,11 @@ from mlfleet.runtime.processes import free_port
 PORTS = ("gateway", "registry", "features", "monitor", "triton_http", "triton_grpc", "triton_metrics")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def demo_fleet(tmp_path_factory, redis_url) -> Iterator[Fleet]:
-    """The demo's fleet: stable v1, a 10 % canary v2, features materialized, some traffic sent."""
+    """The demo's fleet: stable v1, a 10 % canary v2, features materialized, some traffic sent. One fleet for the
+    session (a fleet takes a minute to start): its users only add models and traffic of their own, and measure
+    before/after differences."""
     config = FleetConfig(home=tmp_path_factory.mktemp("reliability"), redis_url=redis_url.rsplit("/", 1)[0] + "/9",
                          **{f"{name}_port": free_port() for name in PORTS})
     with Fleet(config, echo=lambda message: None) as fleet:
@@ -139,3 +141,11 @@ def record_reliability(name: str, result: dict) -> None:
     results = json.loads(path.read_text()) if path.exists() else {}
     results[name] = result
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
+def merge_reliability(name: str, result: dict) -> None:
+    """Add ``result``'s keys to what ``benchmarks/results/reliability.json`` holds under ``name`` (figures of
+    one scenario written by more than one test)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "reliability.json"
+    current = json.loads(path.read_text()).get(name, {}) if path.exists() else {}
+    record_reliability(name, current | result)

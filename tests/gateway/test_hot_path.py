@@ -1,0 +1,52 @@
+"""The predict route's front door: which requests it takes, and that it keeps the route's HTTP contract."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from services.gateway.hot_path import predict_path_model
+from tests.gateway.conftest import MODEL
+
+
+@pytest.mark.parametrize(("path", "model"), [
+    ("/v1/models/fraud/predict", "fraud"),
+    ("/v1/models/a.b-c_d/predict", "a.b-c_d"),
+    ("/v1/models//predict", None),
+    ("/v1/models/fraud/versions/2/predict", None),
+    ("/v1/models/fraud/predict/", None),
+    ("/v1/models/fraud", None),
+    ("/v2/models/fraud/infer", None),
+])
+def test_only_the_predict_path_of_one_model_is_taken(path, model):
+    assert predict_path_model(path) == model
+
+
+def predict_responses(metrics_text: str, status: str) -> float:
+    found = re.search(rf'^mlfleet_gateway_predict_responses_total{{status="{status}"}} (\S+)$', metrics_text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_front_door_answers_keep_the_routes_contract_and_are_counted(gateway_client):
+    before = gateway_client.get("/metrics").text
+    ok = gateway_client.post(f"/v1/models/{MODEL}/predict", json={"instances": [{"user_id": 7, "amount": 10.0}]},
+                             headers={"X-Request-Id": "front-door-1"})
+    refused = gateway_client.post(f"/v1/models/{MODEL}/predict", content=b"{", headers={"Content-Type": "application/json"})
+    assert gateway_client.get("/v1/routes").status_code == 200
+    after = gateway_client.get("/metrics").text
+
+    assert ok.status_code == 200, ok.text
+    assert ok.headers["content-type"] == "application/json"
+    assert ok.headers["x-request-id"] == "front-door-1" and ok.json()["request_id"] == "front-door-1"
+    assert re.fullmatch(r"[0-9a-f]{32}", ok.headers["x-trace-id"])
+    assert refused.status_code == 400 and refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["instance"] == f"/v1/models/{MODEL}/predict" and "Traceback" not in refused.text
+    for response in (ok, refused):
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["x-frame-options"] == "DENY"
+        assert response.headers["cache-control"] == "no-store"
+    assert predict_responses(after, "200") == predict_responses(before, "200") + 1
+    assert predict_responses(after, "400") == predict_responses(before, "400") + 1
+    assert 'handler="/v1/models/{model}/predict"' not in after, "served ahead of the HTTP middleware"
+    assert 'handler="/v1/routes"' in after, "other routes still go through it"
