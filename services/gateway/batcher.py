@@ -16,6 +16,7 @@ the exception.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ class Pending(Generic[J, R]):
     job: J
     rows: int
     future: asyncio.Future[R]
+    context: contextvars.Context = field(default_factory=contextvars.copy_context)
+    """The submitting request's context: its batch runs in the first member's, so the batch's spans join that
+    request's trace (not the trace of whichever earlier batch happened to start it)."""
 
 
 @dataclass(slots=True)
@@ -106,7 +110,7 @@ class MicroBatcher(Generic[K, J, R]):
         while not self._closed and lane.queue and lane.in_flight < self._max_in_flight:
             batch = take_batch(lane.queue, self._max_rows)
             lane.in_flight += 1
-            task = asyncio.create_task(self._run(key, lane, batch))
+            task = asyncio.create_task(self._run(key, lane, batch), context=batch[0].context)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import deque
 
 import pytest
@@ -152,3 +153,29 @@ async def test_close_cancels_waiting_requests():
     for task in (running, queued):
         with pytest.raises(asyncio.CancelledError):
             await task
+
+
+async def test_a_batch_runs_in_its_first_requests_context_even_when_an_earlier_batch_starts_it():
+    request = contextvars.ContextVar("request")
+    seen: list[tuple[list[str], str]] = []
+    release_first = asyncio.Event()
+
+    async def run_batch(key, jobs):
+        seen.append((jobs, request.get()))
+        if jobs == ["a"]:
+            await release_first.wait()
+        return jobs
+
+    batcher = MicroBatcher(run_batch, max_rows=10, max_in_flight=1)
+
+    async def submit(name: str) -> str:
+        request.set(name)
+        return await batcher.submit("model-v1", name, rows=1)
+
+    first = asyncio.create_task(submit("a"))
+    await asyncio.sleep(0.01)  # a's batch is running; b and c queue behind it
+    queued = [asyncio.create_task(submit("b")), asyncio.create_task(submit("c"))]
+    await asyncio.sleep(0.01)
+    release_first.set()  # a's batch ends and starts the next one
+    assert await asyncio.gather(first, *queued) == ["a", "b", "c"]
+    assert seen == [(["a"], "a"), (["b", "c"], "b")]
