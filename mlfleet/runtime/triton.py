@@ -89,6 +89,8 @@ class TritonRuntime:
         python_dir.mkdir(parents=True, exist_ok=True)
         shipped = self.server_dir / "backends" / "python"
         for item in shipped.iterdir():
+            if not item.is_file():  # e.g. the __pycache__ a bytecode-compiling install leaves
+                continue
             target = python_dir / item.name
             if not target.exists() or target.stat().st_size != item.stat().st_size:
                 shutil.copy2(item, target)
