@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -16,7 +17,29 @@ INHERITED_BY_ACCIDENT = frozenset({"PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTI
 """Set by ``import feast`` in a parent (a test run, say); a child must not inherit them."""
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PORT = 20_000
+_handed_out: set[int] = set()
+
+
 def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, below the kernel's ephemeral range when it can: a port from that range can be
+    taken as the source port of any outgoing connection between now and the moment its server binds it."""
+    try:
+        highest = int(EPHEMERAL_RANGE.read_text().split()[0]) - 1
+    except (OSError, ValueError, IndexError):
+        highest = 0
+    for _ in range(100 if highest > LOWEST_PORT else 0):
+        port = random.randint(LOWEST_PORT, highest)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
