@@ -128,7 +128,6 @@ class Fleet:
             settings["registry_api_key_file"] = c.admin_key_file.resolve()
         if service == "gateway":
             settings["registry_url"] = c.url("registry")
-            settings["triton_grpc_url"] = f"{c.host}:{c.triton_grpc_port}"
             settings["triton_http_url"] = f"{c.host}:{c.triton_http_port}"
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))

@@ -205,8 +205,8 @@ class Predictor:
         with self._metrics.triton_latency.labels(model, str(version.version)).time(), \
                 span(self._tracer, f"triton.infer {model}", kind=SpanKind.CLIENT) as infer:
             if infer:
-                infer.set_attributes({"rpc.system": "grpc", "rpc.service": "inference.GRPCInferenceService",
-                                      "rpc.method": "ModelInfer", "mlfleet.model": model,
+                infer.set_attributes({"http.request.method": "POST", "url.path": f"/v2/models/{model}/versions/"
+                                      f"{version.version}/infer", "mlfleet.model": model,
                                       "mlfleet.version": version.version, "mlfleet.variant": variant.value,
                                       "mlfleet.instances": len(tensor), "mlfleet.requests": requests})
             return await self._triton.probabilities(model, version.version, tensor,

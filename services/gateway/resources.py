@@ -53,7 +53,7 @@ class Gateway:
         features = FeatureReader(store, timeout_s=settings.feature_timeout_s, latency=metrics.feature_latency,
                                  registry_refresh_s=settings.feast_registry_refresh_s)
         await features.warm_up()
-        triton = TritonInference(settings.triton_grpc_url, timeout_s=settings.inference_timeout_s,
+        triton = TritonInference(settings.triton_http_url, timeout_s=settings.inference_timeout_s,
                                  max_batch_rows=settings.batch_max_rows)
         events = EventWriter(redis, metrics, queue_size=settings.event_queue_size, batch_size=settings.event_batch_size,
                              maxlen=settings.events_maxlen)

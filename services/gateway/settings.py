@@ -15,8 +15,11 @@ class GatewaySettings(ServiceSettings):
 
     port: int = Field(default=8080, ge=1, le=65535, description="Port the gateway listens on.")
     registry_url: str = Field(default="http://127.0.0.1:8081", description="Base URL of the registry (routing table source).")
-    triton_grpc_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC endpoint (host:port) used for predictions.")
-    triton_http_url: str = Field(default="127.0.0.1:8000", description="Triton HTTP endpoint (host:port) behind the /v2 pass-through.")
+    triton_http_url: str = Field(
+        default="127.0.0.1:8000",
+        description="Triton's HTTP endpoint (host:port): predictions (binary tensors on kept-alive connections) and "
+                    "the /v2 pass-through.",
+    )
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis for prediction events, policy messages and Feast.")
     feast_dir: Path | None = Field(default=None, description="Feast repo folder (file registry); defaults to <home>/feast.")
     feast_registry_url: str | None = Field(

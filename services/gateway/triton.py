@@ -1,12 +1,32 @@
-"""Inference on Triton over gRPC with one shared ``tritonclient.grpc.aio`` client."""
+"""Inference on Triton over kept-alive HTTP/1.1 connections, tensors in Triton's binary data extension.
+
+Why not ``tritonclient``: one FP32 row at concurrency 1 on this machine (uvloop, a warm Triton)
+cost 1.09 ms and 437 µs of CPU per call with ``tritonclient.grpc.aio``, 1.0 ms / 380 µs with a
+bare ``grpc.aio`` stub (gRPC's own machinery: a poller thread handing each answer to the event
+loop), 1.2 ms / 465 µs with ``tritonclient.http.aio`` (aiohttp), and 0.69 ms / 136 µs as one
+request on a kept-alive connection of asyncio streams, the answer parsed by ``httptools`` (the
+parser uvicorn uses). Each call is a ``POST /v2/models/{model}/versions/{version}/infer`` of the
+KServe v2 protocol: a JSON header followed by the raw FP32 bytes, and the requested output back
+as raw bytes (``binary_data``), so no tensor is ever written or parsed as JSON.
+
+A connection carries one call at a time; idle ones are kept for the next call (at most
+``max_idle``). A call whose connection turns out closed by Triton before any answer arrived
+(an idle connection Triton dropped) is retried once on a new connection; any other broken,
+timed-out or malformed exchange closes its connection.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections import deque
+from dataclasses import dataclass, field
+from urllib.parse import quote
 
+import httptools
 import numpy as np
-import tritonclient.grpc.aio as grpcclient
-from tritonclient.utils import InferenceServerException
+import orjson
+from tritonclient.utils import triton_to_np_dtype
 
 from services.common.errors import BackendUnavailable, InferenceFailed
 from services.common.telemetry import trace_headers
@@ -14,16 +34,126 @@ from services.common.telemetry import trace_headers
 INPUT = "input"
 """The tensor contract of every registered version (see the registry's Triton backend)."""
 
-UNAVAILABLE_STATUSES = {"StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.NOT_FOUND", "StatusCode.CANCELLED"}
+UNAVAILABLE_STATUSES = {404, 503}
+"""Triton's answer when the version is not loaded (404) or cannot serve now (503); other errors are the model's."""
+READ_CHUNK = 65_536
+
+
+class ConnectionLost(Exception):
+    """The connection closed or broke; ``answered`` says whether any byte of the answer had arrived."""
+
+    def __init__(self, message: str, *, answered: bool) -> None:
+        super().__init__(message)
+        self.answered = answered
+
+
+@dataclass(slots=True)
+class Answer:
+    """One HTTP response, filled in by ``httptools``' callbacks."""
+
+    status: int = 0
+    headers: dict[bytes, bytes] = field(default_factory=dict)
+    body: list[bytes] = field(default_factory=list)
+    complete: bool = False
+    keep_alive: bool = False
+    parser: httptools.HttpResponseParser | None = None
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.lower()] = value
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is done
+        self.parser = None  # no reference cycle left for the garbage collector
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @property
+    def usable(self) -> bool:
+        return not self._writer.is_closing() and not self._reader.at_eof()
+
+    async def exchange(self, request: bytes) -> Answer:
+        self._writer.write(request)
+        await self._writer.drain()
+        answer = Answer()
+        parser = answer.parser = httptools.HttpResponseParser(answer)
+        received = False
+        while not answer.complete:
+            try:
+                chunk = await self._reader.read(READ_CHUNK)
+            except OSError as exc:
+                raise ConnectionLost(f"connection to Triton broke: {exc}", answered=received) from None
+            if not chunk:
+                raise ConnectionLost("Triton closed the connection", answered=received)
+            received = True
+            try:
+                parser.feed_data(chunk)
+            except httptools.HttpParserError as exc:
+                raise ConnectionLost(f"malformed answer from Triton: {exc}", answered=True) from None
+        answer.status = parser.get_status_code()
+        return answer
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def infer_request(host: str, model: str, version: int, tensor: np.ndarray, output: str,
+                  extra_headers: dict[str, str] | None) -> bytes:
+    """The HTTP request of one inference: JSON header, then the tensor's raw FP32 bytes."""
+    data = np.ascontiguousarray(tensor, dtype=np.float32).tobytes()
+    header = orjson.dumps({
+        "inputs": [{"name": INPUT, "shape": list(tensor.shape), "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(data)}}],
+        "outputs": [{"name": output, "parameters": {"binary_data": True}}],
+    })
+    lines = [f"POST /v2/models/{quote(model, safe='')}/versions/{version}/infer HTTP/1.1", f"Host: {host}",
+             "Content-Type: application/octet-stream", f"Inference-Header-Content-Length: {len(header)}",
+             f"Content-Length: {len(header) + len(data)}"]
+    lines += [f"{name}: {value}" for name, value in (extra_headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + header + data
+
+
+def output_tensor(body: bytes, header_length: int | None, name: str) -> np.ndarray | None:
+    """Output ``name`` of an inference answer: raw bytes after the JSON header, or JSON ``data``; ``None`` if absent."""
+    header = orjson.loads(body[:header_length] if header_length is not None else body)
+    offset = header_length or 0
+    for out in header.get("outputs", []):
+        size = (out.get("parameters") or {}).get("binary_data_size")
+        if out.get("name") == name:
+            dtype = triton_to_np_dtype(out["datatype"])
+            if size is None:
+                return np.asarray(out["data"], dtype=dtype).reshape(out["shape"])
+            return np.frombuffer(body, dtype=dtype, count=size // np.dtype(dtype).itemsize,
+                                 offset=offset).reshape(out["shape"])
+        if size is not None:
+            offset += size
+    return None
+
+
+def error_message(body: bytes) -> str:
+    try:
+        return str(orjson.loads(body)["error"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return body[:200].decode("utf-8", "replace")
 
 
 class TritonInference:
     """Runs one FP32 batch through one model version and returns its probabilities."""
 
-    def __init__(self, url: str, *, timeout_s: float, max_batch_rows: int) -> None:
-        self._client = grpcclient.InferenceServerClient(url)
+    def __init__(self, url: str, *, timeout_s: float, max_batch_rows: int, max_idle: int = 16) -> None:
+        host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
+        self._host, self._port = host or "127.0.0.1", int(port)
         self._timeout_s = timeout_s
         self._max_batch_rows = max_batch_rows
+        self._max_idle = max_idle
+        self._idle: deque[Connection] = deque()
 
     async def probabilities(self, model: str, version: int, tensor: np.ndarray, *, output: str) -> np.ndarray:
         """Like :meth:`infer`; a tensor longer than Triton's ``max_batch_size`` goes in several calls."""
@@ -37,28 +167,74 @@ class TritonInference:
         """Raise ``BackendUnavailable`` (503) when Triton or the version cannot answer in time,
         ``InferenceFailed`` (502) when the model itself fails. The active span's ``traceparent`` goes
         along, so Triton's own spans (when it traces) join the caller's trace."""
-        request_input = grpcclient.InferInput(INPUT, list(tensor.shape), "FP32")
-        request_input.set_data_from_numpy(tensor)
+        request = infer_request(self._host, model, version, tensor, output, trace_headers())
         try:
-            result = await self._client.infer(
-                model, [request_input], model_version=str(version),
-                outputs=[grpcclient.InferRequestedOutput(output)], client_timeout=self._timeout_s,
-                headers=trace_headers(),
-            )
-        except InferenceServerException as exc:
-            if exc.status() in UNAVAILABLE_STATUSES:
-                raise BackendUnavailable(f"Triton could not serve {model} v{version}: {exc.message()}") from None
-            raise InferenceFailed(f"{model} v{version} failed: {exc.message()}") from None
-        probabilities = result.as_numpy(output)
+            async with asyncio.timeout(self._timeout_s):
+                answer = await self._exchange(request)
+        except TimeoutError:
+            raise BackendUnavailable(f"Triton did not answer {model} v{version} within {self._timeout_s}s") from None
+        except (OSError, ConnectionLost) as exc:
+            raise BackendUnavailable(f"Triton could not serve {model} v{version}: {exc}") from None
+        body = b"".join(answer.body)
+        if answer.status != 200:
+            message = error_message(body)
+            if answer.status in UNAVAILABLE_STATUSES:
+                raise BackendUnavailable(f"Triton could not serve {model} v{version}: {message}")
+            raise InferenceFailed(f"{model} v{version} failed: {message}")
+        length = answer.headers.get(b"inference-header-content-length")
+        try:
+            probabilities = output_tensor(body, int(length) if length is not None else None, output)
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise InferenceFailed(f"{model} v{version} returned an unreadable answer: {exc}") from None
         if probabilities is None:
             raise InferenceFailed(f"{model} v{version} returned no {output!r} output")
         return probabilities
 
-    async def live(self) -> bool:
+    async def _exchange(self, request: bytes) -> Answer:
+        """Send ``request`` on an idle connection (or a new one) and read the answer; a reused connection that
+        Triton had closed gets the request again on a new one."""
+        connection, reused = await self._connection()
         try:
-            return await self._client.is_server_live(client_timeout=self._timeout_s)
-        except InferenceServerException:
-            return False
+            answer = await connection.exchange(request)
+        except ConnectionLost as exc:
+            connection.close()
+            if not reused or exc.answered:
+                raise
+            connection, _ = await self._connection(fresh=True)
+            try:
+                answer = await connection.exchange(request)
+            except BaseException:
+                connection.close()
+                raise
+        except BaseException:  # timeout or cancellation mid-exchange: the connection's state is unknown
+            connection.close()
+            raise
+        self._release(connection, keep=answer.keep_alive)
+        return answer
+
+    async def _connection(self, *, fresh: bool = False) -> tuple[Connection, bool]:
+        while self._idle and not fresh:
+            connection = self._idle.pop()
+            if connection.usable:
+                return connection, True
+            connection.close()
+        reader, writer = await asyncio.open_connection(self._host, self._port)
+        return Connection(reader, writer), False
+
+    def _release(self, connection: Connection, *, keep: bool) -> None:
+        if keep and connection.usable and len(self._idle) < self._max_idle:
+            self._idle.append(connection)
+        else:
+            connection.close()
+
+    async def live(self) -> bool:
+        """Triton's own liveness (``GET /v2/health/live``)."""
+        request = f"GET /v2/health/live HTTP/1.1\r\nHost: {self._host}\r\n\r\n".encode("latin-1")
+        with contextlib.suppress(TimeoutError, OSError, ConnectionLost):
+            async with asyncio.timeout(self._timeout_s):
+                return (await self._exchange(request)).status == 200
+        return False
 
     async def close(self) -> None:
-        await self._client.close()
+        while self._idle:
+            self._idle.pop().close()

@@ -1,0 +1,97 @@
+"""The gateway's feature reader against Feast's own SDK, on real Feast data in the suite's Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from feast import Entity, FeatureView, Field, FileSource, ValueType
+from feast.types import Float64, Int64, String
+from prometheus_client import CollectorRegistry, Histogram
+
+from services.common.errors import BackendUnavailable, InvalidInput
+from services.common.feature_store import open_feature_store
+from services.gateway.features import FeatureReader, entity_keys, features_by_view
+from tests.gateway.conftest import USERS, apply_user_stats
+
+FEATURES = ["user_stats:avg_amount_30d", "user_stats:txn_count_7d"]
+
+
+def view_keyed_by(*columns: Field) -> FeatureView:
+    source = FileSource(name="s", path="s.parquet", timestamp_field="event_timestamp")
+    entities = [Entity(name=c.name, join_keys=[c.name], value_type=c.dtype.to_value_type()) for c in columns]
+    return FeatureView(name="v", entities=entities, ttl=timedelta(days=1), source=source,
+                       schema=[*columns, Field(name="x", dtype=Float64)])
+
+
+def test_features_are_grouped_by_view_in_order():
+    assert features_by_view(["a:x", "b:y", "a:z"]) == {"a": ["x", "z"], "b": ["y"]}
+
+
+def test_each_entity_is_read_once_and_rows_point_at_it():
+    view = view_keyed_by(Field(name="user_id", dtype=Int64))
+    keys, positions = entity_keys(view, [{"user_id": 7}, {"user_id": 9}, {"user_id": 7}])
+    assert [k.entity_values[0].int64_val for k in keys] == [7, 9]
+    assert positions == [0, 1, 0]
+
+
+def test_compound_keys_keep_every_join_key():
+    view = view_keyed_by(Field(name="user_id", dtype=Int64), Field(name="country", dtype=String))
+    keys, positions = entity_keys(view, [{"user_id": 7, "country": "fr"}, {"user_id": 7, "country": "de"}])
+    assert [list(k.join_keys) for k in keys] == [["user_id", "country"]] * 2
+    assert [k.entity_values[1].string_val for k in keys] == ["fr", "de"]
+    assert positions == [0, 1]
+
+
+def test_a_key_feast_cannot_encode_is_the_callers_error():
+    view = view_keyed_by(Field(name="user_id", dtype=Int64))
+    with pytest.raises(InvalidInput, match="user_id"):
+        entity_keys(view, [{"user_id": "not-a-number"}])
+
+
+@pytest.fixture(scope="module")
+def feast_dir(workdir, redis_url):
+    path = workdir / "feature-reader" / "feast"
+    apply_user_stats(path, redis_url)
+    return path
+
+
+def reader_and_store(feast_dir, redis_url):
+    store = open_feature_store(redis_url=redis_url, feast_dir=feast_dir, registry_cache_ttl_s=0,
+                               registry_cache_mode="thread")
+    latency = Histogram("lookup_seconds", "lookup", registry=CollectorRegistry())
+    return FeatureReader(store, timeout_s=5, latency=latency, registry_refresh_s=60), store
+
+
+def test_lookup_matches_feasts_sdk(feast_dir, redis_url):
+    absent = max(USERS) + 1000
+    rows = [{"user_id": u} for u in (3, 17, absent, 3, 40)]
+
+    async def both():
+        reader, store = reader_and_store(feast_dir, redis_url)
+        await reader.warm_up()
+        try:
+            ours = await reader.lookup(FEATURES, rows)
+            sdk = (await store.get_online_features_async(features=FEATURES, entity_rows=rows,
+                                                         full_feature_names=True)).to_dict()
+        finally:
+            await reader.close()
+        return ours, sdk
+
+    ours, sdk = asyncio.run(both())
+    assert ours == {f: sdk[f.replace(":", "__")] for f in FEATURES}
+    assert ours["user_stats:avg_amount_30d"][2] is None
+    assert ours["user_stats:txn_count_7d"][0] == ours["user_stats:txn_count_7d"][3] is not None
+
+
+def test_unknown_view_is_unavailable_not_a_crash(feast_dir, redis_url):
+    async def lookup():
+        reader, _ = reader_and_store(feast_dir, redis_url)
+        try:
+            await reader.lookup(["no_such_view:x"], [{"user_id": 1}])
+        finally:
+            await reader.close()
+
+    with pytest.raises(BackendUnavailable, match="no_such_view"):
+        asyncio.run(lookup())

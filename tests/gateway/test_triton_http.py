@@ -1,0 +1,160 @@
+"""The gateway's Triton client: request and answer encoding, and its connection handling against a scripted
+HTTP server on a real socket (the real Triton is exercised by the gateway's integration tests)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httptools
+import numpy as np
+import orjson
+import pytest
+
+from services.common.errors import BackendUnavailable, InferenceFailed
+from services.gateway.triton import TritonInference, infer_request, output_tensor
+
+ROWS = np.array([[1.5, -2.0, 3.25], [0.0, 4.0, 8.0]], dtype=np.float32)
+PROBABILITIES = np.array([[0.25, 0.75], [0.9, 0.1]], dtype=np.float32)
+
+
+def binary_answer(outputs: dict[str, np.ndarray], datatypes: dict[str, str]) -> tuple[bytes, int]:
+    header = orjson.dumps({"model_name": "m", "outputs": [
+        {"name": name, "datatype": datatypes[name], "shape": list(array.shape),
+         "parameters": {"binary_data_size": array.nbytes}} for name, array in outputs.items()]})
+    return header + b"".join(array.tobytes() for array in outputs.values()), len(header)
+
+
+def test_request_carries_the_tensor_as_raw_bytes_after_its_json_header():
+    request = infer_request("triton:8000", "fraud", 3, ROWS, "probabilities", {"traceparent": "00-ab-cd-01"})
+    parsed: dict = {"headers": {}, "body": b""}
+
+    class Sink:
+        def on_url(self, url: bytes) -> None:
+            parsed["url"] = url
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            parsed["headers"][name.lower()] = value
+
+        def on_body(self, body: bytes) -> None:
+            parsed["body"] += body
+
+    httptools.HttpRequestParser(Sink()).feed_data(request)
+    assert parsed["url"] == b"/v2/models/fraud/versions/3/infer"
+    assert parsed["headers"][b"traceparent"] == b"00-ab-cd-01"
+    length = int(parsed["headers"][b"inference-header-content-length"])
+    header = orjson.loads(parsed["body"][:length])
+    assert header["inputs"][0]["shape"] == [2, 3] and header["inputs"][0]["parameters"]["binary_data_size"] == 24
+    assert header["outputs"] == [{"name": "probabilities", "parameters": {"binary_data": True}}]
+    np.testing.assert_array_equal(np.frombuffer(parsed["body"][length:], dtype=np.float32).reshape(2, 3), ROWS)
+
+
+def test_the_named_output_is_found_after_the_others_bytes():
+    labels = np.array([1, 0], dtype=np.int64)
+    body, length = binary_answer({"label": labels, "probabilities": PROBABILITIES}, {"label": "INT64", "probabilities": "FP32"})
+    np.testing.assert_array_equal(output_tensor(body, length, "probabilities"), PROBABILITIES)
+    np.testing.assert_array_equal(output_tensor(body, length, "label"), labels)
+    assert output_tensor(body, length, "missing") is None
+
+
+def test_json_outputs_are_read_too():
+    body = orjson.dumps({"outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [2, 2],
+                                      "data": PROBABILITIES.ravel().tolist()}]})
+    np.testing.assert_array_equal(output_tensor(body, None, "probabilities"), PROBABILITIES)
+
+
+class ScriptedTriton:
+    """An HTTP server on a real socket that answers each connection's requests from ``script``: ``(status, body,
+    then_close)`` per request, in order; ``None`` means never answer."""
+
+    def __init__(self, script: list[tuple[int, bytes, bool] | None]) -> None:
+        self.script = list(script)
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def __aexit__(self, *exc) -> None:
+        self.server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        while self.script:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+            await reader.readexactly(length)
+            step = self.script.pop(0)
+            if step is None:
+                await asyncio.sleep(30)
+                return
+            status, body, then_close = step
+            extra = b"" if status != 200 else b"Inference-Header-Content-Length: %d\r\n" % (body.index(b"}]}") + 3)
+            writer.write(b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n%s\r\n%s" % (status, len(body), extra, body))
+            await writer.drain()
+            if then_close:
+                writer.close()
+                return
+
+
+def ok_answer() -> bytes:
+    return binary_answer({"probabilities": PROBABILITIES}, {"probabilities": "FP32"})[0]
+
+
+def infer(url: str, calls: int = 1, timeout_s: float = 2.0) -> list[np.ndarray]:
+    async def run() -> list[np.ndarray]:
+        client = TritonInference(url, timeout_s=timeout_s, max_batch_rows=64)
+        try:
+            return [await client.infer("m", 1, ROWS, output="probabilities") for _ in range(calls)]
+        finally:
+            await client.close()
+    return asyncio.run(run())
+
+
+def test_a_kept_alive_connection_carries_the_next_call():
+    async def run():
+        triton = ScriptedTriton([(200, ok_answer(), False), (200, ok_answer(), False)])
+        async with triton as url:
+            answers = await asyncio.to_thread(infer, url, 2)
+        return triton.connections, answers
+
+    connections, answers = asyncio.run(run())
+    assert connections == 1
+    np.testing.assert_array_equal(answers[1], PROBABILITIES)
+
+
+def test_a_connection_triton_closed_is_replaced_and_the_call_sent_again():
+    async def run():
+        triton = ScriptedTriton([(200, ok_answer(), True), (200, ok_answer(), False)])
+        async with triton as url:
+            answers = await asyncio.to_thread(infer, url, 2)
+        return triton.connections, answers
+
+    connections, answers = asyncio.run(run())
+    assert connections == 2
+    np.testing.assert_array_equal(answers[1], PROBABILITIES)
+
+
+@pytest.mark.parametrize(("status", "error"), [(404, BackendUnavailable), (503, BackendUnavailable),
+                                               (400, InferenceFailed), (500, InferenceFailed)])
+def test_tritons_errors_map_to_unavailable_or_failed(status, error):
+    async def run():
+        async with ScriptedTriton([(status, b'{"error":"model says no"}', False)]) as url:
+            await asyncio.to_thread(infer, url)
+
+    with pytest.raises(error, match="model says no"):
+        asyncio.run(run())
+
+
+def test_a_silent_triton_is_unavailable_after_the_deadline():
+    async def run():
+        async with ScriptedTriton([None]) as url:
+            await asyncio.to_thread(infer, url, 1, 0.3)
+
+    with pytest.raises(BackendUnavailable, match="within 0.3s"):
+        asyncio.run(run())
+
+
+def test_a_refused_connection_is_unavailable():
+    with pytest.raises(BackendUnavailable):
+        infer("127.0.0.1:1")
