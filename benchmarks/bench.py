@@ -34,6 +34,7 @@ from pathlib import Path
 import httpx
 import orjson
 import redis
+from prometheus_client import CollectorRegistry, Histogram
 
 from benchmarks.peers import Peer, start_bentoml, start_mlserver
 from benchmarks.rollback import small_onnx
@@ -45,11 +46,14 @@ from mlfleet.fleet import Fleet, FleetConfig
 from mlfleet.runtime.processes import free_port, stop_process
 from services.common.feature_store import open_feature_store
 from services.common.redis import PREDICTIONS_STREAM
+from services.gateway.features import FeatureReader
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LITE_MODEL = "bench-routing"
 """A model whose signature has request inputs only: the gateway's routing path without Feast."""
 BATCH = 32
+BODIES = 512
+"""Distinct single-row bodies the full path's load rotates through."""
 CEILING = "direct triton"
 
 
@@ -104,10 +108,10 @@ def gateway_metric(config: FleetConfig, name: str) -> float:
     return sum(float(v) for v in re.findall(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.MULTILINE))
 
 
-def open_loop(url: str, body: bytes, *, rate: float, duration_s: float) -> dict:
-    """``benchmarks.openloop`` in a process of its own."""
-    with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as file:
-        file.write(body)
+def open_loop(url: str, bodies: list[bytes], *, rate: float, duration_s: float) -> dict:
+    """``benchmarks.openloop`` in a process of its own, sending ``bodies`` in turn."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as file:
+        file.write(b"\n".join(bodies))
     try:
         out = subprocess.run([sys.executable, "-m", "benchmarks.openloop", url, "--body-file", file.name,
                               "--rate", str(rate), "--duration", str(duration_s)],
@@ -118,33 +122,46 @@ def open_loop(url: str, body: bytes, *, rate: float, duration_s: float) -> dict:
 
 
 def feast_latency(config: FleetConfig, instances: list[dict], rounds: int = 300) -> dict:
-    """The gateway's Feast call (``get_online_features_async``) timed from this process, for 1 and 32 entities."""
-    store = open_feature_store(redis_url=config.redis_url, feast_dir=config.home / "feast", registry_cache_ttl_s=0)
+    """The gateway's feature lookup (:class:`FeatureReader`) timed from this process for 1 and 32 entities, next
+    to Feast's SDK call (``get_online_features_async`` + ``to_dict``) for the same rows."""
+    store = open_feature_store(redis_url=config.redis_url, feast_dir=config.home / "feast", registry_cache_ttl_s=0,
+                               registry_cache_mode="thread")
     features = [f"{view.name}:{field.name}" for view in store.list_feature_views() for field in view.features]
+    reader = FeatureReader(store, config.redis_url, timeout_s=5, latency=Histogram("lookup", "lookup", registry=CollectorRegistry()),
+                           registry_refresh_s=3600)
 
-    async def timed(rows: list[dict]) -> dict:
-        await store.get_online_features_async(features=features, entity_rows=rows)
+    async def sdk(rows: list[dict]) -> None:
+        (await store.get_online_features_async(features=features, entity_rows=rows, full_feature_names=True)).to_dict()
+
+    async def timed(lookup, rows: list[dict]) -> dict:
+        await lookup(rows)
         samples = []
         for _ in range(rounds):
             started = time.perf_counter()
-            await store.get_online_features_async(features=features, entity_rows=rows)
+            await lookup(rows)
             samples.append((time.perf_counter() - started) * 1000)
         samples.sort()
         return {"entities": len(rows), "p50_ms": samples[len(samples) // 2],
                 "p99_ms": samples[int(0.99 * (len(samples) - 1))],
                 "per_entity_us": samples[len(samples) // 2] * 1000 / len(rows)}
 
-    async def both() -> list[dict]:
+    async def measure() -> list[dict]:
         keys = [{"user_id": i["user_id"], "merchant_id": i["merchant_id"]} for i in instances]
+        await reader.warm_up()
         try:
-            return [await timed(keys[:1]), await timed(keys[:BATCH])]
+            results = []
+            for rows in (keys[:1], keys[:BATCH]):
+                gateway = await timed(lambda r: reader.lookup(features, r), rows)
+                gateway["feast_sdk_p50_ms"] = (await timed(sdk, rows))["p50_ms"]
+                results.append(gateway)
+            return results
         finally:
-            await store.close()
+            await reader.close()
 
-    return {"features": len(features), "results": asyncio.run(both())}
+    return {"features": len(features), "results": asyncio.run(measure())}
 
 
-def event_accounting(config: FleetConfig, url: str, body: bytes, *, duration_s: int) -> dict:
+def event_accounting(config: FleetConfig, url: str, body: list[bytes], *, duration_s: int) -> dict:
     """Overload the full path (64 connections) and account for every prediction event."""
     stream = redis.Redis.from_url(config.redis_url)
     time.sleep(2)  # let the writer flush what earlier runs queued
@@ -184,16 +201,19 @@ def main() -> None:
         instances = sample_instances(dataset, BATCH, seed=1)
         frame = model_frame(dataset)
         vectors = [model_inputs(frame, instance) for instance in instances]
+        # Many users, so requests spread over entities and over the 90/10 split like real traffic (one fixed
+        # body would send every request to the one version its routing key hashes to).
+        single_bodies = [orjson.dumps({"instances": [i]}) for i in sample_instances(dataset, BODIES, seed=2)]
+        batch_bodies = [orjson.dumps({"instances": instances[k:] + instances[:k]}) for k in range(BATCH)]
         gateway = f"{config.url('gateway')}/v1/models"
         triton = f"http://127.0.0.1:{config.triton_http_port}/v2/models/{MODEL}/versions/{stable}/infer"
-        full_body = orjson.dumps({"instances": instances[:1]})
         targets = [
             (CEILING, triton, triton_body(vectors[:1]), 1),
             (f"{CEILING} x{BATCH}", triton, triton_body(vectors), BATCH),
             ("gateway routing only", f"{gateway}/{LITE_MODEL}/predict",
              orjson.dumps({"instances": [{"x0": 0.5, "x1": -1.0, "x2": 2.0}]}), 1),
-            ("gateway full path", f"{gateway}/{MODEL}/predict", full_body, 1),
-            (f"gateway full path x{BATCH}", f"{gateway}/{MODEL}/predict", orjson.dumps({"instances": instances}), BATCH),
+            ("gateway full path", f"{gateway}/{MODEL}/predict", single_bodies, 1),
+            (f"gateway full path x{BATCH}", f"{gateway}/{MODEL}/predict", batch_bodies, BATCH),
         ]
         try:
             if not args.no_peers:
@@ -220,14 +240,15 @@ def main() -> None:
                 stop_process(peer.process)
         print(f"\nopen loop at {args.rate:,.0f} req/s")
         open_loops = {}
-        for name, url, body in ((CEILING, triton, triton_body(vectors[:1])),
-                                ("gateway full path", f"{gateway}/{MODEL}/predict", full_body)):
-            open_loops[name] = open_loop(url, body, rate=args.rate, duration_s=args.duration)
+        for name, url, bodies in ((CEILING, triton, [triton_body(vectors[:1])]),
+                                  ("gateway full path", f"{gateway}/{MODEL}/predict", single_bodies)):
+            open_loops[name] = open_loop(url, bodies, rate=args.rate, duration_s=args.duration)
             o = open_loops[name]
             print(f"  {name:<26} {o['achieved_rps']:>8,.0f} req/s  p50 {o['p50_ms']:6.2f}  p95 {o['p95_ms']:6.2f}  "
-                  f"p99 {o['p99_ms']:7.2f} ms  errors {o['errors']}  generator lag p99 {o['send_lag_p99_ms']:.2f} ms")
+                  f"p99 {o['p99_ms']:7.2f} ms  errors {o['errors']}  generator lag p99 {o['send_lag_p99_ms']:.2f} ms, "
+                  f"{o['generator_cpu_us_per_request']:.0f} µs CPU per request")
         feast = feast_latency(config, instances)
-        events = event_accounting(config, f"{gateway}/{MODEL}/predict", full_body, duration_s=args.duration)
+        events = event_accounting(config, f"{gateway}/{MODEL}/predict", single_bodies, duration_s=args.duration)
 
     report = {"machine": platform.node(), "when": time.strftime("%Y-%m-%d %H:%M:%S"), "duration_s": args.duration,
               "results": [r.as_dict() for r in results], "summary": summarise(results), "open_loop": open_loops,
@@ -240,7 +261,7 @@ def main() -> None:
     print_table(report["summary"])
     for entry in feast["results"]:
         print(f"\nFeast lookup, {entry['entities']} entities: p50 {entry['p50_ms']:.2f} ms  p99 {entry['p99_ms']:.2f} ms  "
-              f"({entry['per_entity_us']:.0f} µs per entity)", end="")
+              f"({entry['per_entity_us']:.0f} µs per entity; Feast's SDK call p50 {entry['feast_sdk_p50_ms']:.2f} ms)", end="")
     print(f"\nevents under overload (c=64): {events['answered']:,} answered, {events['events_written']:,} written, "
           f"{events['events_dropped']:,.0f} dropped (counted), {events['unaccounted']:,.0f} unaccounted")
     print(f"\nResults written to {path} and {path.with_suffix('.png')}")

@@ -11,9 +11,14 @@ from pathlib import Path
 
 LUA = r"""
 wrk.method = "POST"
-wrk.body = [==[%(body)s]==]
 wrk.headers["Content-Type"] = "application/json"
 %(headers)s
+bodies = {%(bodies)s}
+sent = 0
+request = function()
+  sent = sent + 1
+  return wrk.format(nil, nil, nil, bodies[(sent %% #bodies) + 1])
+end
 done = function(summary, latency, requests)
   local errors = summary.errors.connect + summary.errors.read + summary.errors.write
                + summary.errors.status + summary.errors.timeout
@@ -53,11 +58,13 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or "wrk"
 
 
-def run_wrk(name: str, url: str, body: bytes, *, connections: int, duration_s: int, rows_per_request: int = 1,
-            headers: dict[str, str] | None = None, threads: int = 1) -> WrkResult:
+def run_wrk(name: str, url: str, body: bytes | list[bytes], *, connections: int, duration_s: int,
+            rows_per_request: int = 1, headers: dict[str, str] | None = None, threads: int = 1) -> WrkResult:
+    """Load ``url`` with ``body``, or with each of a list of bodies in turn (different entities and routing keys)."""
     header_lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {}).items())
+    bodies = ", ".join(f"[==[{b.decode()}]==]" for b in ([body] if isinstance(body, bytes) else body))
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA % {"body": body.decode(), "headers": header_lines})
+        script.write(LUA % {"bodies": bodies, "headers": header_lines})
     try:
         argv = [ensure_wrk(), "-t", str(threads), "-c", str(connections), "-d", f"{duration_s}s", "-s", script.name, url]
         out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=duration_s + 60).stdout

@@ -1,39 +1,49 @@
-"""Online features from Feast's Redis store, read in process with Feast's async online-store API.
+"""Online features from Feast's Redis online store: every view and entity of a micro-batch in one round trip.
 
-A lookup asks Feast's online store (``OnlineStore.online_read_async``, here Feast's Redis store)
-for each feature view the signature names, all views at once, with each distinct entity once.
-It skips ``FeatureStore.get_online_features_async``, whose generic request and response
-building cost more than the read itself: measured on this machine with a running fleet, one
-entity took 880 µs through the SDK (with ``to_dict``) against 340 µs here, and 32 entities
-4.7 ms against 2.1 ms. Keys, hash fields and value encoding stay Feast's own.
+Feast owns the data: its registry defines the feature views, its materialization writes Redis,
+and the keys this reads are Feast's own (``serialize_entity_key`` + project, one hash per
+entity, fields named by Feast's murmur3 of ``view:feature``, values as Feast ``Value`` protos).
+What differs from ``FeatureStore.get_online_features_async`` is the transport: one Lua script
+call (``HMGET`` per entity, server-side) for all the views and distinct entities of a lookup,
+instead of Feast's generic request and response building around a pipeline of one ``HMGET``
+per entity. Measured on this machine (7 features in 2 views, uvloop, CPU per lookup): 1 entity
+880 µs through the SDK with ``to_dict``, 316 µs through Feast's ``OnlineStore.online_read_async``
+per view, 191 µs here; 32 entities 4.7 ms, 2.2 ms and 1.2 ms. Encoded entity keys are cached
+(a pure function of the key values), so a returning entity costs no encoding.
+``tests/gateway/test_features.py`` checks that the values equal the SDK's.
 
 Feature views come from the Feast registry, cached: :meth:`FeatureReader.start` refreshes the
 registry and the view cache in a worker thread every ``registry_refresh_s`` (never on the event
 loop), so changed feature views reach the gateway within that period; a view the cache lacks
-makes the lookup that names it re-read the registry (at most once a second).
+makes the lookup that names it re-read the registry (at most once a second). A standalone Redis
+is assumed (a script's keys must share a Redis Cluster slot).
 
-Feast's first read in a process builds its async Redis client and imports its read path (about a
-second of work on a busy machine, past the lookup deadline); :meth:`FeatureReader.warm_up` pays
-that before the gateway serves.
-
-A refused Redis connection fails a lookup at once (503, see :func:`services.common.feature_store.
-feast_redis_connection_string`); a Redis that accepts but does not answer runs into ``timeout_s`` (504).
+A refused Redis connection fails a lookup at once (503: the client does not retry); a Redis that
+accepts but does not answer runs into ``timeout_s`` (504).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import redis.asyncio as aioredis
 from feast import FeatureStore, FeatureView
-from feast.infra.online_stores.helpers import get_online_store_from_config
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
+from feast.value_type import ValueType
 from prometheus_client import Histogram
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from services.common.errors import BackendUnavailable, FeatureLookupTimeout, InvalidInput, MlfleetError
 from services.gateway.tensors import FeatureColumns
@@ -42,6 +52,25 @@ logger = logging.getLogger("mlfleet.gateway.features")
 
 RELOAD_ON_MISS_S = 1.0
 """A lookup naming a view the cache lacks re-reads the registry, but not more often than this."""
+ENCODED_KEYS_CACHED = 65_536
+
+HMGET_PER_KEY = """
+local groups, at = {}, 2
+for group = 1, tonumber(ARGV[1]) do
+  local count = tonumber(ARGV[at])
+  groups[group] = {unpack(ARGV, at + 1, at + count)}
+  at = at + count + 1
+end
+local found = {}
+for i, key in ipairs(KEYS) do
+  found[i] = redis.call('HMGET', key, unpack(groups[tonumber(ARGV[at + i - 1])]))
+end
+return found
+"""
+"""``KEYS``: entity keys. ``ARGV``: the number of field groups, then each group as its size and its fields, then
+each key's group number. Returns one ``HMGET`` answer per key."""
+
+SCALARS = frozenset({"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val"})
 
 
 def features_by_view(features: Sequence[str]) -> dict[str, list[str]]:
@@ -53,35 +82,70 @@ def features_by_view(features: Sequence[str]) -> dict[str, list[str]]:
     return grouped
 
 
-def entity_keys(view: FeatureView, entity_rows: Sequence[dict[str, Any]]) -> tuple[list[EntityKey], list[int]]:
-    """The distinct entity keys of ``view`` among ``entity_rows``, and for each row the index of its key.
-
-    A join key value Feast cannot encode as the join key's type (``"abc"`` for an Int64 key) is the caller's
-    mistake: 422."""
-    columns = view.entity_columns
-    distinct: dict[tuple[Any, ...], int] = {}
-    positions = []
-    for row in entity_rows:
-        values = tuple(row[column.name] for column in columns)
-        positions.append(distinct.setdefault(values, len(distinct)))
+@functools.lru_cache(maxsize=ENCODED_KEYS_CACHED)
+def redis_key(project: bytes, join_keys: tuple[str, ...], value_types: tuple[ValueType, ...], values: tuple[Any, ...],
+              serialization_version: int) -> bytes:
+    """Feast's Redis key of one entity. A value Feast cannot encode as its join key's type (``"abc"`` for an Int64
+    key) is the caller's mistake: 422."""
     encoded = []
-    for index, column in enumerate(columns):
+    for name, value_type, value in zip(join_keys, value_types, values):
         try:
-            encoded.append(python_values_to_proto_values([values[index] for values in distinct],
-                                                         column.dtype.to_value_type()))
+            encoded.extend(python_values_to_proto_values([value], value_type))
         except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"entity key {column.name!r} is not a valid {column.dtype}: {exc}",
-                               field=column.name) from None
-    join_keys = [column.name for column in columns]
-    keys = [EntityKey(join_keys=join_keys, entity_values=[values[i] for values in encoded])
-            for i in range(len(distinct))]
-    return keys, positions
+            raise InvalidInput(f"entity key {name!r} is not a valid {value_type.name}: {exc}", field=name) from None
+    key = EntityKey(join_keys=list(join_keys), entity_values=encoded)
+    return serialize_entity_key(key, entity_key_serialization_version=serialization_version) + project
+
+
+@functools.lru_cache(maxsize=4096)
+def field_name(view: str, feature: str) -> bytes:
+    """Feast's hash field of one feature in its view's entity hashes."""
+    return _mmh3(f"{view}:{feature}")
+
+
+def python_value(raw: bytes | None) -> Any:
+    """A stored Feast ``Value`` as Python (``None`` when absent)."""
+    if raw is None:
+        return None
+    value = Value.FromString(raw)
+    kind = value.WhichOneof("val")
+    if kind in SCALARS:
+        return getattr(value, kind)
+    return None if kind is None else feast_value_type_to_python_type(value)
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRead:
+    """The part of one lookup that reads one view: its distinct entities' keys, and each row's entity."""
+
+    view: str
+    stored_as: str
+    """The view's name in Redis (with a version suffix when Feast versions views online)."""
+    fields: list[str]
+    keys: list[bytes]
+    positions: list[int]
+
+
+def plan_view_read(view: FeatureView, stored_name: str, fields: list[str], entity_rows: Sequence[dict[str, Any]],
+                   project: bytes, serialization_version: int) -> ViewRead:
+    columns = view.entity_columns
+    join_keys = tuple(column.name for column in columns)
+    value_types = tuple(column.dtype.to_value_type() for column in columns)
+    distinct: dict[tuple[Any, ...], int] = {}
+    positions = [distinct.setdefault(tuple(row[name] for name in join_keys), len(distinct)) for row in entity_rows]
+    keys = [redis_key(project, join_keys, value_types, values, serialization_version) for values in distinct]
+    return ViewRead(view.name, stored_name, fields, keys, positions)
 
 
 class FeatureReader:
-    def __init__(self, store: FeatureStore, *, timeout_s: float, latency: Histogram, registry_refresh_s: float) -> None:
+    def __init__(self, store: FeatureStore, redis_url: str, *, timeout_s: float, latency: Histogram,
+                 registry_refresh_s: float) -> None:
         self._store = store
-        self._online = get_online_store_from_config(store.config.online_store)
+        self._redis = aioredis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=timeout_s)
+        self._hmget_per_key = self._redis.register_script(HMGET_PER_KEY)
+        self._project = store.config.project.encode()
+        self._serialization_version = store.config.entity_key_serialization_version
+        self._versioned = store.config.registry.enable_online_feature_view_versioning
         self._timeout_s = timeout_s
         self._latency = latency
         self._registry_refresh_s = registry_refresh_s
@@ -107,23 +171,26 @@ class FeatureReader:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout_s):
-                grouped = features_by_view(features)
-                views = [await self._view(name) for name in grouped]
-                reads = await asyncio.gather(*(self._read_view(view, fields, entity_rows)
-                                               for view, fields in zip(views, grouped.values())))
+                reads = [await self._plan(name, fields, entity_rows)
+                         for name, fields in features_by_view(features).items()]
+                found = await self._read(reads)
         except TimeoutError:
             raise FeatureLookupTimeout(f"online feature lookup took longer than {self._timeout_s}s") from None
         except MlfleetError:
             raise
-        except Exception as exc:  # Feast raises many types (Redis, proto); all mean "no features now"
+        except Exception as exc:  # Redis or proto failures all mean "no features now"
             logger.warning("feature lookup failed: %s", exc)
             raise BackendUnavailable(f"online feature store failed: {type(exc).__name__}: {exc}") from None
         finally:
             self._latency.observe(time.perf_counter() - started)
-        return {name: values for columns in reads for name, values in columns.items()}
+        columns: dict[str, list[Any]] = {}
+        for read, answers in zip(reads, found):
+            for index, field in enumerate(read.fields):
+                per_entity = [python_value(answer[index]) for answer in answers]
+                columns[f"{read.view}:{field}"] = [per_entity[position] for position in read.positions]
+        return columns
 
-    async def _view(self, name: str) -> FeatureView:
-        """The cached view; a view not cached yet makes the registry be re-read, at most once a second."""
+    async def _plan(self, name: str, fields: list[str], entity_rows: Sequence[dict[str, Any]]) -> ViewRead:
         view = self._views.get(name)
         if view is None and time.monotonic() - self._reloaded >= RELOAD_ON_MISS_S:
             await self.reload_views()
@@ -131,29 +198,35 @@ class FeatureReader:
         if view is None:
             raise BackendUnavailable(f"feature view {name!r} is not in the Feast registry (the gateway re-reads it "
                                      f"every {self._registry_refresh_s:g}s)")
-        return view
+        return plan_view_read(view, compute_versioned_name(view, self._versioned), fields, entity_rows,
+                              self._project, self._serialization_version)
 
-    async def _read_view(self, view: FeatureView, fields: list[str],
-                         entity_rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
-        keys, positions = entity_keys(view, entity_rows)
-        found = await self._online.online_read_async(self._store.config, view, keys, list(fields))
-        columns = {}
-        for field in fields:
-            per_entity = [None if values is None else feast_value_type_to_python_type(values[field])
-                          for _, values in found]
-            columns[f"{view.name}:{field}"] = [per_entity[position] for position in positions]
-        return columns
+    async def _read(self, reads: list[ViewRead]) -> list[list[list[bytes | None]]]:
+        """One ``HMGET`` answer per distinct entity of each read, from one script call."""
+        keys = [key for read in reads for key in read.keys]
+        if not keys:
+            return [[] for _ in reads]
+        groups: list[Any] = [len(reads)]
+        for read in reads:
+            groups += [len(read.fields), *(field_name(read.stored_as, field) for field in read.fields)]
+        groups += [number for number, read in enumerate(reads, start=1) for _ in read.keys]
+        answers = await self._hmget_per_key(keys=keys, args=groups)
+        found, start = [], 0
+        for read in reads:
+            found.append(answers[start:start + len(read.keys)])
+            start += len(read.keys)
+        return found
 
     async def warm_up(self, timeout_s: float = 15.0) -> None:
-        """Load the feature views and look up one absent entity in each. Failing (Redis down at start) only logs:
-        the gateway still starts, and lookups answer 503 until Redis is back."""
+        """Load the feature views and look up one absent entity in each (loads the script into Redis). Failing
+        (Redis down at start) only logs: the gateway still starts, and lookups answer 503 until Redis is back."""
         try:
             async with asyncio.timeout(timeout_s):
                 await self.reload_views()
                 for view in self._views.values():
-                    absent = {column.name: "" if column.dtype.to_value_type().name == "STRING" else 0
+                    absent = {column.name: "" if column.dtype.to_value_type() == ValueType.STRING else 0
                               for column in view.entity_columns}
-                    await self._read_view(view, [view.features[0].name], [absent])
+                    await self.lookup([f"{view.name}:{view.features[0].name}"], [absent])
         except Exception as exc:  # any failure only means the first request pays the warm-up
             logger.warning("could not warm up the feature store: %s", exc)
 
@@ -170,5 +243,5 @@ class FeatureReader:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._refresher
-        await self._online.close()
+        await self._redis.aclose()
         await self._store.close()

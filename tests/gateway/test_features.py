@@ -8,11 +8,12 @@ from datetime import timedelta
 import pytest
 from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64, String
+from feast.protos.feast.types.Value_pb2 import DoubleList, Value
 from prometheus_client import CollectorRegistry, Histogram
 
 from services.common.errors import BackendUnavailable, InvalidInput
 from services.common.feature_store import open_feature_store
-from services.gateway.features import FeatureReader, entity_keys, features_by_view
+from services.gateway.features import FeatureReader, features_by_view, plan_view_read, python_value
 from tests.gateway.conftest import USERS, apply_user_stats
 
 FEATURES = ["user_stats:avg_amount_30d", "user_stats:txn_count_7d"]
@@ -29,25 +30,35 @@ def test_features_are_grouped_by_view_in_order():
     assert features_by_view(["a:x", "b:y", "a:z"]) == {"a": ["x", "z"], "b": ["y"]}
 
 
+def plan(view: FeatureView, rows: list[dict]):
+    return plan_view_read(view, view.name, ["x"], rows, b"mlfleet", 3)
+
+
 def test_each_entity_is_read_once_and_rows_point_at_it():
-    view = view_keyed_by(Field(name="user_id", dtype=Int64))
-    keys, positions = entity_keys(view, [{"user_id": 7}, {"user_id": 9}, {"user_id": 7}])
-    assert [k.entity_values[0].int64_val for k in keys] == [7, 9]
-    assert positions == [0, 1, 0]
+    read = plan(view_keyed_by(Field(name="user_id", dtype=Int64)), [{"user_id": 7}, {"user_id": 9}, {"user_id": 7}])
+    assert len(read.keys) == 2 and len(set(read.keys)) == 2
+    assert read.positions == [0, 1, 0]
+    assert all(key.endswith(b"mlfleet") for key in read.keys)
 
 
-def test_compound_keys_keep_every_join_key():
+def test_compound_keys_tell_entities_apart_by_every_join_key():
     view = view_keyed_by(Field(name="user_id", dtype=Int64), Field(name="country", dtype=String))
-    keys, positions = entity_keys(view, [{"user_id": 7, "country": "fr"}, {"user_id": 7, "country": "de"}])
-    assert [list(k.join_keys) for k in keys] == [["user_id", "country"]] * 2
-    assert [k.entity_values[1].string_val for k in keys] == ["fr", "de"]
-    assert positions == [0, 1]
+    read = plan(view, [{"user_id": 7, "country": "fr"}, {"user_id": 7, "country": "de"}, {"user_id": 7, "country": "fr"}])
+    assert len(set(read.keys)) == 2
+    assert read.positions == [0, 1, 0]
 
 
 def test_a_key_feast_cannot_encode_is_the_callers_error():
-    view = view_keyed_by(Field(name="user_id", dtype=Int64))
     with pytest.raises(InvalidInput, match="user_id"):
-        entity_keys(view, [{"user_id": "not-a-number"}])
+        plan(view_keyed_by(Field(name="user_id", dtype=Int64)), [{"user_id": "not-a-number"}])
+
+
+def test_stored_values_become_python_values():
+    assert python_value(Value(int64_val=3).SerializeToString()) == 3
+    assert python_value(Value(string_val="fr").SerializeToString()) == "fr"
+    assert python_value(Value(double_list_val=DoubleList(val=[1.5, 2.0])).SerializeToString()) == [1.5, 2.0]
+    assert python_value(Value().SerializeToString()) is None
+    assert python_value(None) is None
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +72,7 @@ def reader_and_store(feast_dir, redis_url):
     store = open_feature_store(redis_url=redis_url, feast_dir=feast_dir, registry_cache_ttl_s=0,
                                registry_cache_mode="thread")
     latency = Histogram("lookup_seconds", "lookup", registry=CollectorRegistry())
-    return FeatureReader(store, timeout_s=5, latency=latency, registry_refresh_s=60), store
+    return FeatureReader(store, redis_url, timeout_s=5, latency=latency, registry_refresh_s=60), store
 
 
 def test_lookup_matches_feasts_sdk(feast_dir, redis_url):
