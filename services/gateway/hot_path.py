@@ -14,7 +14,7 @@ the request gets its server span, and for cross-origin requests, which need the 
 from __future__ import annotations
 
 import logging
-import uuid
+import random
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -49,15 +49,21 @@ def invalid_body(exc: ValidationError) -> MlfleetError:
     return InvalidInput("Request failed validation", errors=errors)
 
 
+def new_id() -> str:
+    """128 random bits as 32 hex digits (a W3C trace id's form). Not a secret, so the ``random`` module's generator,
+    not ``uuid4``'s ``os.urandom`` system call: the gateway makes two per request."""
+    return f"{random.getrandbits(128):032x}"
+
+
 def request_ids(headers: Mapping[str, str]) -> tuple[str, str]:
     """``X-Request-Id`` (or a new one) and the trace id: the server span's when tracing is on, else the
     W3C ``traceparent`` header's (or a new one)."""
-    request_id = headers.get("x-request-id") or uuid.uuid4().hex
+    request_id = headers.get("x-request-id") or new_id()
     traced = current_trace_id()
     if traced is not None:
         return request_id, traced
     parts = headers.get("traceparent", "").split("-")
-    trace_id = parts[1] if len(parts) == 4 and len(parts[1]) == 32 else uuid.uuid4().hex
+    trace_id = parts[1] if len(parts) == 4 and len(parts[1]) == 32 else new_id()
     return request_id, trace_id
 
 

@@ -256,7 +256,8 @@ class Predictor:
 
     def _event(self, ctx: RequestContext, model: str, choice: Choice, status: str, latency_ms: float,
                tensor: np.ndarray | None, predictions: list[Prediction], error: MlfleetError | None) -> PredictionEvent:
-        return PredictionEvent(
+        """Built from values this gateway made and checked, so it skips validation (``model_construct``)."""
+        return PredictionEvent.model_construct(
             request_id=ctx.request_id, trace_id=ctx.trace_id,
             traceparent=current_traceparent() if self._tracer is not None else None,
             model=model, version=choice.version.version, variant=choice.variant,
