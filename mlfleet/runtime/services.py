@@ -6,15 +6,18 @@ import sys
 
 SERVICES = ("registry", "features", "monitor", "gateway")
 DEFAULT_PORTS = {"gateway": 8080, "registry": 8081, "features": 8082, "monitor": 8083}
+GATEWAY_HTTP_PROTOCOL = "services.gateway.http_protocol:CoalescingHttpToolsProtocol"
+"""uvicorn's httptools protocol writing each answer in one system call (see that module)."""
 
 
 def service_argv(name: str, *, host: str, port: int) -> list[str]:
     """``uvicorn --factory services.<name>.app:create_app`` on ``host:port``, one worker."""
     if name not in SERVICES:
         raise ValueError(f"unknown service {name!r}")
+    protocol = ["--http", GATEWAY_HTTP_PROTOCOL] if name == "gateway" else []
     return [
         sys.executable, "-m", "uvicorn", "--factory", f"services.{name}.app:create_app",
-        "--host", host, "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "5",
+        "--host", host, "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "5", *protocol,
     ]
 
 
