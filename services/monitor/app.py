@@ -135,11 +135,13 @@ def create_app(settings: MonitorSettings | None = None) -> FastAPI:
         redis = connect(settings.redis_url, timeout_s=2.0 + settings.block_ms / 1000)
         redis.set_retry(Retry(NoBackoff(), 0))
         tracing.instrument_redis(redis)
+        commit_redis = connect(settings.redis_url, reply_timeout=False)
+        commit_redis.set_retry(Retry(NoBackoff(), 0))
         store = AggregateStore(redis, ttl_s=settings.bucket_ttl_s)
         samples = SampleStore(redis, samples_max=settings.samples_max, prediction_ttl_s=settings.prediction_ttl_s,
                               seen_ttl_s=settings.seen_ttl_s)
         consumer = EventConsumer(redis, store, _consumer_config(settings), metrics, tracing.active_tracer,
-                                 samples=samples)
+                                 samples=samples, commit_redis=commit_redis)
         task = asyncio.create_task(consumer.run(), name="monitor-consumer")
         resources = _watching_resources(settings, metrics, redis, store, consumer, task, samples)
         app.state.resources = resources
@@ -159,6 +161,7 @@ def create_app(settings: MonitorSettings | None = None) -> FastAPI:
             await resources.registry.aclose()
             await resources.feedback_auth.close()
             await redis.aclose()
+            await commit_redis.aclose()
             tracing.shutdown()
 
     app = FastAPI(title="mlfleet monitor", version="0.1.0", lifespan=lifespan,

@@ -49,6 +49,8 @@ class ConsumerConfig:
     retry_max_s: float
     linger_s: float = 0.0
     """After a batch smaller than ``batch_size``, wait this long before reading again, so the next batch is larger."""
+    commit_timeout_s: float = 5.0
+    """Bound of one batch's transaction, which runs on a client without per-reply timeouts."""
 
     @property
     def totals_key(self) -> str:
@@ -98,8 +100,12 @@ def entry_time_s(entry_id: bytes) -> float:
 
 class EventConsumer:
     def __init__(self, redis: aioredis.Redis, store: AggregateStore, config: ConsumerConfig,
-                 metrics: MonitorMetrics, tracer: Tracer | None = None, *, samples: SampleStore | None = None) -> None:
+                 metrics: MonitorMetrics, tracer: Tracer | None = None, *, samples: SampleStore | None = None,
+                 commit_redis: aioredis.Redis | None = None) -> None:
+        """``commit_redis``, when given, runs the batch transactions: a client made with ``reply_timeout=False``
+        (see :func:`services.common.redis.connect`); the transaction is bounded by ``commit_timeout_s`` instead."""
         self._redis = redis
+        self._commit_redis = commit_redis or redis
         self._samples = samples
         self._tracer = tracer
         self._store = store
@@ -222,7 +228,7 @@ class EventConsumer:
         if not batch.ids:
             return
         cfg = self.config
-        async with self._redis.pipeline(transaction=True) as pipe:
+        async with asyncio.timeout(cfg.commit_timeout_s), self._commit_redis.pipeline(transaction=True) as pipe:
             self._store.queue_counts(pipe, batch.buckets)
             if self._samples is not None:
                 self._samples.queue_events(pipe, batch.events)
