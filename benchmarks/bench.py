@@ -161,15 +161,22 @@ def feast_latency(config: FleetConfig, instances: list[dict], rounds: int = 300)
     return {"features": len(features), "results": asyncio.run(measure())}
 
 
+def stream_entries_added(stream: redis.Redis) -> int:
+    """Entries ever appended to the predictions stream: Redis 7's ``entries-added``, which trimming to the stream's
+    length cap does not lower (``XLEN`` stops growing at the cap), else ``XLEN`` on older Redis."""
+    info = stream.xinfo_stream(PREDICTIONS_STREAM)
+    return int(info.get("entries-added", info.get(b"entries-added", stream.xlen(PREDICTIONS_STREAM))))
+
+
 def event_accounting(config: FleetConfig, url: str, body: list[bytes], *, duration_s: int) -> dict:
     """Overload the full path (64 connections) and account for every prediction event."""
     stream = redis.Redis.from_url(config.redis_url)
     time.sleep(2)  # let the writer flush what earlier runs queued
-    before = {"xlen": stream.xlen(PREDICTIONS_STREAM), "dropped": gateway_metric(config, "mlfleet_gateway_events_dropped_total"),
+    before = {"added": stream_entries_added(stream), "dropped": gateway_metric(config, "mlfleet_gateway_events_dropped_total"),
               "enqueued": gateway_metric(config, "mlfleet_gateway_events_enqueued_total")}
     load = run_wrk("overload", url, body, connections=64, duration_s=duration_s)
     time.sleep(3)
-    written = stream.xlen(PREDICTIONS_STREAM) - before["xlen"]
+    written = stream_entries_added(stream) - before["added"]
     dropped = gateway_metric(config, "mlfleet_gateway_events_dropped_total") - before["dropped"]
     enqueued = gateway_metric(config, "mlfleet_gateway_events_enqueued_total") - before["enqueued"]
     stream.close()

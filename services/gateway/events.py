@@ -34,13 +34,16 @@ return #ARGV - 1
 
 class EventWriter:
     def __init__(self, redis: aioredis.Redis, metrics: GatewayMetrics, *, queue_size: int, batch_size: int,
-                 maxlen: int) -> None:
+                 maxlen: int, linger_s: float = 0.0) -> None:
+        """``linger_s``: after taking the first event, wait this long for more before writing, so a lightly loaded
+        gateway makes a few larger writes instead of one per request (each write is a round trip to Redis)."""
         self._redis = redis
         self._xadd_each = redis.register_script(XADD_EACH)
         self._metrics = metrics
         self._queue: asyncio.Queue[PredictionEvent] = asyncio.Queue(maxsize=queue_size)
         self._batch_size = batch_size
         self._maxlen = maxlen
+        self._linger_s = linger_s
         self._task: asyncio.Task | None = None
 
     def enqueue(self, event: PredictionEvent) -> None:
@@ -69,6 +72,8 @@ class EventWriter:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            if self._linger_s > 0 and self._queue.qsize() < self._batch_size - 1:
+                await asyncio.sleep(self._linger_s)
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
             try:

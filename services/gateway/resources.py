@@ -56,7 +56,7 @@ class Gateway:
         triton = TritonInference(settings.triton_http_url, timeout_s=settings.inference_timeout_s,
                                  max_batch_rows=settings.batch_max_rows)
         events = EventWriter(redis, metrics, queue_size=settings.event_queue_size, batch_size=settings.event_batch_size,
-                             maxlen=settings.events_maxlen)
+                             maxlen=settings.events_maxlen, linger_s=settings.event_linger_ms / 1000)
         policy = PolicySync(registry_url=settings.registry_url, redis=redis, poll_s=settings.policy_poll_s,
                             timeout_s=settings.registry_timeout_s, revision_gauge=metrics.policy_revision)
         predictor = Predictor(policy=policy, features=features, triton=triton, events=events, metrics=metrics,

@@ -33,6 +33,11 @@ class GatewaySettings(ServiceSettings):
     max_instances: int = Field(default=1024, ge=1, description="Most instances in one predict request (422 above).")
     event_queue_size: int = Field(default=10_000, ge=1, description="Prediction events buffered in memory; more are dropped and counted.")
     event_batch_size: int = Field(default=256, ge=1, description="Most events written to Redis in one pipeline.")
+    event_linger_ms: float = Field(
+        default=10.0, ge=0, le=1000,
+        description="After the first queued event, wait this long for more before writing to Redis: fewer, larger "
+                    "writes under light load; events reach the stream at most this much later.",
+    )
     events_maxlen: int = Field(default=1_000_000, ge=1, description="Approximate length cap (MAXLEN ~) of the predictions stream.")
     policy_poll_s: float = Field(default=5.0, gt=0, description="Period of the routing-table poll that repairs missed policy messages.")
     shadow_max_in_flight: int = Field(default=64, ge=0, description="Most mirrored shadow inferences running at once; more are skipped.")

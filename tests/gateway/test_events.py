@@ -64,3 +64,25 @@ async def test_full_queue_drops_and_a_dead_redis_costs_events_not_requests():
     assert value(metrics, "events_written") == written
     await writer.close(drain_timeout_s=0.1)
     await redis.aclose()
+
+
+async def test_events_arriving_within_the_linger_are_written_together(redis_url):
+    metrics = GatewayMetrics.create(CollectorRegistry())
+    redis = connect(redis_url)
+    writer = EventWriter(redis, metrics, queue_size=100, batch_size=50, maxlen=10_000, linger_s=0.2)
+    sizes: list[int] = []
+    write = writer._write
+
+    async def recording(batch):
+        sizes.append(len(batch))
+        await write(batch)
+
+    writer._write = recording
+    writer.start()
+    for i in range(5):
+        writer.enqueue(event(f"linger-{i}"))
+        await asyncio.sleep(0.01)
+    await wait_for(lambda: sum(sizes) == 5)
+    await writer.close()
+    await redis.aclose()
+    assert sizes == [5]
