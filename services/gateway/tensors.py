@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from services.common.errors import InvalidInput, MissingFeatures
-from services.common.schemas import InputSource, Signature
+from services.common.schemas import InputSource, Signature, SignatureInput
 
 FeatureColumns = Mapping[str, Sequence[Any]]
 """Online feature values by ``view:field``, one value per instance."""
@@ -44,10 +44,40 @@ def build_tensor(signature: Signature, instances: Sequence[Mapping[str, Any]], f
     (naming every missing feature and the entity it was looked up for).
     """
     tensor = np.empty((len(instances), len(signature.inputs)), dtype=np.float32)
+    checked_one_by_one = []
+    for column, spec in enumerate(signature.inputs):
+        if spec.source is InputSource.request:
+            values = numeric_column([instance.get(spec.name) for instance in instances])
+        else:
+            values = numeric_column(features[spec.feature])
+        if values is None:
+            checked_one_by_one.append((column, spec))
+        else:
+            tensor[:, column] = values
+    if checked_one_by_one:
+        _fill_value_by_value(tensor, signature, instances, features, checked_one_by_one)
+    return tensor
+
+
+def numeric_column(values: Sequence[Any]) -> np.ndarray | None:
+    """``values`` as an array when every one is a finite ``int`` or ``float`` (the common case, checked in one pass);
+    ``None`` when any needs a closer look (absent, a default, not a number, not finite)."""
+    if not all(type(value) is float or type(value) is int for value in values):
+        return None
+    try:
+        array = np.array(values, dtype=np.float64)
+    except OverflowError:
+        return None
+    return array if np.isfinite(array).all() else None
+
+
+def _fill_value_by_value(tensor: np.ndarray, signature: Signature, instances: Sequence[Mapping[str, Any]],
+                         features: FeatureColumns, columns: list[tuple[int, SignatureInput]]) -> None:
+    """Fill ``columns`` one value at a time, applying defaults and raising the request's first error."""
     missing = []
     for row, instance in enumerate(instances):
         absent = []
-        for column, spec in enumerate(signature.inputs):
+        for column, spec in columns:
             if spec.source is InputSource.request:
                 value = instance.get(spec.name)
                 if value is None and spec.default is None:
@@ -63,7 +93,6 @@ def build_tensor(signature: Signature, instances: Sequence[Mapping[str, Any]], f
             missing.append({"instance": row, "entity": entity, "features": absent})
     if missing:
         raise MissingFeatures(_describe_missing(missing), missing=missing)
-    return tensor
 
 
 def _number(value: Any, name: str, row: int) -> float:

@@ -1,4 +1,6 @@
 import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
 import pytest
 
 from services.common.errors import InvalidInput, MissingFeatures
@@ -67,3 +69,18 @@ def test_request_only_signature_needs_no_features():
     only_request = Signature(inputs=[SignatureInput(name="b", source="request"), SignatureInput(name="a", source="request")])
     tensor = build_tensor(only_request, [{"a": 1, "b": 2}], {})
     np.testing.assert_array_equal(tensor, np.array([[2, 1]], dtype=np.float32))
+
+
+numbers = st.one_of(st.integers(min_value=-(2**53), max_value=2**53),
+                    st.floats(allow_nan=False, allow_infinity=False, min_value=-3e38, max_value=3e38))
+
+
+@given(st.lists(st.tuples(st.one_of(st.none(), numbers), st.one_of(st.none(), numbers), numbers), min_size=1, max_size=40))
+def test_every_cell_is_its_value_or_its_default_whichever_path_builds_the_column(rows):
+    """Columns of plain finite numbers are built in one pass, others value by value; both give the same cells."""
+    instances = [{"user_id": i, "amount": amount} for i, (amount, _, _) in enumerate(rows)]
+    features = {"user_stats:avg_amount_30d": [avg for _, avg, _ in rows],
+                "user_stats:txn_count_7d": [count for _, _, count in rows]}
+    tensor = build_tensor(signature(amount_default=-1.0, avg_default=0.5), instances, features)
+    expected = [[-1.0 if a is None else a, 0.5 if v is None else v, c] for a, v, c in rows]
+    np.testing.assert_array_equal(tensor, np.array(expected, dtype=np.float64).astype(np.float32))
