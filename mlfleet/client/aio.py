@@ -60,8 +60,9 @@ class AsyncFleet:
     async def whoami(self) -> m.Identity:
         return await self.send(calls.whoami())
 
-    async def create_key(self, name: str, role: m.Role | str) -> m.KeyCreated:
-        return await self.send(calls.create_key(name, role))
+    async def create_key(self, name: str, role: m.Role | str, *,
+                         rate_limit_per_minute: int | None = None) -> m.KeyCreated:
+        return await self.send(calls.create_key(name, role, rate_limit_per_minute=rate_limit_per_minute))
 
     async def list_keys(self) -> m.KeyList:
         return await self.send(calls.list_keys())

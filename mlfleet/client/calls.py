@@ -55,8 +55,9 @@ def whoami() -> Call[m.Identity]:
     return Call("registry", "GET", "/v1/auth/whoami", m.Identity)
 
 
-def create_key(name: str, role: m.Role | str) -> Call[m.KeyCreated]:
-    return Call("registry", "POST", "/v1/keys", m.KeyCreated, json=_body(m.KeyCreate(name=name, role=role)))
+def create_key(name: str, role: m.Role | str, *, rate_limit_per_minute: int | None = None) -> Call[m.KeyCreated]:
+    body = m.KeyCreate(name=name, role=role, rate_limit_per_minute=rate_limit_per_minute)
+    return Call("registry", "POST", "/v1/keys", m.KeyCreated, json=_body(body))
 
 
 def list_keys() -> Call[m.KeyList]:

@@ -68,9 +68,10 @@ class Fleet:
     def whoami(self) -> m.Identity:
         return self.send(calls.whoami())
 
-    def create_key(self, name: str, role: m.Role | str) -> m.KeyCreated:
-        """A new API key; its secret is in the answer only."""
-        return self.send(calls.create_key(name, role))
+    def create_key(self, name: str, role: m.Role | str, *, rate_limit_per_minute: int | None = None) -> m.KeyCreated:
+        """A new API key; its secret is in the answer only. ``rate_limit_per_minute``: requests per minute it may make
+        to each service replica (429 above); unlimited when ``None``."""
+        return self.send(calls.create_key(name, role, rate_limit_per_minute=rate_limit_per_minute))
 
     def list_keys(self) -> m.KeyList:
         return self.send(calls.list_keys())

@@ -10,8 +10,6 @@ from typing import Annotated
 
 import typer
 
-from mlfleet.client import models as m
-from mlfleet.client.calls import Call
 from mlfleet.client.models import Role
 from mlfleet.commands import render
 from mlfleet.commands.context import Output, OutputOption, connect, emit, fleet_command
@@ -32,9 +30,7 @@ def create(
     output: OutputOption = Output.table,
 ) -> None:
     """Create a key; its secret is printed this once (with --output json: the API's answer, secret included)."""
-    body = m.KeyCreate(name=name, role=role, rate_limit_per_minute=rate_limit)
-    answer = connect(ctx).send(Call("registry", "POST", "/v1/keys", m.KeyCreated,
-                                    json=body.model_dump(mode="json", exclude_none=True)))
+    answer = connect(ctx).create_key(name, role, rate_limit_per_minute=rate_limit)
     emit(output, answer, lambda out: render.key_created(answer, out))
 
 

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from mlfleet.cli import app
+from mlfleet.client import Fleet
 from mlfleet.client.models import KeyCreated
 from mlfleet.commands.context import Connection, ExitCode
 from tests.client.conftest import MODEL, as_json
@@ -40,6 +41,16 @@ def test_keys_create_json_is_the_apis_body(cli):
     shared = ("name", "role", "created_at")
     assert {k: listed[k] for k in shared} == {k: body[k] for k in shared}
     assert body["key"].startswith(listed["prefix"])
+
+
+def test_a_rate_limited_key_from_the_cli_and_from_the_client(cli, client_fleet):
+    body = as_json(cli("keys", "create", "cli-throttled", "--role", "viewer", "--rate-limit", "120", "--output", "json"))
+    assert body["rate_limit_per_minute"] == 120
+    assert "60/min" in cli("keys", "create", "cli-throttled-table", "--role", "viewer", "--rate-limit", "60").stdout
+    with Fleet(config=client_fleet.config()) as fleet:
+        created = fleet.create_key("client-throttled", "viewer", rate_limit_per_minute=30)
+        unlimited = fleet.create_key("client-unlimited", "viewer")
+    assert (created.rate_limit_per_minute, unlimited.rate_limit_per_minute) == (30, None)
 
 
 def test_secrets_stay_out_of_reprs_and_tracebacks():
