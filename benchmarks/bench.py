@@ -168,6 +168,22 @@ def stream_entries_added(stream: redis.Redis) -> int:
     return int(info.get("entries-added", info.get(b"entries-added", stream.xlen(PREDICTIONS_STREAM))))
 
 
+def wait_monitor_idle(config: FleetConfig, timeout_s: float = 60) -> None:
+    """Wait until the monitor has consumed and acknowledged every event so far, so a run does not share the cores
+    with the monitor still working through the previous run's events."""
+    stream = redis.Redis.from_url(config.redis_url)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            groups = stream.xinfo_groups(PREDICTIONS_STREAM)
+            last = stream.xinfo_stream(PREDICTIONS_STREAM)["last-generated-id"]
+            if all(g["pending"] == 0 and g["last-delivered-id"] == last for g in groups):
+                return
+            time.sleep(0.2)
+    finally:
+        stream.close()
+
+
 def event_accounting(config: FleetConfig, url: str, body: list[bytes], *, duration_s: int) -> dict:
     """Overload the full path (64 connections) and account for every prediction event."""
     stream = redis.Redis.from_url(config.redis_url)
@@ -194,6 +210,8 @@ def main() -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--rounds", type=int, default=1, help="Alternating rounds over all targets.")
     parser.add_argument("--rate", type=float, default=3200, help="Open-loop requests per second.")
+    parser.add_argument("--lower-rates", type=float, nargs="*", default=[2400, 1600],
+                        help="Further open-loop rates for the full path, to show what it sustains.")
     parser.add_argument("--no-peers", action="store_true", help="Skip MLServer and BentoML.")
     args = parser.parse_args()
 
@@ -236,6 +254,7 @@ def main() -> None:
             for _ in range(args.rounds):
                 for connections in args.connections:
                     for name, url, body, rows in targets:
+                        wait_monitor_idle(config)
                         result = run_wrk(name, url, body, connections=connections, duration_s=args.duration,
                                          rows_per_request=rows)
                         results.append(result)
@@ -245,14 +264,18 @@ def main() -> None:
         finally:
             for peer in peers:
                 stop_process(peer.process)
-        print(f"\nopen loop at {args.rate:,.0f} req/s")
+        print("\nopen loop")
         open_loops = {}
-        for name, url, bodies in ((CEILING, triton, [triton_body(vectors[:1])]),
-                                  ("gateway full path", f"{gateway}/{MODEL}/predict", single_bodies)):
-            open_loops[name] = open_loop(url, bodies, rate=args.rate, duration_s=args.duration)
+        full_path = f"{gateway}/{MODEL}/predict"
+        for name, url, bodies, rate in ((CEILING, triton, [triton_body(vectors[:1])], args.rate),
+                                        ("gateway full path", full_path, single_bodies, args.rate),
+                                        *((f"gateway full path at {r:,.0f}/s", full_path, single_bodies, r)
+                                          for r in args.lower_rates)):
+            wait_monitor_idle(config)
+            open_loops[name] = open_loop(url, bodies, rate=rate, duration_s=args.duration)
             o = open_loops[name]
-            print(f"  {name:<26} {o['achieved_rps']:>8,.0f} req/s  p50 {o['p50_ms']:6.2f}  p95 {o['p95_ms']:6.2f}  "
-                  f"p99 {o['p99_ms']:7.2f} ms  errors {o['errors']}  generator lag p99 {o['send_lag_p99_ms']:.2f} ms, "
+            print(f"  {name:<30} {rate:>6,.0f}/s -> {o['achieved_rps']:>6,.0f} req/s  p50 {o['p50_ms']:6.2f}  "
+                  f"p95 {o['p95_ms']:6.2f}  p99 {o['p99_ms']:7.2f} ms  errors {o['errors']}  generator lag p99 {o['send_lag_p99_ms']:.2f} ms, "
                   f"{o['generator_cpu_us_per_request']:.0f} µs CPU per request")
         feast = feast_latency(config, instances)
         events = event_accounting(config, f"{gateway}/{MODEL}/predict", single_bodies, duration_s=args.duration)
