@@ -127,8 +127,8 @@ def feast_latency(config: FleetConfig, instances: list[dict], rounds: int = 300)
     store = open_feature_store(redis_url=config.redis_url, feast_dir=config.home / "feast", registry_cache_ttl_s=0,
                                registry_cache_mode="thread")
     features = [f"{view.name}:{field.name}" for view in store.list_feature_views() for field in view.features]
-    reader = FeatureReader(store, config.redis_url, timeout_s=5, latency=Histogram("lookup", "lookup", registry=CollectorRegistry()),
-                           registry_refresh_s=3600)
+    latency = Histogram("lookup", "lookup", registry=CollectorRegistry())
+    reader = FeatureReader(store, config.redis_url, timeout_s=5, latency=latency, registry_refresh_s=3600)
 
     async def sdk(rows: list[dict]) -> None:
         (await store.get_online_features_async(features=features, entity_rows=rows, full_feature_names=True)).to_dict()
@@ -165,7 +165,8 @@ def stream_entries_added(stream: redis.Redis) -> int:
     """Entries ever appended to the predictions stream: Redis 7's ``entries-added``, which trimming to the stream's
     length cap does not lower (``XLEN`` stops growing at the cap), else ``XLEN`` on older Redis."""
     info = stream.xinfo_stream(PREDICTIONS_STREAM)
-    return int(info.get("entries-added", info.get(b"entries-added", stream.xlen(PREDICTIONS_STREAM))))
+    added = info.get("entries-added")
+    return int(added) if added is not None else stream.xlen(PREDICTIONS_STREAM)
 
 
 def wait_monitor_idle(config: FleetConfig, timeout_s: float = 60) -> None:
@@ -180,17 +181,19 @@ def wait_monitor_idle(config: FleetConfig, timeout_s: float = 60) -> None:
             if all(g["pending"] == 0 and g["last-delivered-id"] == last for g in groups):
                 return
             time.sleep(0.2)
+        print(f"  (the monitor was still busy after {timeout_s:.0f} s; measuring anyway)")
     finally:
         stream.close()
 
 
-def event_accounting(config: FleetConfig, url: str, body: list[bytes], *, duration_s: int) -> dict:
+def event_accounting(config: FleetConfig, url: str, bodies: list[bytes], *, duration_s: int) -> dict:
     """Overload the full path (64 connections) and account for every prediction event."""
     stream = redis.Redis.from_url(config.redis_url)
     time.sleep(2)  # let the writer flush what earlier runs queued
-    before = {"added": stream_entries_added(stream), "dropped": gateway_metric(config, "mlfleet_gateway_events_dropped_total"),
+    before = {"added": stream_entries_added(stream),
+              "dropped": gateway_metric(config, "mlfleet_gateway_events_dropped_total"),
               "enqueued": gateway_metric(config, "mlfleet_gateway_events_enqueued_total")}
-    load = run_wrk("overload", url, body, connections=64, duration_s=duration_s)
+    load = run_wrk("overload", url, bodies, connections=64, duration_s=duration_s)
     time.sleep(3)
     written = stream_entries_added(stream) - before["added"]
     dropped = gateway_metric(config, "mlfleet_gateway_events_dropped_total") - before["dropped"]
@@ -275,7 +278,8 @@ def main() -> None:
             open_loops[name] = open_loop(url, bodies, rate=rate, duration_s=args.duration)
             o = open_loops[name]
             print(f"  {name:<30} {rate:>6,.0f}/s -> {o['achieved_rps']:>6,.0f} req/s  p50 {o['p50_ms']:6.2f}  "
-                  f"p95 {o['p95_ms']:6.2f}  p99 {o['p99_ms']:7.2f} ms  errors {o['errors']}  generator lag p99 {o['send_lag_p99_ms']:.2f} ms, "
+                  f"p95 {o['p95_ms']:6.2f}  p99 {o['p99_ms']:7.2f} ms  errors {o['errors']}  "
+                  f"generator lag p99 {o['send_lag_p99_ms']:.2f} ms, "
                   f"{o['generator_cpu_us_per_request']:.0f} µs CPU per request")
         feast = feast_latency(config, instances)
         events = event_accounting(config, f"{gateway}/{MODEL}/predict", single_bodies, duration_s=args.duration)
@@ -291,7 +295,8 @@ def main() -> None:
     print_table(report["summary"])
     for entry in feast["results"]:
         print(f"\nFeast lookup, {entry['entities']} entities: p50 {entry['p50_ms']:.2f} ms  p99 {entry['p99_ms']:.2f} ms  "
-              f"({entry['per_entity_us']:.0f} µs per entity; Feast's SDK call p50 {entry['feast_sdk_p50_ms']:.2f} ms)", end="")
+              f"({entry['per_entity_us']:.0f} µs per entity; Feast's SDK call p50 {entry['feast_sdk_p50_ms']:.2f} ms)",
+              end="")
     print(f"\nevents under overload (c=64): {events['answered']:,} answered, {events['events_written']:,} written, "
           f"{events['events_dropped']:,.0f} dropped (counted), {events['unaccounted']:,.0f} unaccounted")
     print(f"\nResults written to {path} and {path.with_suffix('.png')}")

@@ -44,6 +44,8 @@ class EventWriter:
         self._batch_size = batch_size
         self._maxlen = maxlen
         self._linger_s = linger_s
+        self._holding = 0
+        """Events taken from the queue and not yet written or counted as dropped."""
         self._task: asyncio.Task | None = None
 
     def enqueue(self, event: PredictionEvent) -> None:
@@ -59,10 +61,12 @@ class EventWriter:
         self._task = asyncio.create_task(self._run(), name="gateway-event-writer")
 
     async def close(self, *, drain_timeout_s: float = 2.0) -> None:
-        """Write what is queued (bounded wait), then stop the writer."""
+        """Write what is queued and what the writer holds (bounded wait), then stop the writer; events it still
+        holds then are counted as dropped (``shutdown``)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(drain_timeout_s):
-                while not self._queue.empty() and self._task is not None and not self._task.done():
+                while ((not self._queue.empty() or self._holding) and self._task is not None
+                       and not self._task.done()):
                     await asyncio.sleep(0.01)
         if self._task is not None:
             self._task.cancel()
@@ -72,18 +76,25 @@ class EventWriter:
     async def _run(self) -> None:
         while True:
             batch = [await self._queue.get()]
-            if self._linger_s > 0 and self._queue.qsize() < self._batch_size - 1:
-                await asyncio.sleep(self._linger_s)
-            while len(batch) < self._batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            self._holding = 1
             try:
+                if self._linger_s > 0 and self._queue.qsize() < self._batch_size - 1:
+                    await asyncio.sleep(self._linger_s)
+                while len(batch) < self._batch_size and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
+                self._holding = len(batch)
                 await self._write(batch)
+            except asyncio.CancelledError:
+                self._metrics.events_dropped.labels("shutdown").inc(len(batch))
+                raise
             except Exception as exc:  # Redis down or slow: lose this batch, keep serving
                 self._metrics.events_dropped.labels("write_failed").inc(len(batch))
                 logger.warning("could not write %d prediction events: %s", len(batch), exc)
+                self._holding = 0
                 await asyncio.sleep(RETRY_PAUSE_S)
             else:
                 self._metrics.events_written.inc(len(batch))
+            self._holding = 0
 
     async def _write(self, batch: list[PredictionEvent]) -> None:
         await self._xadd_each(keys=[PREDICTIONS_STREAM], args=[self._maxlen, *(e.model_dump_json() for e in batch)])

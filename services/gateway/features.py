@@ -193,6 +193,16 @@ class FeatureReader:
                 columns[f"{read.view}:{field}"] = [per_entity[position] for position in read.positions]
         return columns
 
+    def check_entities(self, features: Sequence[str], entity_rows: Sequence[dict[str, Any]]) -> None:
+        """Raise :class:`InvalidInput` (422) for a join key value Feast cannot encode, before the rows join a batch
+        whose lookup would fail for every request in it. Views not cached yet are checked by the lookup itself; the
+        encoded keys are cached for the lookup."""
+        for name, fields in features_by_view(features).items():
+            view = self._views.get(name)
+            if view is not None:
+                plan_view_read(view, compute_versioned_name(view, self._versioned), fields, entity_rows, self._project,
+                               self._serialization_version)
+
     async def _plan(self, name: str, fields: list[str], entity_rows: Sequence[dict[str, Any]]) -> ViewRead:
         view = self._views.get(name)
         if view is None and time.monotonic() - self._reloaded >= RELOAD_ON_MISS_S:
@@ -201,6 +211,10 @@ class FeatureReader:
         if view is None:
             raise BackendUnavailable(f"feature view {name!r} is not in the Feast registry (the gateway re-reads it "
                                      f"every {self._registry_refresh_s:g}s)")
+        unknown = [field for field in fields if field not in {feature.name for feature in view.features}]
+        if unknown:
+            raise BackendUnavailable(f"feature view {name!r} has no feature {', '.join(map(repr, unknown))} in the "
+                                     f"Feast registry")
         return plan_view_read(view, compute_versioned_name(view, self._versioned), fields, entity_rows,
                               self._project, self._serialization_version)
 

@@ -6,6 +6,10 @@ loopback socket cost about 30 µs, so the status line and headers alone took abo
 the gateway's CPU under load (py-spy, 64 connections). :class:`CoalescingTransport` holds what
 is written during one turn of the event loop and writes it together at the end of that turn.
 
+The transport's flow control (``pause_writing``) sees the data only when it is flushed, at the
+end of the turn: a response body produced in many writes without yielding is buffered whole, as
+an unpaused transport would too.
+
 The gateway's launch command selects it: ``uvicorn --http services.gateway.http_protocol:
 CoalescingHttpToolsProtocol``. Without it the gateway works the same, only slower.
 """
@@ -30,6 +34,12 @@ class CoalescingTransport:
         if not self._pending:
             self._loop.call_soon(self.flush)
         self._pending.append(data)
+
+    def writelines(self, chunks: list[bytes]) -> None:
+        self.write(b"".join(chunks))
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + sum(map(len, self._pending))
 
     def flush(self) -> None:
         if not self._pending:

@@ -149,6 +149,8 @@ class Predictor:
         """This request's rows, inferred in the next batch of its version (entity keys are checked first, so an
         invalid request fails before it joins a batch)."""
         rows = entity_rows(version.signature, instances) if tensor is None else []
+        if rows and version.signature.feast_features:
+            self._features.check_entities(version.signature.feast_features, rows)
         job = InferenceJob(version, variant, instances, rows, tensor)
         return await self._batcher.submit((model, version.version), job, rows=len(instances))
 

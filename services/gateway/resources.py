@@ -50,8 +50,8 @@ class Gateway:
         store = await asyncio.to_thread(open_feature_store, redis_url=settings.redis_url, feast_dir=settings.feast_dir,
                                         registry_url=settings.feast_registry_url, registry_cache_ttl_s=0,
                                         registry_cache_mode="thread")
-        features = FeatureReader(store, settings.redis_url, timeout_s=settings.feature_timeout_s, latency=metrics.feature_latency,
-                                 registry_refresh_s=settings.feast_registry_refresh_s)
+        features = FeatureReader(store, settings.redis_url, timeout_s=settings.feature_timeout_s,
+                                 latency=metrics.feature_latency, registry_refresh_s=settings.feast_registry_refresh_s)
         await features.warm_up()
         triton = TritonInference(settings.triton_http_url, timeout_s=settings.inference_timeout_s,
                                  max_batch_rows=settings.batch_max_rows)

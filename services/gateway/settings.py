@@ -32,7 +32,7 @@ class GatewaySettings(ServiceSettings):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, description="Largest request body accepted (413 above).")
     max_instances: int = Field(default=1024, ge=1, description="Most instances in one predict request (422 above).")
     event_queue_size: int = Field(default=10_000, ge=1, description="Prediction events buffered in memory; more are dropped and counted.")
-    event_batch_size: int = Field(default=256, ge=1, description="Most events written to Redis in one pipeline.")
+    event_batch_size: int = Field(default=256, ge=1, description="Most events written to Redis in one call.")
     event_linger_ms: float = Field(
         default=10.0, ge=0, le=1000,
         description="After the first queued event, wait this long for more before writing to Redis: fewer, larger "

@@ -35,7 +35,8 @@ INPUT = "input"
 """The tensor contract of every registered version (see the registry's Triton backend)."""
 
 UNAVAILABLE_STATUSES = {404, 503}
-"""Triton's answer when the version is not loaded (404) or cannot serve now (503); other errors are the model's."""
+"""Triton's answer when the version is not loaded (404) or cannot serve now (503); other errors (400 and 500,
+which include a request Triton itself cancelled) are the model's."""
 READ_CHUNK = 65_536
 
 
@@ -80,8 +81,11 @@ class Connection:
         return not self._writer.is_closing() and not self._reader.at_eof()
 
     async def exchange(self, request: bytes) -> Answer:
-        self._writer.write(request)
-        await self._writer.drain()
+        try:
+            self._writer.write(request)
+            await self._writer.drain()
+        except OSError as exc:
+            raise ConnectionLost(f"connection to Triton broke: {exc}", answered=False) from None
         answer = Answer()
         parser = answer.parser = httptools.HttpResponseParser(answer)
         received = False
@@ -147,13 +151,14 @@ def error_message(body: bytes) -> str:
 class TritonInference:
     """Runs one FP32 batch through one model version and returns its probabilities."""
 
-    def __init__(self, url: str, *, timeout_s: float, max_batch_rows: int, max_idle: int = 16) -> None:
+    def __init__(self, url: str, *, timeout_s: float, max_batch_rows: int, max_idle: int = 64) -> None:
         host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
         self._host, self._port = host or "127.0.0.1", int(port)
         self._timeout_s = timeout_s
         self._max_batch_rows = max_batch_rows
         self._max_idle = max_idle
         self._idle: deque[Connection] = deque()
+        self._closed = False
 
     async def probabilities(self, model: str, version: int, tensor: np.ndarray, *, output: str) -> np.ndarray:
         """Like :meth:`infer`; a tensor longer than Triton's ``max_batch_size`` goes in several calls."""
@@ -222,7 +227,7 @@ class TritonInference:
         return Connection(reader, writer), False
 
     def _release(self, connection: Connection, *, keep: bool) -> None:
-        if keep and connection.usable and len(self._idle) < self._max_idle:
+        if keep and not self._closed and connection.usable and len(self._idle) < self._max_idle:
             self._idle.append(connection)
         else:
             connection.close()
@@ -236,5 +241,6 @@ class TritonInference:
         return False
 
     async def close(self) -> None:
+        self._closed = True
         while self._idle:
             self._idle.pop().close()

@@ -44,7 +44,8 @@ def test_keys_create_json_is_the_apis_body(cli):
 
 
 def test_a_rate_limited_key_from_the_cli_and_from_the_client(cli, client_fleet):
-    body = as_json(cli("keys", "create", "cli-throttled", "--role", "viewer", "--rate-limit", "120", "--output", "json"))
+    body = as_json(cli("keys", "create", "cli-throttled", "--role", "viewer", "--rate-limit", "120",
+                       "--output", "json"))
     assert body["rate_limit_per_minute"] == 120
     assert "60/min" in cli("keys", "create", "cli-throttled-table", "--role", "viewer", "--rate-limit", "60").stdout
     with Fleet(config=client_fleet.config()) as fleet:

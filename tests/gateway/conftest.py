@@ -112,7 +112,7 @@ def fleet(workdir, redis_url, triton, admin_key) -> Iterator[Fleet]:
         artifacts = {1: train_onnx(1), 2: train_onnx(2)}
         register(registry.url, MODEL, artifacts, key=admin_key, **DEFAULT_POLICY)
         settings = {
-            "registry_url": registry.url, "triton_grpc_url": triton.grpc_url, "triton_http_url": triton.http_url,
+            "registry_url": registry.url, "triton_http_url": triton.http_url,
             "redis_url": redis_url, "feast_dir": feast_dir, "max_body_bytes": 16_384, "policy_poll_s": 60,
         }
         gateway = start_service("gateway", settings, home / "gateway")
@@ -127,7 +127,7 @@ def fleet(workdir, redis_url, triton, admin_key) -> Iterator[Fleet]:
 def cut_off_gateway(fleet, workdir) -> Iterator[ServiceProcess]:
     """A gateway whose Triton is unreachable (nothing listens there) and whose ``max_instances`` is 2."""
     dead = f"127.0.0.1:{free_port()}"
-    settings = fleet.gateway_settings | {"triton_grpc_url": dead, "triton_http_url": dead, "max_instances": 2,
+    settings = fleet.gateway_settings | {"triton_http_url": dead, "max_instances": 2,
                                          "inference_timeout_s": 1}
     gateway = start_service("gateway", settings, workdir / "gateway-it" / "cut-off", ready_path="/healthz")
     yield gateway

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -107,3 +109,17 @@ def test_pinning_needs_a_deployer_key(fleet):
         pinned = client.post(PREDICT, headers=pin | bearer(deployer), json=body)
         assert pinned.status_code == 200, pinned.text
         assert pinned.json()["variant"] == "pinned"
+
+
+def test_an_entity_key_feast_cannot_encode_fails_only_its_own_request(fleet):
+    """Requests sent together share micro-batches; the bad key is refused before its request joins one."""
+    async def together() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=fleet.gateway.url, timeout=30) as client:
+            bodies = [{"instances": [{"user_id": "not-a-number" if i == 3 else 1 + i % 40, "amount": 12.5}],
+                       "routing_key": "same-version"} for i in range(12)]
+            return await asyncio.gather(*(client.post(PREDICT, json=body) for body in bodies))
+
+    answers = asyncio.run(together())
+    body = assert_problem(answers[3], 422, "invalid-input")
+    assert body["field"] == "user_id"
+    assert [a.status_code for i, a in enumerate(answers) if i != 3] == [200] * 11

@@ -86,3 +86,17 @@ async def test_events_arriving_within_the_linger_are_written_together(redis_url)
     await writer.close()
     await redis.aclose()
     assert sizes == [5]
+
+
+async def test_closing_writes_what_the_writer_holds_during_its_linger(redis_url):
+    metrics = GatewayMetrics.create(CollectorRegistry())
+    redis = connect(redis_url)
+    writer = EventWriter(redis, metrics, queue_size=100, batch_size=50, maxlen=10_000, linger_s=0.5)
+    written, dropped = value(metrics, "events_written"), value(metrics, "events_dropped", "shutdown")
+    writer.start()
+    writer.enqueue(event("held-at-close"))
+    await asyncio.sleep(0.05)  # the writer has taken it and lingers
+    await writer.close()
+    await redis.aclose()
+    assert value(metrics, "events_written") == written + 1
+    assert value(metrics, "events_dropped", "shutdown") == dropped

@@ -6,7 +6,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
-from feast import Entity, FeatureView, Field, FileSource, ValueType
+from feast import Entity, FeatureView, Field, FileSource
 from feast.types import Float64, Int64, String
 from feast.protos.feast.types.Value_pb2 import DoubleList, Value
 from prometheus_client import CollectorRegistry, Histogram
@@ -43,7 +43,8 @@ def test_each_entity_is_read_once_and_rows_point_at_it():
 
 def test_compound_keys_tell_entities_apart_by_every_join_key():
     view = view_keyed_by(Field(name="user_id", dtype=Int64), Field(name="country", dtype=String))
-    read = plan(view, [{"user_id": 7, "country": "fr"}, {"user_id": 7, "country": "de"}, {"user_id": 7, "country": "fr"}])
+    rows = [{"user_id": 7, "country": "fr"}, {"user_id": 7, "country": "de"}, {"user_id": 7, "country": "fr"}]
+    read = plan(view, rows)
     assert len(set(read.keys)) == 2
     assert read.positions == [0, 1, 0]
 
@@ -105,4 +106,17 @@ def test_unknown_view_is_unavailable_not_a_crash(feast_dir, redis_url):
             await reader.close()
 
     with pytest.raises(BackendUnavailable, match="no_such_view"):
+        asyncio.run(lookup())
+
+
+def test_a_feature_the_view_lacks_is_unavailable_not_silently_absent(feast_dir, redis_url):
+    async def lookup():
+        reader, _ = reader_and_store(feast_dir, redis_url)
+        await reader.warm_up()
+        try:
+            await reader.lookup(["user_stats:avg_amount_30d", "user_stats:no_such_feature"], [{"user_id": 1}])
+        finally:
+            await reader.close()
+
+    with pytest.raises(BackendUnavailable, match="no_such_feature"):
         asyncio.run(lookup())

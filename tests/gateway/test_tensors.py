@@ -75,7 +75,8 @@ numbers = st.one_of(st.integers(min_value=-(2**53), max_value=2**53),
                     st.floats(allow_nan=False, allow_infinity=False, min_value=-3e38, max_value=3e38))
 
 
-@given(st.lists(st.tuples(st.one_of(st.none(), numbers), st.one_of(st.none(), numbers), numbers), min_size=1, max_size=40))
+@given(st.lists(st.tuples(st.one_of(st.none(), numbers), st.one_of(st.none(), numbers), numbers),
+                min_size=1, max_size=40))
 def test_every_cell_is_its_value_or_its_default_whichever_path_builds_the_column(rows):
     """Columns of plain finite numbers are built in one pass, others value by value; both give the same cells."""
     instances = [{"user_id": i, "amount": amount} for i, (amount, _, _) in enumerate(rows)]

@@ -50,7 +50,8 @@ def test_request_carries_the_tensor_as_raw_bytes_after_its_json_header():
 
 def test_the_named_output_is_found_after_the_others_bytes():
     labels = np.array([1, 0], dtype=np.int64)
-    body, length = binary_answer({"label": labels, "probabilities": PROBABILITIES}, {"label": "INT64", "probabilities": "FP32"})
+    body, length = binary_answer({"label": labels, "probabilities": PROBABILITIES},
+                                 {"label": "INT64", "probabilities": "FP32"})
     np.testing.assert_array_equal(output_tensor(body, length, "probabilities"), PROBABILITIES)
     np.testing.assert_array_equal(output_tensor(body, length, "label"), labels)
     assert output_tensor(body, length, "missing") is None
@@ -82,7 +83,8 @@ class ScriptedTriton:
         self.connections += 1
         while self.script:
             head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length"))
             await reader.readexactly(length)
             step = self.script.pop(0)
             if step is None:

@@ -97,7 +97,7 @@ def traced_fleet(workdir, redis_url, receiver) -> Iterator[TracedFleet]:
             started.append(registry)
             register(registry.url, admin_key, MODEL, {1: train_onnx(1), 2: train_onnx(2)}, stable=1, canary=2, canary_percent=50)
             gateway = start_service("gateway", {
-                "registry_url": registry.url, "triton_grpc_url": triton.grpc_url, "triton_http_url": triton.http_url,
+                "registry_url": registry.url, "triton_http_url": triton.http_url,
                 "redis_url": redis_url, "feast_dir": feast_dir, "policy_poll_s": 60,
             }, home / "gateway")
             started.append(gateway)

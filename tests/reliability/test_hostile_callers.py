@@ -54,7 +54,7 @@ def fleet(tmp_path_factory, redis_url, triton, admin_key) -> Iterator[Fleet]:
                              home / "features" / "data")
         registry_url = services["registry"].url
         settings = {
-            "gateway": {"registry_url": registry_url, "triton_grpc_url": triton.grpc_url,
+            "gateway": {"registry_url": registry_url,
                         "triton_http_url": triton.http_url, "redis_url": redis, "feast_dir": home / "feast",
                         "max_body_bytes": 16_384, "max_instances": 4, "policy_poll_s": 60},
             "features": {"redis_url": redis, "max_body_bytes": BODY_LIMIT},
