@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 from collections import deque
 from dataclasses import dataclass, field
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import httptools
 import numpy as np
@@ -152,8 +152,10 @@ class TritonInference:
     """Runs one FP32 batch through one model version and returns its probabilities."""
 
     def __init__(self, url: str, *, timeout_s: float, max_batch_rows: int, max_idle: int = 64) -> None:
-        host, _, port = url.removeprefix("http://").rstrip("/").rpartition(":")
-        self._host, self._port = host or "127.0.0.1", int(port)
+        address = urlsplit(url if "//" in url else f"//{url}")
+        self._host, self._port = address.hostname or "127.0.0.1", address.port or 8000
+        self._authority = address.netloc or self._host
+        """``Host`` header: ``host:port`` as given (IPv6 literals keep their brackets)."""
         self._timeout_s = timeout_s
         self._max_batch_rows = max_batch_rows
         self._max_idle = max_idle
@@ -172,7 +174,7 @@ class TritonInference:
         """Raise ``BackendUnavailable`` (503) when Triton or the version cannot answer in time,
         ``InferenceFailed`` (502) when the model itself fails. The active span's ``traceparent`` goes
         along, so Triton's own spans (when it traces) join the caller's trace."""
-        request = infer_request(self._host, model, version, tensor, output, trace_headers())
+        request = infer_request(self._authority, model, version, tensor, output, trace_headers())
         try:
             async with asyncio.timeout(self._timeout_s):
                 answer = await self._exchange(request)
@@ -234,7 +236,7 @@ class TritonInference:
 
     async def live(self) -> bool:
         """Triton's own liveness (``GET /v2/health/live``)."""
-        request = f"GET /v2/health/live HTTP/1.1\r\nHost: {self._host}\r\n\r\n".encode("latin-1")
+        request = f"GET /v2/health/live HTTP/1.1\r\nHost: {self._authority}\r\n\r\n".encode("latin-1")
         with contextlib.suppress(TimeoutError, OSError, ConnectionLost):
             async with asyncio.timeout(self._timeout_s):
                 return (await self._exchange(request)).status == 200

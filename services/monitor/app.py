@@ -72,7 +72,7 @@ def _consumer_config(settings: MonitorSettings) -> ConsumerConfig:
         stream=settings.stream, group=settings.group, consumer=settings.consumer_name,
         batch_size=settings.batch_size, block_ms=settings.block_ms,
         reclaim_idle_ms=settings.reclaim_idle_ms, retry_max_s=settings.retry_max_s,
-        linger_s=settings.batch_linger_ms / 1000,
+        linger_s=settings.batch_linger_ms / 1000, commit_timeout_s=settings.commit_timeout_s,
     )
 
 

@@ -50,6 +50,11 @@ class MonitorSettings(ServiceSettings):
                     "accumulate: one transaction per ~100 ms instead of one per handful of events (the monitor "
                     "otherwise spends most of its CPU on per-batch round trips at moderate rates).",
     )
+    commit_timeout_s: float = Field(
+        default=5.0, gt=0, le=60,
+        description="Longest one batch's transaction (counts, samples and XACK) may take; past it the batch is "
+                    "read again later, never counted twice. Must stay well below reclaim_idle_ms.",
+    )
     reclaim_idle_ms: int = Field(
         default=60_000, ge=1,
         description="Entries pending this long on another consumer are taken over (XAUTOCLAIM); "

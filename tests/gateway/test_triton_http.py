@@ -160,3 +160,10 @@ def test_a_silent_triton_is_unavailable_after_the_deadline():
 def test_a_refused_connection_is_unavailable():
     with pytest.raises(BackendUnavailable):
         infer("127.0.0.1:1")
+
+
+@pytest.mark.parametrize(("url", "host", "port"), [("triton:8000", "triton", 8000),
+                                                   ("http://10.0.0.5:9000", "10.0.0.5", 9000), ("[::1]:8000", "::1", 8000)])
+def test_the_endpoint_may_be_host_port_a_url_or_an_ipv6_literal(url, host, port):
+    client = TritonInference(url, timeout_s=1, max_batch_rows=64)
+    assert (client._host, client._port) == (host, port)
