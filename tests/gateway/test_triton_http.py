@@ -113,26 +113,26 @@ def infer(url: str, calls: int = 1, timeout_s: float = 2.0) -> list[np.ndarray]:
     return asyncio.run(run())
 
 
-def test_a_kept_alive_connection_carries_the_next_call():
+def two_calls(close_after_first: bool) -> tuple[int, list[np.ndarray]]:
+    """Two calls against a scripted Triton that may close the connection after its first answer; the connections it
+    saw and the answers."""
     async def run():
-        triton = ScriptedTriton([(200, ok_answer(), False), (200, ok_answer(), False)])
+        triton = ScriptedTriton([(200, ok_answer(), close_after_first), (200, ok_answer(), False)])
         async with triton as url:
             answers = await asyncio.to_thread(infer, url, 2)
         return triton.connections, answers
 
-    connections, answers = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_a_kept_alive_connection_carries_the_next_call():
+    connections, answers = two_calls(close_after_first=False)
     assert connections == 1
     np.testing.assert_array_equal(answers[1], PROBABILITIES)
 
 
 def test_a_connection_triton_closed_is_replaced_and_the_call_sent_again():
-    async def run():
-        triton = ScriptedTriton([(200, ok_answer(), True), (200, ok_answer(), False)])
-        async with triton as url:
-            answers = await asyncio.to_thread(infer, url, 2)
-        return triton.connections, answers
-
-    connections, answers = asyncio.run(run())
+    connections, answers = two_calls(close_after_first=True)
     assert connections == 2
     np.testing.assert_array_equal(answers[1], PROBABILITIES)
 
