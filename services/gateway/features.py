@@ -33,7 +33,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
 from feast import FeatureStore, FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
@@ -46,6 +45,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from services.common.errors import BackendUnavailable, FeatureLookupTimeout, InvalidInput, MlfleetError
+from services.common.redis import connect
 from services.gateway.tensors import FeatureColumns
 
 logger = logging.getLogger("mlfleet.gateway.features")
@@ -144,7 +144,8 @@ class FeatureReader:
     def __init__(self, store: FeatureStore, redis_url: str, *, timeout_s: float, latency: Histogram,
                  registry_refresh_s: float) -> None:
         self._store = store
-        self._redis = aioredis.Redis.from_url(redis_url, retry=Retry(NoBackoff(), 0), socket_connect_timeout=timeout_s)
+        self._redis = connect(redis_url, timeout_s=timeout_s, reply_timeout=False)  # each lookup has its deadline
+        self._redis.set_retry(Retry(NoBackoff(), 0))
         self._hmget_per_key = self._redis.register_script(HMGET_PER_KEY)
         self._project = store.config.project.encode()
         self._serialization_version = store.config.entity_key_serialization_version
@@ -153,6 +154,7 @@ class FeatureReader:
         self._latency = latency
         self._registry_refresh_s = registry_refresh_s
         self._views: dict[str, FeatureView] = {}
+        self._feature_names: dict[str, frozenset[str]] = {}
         self._reloaded = float("-inf")
         self._refresher: asyncio.Task | None = None
 
@@ -164,7 +166,9 @@ class FeatureReader:
             self._store.refresh_registry()
             return self._store.list_feature_views()
 
-        self._views = {view.name: view for view in await asyncio.to_thread(read)}
+        views = await asyncio.to_thread(read)
+        self._views = {view.name: view for view in views}
+        self._feature_names = {view.name: frozenset(feature.name for feature in view.features) for view in views}
 
     def start(self) -> None:
         self._refresher = asyncio.create_task(self._refresh_registry(), name="gateway-feast-registry-refresh")
@@ -211,7 +215,7 @@ class FeatureReader:
         if view is None:
             raise BackendUnavailable(f"feature view {name!r} is not in the Feast registry (the gateway re-reads it "
                                      f"every {self._registry_refresh_s:g}s)")
-        unknown = [field for field in fields if field not in {feature.name for feature in view.features}]
+        unknown = [field for field in fields if field not in self._feature_names[name]]
         if unknown:
             raise BackendUnavailable(f"feature view {name!r} has no feature {', '.join(map(repr, unknown))} in the "
                                      f"Feast registry")
