@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,7 @@ from services.gateway.policy import PolicySync
 from services.gateway.postprocess import to_predictions
 from services.gateway.router import Choice, RouteBook
 from services.gateway.schemas import Prediction, PredictRequest, PredictResponse
-from services.gateway.tensors import build_tensor, entity_rows
+from services.gateway.tensors import FeatureColumns, build_tensor, entity_rows
 from services.gateway.triton import TritonInference
 
 logger = logging.getLogger("mlfleet.gateway.predictions")
@@ -180,7 +180,7 @@ class Predictor:
         """Each job's input tensor (or its own error), after one Feast lookup for the entity rows of all jobs."""
         features = list(dict.fromkeys(signature.feast_features))
         lookups = [job for job in jobs if job.tensor is None]
-        columns: Iterator[dict[str, Sequence[Any]]] = iter(())
+        found: FeatureColumns = {}
         if features and lookups:
             rows = [row for job in lookups for row in job.entity_rows]
             with span(self._tracer, "feast.get_online_features", kind=SpanKind.CLIENT) as lookup:
@@ -188,19 +188,8 @@ class Predictor:
                     lookup.set_attributes({"db.system": "redis", "feast.features": features,
                                            "feast.entity_rows": len(rows)})
                 found = await self._features.lookup(features, rows)
-            per_feature = {name: split_rows(values, [len(job.entity_rows) for job in lookups])
-                           for name, values in found.items()}
-            columns = iter([{name: parts[i] for name, parts in per_feature.items()} for i in range(len(lookups))])
-        tensors: list[np.ndarray | MlfleetError] = []
-        for job in jobs:
-            if job.tensor is not None:
-                tensors.append(job.tensor)
-                continue
-            try:
-                tensors.append(build_tensor(signature, job.instances, next(columns, {})))
-            except MlfleetError as exc:
-                tensors.append(exc)
-        return tensors
+        built = iter(build_tensors(signature, lookups, found) if lookups else [])
+        return [job.tensor if job.tensor is not None else next(built) for job in jobs]
 
     async def _infer(self, model: str, version: VersionRoute, tensor: np.ndarray, *, variant: Variant,
                      requests: int) -> np.ndarray:
@@ -270,6 +259,29 @@ class Predictor:
             feature_names=[i.name for i in choice.version.signature.inputs] if tensor is not None else [],
             scores=[p.score for p in predictions], labels=[p.label for p in predictions],
         )
+
+
+def build_tensors(signature: Signature, jobs: Sequence[InferenceJob],
+                  found: FeatureColumns) -> list[np.ndarray | MlfleetError]:
+    """Each job's tensor, from its instances and its rows of ``found`` (feature columns over all the jobs' rows, in
+    order). The whole batch is built at once; only when that fails is each job built alone, so an invalid request
+    fails by itself."""
+    sizes = [len(job.instances) for job in jobs]
+    try:
+        whole = build_tensor(signature, [instance for job in jobs for instance in job.instances], found)
+    except MlfleetError as exc:
+        if len(jobs) == 1:
+            return [exc]
+    else:
+        return list(split_rows(whole, sizes))
+    per_job = {name: split_rows(values, sizes) for name, values in found.items()}
+    tensors: list[np.ndarray | MlfleetError] = []
+    for index, job in enumerate(jobs):
+        try:
+            tensors.append(build_tensor(signature, job.instances, {name: parts[index] for name, parts in per_job.items()}))
+        except MlfleetError as exc:
+            tensors.append(exc)
+    return tensors
 
 
 def routing_key(route: ModelRoute, request: PredictRequest, request_id: str) -> str:

@@ -43,29 +43,32 @@ def build_tensor(signature: Signature, instances: Sequence[Mapping[str, Any]], f
     422 ``invalid-input`` for a request field, 422 ``missing-features`` for features
     (naming every missing feature and the entity it was looked up for).
     """
+    columns = [[instance.get(spec.name) for instance in instances] if spec.source is InputSource.request
+               else features[spec.feature] for spec in signature.inputs]
+    matrix = numeric_matrix(columns)
+    if matrix is not None:
+        return np.ascontiguousarray(matrix.T, dtype=np.float32)
     tensor = np.empty((len(instances), len(signature.inputs)), dtype=np.float32)
     checked_one_by_one = []
-    for column, spec in enumerate(signature.inputs):
-        if spec.source is InputSource.request:
-            values = numeric_column([instance.get(spec.name) for instance in instances])
-        else:
-            values = numeric_column(features[spec.feature])
-        if values is None:
+    for column, (spec, values) in enumerate(zip(signature.inputs, columns)):
+        array = numeric_matrix([values])
+        if array is None:
             checked_one_by_one.append((column, spec))
         else:
-            tensor[:, column] = values
+            tensor[:, column] = array[0]
     if checked_one_by_one:
         _fill_value_by_value(tensor, signature, instances, features, checked_one_by_one)
     return tensor
 
 
-def numeric_column(values: Sequence[Any]) -> np.ndarray | None:
-    """``values`` as an array when every one is a finite ``int`` or ``float`` (the common case, checked in one pass);
-    ``None`` when any needs a closer look (absent, a default, not a number, not finite)."""
-    if not all(type(value) is float or type(value) is int for value in values):
+def numeric_matrix(columns: Sequence[Sequence[Any]]) -> np.ndarray | None:
+    """``columns`` (of equal length) as one float64 array, checked in one pass, when every value is a finite ``int``
+    or ``float`` (the common case); ``None`` when any needs a closer look (absent, a default, not a number, not
+    finite). One call for a whole micro-batch costs about what one column used to."""
+    if not all(type(value) is float or type(value) is int for values in columns for value in values):
         return None
     try:
-        array = np.array(values, dtype=np.float64)
+        array = np.array(columns, dtype=np.float64)
     except OverflowError:
         return None
     return array if np.isfinite(array).all() else None

@@ -1,0 +1,45 @@
+"""A micro-batch's tensors are built at once, yet each request keeps its own rows and its own error."""
+
+import numpy as np
+import pytest
+
+from services.common.errors import InvalidInput, MissingFeatures
+from services.common.schemas import Variant, VersionRoute
+from services.gateway.predictions import InferenceJob, build_tensors
+from services.gateway.tensors import build_tensor
+from tests.gateway.factories import signature
+
+SIGNATURE = signature()
+VERSION = VersionRoute(version=1, signature=SIGNATURE)
+
+
+def job(*instances: dict) -> InferenceJob:
+    return InferenceJob(VERSION, Variant.stable, list(instances), [{"user_id": i["user_id"]} for i in instances])
+
+
+def test_a_valid_batch_gives_each_job_its_own_rows():
+    jobs = [job({"user_id": 1, "amount": 1.0}), job({"user_id": 2, "amount": 2.0}, {"user_id": 3, "amount": 3})]
+    found = {"user_stats:avg_amount_30d": [10.0, 20.0, 30.0], "user_stats:txn_count_7d": [1, 2, 3]}
+    first, second = build_tensors(SIGNATURE, jobs, found)
+    np.testing.assert_array_equal(first, [[1.0, 10.0, 1]])
+    np.testing.assert_array_equal(second, [[2.0, 20.0, 2], [3.0, 30.0, 3]])
+    assert first.flags.c_contiguous and second.flags.c_contiguous
+
+
+@pytest.mark.parametrize(("bad", "error"), [({"user_id": 2, "amount": "2"}, InvalidInput),
+                                            ({"user_id": 2, "amount": 2.0}, MissingFeatures)])
+def test_an_invalid_job_fails_alone_and_the_others_keep_their_rows(bad, error):
+    jobs = [job({"user_id": 1, "amount": 1.0}), job(bad), job({"user_id": 3, "amount": 3.0})]
+    found = {"user_stats:avg_amount_30d": [10.0, None if error is MissingFeatures else 20.0, 30.0],
+             "user_stats:txn_count_7d": [1, None if error is MissingFeatures else 2, 3]}
+    first, failed, third = build_tensors(SIGNATURE, jobs, found)
+    assert isinstance(failed, error)
+    np.testing.assert_array_equal(first, build_tensor(SIGNATURE, jobs[0].instances,
+                                                      {k: v[:1] for k, v in found.items()}))
+    np.testing.assert_array_equal(third, [[3.0, 30.0, 3]])
+
+
+def test_a_lone_invalid_job_gets_its_error():
+    found = {"user_stats:avg_amount_30d": [10.0], "user_stats:txn_count_7d": [1]}
+    [failed] = build_tensors(SIGNATURE, [job({"user_id": 1, "amount": float("nan")})], found)
+    assert isinstance(failed, InvalidInput) and failed.extra["field"] == "amount"
