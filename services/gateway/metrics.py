@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -15,6 +16,7 @@ class GatewayMetrics:
     prediction_latency: Histogram
     feature_latency: Histogram
     triton_latency: Histogram
+    batch_requests: Histogram
     fallbacks: Counter
     shadow_skipped: Counter
     events_enqueued: Counter
@@ -35,6 +37,9 @@ class GatewayMetrics:
                                       buckets=LATENCY_BUCKETS, registry=registry),
             triton_latency=Histogram("mlfleet_gateway_triton_latency_seconds", "Time of one Triton inference call.",
                                      ["model", "version"], buckets=LATENCY_BUCKETS, registry=registry),
+            batch_requests=Histogram("mlfleet_gateway_batch_requests",
+                                     "Requests sharing one micro-batch (one feature lookup and one Triton call).",
+                                     ["model"], buckets=BATCH_BUCKETS, registry=registry),
             fallbacks=Counter("mlfleet_gateway_fallbacks", "Canary inferences that failed and were answered by stable.",
                               ["model"], registry=registry),
             shadow_skipped=Counter("mlfleet_gateway_shadow_skipped", "Shadow mirrors skipped because too many were in flight.",

@@ -158,6 +158,7 @@ class Predictor:
         """One feature lookup and one Triton call for the jobs of one version. A job whose own rows are invalid
         (missing features, bad fields) fails alone; a failing lookup or Triton call fails the whole batch."""
         model, version = key[0], jobs[0].version
+        self._metrics.batch_requests.labels(model).observe(len(jobs))
         tensors = await self._tensors(version.signature, jobs)
         valid = [t for t in tensors if isinstance(t, np.ndarray)]
         if not valid:

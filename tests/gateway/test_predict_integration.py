@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -115,3 +116,31 @@ def test_routes_mirror_the_registry_and_metrics_are_exported(fleet, gateway_clie
     assert 'mlfleet_gateway_predictions_total{model="gw-fraud"' in metrics
     assert "mlfleet_gateway_events_written_total" in metrics
     assert "/v1/models/{model}/predict" in gateway_client.get("/openapi.json").json()["paths"]
+
+
+def batch_histogram(metrics: str, model: str) -> tuple[float, float]:
+    """(observations, requests) of ``mlfleet_gateway_batch_requests`` for ``model``."""
+    values = {}
+    for line in metrics.splitlines():
+        for part in ("count", "sum"):
+            if line.startswith(f'mlfleet_gateway_batch_requests_{part}{{model="{model}"}}'):
+                values[part] = float(line.rsplit(" ", 1)[1])
+    return values.get("count", 0.0), values.get("sum", 0.0)
+
+
+def test_concurrent_requests_share_micro_batches_and_each_is_counted_once(fleet, gateway_client):
+    """Every request joins exactly one micro-batch (the histogram's sum grows by the requests sent); concurrent
+    requests to one version share batches (fewer batches than requests), and each still gets its own answer."""
+    before = batch_histogram(gateway_client.get("/metrics").text, MODEL)
+    bodies = [{"instances": [{"user_id": 1 + i % 30, "amount": float(i)}]} for i in range(48)]
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=str(gateway_client.base_url), timeout=30) as client:
+            return await asyncio.gather(*(client.post(f"/v1/models/{MODEL}/predict", json=body) for body in bodies))
+
+    responses = asyncio.run(send_all())
+    assert [r.status_code for r in responses] == [200] * len(bodies)
+    assert len({r.json()["request_id"] for r in responses}) == len(bodies)
+    batches, requests = (a - b for a, b in zip(batch_histogram(gateway_client.get("/metrics").text, MODEL), before))
+    assert requests == len(bodies)
+    assert 1 <= batches < len(bodies)
