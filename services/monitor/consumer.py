@@ -27,7 +27,7 @@ from services.common.telemetry import context_from_traceparent
 from services.monitor.cancellation import stop_if_cancelled
 from services.monitor.samples import SampleStore
 from services.monitor.schemas import ConsumerStats
-from services.monitor.stats import BucketKey, InvalidEvent, bucket_key, event_counters, parse_event
+from services.monitor.stats import BucketKey, InvalidEvent, add_event, bucket_key, parse_event
 from services.monitor.store import AggregateStore, version_segment
 from services.monitor.telemetry import MonitorMetrics
 
@@ -80,12 +80,14 @@ def tally(entries: Sequence[Entry]) -> Tally:
         result.ids.append(entry_id)
         try:
             event = parse_event((fields or {}).get(EVENT_FIELD))
-            counters = event_counters(event)
+            key = bucket_key(event)
+            counters = result.buckets.get(key) or Counter()
+            add_event(counters, event)  # adds the whole event or, raising, nothing
+            result.buckets[key] = counters
         except (InvalidEvent, ArithmeticError, TypeError, ValueError) as exc:
             result.invalid += 1
             logger.warning("invalid event %s acknowledged without counting: %s", entry_id.decode(), exc)
             continue
-        result.buckets.setdefault(bucket_key(event), Counter()).update(counters)
         result.processed[(event.model, version_segment(event.version))] += 1
         result.events.append(event)
         if event.traceparent:
@@ -231,7 +233,7 @@ class EventConsumer:
         async with asyncio.timeout(cfg.commit_timeout_s), self._commit_redis.pipeline(transaction=True) as pipe:
             self._store.queue_counts(pipe, batch.buckets)
             if self._samples is not None:
-                self._samples.queue_events(pipe, batch.events)
+                await self._samples.queue_events(pipe, batch.events)
             pipe.hincrby(cfg.totals_key, "processed", sum(batch.processed.values()))
             pipe.hincrby(cfg.totals_key, "invalid", batch.invalid)
             pipe.xack(cfg.stream, cfg.group, *batch.ids)

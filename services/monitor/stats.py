@@ -83,22 +83,34 @@ def bucket_key(event: PredictionEvent) -> BucketKey:
     return BucketKey(event.model, event.version, int(event.timestamp // BUCKET_S))
 
 
-def event_counters(event: PredictionEvent) -> Counter[str]:
-    """The counters one event adds to its bucket bucket."""
-    counters: Counter[str] = Counter(requests=1)
+LATENCY_KEYS = tuple(f"lat:{i}" for i in range(len(LATENCY_EDGES_MS)))
+SCORE_KEYS = tuple(f"score:{i}" for i in range(SCORE_BINS))
+
+
+def add_event(counters: Counter[str], event: PredictionEvent) -> None:
+    """Add the counters of one event to ``counters`` (its bucket's). What can fail (an overflowing latency or score)
+    is computed first, so an event is added whole or not at all."""
+    latency = LATENCY_KEYS[latency_bucket(event.latency_ms)]
+    latency_us = round(event.latency_ms * 1000)
+    scores = [SCORE_KEYS[index] for index in map(score_bucket, event.scores) if index is not None]
+    counters["requests"] += 1
     if event.status == "ok":
         counters["predictions"] += event.instances
     else:
         counters["errors"] += 1
         counters[f"errors:{(event.error_code or 'unknown')[:MAX_ERROR_CODE_LEN]}"] += 1
-    counters[f"lat:{latency_bucket(event.latency_ms)}"] += 1
-    counters["lat_sum_us"] += round(event.latency_ms * 1000)
-    for score in event.scores:
-        index = score_bucket(score)
-        if index is not None:
-            counters[f"score:{index}"] += 1
+    counters[latency] += 1
+    counters["lat_sum_us"] += latency_us
+    for key in scores:
+        counters[key] += 1
     if event.variant is not None:
         counters[f"variant:{event.variant.value}"] += 1
+
+
+def event_counters(event: PredictionEvent) -> Counter[str]:
+    """The counters one event adds to its bucket."""
+    counters: Counter[str] = Counter()
+    add_event(counters, event)
     return counters
 
 
@@ -106,7 +118,7 @@ def accumulate(events: Iterable[PredictionEvent]) -> dict[BucketKey, Counter[str
     """Sum the counters of ``events`` per (model, version, bucket)."""
     buckets: dict[BucketKey, Counter[str]] = {}
     for event in events:
-        buckets.setdefault(bucket_key(event), Counter()).update(event_counters(event))
+        add_event(buckets.setdefault(bucket_key(event), Counter()), event)
     return buckets
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from services.monitor.consumer import entry_time_s, tally
-from services.monitor.stats import merge
+from services.monitor.stats import accumulate, bucket_key, merge
 from tests.monitor.factories import make_event
 
 
@@ -17,6 +17,18 @@ def test_a_batch_with_garbage_acknowledges_everything_and_counts_only_events():
     assert batch.ids == [b"1-0", b"2-0", b"3-0", b"4-0"]
     assert (batch.invalid, batch.processed) == (2, Counter({("fraud", "3"): 2}))
     assert merge(batch.buckets.values())["requests"] == 2
+
+
+def test_an_event_whose_counters_overflow_is_invalid_and_adds_nothing_to_its_bucket():
+    """Its latency is finite but too large for microseconds: refused whole, not half-counted into a bucket it shares
+    with a valid event."""
+    good = make_event("fraud", 3, timestamp=1_700_000_000.0)
+    bad = make_event("fraud", 3, latency_ms=1e308, timestamp=1_700_000_001.0)
+    batch = tally([(b"1-0", {b"event": good.model_dump_json().encode()}),
+                   (b"2-0", {b"event": bad.model_dump_json().encode()})])
+    assert batch.invalid == 1
+    assert list(batch.buckets.values()) == [accumulate([good])[bucket_key(good)]]
+    assert tally([(b"3-0", {b"event": bad.model_dump_json().encode()})]).buckets == {}
 
 
 def test_an_entry_id_tells_when_it_was_added():
