@@ -7,6 +7,7 @@ owns its other request/response models in its own ``schemas.py``.
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -94,9 +95,11 @@ class Signature(BaseModel):
             raise ValueError("a signature with feast inputs must name its entities")
         return self
 
-    @property
-    def feast_features(self) -> list[str]:
-        return [i.feature for i in self.inputs if i.source is InputSource.feast and i.feature]
+    @cached_property
+    def feast_features(self) -> tuple[str, ...]:
+        """The ``view:field`` of each feast input, in input order (computed once: a signature is not changed after
+        it is built)."""
+        return tuple(i.feature for i in self.inputs if i.source is InputSource.feast and i.feature)
 
 
 class Variant(StrEnum):

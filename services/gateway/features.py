@@ -118,26 +118,42 @@ def python_value(raw: bytes | None) -> Any:
 
 
 @dataclass(frozen=True, slots=True)
+class ViewSpec:
+    """What reading one feature view needs, worked out once per registry refresh rather than per lookup."""
+
+    name: str
+    stored_as: str
+    """The view's name in Redis (with a version suffix when Feast versions views online)."""
+    join_keys: tuple[str, ...]
+    value_types: tuple[ValueType, ...]
+    features: frozenset[str]
+
+    @classmethod
+    def of(cls, view: FeatureView, *, versioned: bool) -> "ViewSpec":
+        columns = view.entity_columns
+        return cls(view.name, compute_versioned_name(view, versioned), tuple(column.name for column in columns),
+                   tuple(column.dtype.to_value_type() for column in columns),
+                   frozenset(feature.name for feature in view.features))
+
+
+@dataclass(frozen=True, slots=True)
 class ViewRead:
     """The part of one lookup that reads one view: its distinct entities' keys, and each row's entity."""
 
     view: str
     stored_as: str
-    """The view's name in Redis (with a version suffix when Feast versions views online)."""
     fields: list[str]
     keys: list[bytes]
     positions: list[int]
 
 
-def plan_view_read(view: FeatureView, stored_name: str, fields: list[str], entity_rows: Sequence[dict[str, Any]],
-                   project: bytes, serialization_version: int) -> ViewRead:
-    columns = view.entity_columns
-    join_keys = tuple(column.name for column in columns)
-    value_types = tuple(column.dtype.to_value_type() for column in columns)
+def plan_view_read(view: ViewSpec, fields: list[str], entity_rows: Sequence[dict[str, Any]], project: bytes,
+                   serialization_version: int) -> ViewRead:
+    join_keys = view.join_keys
     distinct: dict[tuple[Any, ...], int] = {}
     positions = [distinct.setdefault(tuple(row[name] for name in join_keys), len(distinct)) for row in entity_rows]
-    keys = [redis_key(project, join_keys, value_types, values, serialization_version) for values in distinct]
-    return ViewRead(view.name, stored_name, fields, keys, positions)
+    keys = [redis_key(project, join_keys, view.value_types, values, serialization_version) for values in distinct]
+    return ViewRead(view.name, view.stored_as, fields, keys, positions)
 
 
 class FeatureReader:
@@ -153,8 +169,7 @@ class FeatureReader:
         self._timeout_s = timeout_s
         self._latency = latency
         self._registry_refresh_s = registry_refresh_s
-        self._views: dict[str, FeatureView] = {}
-        self._feature_names: dict[str, frozenset[str]] = {}
+        self._views: dict[str, ViewSpec] = {}
         self._reloaded = float("-inf")
         self._refresher: asyncio.Task | None = None
 
@@ -167,8 +182,7 @@ class FeatureReader:
             return self._store.list_feature_views()
 
         views = await asyncio.to_thread(read)
-        self._views = {view.name: view for view in views}
-        self._feature_names = {view.name: frozenset(feature.name for feature in view.features) for view in views}
+        self._views = {view.name: ViewSpec.of(view, versioned=self._versioned) for view in views}
 
     def start(self) -> None:
         self._refresher = asyncio.create_task(self._refresh_registry(), name="gateway-feast-registry-refresh")
@@ -204,8 +218,7 @@ class FeatureReader:
         for name, fields in features_by_view(features).items():
             view = self._views.get(name)
             if view is not None:
-                plan_view_read(view, compute_versioned_name(view, self._versioned), fields, entity_rows, self._project,
-                               self._serialization_version)
+                plan_view_read(view, fields, entity_rows, self._project, self._serialization_version)
 
     async def _plan(self, name: str, fields: list[str], entity_rows: Sequence[dict[str, Any]]) -> ViewRead:
         view = self._views.get(name)
@@ -215,12 +228,11 @@ class FeatureReader:
         if view is None:
             raise BackendUnavailable(f"feature view {name!r} is not in the Feast registry (the gateway re-reads it "
                                      f"every {self._registry_refresh_s:g}s)")
-        unknown = [field for field in fields if field not in self._feature_names[name]]
+        unknown = [field for field in fields if field not in view.features]
         if unknown:
             raise BackendUnavailable(f"feature view {name!r} has no feature {', '.join(map(repr, unknown))} in the "
                                      f"Feast registry")
-        return plan_view_read(view, compute_versioned_name(view, self._versioned), fields, entity_rows,
-                              self._project, self._serialization_version)
+        return plan_view_read(view, fields, entity_rows, self._project, self._serialization_version)
 
     async def _read(self, reads: list[ViewRead]) -> list[list[list[bytes | None]]]:
         """One ``HMGET`` answer per distinct entity of each read, from one script call."""
@@ -245,9 +257,9 @@ class FeatureReader:
             async with asyncio.timeout(timeout_s):
                 await self.reload_views()
                 for view in self._views.values():
-                    absent = {column.name: "" if column.dtype.to_value_type() == ValueType.STRING else 0
-                              for column in view.entity_columns}
-                    await self.lookup([f"{view.name}:{view.features[0].name}"], [absent])
+                    absent = {name: "" if value_type == ValueType.STRING else 0
+                              for name, value_type in zip(view.join_keys, view.value_types)}
+                    await self.lookup([f"{view.name}:{min(view.features)}"], [absent])
         except Exception as exc:  # any failure only means the first request pays the warm-up
             logger.warning("could not warm up the feature store: %s", exc)
 

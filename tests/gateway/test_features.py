@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from services.common.errors import BackendUnavailable, InvalidInput
 from services.common.feature_store import open_feature_store
-from services.gateway.features import FeatureReader, features_by_view, plan_view_read, python_value
+from services.gateway.features import FeatureReader, ViewSpec, features_by_view, plan_view_read, python_value
 from tests.gateway.conftest import USERS, apply_user_stats
 
 FEATURES = ["user_stats:avg_amount_30d", "user_stats:txn_count_7d"]
@@ -31,7 +31,7 @@ def test_features_are_grouped_by_view_in_order():
 
 
 def plan(view: FeatureView, rows: list[dict]):
-    return plan_view_read(view, view.name, ["x"], rows, b"mlfleet", 3)
+    return plan_view_read(ViewSpec.of(view, versioned=False), ["x"], rows, b"mlfleet", 3)
 
 
 def test_each_entity_is_read_once_and_rows_point_at_it():
