@@ -122,7 +122,7 @@ class PredictFrontDoor:
 
     async def _predict(self, gateway: Gateway, scope: Scope, receive: Receive, send: Send, model: str,
                        headers: dict[str, str]) -> None:
-        counter = gateway.metrics.predict_responses
+        counter = gateway.metrics.predict_response
         try:
             check_body_size(headers, gateway.settings.max_body_bytes)
             body = await read_body(receive, gateway.settings.max_body_bytes)
@@ -131,17 +131,17 @@ class PredictFrontDoor:
             return
         except MlfleetError as exc:
             await send_problem(send, exc, scope["path"], headers.get("x-request-id"))
-            counter.labels(str(exc.status)).inc()
+            counter(str(exc.status)).inc()
             return
         except Exception:
             logger.exception("unhandled error on POST %s (request id %s)", scope["path"], headers.get("x-request-id", "-"))
             error = MlfleetError("An unexpected error occurred; it has been logged.")
             await send_problem(send, error, scope["path"], headers.get("x-request-id"))
-            counter.labels("500").inc()
+            counter("500").inc()
             return
         await send_body(send, 200, answer, b"application/json",
                         [(b"x-request-id", ctx.request_id.encode()), (b"x-trace-id", ctx.trace_id.encode())])
-        counter.labels("200").inc()
+        counter("200").inc()
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:

@@ -26,7 +26,7 @@ from services.gateway import router
 from services.gateway.batcher import MicroBatcher, split_rows
 from services.gateway.events import EventWriter
 from services.gateway.features import FeatureReader
-from services.gateway.metrics import GatewayMetrics
+from services.gateway.metrics import GatewayMetrics, cached_children
 from services.gateway.policy import PolicySync
 from services.gateway.postprocess import to_predictions
 from services.gateway.router import Choice, RouteBook
@@ -84,6 +84,10 @@ class Predictor:
         self._triton = triton
         self._events = events
         self._metrics = metrics
+        self._predictions = cached_children(metrics.predictions)
+        self._prediction_latency = cached_children(metrics.prediction_latency)
+        self._triton_latency = cached_children(metrics.triton_latency)
+        self._batch_requests = cached_children(metrics.batch_requests)
         self._max_instances = max_instances
         self._shadow_max_in_flight = shadow_max_in_flight
         self._shadows: set[asyncio.Task] = set()
@@ -158,7 +162,7 @@ class Predictor:
         """One feature lookup and one Triton call for the jobs of one version. A job whose own rows are invalid
         (missing features, bad fields) fails alone; a failing lookup or Triton call fails the whole batch."""
         model, version = key[0], jobs[0].version
-        self._metrics.batch_requests.labels(model).observe(len(jobs))
+        self._batch_requests(model).observe(len(jobs))
         tensors = await self._tensors(version.signature, jobs)
         valid = [t for t in tensors if isinstance(t, np.ndarray)]
         if not valid:
@@ -194,7 +198,7 @@ class Predictor:
 
     async def _infer(self, model: str, version: VersionRoute, tensor: np.ndarray, *, variant: Variant,
                      requests: int) -> np.ndarray:
-        with self._metrics.triton_latency.labels(model, str(version.version)).time(), \
+        with self._triton_latency(model, str(version.version)).time(), \
                 span(self._tracer, f"triton.infer {model}", kind=SpanKind.CLIENT) as infer:
             if infer:
                 infer.set_attributes({"http.request.method": "POST", "url.path": f"/v2/models/{model}/versions/"
@@ -236,8 +240,8 @@ class Predictor:
         status = "error" if error is not None else "ok"
         latency_ms = ctx.elapsed_ms()
         version = choice.version.version
-        self._metrics.predictions.labels(model, str(version), choice.variant.value, status).inc()
-        self._metrics.prediction_latency.labels(model, choice.variant.value).observe(latency_ms / 1000)
+        self._predictions(model, str(version), choice.variant.value, status).inc()
+        self._prediction_latency(model, choice.variant.value).observe(latency_ms / 1000)
         predictions = predictions or []
         with span(self._tracer, "events.enqueue", kind=SpanKind.PRODUCER) as publish:
             if publish:
