@@ -7,7 +7,6 @@ owns its other request/response models in its own ``schemas.py``.
 from __future__ import annotations
 
 import math
-from functools import cached_property
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -95,10 +94,9 @@ class Signature(BaseModel):
             raise ValueError("a signature with feast inputs must name its entities")
         return self
 
-    @cached_property
+    @property
     def feast_features(self) -> tuple[str, ...]:
-        """The ``view:field`` of each feast input, in input order (computed once: a signature is not changed after
-        it is built)."""
+        """The ``view:field`` of each feast input, in input order."""
         return tuple(i.feature for i in self.inputs if i.source is InputSource.feast and i.feature)
 
 

@@ -142,6 +142,7 @@ class ViewRead:
 
     view: str
     stored_as: str
+    """See :attr:`ViewSpec.stored_as`."""
     fields: list[str]
     keys: list[bytes]
     positions: list[int]
@@ -177,12 +178,17 @@ class FeatureReader:
         """Refresh the Feast registry and re-read its feature views (in a worker thread)."""
         self._reloaded = time.monotonic()
 
-        def read() -> list[FeatureView]:
+        def read() -> dict[str, ViewSpec]:
             self._store.refresh_registry()
-            return self._store.list_feature_views()
+            specs = {}
+            for view in self._store.list_feature_views():
+                try:
+                    specs[view.name] = ViewSpec.of(view, versioned=self._versioned)
+                except Exception as exc:  # one unreadable view must not hide the others
+                    logger.warning("feature view %r cannot be read online: %s", view.name, exc)
+            return specs
 
-        views = await asyncio.to_thread(read)
-        self._views = {view.name: ViewSpec.of(view, versioned=self._versioned) for view in views}
+        self._views = await asyncio.to_thread(read)
 
     def start(self) -> None:
         self._refresher = asyncio.create_task(self._refresh_registry(), name="gateway-feast-registry-refresh")

@@ -122,7 +122,7 @@ class PredictFrontDoor:
 
     async def _predict(self, gateway: Gateway, scope: Scope, receive: Receive, send: Send, model: str,
                        headers: dict[str, str]) -> None:
-        counter = gateway.metrics.predict_response
+        counter = gateway.metrics.predict_responses_by_status
         try:
             check_body_size(headers, gateway.settings.max_body_bytes)
             body = await read_body(receive, gateway.settings.max_body_bytes)

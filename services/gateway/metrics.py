@@ -50,7 +50,9 @@ class GatewayMetrics:
             triton_latency=Histogram("mlfleet_gateway_triton_latency_seconds", "Time of one Triton inference call.",
                                      ["model", "version"], buckets=LATENCY_BUCKETS, registry=registry),
             batch_requests=Histogram("mlfleet_gateway_batch_requests",
-                                     "Requests sharing one micro-batch (one feature lookup and one Triton call).",
+                                     "Jobs sharing one micro-batch (one feature lookup and one Triton call): a job is "
+                                     "a request's inference on one version; a shadow mirror or a canary's fallback "
+                                     "to stable is a job of its own.",
                                      ["model"], buckets=BATCH_BUCKETS, registry=registry),
             fallbacks=Counter("mlfleet_gateway_fallbacks", "Canary inferences that failed and were answered by stable.",
                               ["model"], registry=registry),
@@ -74,6 +76,6 @@ class GatewayMetrics:
         )
 
     @functools.cached_property
-    def predict_response(self) -> Callable[[str], Counter]:
+    def predict_responses_by_status(self) -> Callable[[str], Counter]:
         """The child of ``predict_responses`` for one status."""
         return cached_children(self.predict_responses)

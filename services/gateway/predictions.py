@@ -153,8 +153,9 @@ class Predictor:
         """This request's rows, inferred in the next batch of its version (entity keys are checked first, so an
         invalid request fails before it joins a batch)."""
         rows = entity_rows(version.signature, instances) if tensor is None else []
-        if rows and version.signature.feast_features:
-            self._features.check_entities(version.signature.feast_features, rows)
+        features = version.signature.feast_features if rows else ()
+        if features:
+            self._features.check_entities(features, rows)
         job = InferenceJob(version, variant, instances, rows, tensor)
         return await self._batcher.submit((model, version.version), job, rows=len(instances))
 
@@ -283,7 +284,8 @@ def build_tensors(signature: Signature, jobs: Sequence[InferenceJob],
     tensors: list[np.ndarray | MlfleetError] = []
     for index, job in enumerate(jobs):
         try:
-            tensors.append(build_tensor(signature, job.instances, {name: parts[index] for name, parts in per_job.items()}))
+            own_rows = {name: parts[index] for name, parts in per_job.items()}
+            tensors.append(build_tensor(signature, job.instances, own_rows))
         except MlfleetError as exc:
             tensors.append(exc)
     return tensors

@@ -233,7 +233,7 @@ class EventConsumer:
         async with asyncio.timeout(cfg.commit_timeout_s), self._commit_redis.pipeline(transaction=True) as pipe:
             self._store.queue_counts(pipe, batch.buckets)
             if self._samples is not None:
-                await self._samples.queue_events(pipe, batch.events)
+                self._samples.queue_events(pipe, batch.events)
             pipe.hincrby(cfg.totals_key, "processed", sum(batch.processed.values()))
             pipe.hincrby(cfg.totals_key, "invalid", batch.invalid)
             pipe.xack(cfg.stream, cfg.group, *batch.ids)

@@ -36,6 +36,10 @@ LATENCY_EDGES_MS: tuple[float, ...] = (0.0,) + tuple(
 SCORE_BINS = 20
 SCORE_EDGES: tuple[float, ...] = tuple(i / SCORE_BINS for i in range(SCORE_BINS + 1))
 
+LATENCY_KEYS = tuple(f"lat:{i}" for i in range(len(LATENCY_EDGES_MS)))
+SCORE_KEYS = tuple(f"score:{i}" for i in range(SCORE_BINS))
+"""Counter names of each latency bucket and score bin, made once rather than formatted per event."""
+
 MAX_ERROR_CODE_LEN = 64
 _MODEL_NAME = re.compile(MODEL_NAME_PATTERN)
 
@@ -81,10 +85,6 @@ def parse_event(raw: bytes | str | None) -> PredictionEvent:
 
 def bucket_key(event: PredictionEvent) -> BucketKey:
     return BucketKey(event.model, event.version, int(event.timestamp // BUCKET_S))
-
-
-LATENCY_KEYS = tuple(f"lat:{i}" for i in range(len(LATENCY_EDGES_MS)))
-SCORE_KEYS = tuple(f"score:{i}" for i in range(SCORE_BINS))
 
 
 def add_event(counters: Counter[str], event: PredictionEvent) -> None:

@@ -34,6 +34,10 @@ def test_an_invalid_job_fails_alone_and_the_others_keep_their_rows(bad, error):
              "user_stats:txn_count_7d": [1, None if error is MissingFeatures else 2, 3]}
     first, failed, third = build_tensors(SIGNATURE, jobs, found)
     assert isinstance(failed, error)
+    if error is InvalidInput:  # the instance is numbered within its own request, not within the batch
+        assert failed.extra["instance"] == 0
+    else:
+        assert [m["instance"] for m in failed.extra["missing"]] == [0]
     np.testing.assert_array_equal(first, build_tensor(SIGNATURE, jobs[0].instances,
                                                       {k: v[:1] for k, v in found.items()}))
     np.testing.assert_array_equal(third, [[3.0, 30.0, 3]])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
+from types import SimpleNamespace
 
 import pytest
 from feast import Entity, FeatureView, Field, FileSource
@@ -60,6 +61,27 @@ def test_stored_values_become_python_values():
     assert python_value(Value(double_list_val=DoubleList(val=[1.5, 2.0])).SerializeToString()) == [1.5, 2.0]
     assert python_value(Value().SerializeToString()) is None
     assert python_value(None) is None
+
+
+def test_a_view_that_cannot_be_read_online_does_not_hide_the_others():
+    """A registry refresh skips (and logs) a view whose entities it cannot plan for; the other views still serve."""
+    class Unreadable:
+        name = "broken"
+
+        @property
+        def entity_columns(self):
+            raise ValueError("no value type for this entity")
+
+    config = SimpleNamespace(project="p", entity_key_serialization_version=3,
+                             registry=SimpleNamespace(enable_online_feature_view_versioning=False))
+    store = SimpleNamespace(config=config, refresh_registry=lambda: None,
+                            list_feature_views=lambda: [Unreadable(), view_keyed_by(Field(name="user_id", dtype=Int64))])
+    reader = FeatureReader(store, "redis://127.0.0.1:1/0", timeout_s=0.1, registry_refresh_s=5,
+                           latency=Histogram("lookup_seconds", "lookup", registry=CollectorRegistry()))
+    asyncio.run(reader.reload_views())
+    with pytest.raises(InvalidInput, match="user_id"):  # the good view is planned: its key type is checked
+        reader.check_entities(["v:x"], [{"user_id": "not-a-number"}])
+    reader.check_entities(["broken:x"], [{"user_id": 1}])  # the skipped view is left to the lookup (a 503)
 
 
 @pytest.fixture(scope="module")

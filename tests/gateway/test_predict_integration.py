@@ -128,19 +128,32 @@ def batch_histogram(metrics: str, model: str) -> tuple[float, float]:
     return values.get("count", 0.0), values.get("sum", 0.0)
 
 
+async def burst(base_url: str, path: str, bodies: list[dict]) -> list[tuple[int, dict]]:
+    """POST every body on its own connection, all written at once (connections opened first), so the requests reach
+    the gateway within a moment; each answer's status and JSON."""
+    url = httpx.URL(base_url)
+    connections = [await asyncio.open_connection(url.host, url.port) for _ in bodies]
+    for (_, writer), body in zip(connections, bodies):
+        payload = json.dumps(body).encode()
+        writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                     b"Connection: close\r\n\r\n%s" % (path.encode(), url.host.encode(), len(payload), payload))
+    answers = []
+    for reader, writer in connections:
+        head, _, body = (await reader.read()).partition(b"\r\n\r\n")
+        writer.close()
+        answers.append((int(head.split(b" ", 2)[1]), json.loads(body)))
+    return answers
+
+
 def test_concurrent_requests_share_micro_batches_and_each_is_counted_once(fleet, gateway_client):
-    """Every request joins exactly one micro-batch (the histogram's sum grows by the requests sent); concurrent
-    requests to one version share batches (fewer batches than requests), and each still gets its own answer."""
-    before = batch_histogram(gateway_client.get("/metrics").text, MODEL)
+    """With no shadow and no fallback, each request is one job in exactly one micro-batch (the histogram's sum grows
+    by the requests sent); concurrent requests to one version share batches (fewer batches than requests), and each
+    still gets its own answer."""
     bodies = [{"instances": [{"user_id": 1 + i % 30, "amount": float(i)}]} for i in range(48)]
-
-    async def send_all() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=str(gateway_client.base_url), timeout=30) as client:
-            return await asyncio.gather(*(client.post(f"/v1/models/{MODEL}/predict", json=body) for body in bodies))
-
-    responses = asyncio.run(send_all())
-    assert [r.status_code for r in responses] == [200] * len(bodies)
-    assert len({r.json()["request_id"] for r in responses}) == len(bodies)
+    before = batch_histogram(gateway_client.get("/metrics").text, MODEL)
+    answers = asyncio.run(burst(str(gateway_client.base_url), f"/v1/models/{MODEL}/predict", bodies))
+    assert [status for status, _ in answers] == [200] * len(bodies)
+    assert len({answer["request_id"] for _, answer in answers}) == len(bodies)
     batches, requests = (a - b for a, b in zip(batch_histogram(gateway_client.get("/metrics").text, MODEL), before))
     assert requests == len(bodies)
     assert 1 <= batches < len(bodies)

@@ -134,6 +134,21 @@ def gateway_metric(gateway_url: str, name: str) -> float:
                if line.startswith(name) and (line[len(name)] in " {"))
 
 
+QUEUE_FULL = 'mlfleet_gateway_events_dropped_total{reason="queue_full"}'
+
+
+def events_produced(gateway_url: str) -> float:
+    """Events the gateway made (one per answer): queued, or dropped because its queue was full (never queued)."""
+    return gateway_metric(gateway_url, "mlfleet_gateway_events_enqueued_total") + gateway_metric(gateway_url, QUEUE_FULL)
+
+
+def events_settled(gateway_url: str) -> bool:
+    """Every event the gateway made is written or counted as dropped: none is in its queue or being written."""
+    written, dropped = (gateway_metric(gateway_url, f"mlfleet_gateway_events_{name}_total")
+                        for name in ("written", "dropped"))
+    return events_produced(gateway_url) == written + dropped
+
+
 def record_reliability(name: str, result: dict) -> None:
     """Merge ``result`` under ``name`` into ``benchmarks/results/reliability.json``."""
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "reliability.json"

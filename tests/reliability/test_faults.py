@@ -25,7 +25,8 @@ from mlfleet.runtime.processes import free_port
 from mlfleet.runtime.redis_server import start_redis
 from services.common.redis import PREDICTIONS_STREAM
 from services.gateway.settings import GatewaySettings
-from tests.reliability.conftest import PORTS, LoadDriver, LoadReport, gateway_metric, record_reliability
+from tests.reliability.conftest import (PORTS, LoadDriver, LoadReport, events_produced, events_settled, gateway_metric,
+                                        record_reliability)
 
 PROBLEM_JSON = "application/problem+json"
 ANSWER_BOUND_S = 2 * GatewaySettings().inference_timeout_s + 1
@@ -157,13 +158,6 @@ def test_registry_down_the_gateway_keeps_serving_the_last_policy(fault_fleet, in
     record_reliability("registry_down", {"requests": len(report.answers), "failed_requests": len(report.failed())})
 
 
-def events_settled(gateway: str) -> bool:
-    """Every event the gateway queued is written or counted as dropped: none is in its queue or being written."""
-    queued, written, dropped = (gateway_metric(gateway, f"mlfleet_gateway_events_{name}_total")
-                                for name in ("enqueued", "written", "dropped"))
-    return queued == written + dropped
-
-
 def test_redis_stopped_feature_lookups_time_out(fault_fleet, instances):
     """A Redis that accepts connections but does not answer (SIGSTOP) is slow, not down: lookups end at the
     gateway's feature deadline as 504, then serving resumes once it answers again (SIGCONT)."""
@@ -191,6 +185,7 @@ def test_redis_restart_events_are_dropped_never_block_and_resume(fault_fleet, in
     port = int(config.redis_url.rsplit(":", 1)[1].split("/")[0])
     events = {name: f"mlfleet_gateway_events_{name}_total" for name in ("enqueued", "written", "dropped")}
     before = {name: gateway_metric(gateway, metric) for name, metric in events.items()}
+    produced_before = events_produced(gateway)
     dropped_before = before["dropped"]
 
     sigkill(fault_fleet.embedded_redis)
@@ -231,13 +226,16 @@ def test_redis_restart_events_are_dropped_never_block_and_resume(fault_fleet, in
     finally:
         stream.close()
     delta = {name: gateway_metric(gateway, metric) - before[name] for name, metric in events.items()}
-    lost = int(delta["enqueued"]) - reached  # the restarted stream holds only what was written after the restart
-    print(f"redis back: serving again {recovery_s:.1f}s after the restart; {delta['enqueued']:.0f} events queued, "
-          f"{reached} reached the new stream, {lost} lost, {delta['dropped']:.0f} counted as dropped")
+    produced = int(events_produced(gateway) - produced_before)  # queued, or dropped at a full queue
+    lost = produced - reached  # the restarted stream holds only what was written after the restart
+    print(f"redis back: serving again {recovery_s:.1f}s after the restart; {produced} events made, "
+          f"{delta['enqueued']:.0f} queued, {reached} reached the new stream, {lost} lost, "
+          f"{delta['dropped']:.0f} counted as dropped")
     record_reliability("redis_restart", {
         "outage_requests": len(outage.answers), "outage_statuses": dict(outage.statuses()),
         "outage_median_failure_s": round(median_failure_s, 4),
-        "events_queued": int(delta["enqueued"]), "events_reached_stream": reached, "events_lost": lost,
+        "events_made": produced, "events_queued": int(delta["enqueued"]), "events_reached_stream": reached,
+        "events_lost": lost,
         "events_counted_dropped": int(delta["dropped"]), "slowest_answer_s": round(outage.slowest_s(), 3),
         "recovery_s": round(recovery_s, 2),
     })

@@ -24,7 +24,7 @@ from mlfleet.demo.run import MODEL, sample_instances
 from mlfleet.fleet import Fleet
 from mlfleet.runtime.services import env_name
 from tests.conftest import ServiceProcess, start_service
-from tests.reliability.conftest import gateway_metric, merge_reliability, record_reliability
+from tests.reliability.conftest import events_settled, gateway_metric, merge_reliability, record_reliability
 
 pytestmark = pytest.mark.timeout(600)  # the fleet it starts first (demo_fleet) can take minutes on a busy machine
 
@@ -80,13 +80,6 @@ def consumer_stats(monitor: str) -> dict:
     response = httpx.get(f"{monitor}/v1/stats", timeout=5)
     assert response.status_code == 200, response.text
     return response.json()
-
-
-def events_settled(gateway: str) -> bool:
-    """Every event the gateway queued is written or counted as dropped."""
-    queued, written, dropped = (gateway_metric(gateway, f"mlfleet_gateway_events_{name}_total")
-                                for name in ("enqueued", "written", "dropped"))
-    return queued == written + dropped
 
 
 def stream_consumed(monitor: str) -> bool:
