@@ -5,11 +5,22 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import pytest
 
 from mlfleet.commands.context import ExitCode
 from mlfleet.runtime.processes import wait_until
 from tests.client.conftest import MODEL, as_json, sending_traffic
+
+
+def events_counted(client_fleet, api) -> bool:
+    """The gateway wrote every event it queued, and the monitor has read and counted everything in the stream."""
+    metrics = httpx.get(f"{client_fleet.services['gateway'].url}/metrics", timeout=10).text
+    totals = {line.split(" ")[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+              if line.startswith(("mlfleet_gateway_events_enqueued_total", "mlfleet_gateway_events_written_total"))}
+    stats = api("monitor", "/v1/stats")
+    return (totals["mlfleet_gateway_events_enqueued_total"] == totals["mlfleet_gateway_events_written_total"]
+            and stats["pending"] == 0 and stats["lag_s"] == 0)
 
 
 @pytest.mark.parametrize(("args", "service", "path", "params"), [
@@ -25,8 +36,11 @@ from tests.client.conftest import MODEL, as_json, sending_traffic
     (["whoami"], "registry", "/v1/auth/whoami", {}),
     (["keys", "list"], "registry", "/v1/keys", {}),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
-def test_read_commands_print_the_apis_answer(cli, api, registered, fleet_client, instances, args, service, path, params):
+def test_read_commands_print_the_apis_answer(cli, api, client_fleet, registered, fleet_client, instances, args, service,
+                                             path, params):
     fleet_client.predict(MODEL, instances[:2])
+    if service == "monitor":  # both reads must see the same counts: let the monitor count the prediction first
+        wait_until(lambda: events_counted(client_fleet, api), timeout_s=30, what="prediction events counted")
     result = cli(*args, "--output", "json")
     assert as_json(result) == api(service, path, **params)
 
