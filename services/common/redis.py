@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
+import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection, parse_url
+from redis.exceptions import DataError
 
 PREDICTIONS_STREAM = "mlfleet:events:predictions"
 """Stream of :class:`~services.common.schemas.PredictionEvent` (field ``event``, JSON)."""
@@ -11,17 +16,51 @@ POLICY_CHANNEL = "mlfleet:policy"
 """Pub/sub channel of :class:`~services.common.schemas.PolicyChanged` messages."""
 
 
+class HiredisPacking:
+    """Commands packed by hiredis (C), as redis-py's synchronous client does when hiredis is installed; its asyncio
+    connection packs in Python. Measured here: 6 → 2 µs for a 17-argument script call, and a quarter of the
+    monitor's packing time for a batch's script of a few thousand arguments."""
+
+    def pack_command(self, *args):
+        if isinstance(args[0], str):  # a command name may carry literal arguments ("CONFIG GET"): split them off
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:  # e.g. a bool or None: redis-py's own encoder refuses them the same way
+            raise DataError(str(exc)) from None
+
+
+class HiredisConnection(HiredisPacking, Connection):
+    pass
+
+
+class HiredisSSLConnection(HiredisPacking, SSLConnection):
+    pass
+
+
+class HiredisUnixConnection(HiredisPacking, UnixDomainSocketConnection):
+    pass
+
+
+CONNECTION_CLASSES = {"redis": HiredisConnection, "rediss": HiredisSSLConnection, "unix": HiredisUnixConnection}
+"""The connection class of each URL scheme: redis-py's own for that scheme, packing with hiredis."""
+
+
 def connect(url: str, *, timeout_s: float = 2.0, reply_timeout: bool = True) -> aioredis.Redis:
-    """An asyncio Redis client with bounded connect and socket timeouts.
+    """An asyncio Redis client with bounded connect and socket timeouts, packing commands with hiredis
+    (:class:`HiredisPacking`).
 
     ``reply_timeout=False`` drops the socket timeout: redis-py then stops wrapping the read of every
     reply in its own timeout (a timer armed and cancelled per reply, a quarter of the monitor's CPU
     when it committed transactions of a thousand commands), and the caller must bound each call
     itself, e.g. with ``asyncio.timeout``."""
-    return aioredis.Redis.from_url(
-        url,
-        socket_connect_timeout=timeout_s,
-        socket_timeout=timeout_s if reply_timeout else None,
-        health_check_interval=30,
-        decode_responses=False,
-    )
+    scheme = urlsplit(url).scheme
+    if scheme not in CONNECTION_CLASSES:
+        raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix://, not {scheme or 'no scheme'}")
+    options = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s if reply_timeout else None,
+               "health_check_interval": 30, "decode_responses": False,
+               **parse_url(url), "connection_class": CONNECTION_CLASSES[scheme]}
+    # What Redis.from_url does, except that the URL's scheme no longer overrides the connection class.
+    return aioredis.Redis.from_pool(aioredis.ConnectionPool(**options))

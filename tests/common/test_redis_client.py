@@ -1,0 +1,58 @@
+"""The fleet's Redis client: hiredis packs its commands, byte for byte as redis-py would, on every URL scheme."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import DataError
+
+from services.common.redis import HiredisConnection, connect
+
+
+@pytest.mark.parametrize("args", [
+    ("SET", "key", "value"),
+    ("EVALSHA", "a" * 40, 2, b"k1", b"k2", 1.5, 0.1, 1e20, -7, memoryview(b"raw")),
+    ("CONFIG GET", "maxmemory"),
+    (b"CLIENT SETNAME", "x"),
+    ("XADD", "s", "MAXLEN", "~", 1000, "*", "event", "é" * 3),
+])
+def test_commands_are_packed_as_redis_py_packs_them(args):
+    assert b"".join(HiredisConnection().pack_command(*args)) == b"".join(Connection().pack_command(*args))
+
+
+@pytest.mark.parametrize("bad", [True, None])
+def test_values_redis_py_refuses_are_refused(bad):
+    with pytest.raises(DataError):
+        HiredisConnection().pack_command("SET", "key", bad)
+
+
+@pytest.mark.parametrize(("url", "base"), [("redis://127.0.0.1:6379/0", Connection),
+                                           ("rediss://cache.example:6380/0", SSLConnection),
+                                           ("unix:///run/redis.sock?db=1", UnixDomainSocketConnection)])
+def test_each_scheme_keeps_its_transport(url, base):
+    client = connect(url)
+    assert issubclass(client.connection_pool.connection_class, base)
+    assert client.connection_pool.connection_class is not base
+
+
+def test_an_unknown_scheme_is_refused_clearly():
+    with pytest.raises(ValueError, match="redis://, rediss:// or unix://"):
+        connect("http://127.0.0.1:6379/0")
+
+
+def test_a_transaction_with_a_script_runs_on_a_real_redis(redis_url):
+    async def run() -> list:
+        client = connect(redis_url)
+        try:
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hset("mlfleet:test:packing", "v", b"\x00\xffbytes")
+                pipe.eval("return {KEYS[1], ARGV[1], #ARGV}", 1, "mlfleet:test:packing", 2.5, "é", b"\x00")
+                pipe.hget("mlfleet:test:packing", "v")
+                pipe.delete("mlfleet:test:packing")
+                return await pipe.execute()
+        finally:
+            await client.aclose()
+
+    assert asyncio.run(run()) == [1, [b"mlfleet:test:packing", b"2.5", 3], b"\x00\xffbytes", 1]
