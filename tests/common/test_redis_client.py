@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from enum import IntEnum
 
 import pytest
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
@@ -22,10 +23,40 @@ def test_commands_are_packed_as_redis_py_packs_them(args):
     assert b"".join(HiredisConnection().pack_command(*args)) == b"".join(Connection().pack_command(*args))
 
 
+class Level(IntEnum):
+    HIGH = 3
+
+
+class Count(int):
+    pass
+
+
+@pytest.mark.parametrize("value", [Count(7), Level.HIGH])
+def test_what_hiredis_cannot_pack_is_packed_by_redis_py(value):
+    assert HiredisConnection().pack_command("SET", "key", value) == Connection().pack_command("SET", "key", value)
+
+
 @pytest.mark.parametrize("bad", [True, None])
 def test_values_redis_py_refuses_are_refused(bad):
     with pytest.raises(DataError):
         HiredisConnection().pack_command("SET", "key", bad)
+
+
+def test_a_connection_encoding_text_otherwise_packs_as_redis_py_does():
+    args = ("SET", "key", "café")
+    latin = HiredisConnection(encoding="latin-1")
+    assert latin.pack_command(*args) == Connection(encoding="latin-1").pack_command(*args)
+    assert b"".join(latin.pack_command(*args)) != b"".join(HiredisConnection().pack_command(*args))
+
+
+def test_the_urls_options_reach_the_connections():
+    options = connect("redis://user:secret@cache.example:6390/3?client_name=gw&protocol=3",
+                      timeout_s=1.5).connection_pool.connection_kwargs
+    assert {k: options[k] for k in ("username", "password", "host", "port", "db", "client_name", "protocol")} == {
+        "username": "user", "password": "secret", "host": "cache.example", "port": 6390, "db": 3,
+        "client_name": "gw", "protocol": "3"}  # as redis-py's from_url leaves it
+    assert (options["socket_connect_timeout"], options["socket_timeout"], options["health_check_interval"]) == (1.5, 1.5, 30)
+    assert connect("redis://127.0.0.1:6379/0", reply_timeout=False).connection_pool.connection_kwargs["socket_timeout"] is None
 
 
 @pytest.mark.parametrize(("url", "base"), [("redis://127.0.0.1:6379/0", Connection),
