@@ -20,6 +20,7 @@ from services.gateway.events import EventWriter
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.predictions import RequestContext
 from services.gateway.router import Choice, RouteBook
+from services.gateway.triton import triton_address
 
 REQUEST_HEADERS = ("content-type", "content-encoding", "inference-header-content-length", "traceparent")
 RESPONSE_HEADERS = ("content-type", "content-encoding", "inference-header-content-length")
@@ -37,7 +38,7 @@ class Forwarded:
 class TritonPassthrough:
     def __init__(self, *, triton_http_url: str, timeout_s: float, events: EventWriter, metrics: GatewayMetrics) -> None:
         self._session = aiohttp.ClientSession(
-            base_url=f"http://{triton_http_url}", timeout=aiohttp.ClientTimeout(total=timeout_s), auto_decompress=False
+            base_url=f"http://{triton_address(triton_http_url)[2]}", timeout=aiohttp.ClientTimeout(total=timeout_s), auto_decompress=False
         )
         self._timeout_s = timeout_s
         self._events = events

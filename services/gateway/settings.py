@@ -17,7 +17,8 @@ class GatewaySettings(ServiceSettings):
     registry_url: str = Field(default="http://127.0.0.1:8081", description="Base URL of the registry (routing table source).")
     triton_http_url: str = Field(
         default="127.0.0.1:8000",
-        description="Triton's HTTP endpoint (host:port): predictions (binary tensors on kept-alive connections) and "
+        description="Triton's HTTP endpoint (host:port, or a URL such as http://triton:8000): predictions (binary "
+                    "tensors on kept-alive connections) and "
                     "the /v2 pass-through.",
     )
     redis_url: str = Field(default="redis://127.0.0.1:6379/0", description="Redis for prediction events, policy messages and Feast.")

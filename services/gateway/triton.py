@@ -148,14 +148,20 @@ def error_message(body: bytes) -> str:
         return body[:200].decode("utf-8", "replace")
 
 
+def triton_address(url: str) -> tuple[str, int, str]:
+    """Host, port and authority (``host:port``, IPv6 literals in brackets) of Triton's HTTP endpoint, given as
+    ``host:port``, a URL or an IPv6 literal; port 8000 when none is given."""
+    address = urlsplit(url if "//" in url else f"//{url}")
+    host, port = address.hostname or "127.0.0.1", address.port or 8000
+    return host, port, address.netloc or host
+
+
 class TritonInference:
     """Runs one FP32 batch through one model version and returns its probabilities."""
 
     def __init__(self, url: str, *, timeout_s: float, max_batch_rows: int, max_idle: int = 64) -> None:
-        address = urlsplit(url if "//" in url else f"//{url}")
-        self._host, self._port = address.hostname or "127.0.0.1", address.port or 8000
-        self._authority = address.netloc or self._host
-        """``Host`` header: ``host:port`` as given (IPv6 literals keep their brackets)."""
+        self._host, self._port, self._authority = triton_address(url)
+        """``_authority``, the ``Host`` header: ``host:port`` as given (IPv6 literals keep their brackets)."""
         self._timeout_s = timeout_s
         self._max_batch_rows = max_batch_rows
         self._max_idle = max_idle

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from services.common.errors import BackendUnavailable, InferenceFailed
-from services.gateway.triton import TritonInference, infer_request, output_tensor
+from services.gateway.triton import TritonInference, infer_request, output_tensor, triton_address
 
 ROWS = np.array([[1.5, -2.0, 3.25], [0.0, 4.0, 8.0]], dtype=np.float32)
 PROBABILITIES = np.array([[0.25, 0.75], [0.9, 0.1]], dtype=np.float32)
@@ -162,8 +162,11 @@ def test_a_refused_connection_is_unavailable():
         infer("127.0.0.1:1")
 
 
-@pytest.mark.parametrize(("url", "host", "port"), [("triton:8000", "triton", 8000),
-                                                   ("http://10.0.0.5:9000", "10.0.0.5", 9000), ("[::1]:8000", "::1", 8000)])
-def test_the_endpoint_may_be_host_port_a_url_or_an_ipv6_literal(url, host, port):
+@pytest.mark.parametrize(("url", "address"), [("triton:8000", ("triton", 8000, "triton:8000")),
+                                            ("http://10.0.0.5:9000", ("10.0.0.5", 9000, "10.0.0.5:9000")),
+                                            ("[::1]:8000", ("::1", 8000, "[::1]:8000"))])
+def test_the_endpoint_may_be_host_port_a_url_or_an_ipv6_literal(url, address):
+    """Both Triton clients (inference and the /v2 pass-through) read the setting this way."""
+    assert triton_address(url) == address
     client = TritonInference(url, timeout_s=1, max_batch_rows=64)
-    assert (client._host, client._port) == (host, port)
+    assert (client._host, client._port) == address[:2]
