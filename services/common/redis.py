@@ -7,6 +7,8 @@ from urllib.parse import urlsplit
 import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection, parse_url
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 PREDICTIONS_STREAM = "mlfleet:events:predictions"
 """Stream of :class:`~services.common.schemas.PredictionEvent` (field ``event``, JSON)."""
@@ -52,14 +54,15 @@ CONNECTION_CLASSES = {"redis": HiredisConnection, "rediss": HiredisSSLConnection
 """The connection class of each URL scheme: redis-py's own for that scheme, packing with hiredis."""
 
 
-def connect(url: str, *, timeout_s: float = 2.0, reply_timeout: bool = True) -> aioredis.Redis:
+def connect(url: str, *, timeout_s: float = 2.0, reply_timeout: bool = True, retries: bool = True) -> aioredis.Redis:
     """An asyncio Redis client with bounded connect and socket timeouts, packing commands with hiredis
     (:class:`HiredisPacking`).
 
     ``reply_timeout=False`` drops the socket timeout: redis-py then stops wrapping the read of every
     reply in its own timeout (a timer armed and cancelled per reply, a quarter of the monitor's CPU
     when it committed transactions of a thousand commands), and the caller must bound each call
-    itself, e.g. with ``asyncio.timeout``."""
+    itself, e.g. with ``asyncio.timeout``. ``retries=False``: a failed command is not sent again (a lookup with a
+    deadline of its own, or a transaction that must not be applied twice)."""
     scheme = urlsplit(url).scheme
     if scheme not in CONNECTION_CLASSES:
         raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix://, not {scheme or 'no scheme'}")
@@ -67,4 +70,7 @@ def connect(url: str, *, timeout_s: float = 2.0, reply_timeout: bool = True) -> 
                "health_check_interval": 30, "decode_responses": False,
                **parse_url(url), "connection_class": CONNECTION_CLASSES[scheme]}
     # What Redis.from_url does, except that the URL's scheme no longer overrides the connection class.
-    return aioredis.Redis.from_pool(aioredis.ConnectionPool(**options))
+    client = aioredis.Redis.from_pool(aioredis.ConnectionPool(**options))
+    if not retries:
+        client.set_retry(Retry(NoBackoff(), 0))
+    return client

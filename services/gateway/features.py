@@ -41,8 +41,6 @@ from feast.protos.feast.types.Value_pb2 import Value
 from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
 from feast.value_type import ValueType
 from prometheus_client import Histogram
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from services.common.errors import BackendUnavailable, FeatureLookupTimeout, InvalidInput, MlfleetError
 from services.common.redis import connect
@@ -161,8 +159,7 @@ class FeatureReader:
     def __init__(self, store: FeatureStore, redis_url: str, *, timeout_s: float, latency: Histogram,
                  registry_refresh_s: float) -> None:
         self._store = store
-        self._redis = connect(redis_url, timeout_s=timeout_s, reply_timeout=False)  # each lookup has its deadline
-        self._redis.set_retry(Retry(NoBackoff(), 0))
+        self._redis = connect(redis_url, timeout_s=timeout_s, reply_timeout=False, retries=False)  # lookups have deadlines
         self._hmget_per_key = self._redis.register_script(HMGET_PER_KEY)
         self._project = store.config.project.encode()
         self._serialization_version = store.config.entity_key_serialization_version

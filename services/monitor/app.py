@@ -13,9 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
-from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
-from redis.retry import Retry
 
 from services.common.auth import Role
 from services.common.errors import BackendUnavailable, install_error_handlers, problem_response
@@ -132,11 +130,9 @@ def create_app(settings: MonitorSettings | None = None) -> FastAPI:
         # transaction re-sent after its reply was lost would count a batch twice; the consumer
         # loop retries on its own, from the entries still pending.
         tracing.start()
-        redis = connect(settings.redis_url, timeout_s=2.0 + settings.block_ms / 1000)
-        redis.set_retry(Retry(NoBackoff(), 0))
+        redis = connect(settings.redis_url, timeout_s=2.0 + settings.block_ms / 1000, retries=False)
         tracing.instrument_redis(redis)
-        commit_redis = connect(settings.redis_url, reply_timeout=False)
-        commit_redis.set_retry(Retry(NoBackoff(), 0))
+        commit_redis = connect(settings.redis_url, reply_timeout=False, retries=False)
         store = AggregateStore(redis, ttl_s=settings.bucket_ttl_s)
         samples = SampleStore(redis, samples_max=settings.samples_max, prediction_ttl_s=settings.prediction_ttl_s,
                               seen_ttl_s=settings.seen_ttl_s)

@@ -87,3 +87,8 @@ def test_a_transaction_with_a_script_runs_on_a_real_redis(redis_url):
             await client.aclose()
 
     assert asyncio.run(run()) == [1, [b"mlfleet:test:packing", b"2.5", 3], b"\x00\xffbytes", 1]
+
+
+def test_a_client_without_retries_sends_a_failed_command_once():
+    pool = connect("redis://127.0.0.1:6379/0", retries=False).connection_pool
+    assert pool.connection_kwargs["retry"].get_retries() == 0
