@@ -12,9 +12,10 @@ target with wrk, alternating, at each concurrency:
 5. the peers serving the same ONNX model with their recommended worker setting.
 
 Then an open-loop run at a fixed rate (``benchmarks.openloop``, in its own process) against
-direct Triton (showing the generator keeps up) and the full path; Feast lookup latency (the
-SDK call the gateway makes, 1 and 32 entities); and event accounting under overload (answered
-requests against stream growth and the gateway's dropped counter). Writes JSON and a PNG
+direct Triton (showing the generator keeps up) and the full path, and the full path at lower
+rates; the gateway's feature lookup (``FeatureReader``) next to Feast's SDK call, 1 and 32
+entities; and event accounting under overload (answered requests against the stream's
+``entries-added`` and the gateway's dropped counter). Writes JSON and a PNG
 chart under ``benchmarks/results/`` and prints a table.
 """
 

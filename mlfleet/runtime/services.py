@@ -11,7 +11,8 @@ GATEWAY_HTTP_PROTOCOL = "services.gateway.http_protocol:CoalescingHttpToolsProto
 
 
 def service_argv(name: str, *, host: str, port: int) -> list[str]:
-    """``uvicorn --factory services.<name>.app:create_app`` on ``host:port``, one worker."""
+    """``uvicorn --factory services.<name>.app:create_app`` on ``host:port``, one worker (the gateway with its
+    coalescing HTTP protocol, ``--http``)."""
     if name not in SERVICES:
         raise ValueError(f"unknown service {name!r}")
     protocol = ["--http", GATEWAY_HTTP_PROTOCOL] if name == "gateway" else []

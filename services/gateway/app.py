@@ -1,4 +1,5 @@
-"""The gateway app: ``uvicorn --factory services.gateway.app:create_app``."""
+"""The gateway app: ``uvicorn --factory services.gateway.app:create_app --http
+services.gateway.http_protocol:CoalescingHttpToolsProtocol`` (it also runs without ``--http``, only slower)."""
 
 from __future__ import annotations
 

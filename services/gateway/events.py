@@ -1,7 +1,8 @@
 """Prediction events to the Redis stream, off the request path.
 
 Requests only ``put_nowait`` into a bounded queue (a full queue drops the event and counts
-it). One background writer drains up to ``batch_size`` events at a time and writes them in
+it). One background writer drains up to ``batch_size`` events at a time (after the first, it
+waits ``linger_s`` for more, so light load makes a few larger writes) and writes them in
 one round trip: one call of a small Lua script that runs ``XADD … MAXLEN ~`` per event inside
 Redis. A pipeline of one ``XADD`` per event did the same with redis-py packing every command
 and parsing every reply in Python, about a tenth of the gateway's CPU under load. A slow or

@@ -189,6 +189,7 @@ class Predictor:
         found: FeatureColumns = {}
         if features and lookups:
             rows = [row for job in lookups for row in job.entity_rows]
+            # The span keeps the name of the SDK call it once wrapped: dashboards and docs/tracing name it.
             with span(self._tracer, "feast.get_online_features", kind=SpanKind.CLIENT) as lookup:
                 if lookup:
                     lookup.set_attributes({"db.system": "redis", "feast.features": features,
