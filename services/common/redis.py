@@ -23,9 +23,13 @@ class HiredisPacking:
     monitor's packing time for a batch's script of a few thousand arguments. What hiredis cannot pack the same way
     (an ``int`` subclass, a refused value, a connection not encoding text as strict UTF-8) is left to redis-py."""
 
-    def pack_command(self, *args):
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         encoder = self.encoder
-        if encoder.encoding_errors != "strict" or encoder.encoding.replace("-", "").lower() != "utf8":
+        self._hiredis_packs = encoder.encoding_errors == "strict" and encoder.encoding.replace("-", "").lower() == "utf8"
+
+    def pack_command(self, *args):
+        if not self._hiredis_packs:
             return super().pack_command(*args)
         command = args
         if isinstance(command[0], str):  # a command name may carry literal arguments ("CONFIG GET"): split them off

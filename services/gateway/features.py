@@ -159,7 +159,8 @@ class FeatureReader:
     def __init__(self, store: FeatureStore, redis_url: str, *, timeout_s: float, latency: Histogram,
                  registry_refresh_s: float) -> None:
         self._store = store
-        self._redis = connect(redis_url, timeout_s=timeout_s, reply_timeout=False, retries=False)  # lookups have deadlines
+        # No reply timeout and no retry: each lookup has its own deadline (feature_timeout_s).
+        self._redis = connect(redis_url, timeout_s=timeout_s, reply_timeout=False, retries=False)
         self._hmget_per_key = self._redis.register_script(HMGET_PER_KEY)
         self._project = store.config.project.encode()
         self._serialization_version = store.config.entity_key_serialization_version
