@@ -25,7 +25,7 @@ from services.common.telemetry import current_traceparent, span
 from services.gateway import router
 from services.gateway.batcher import MicroBatcher, split_rows
 from services.gateway.events import EventWriter
-from services.gateway.features import FeatureReader
+from services.gateway.features import EntityKeys, FeatureReader
 from services.gateway.metrics import GatewayMetrics, cached_children
 from services.gateway.policy import PolicySync
 from services.gateway.postprocess import to_predictions
@@ -66,6 +66,8 @@ class InferenceJob:
     variant: Variant
     instances: Instances
     entity_rows: list[dict[str, Any]]
+    entity_keys: EntityKeys
+    """The rows' Redis keys per feature view, planned when the request was checked."""
     tensor: np.ndarray | None = None
 
 
@@ -154,9 +156,8 @@ class Predictor:
         invalid request fails before it joins a batch)."""
         rows = entity_rows(version.signature, instances) if tensor is None else []
         features = version.signature.feast_features if rows else ()
-        if features:
-            self._features.check_entities(features, rows)
-        job = InferenceJob(version, variant, instances, rows, tensor)
+        keys = self._features.entity_keys(features, rows) if features else {}
+        job = InferenceJob(version, variant, instances, rows, keys, tensor)
         return await self._batcher.submit((model, version.version), job, rows=len(instances))
 
     async def _run_batch(self, key: BatchKey, jobs: list[InferenceJob]) -> list[Inferred | MlfleetError]:
@@ -194,7 +195,7 @@ class Predictor:
                 if lookup:
                     lookup.set_attributes({"db.system": "redis", "feast.features": features,
                                            "feast.entity_rows": len(rows)})
-                found = await self._features.lookup(features, rows)
+                found = await self._features.lookup(features, rows, batch_entity_keys(lookups))
         built = iter(build_tensors(signature, lookups, found) if lookups else [])
         return [job.tensor if job.tensor is not None else next(built) for job in jobs]
 
@@ -290,6 +291,14 @@ def build_tensors(signature: Signature, jobs: Sequence[InferenceJob],
         except MlfleetError as exc:
             tensors.append(exc)
     return tensors
+
+
+def batch_entity_keys(jobs: Sequence[InferenceJob]) -> EntityKeys:
+    """The jobs' planned keys, joined in row order, for the views every job has planned."""
+    if len(jobs) == 1:
+        return jobs[0].entity_keys
+    return {view: [key for job in jobs for key in job.entity_keys[view]]
+            for view in jobs[0].entity_keys if all(view in job.entity_keys for job in jobs)}
 
 
 def routing_key(route: ModelRoute, request: PredictRequest, request_id: str) -> str:

@@ -5,7 +5,7 @@ import pytest
 
 from services.common.errors import InvalidInput, MissingFeatures
 from services.common.schemas import Variant, VersionRoute
-from services.gateway.predictions import InferenceJob, build_tensors
+from services.gateway.predictions import InferenceJob, batch_entity_keys, build_tensors
 from services.gateway.tensors import build_tensor
 from tests.gateway.factories import signature
 
@@ -13,8 +13,17 @@ SIGNATURE = signature()
 VERSION = VersionRoute(version=1, signature=SIGNATURE)
 
 
-def job(*instances: dict) -> InferenceJob:
-    return InferenceJob(VERSION, Variant.stable, list(instances), [{"user_id": i["user_id"]} for i in instances])
+def job(*instances: dict, keys: dict[str, list[bytes]] | None = None) -> InferenceJob:
+    return InferenceJob(VERSION, Variant.stable, list(instances), [{"user_id": i["user_id"]} for i in instances],
+                        keys or {})
+
+
+def test_a_batch_reads_the_keys_its_requests_planned_in_row_order():
+    jobs = [job({"user_id": 1}, keys={"users": [b"u1"], "shops": [b"s1"]}),
+            job({"user_id": 2}, {"user_id": 3}, keys={"users": [b"u2", b"u3"]})]
+    # a view one request has not planned (not cached when it was checked) is left to the lookup to plan
+    assert batch_entity_keys(jobs) == {"users": [b"u1", b"u2", b"u3"]}
+    assert batch_entity_keys(jobs[:1]) == {"users": [b"u1"], "shops": [b"s1"]}
 
 
 def test_a_valid_batch_gives_each_job_its_own_rows():

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from services.common.errors import BackendUnavailable, InvalidInput
 from services.common.feature_store import open_feature_store
-from services.gateway.features import FeatureReader, ViewSpec, features_by_view, plan_view_read, python_value
+from services.gateway.features import FeatureReader, ViewSpec, features_by_view, plan_view_read, python_value, row_keys
 from tests.gateway.conftest import USERS, apply_user_stats
 
 FEATURES = ["user_stats:avg_amount_30d", "user_stats:txn_count_7d"]
@@ -32,7 +32,8 @@ def test_features_are_grouped_by_view_in_order():
 
 
 def plan(view: FeatureView, rows: list[dict]):
-    return plan_view_read(ViewSpec.of(view, versioned=False), ["x"], rows, b"mlfleet", 3)
+    spec = ViewSpec.of(view, versioned=False)
+    return plan_view_read(spec, ["x"], row_keys(spec, rows, b"mlfleet", 3))
 
 
 def test_each_entity_is_read_once_and_rows_point_at_it():
@@ -80,8 +81,9 @@ def test_a_view_that_cannot_be_read_online_does_not_hide_the_others():
                            latency=Histogram("lookup_seconds", "lookup", registry=CollectorRegistry()))
     asyncio.run(reader.reload_views())
     with pytest.raises(InvalidInput, match="user_id"):  # the good view is planned: its key type is checked
-        reader.check_entities(["v:x"], [{"user_id": "not-a-number"}])
-    reader.check_entities(["broken:x"], [{"user_id": 1}])  # the skipped view is left to the lookup (a 503)
+        reader.entity_keys(["v:x"], [{"user_id": "not-a-number"}])
+    # the skipped view is left to the lookup (a 503)
+    assert list(reader.entity_keys(["broken:x", "v:x"], [{"user_id": 1}])) == ["v"]
 
 
 @pytest.fixture(scope="module")
@@ -107,10 +109,12 @@ def test_lookup_matches_feasts_sdk(feast_dir, redis_url):
         await reader.warm_up()
         try:
             ours = await reader.lookup(FEATURES, rows)
+            planned = await reader.lookup(FEATURES, rows, reader.entity_keys(FEATURES, rows))
             sdk = (await store.get_online_features_async(features=FEATURES, entity_rows=rows,
                                                          full_feature_names=True)).to_dict()
         finally:
             await reader.close()
+        assert planned == ours  # keys planned with the request read the same values
         return ours, sdk
 
     ours, sdk = asyncio.run(both())

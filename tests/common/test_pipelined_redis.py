@@ -1,0 +1,153 @@
+"""The hot path's pipelined Redis client against a real Redis: replies reach their own callers, a caller that gives
+up leaves the connection in step, a connection that fails or stops answering is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+
+from services.common.pipelined_redis import PipelinedRedis, PipelinedScript
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+def test_concurrent_calls_each_get_their_own_reply(redis_url):
+    async def scenario():
+        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=2)
+        try:
+            await client.execute("DEL", "pipelined:list")
+            replies = await asyncio.gather(*(client.execute("RPUSH", "pipelined:list", i) for i in range(300)),
+                                           *(client.execute("ECHO", f"value-{i}") for i in range(300)))
+            return replies, await client.execute("LRANGE", "pipelined:list", 0, -1)
+        finally:
+            await client.aclose()
+
+    replies, stored = run(scenario())
+    assert sorted(replies[:300]) == list(range(1, 301))
+    assert replies[300:] == [f"value-{i}".encode() for i in range(300)]
+    assert stored == [str(i).encode() for i in range(300)]  # written in the order they were called
+
+
+def test_an_error_reply_fails_only_its_own_call(redis_url):
+    async def scenario():
+        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=2)
+        try:
+            await client.execute("SET", "pipelined:text", "abc")
+            return await asyncio.gather(client.execute("ECHO", "before"), client.execute("INCR", "pipelined:text"),
+                                        client.execute("ECHO", "after"), return_exceptions=True)
+        finally:
+            await client.aclose()
+
+    before, failed, after = run(scenario())
+    assert (before, after) == (b"before", b"after")
+    assert isinstance(failed, ResponseError) and "not an integer" in str(failed)
+
+
+def test_a_script_redis_does_not_know_is_sent_whole(redis_url):
+    async def scenario():
+        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=2)
+        script = PipelinedScript(client, "return {KEYS[1], ARGV[1], #ARGV}")
+        try:
+            await client.execute("SCRIPT", "FLUSH")
+            first = await script(keys=[b"k"], args=[b"a", 2])
+            second = await script(keys=[b"k"], args=[b"b"])
+            return first, second
+        finally:
+            await client.aclose()
+
+    assert run(scenario()) == ([b"k", b"a", 2], [b"k", b"b", 1])
+
+
+def test_a_caller_that_gives_up_leaves_the_connection_in_step(redis_url):
+    async def scenario():
+        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=10)
+        try:
+            connection_id = await client.execute("CLIENT", "ID")
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await client.execute("BLPOP", "pipelined:empty", 0.3)  # blocks the connection 0.3 s
+            echoed = await client.execute("ECHO", "next")  # answered after BLPOP's own (dropped) reply
+            return connection_id, echoed, await client.execute("CLIENT", "ID")
+        finally:
+            await client.aclose()
+
+    before, echoed, after = run(scenario())
+    assert echoed == b"next"
+    assert after == before  # same connection
+
+
+def test_a_connection_that_stops_answering_is_replaced(redis_url):
+    async def scenario():
+        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=0.1)
+        try:
+            connection_id = await client.execute("CLIENT", "ID")
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.2):
+                    await client.execute("BLPOP", "pipelined:empty", 2)
+            started = time.monotonic()
+            after = await client.execute("CLIENT", "ID")
+            return connection_id, after, time.monotonic() - started
+        finally:
+            await client.aclose()
+
+    before, after, waited_s = run(scenario())
+    assert after != before  # a new connection, not queued behind the blocked one
+    assert waited_s < 1.5
+
+
+def test_a_killed_connection_fails_its_calls_and_the_next_call_reconnects(redis_url):
+    async def scenario():
+        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=10)
+        admin = redis.Redis.from_url(redis_url)
+        try:
+            connection_id = await client.execute("CLIENT", "ID")
+            blocked = asyncio.ensure_future(client.execute("BLPOP", "pipelined:empty", 5))
+            await asyncio.sleep(0.1)
+            await asyncio.to_thread(admin.client_kill_filter, _id=connection_id)
+            with pytest.raises(RedisConnectionError):
+                await asyncio.wait_for(blocked, 2)
+            return connection_id, await client.execute("CLIENT", "ID")
+        finally:
+            admin.close()
+            await client.aclose()
+
+    before, after = run(scenario())
+    assert after != before
+
+
+def test_a_refused_connection_fails_at_once():
+    async def scenario():
+        client = PipelinedRedis("redis://127.0.0.1:1/0", connect_timeout_s=2, stale_after_s=2)
+        try:
+            started = time.monotonic()
+            with pytest.raises((RedisConnectionError, OSError)):
+                await client.execute("PING")
+            return time.monotonic() - started
+        finally:
+            await client.aclose()
+
+    assert run(scenario()) < 1
+
+
+def test_calls_beyond_the_unanswered_bound_fail_at_once(redis_url):
+    async def scenario():
+        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=10, max_pending=2)
+        try:
+            await client.execute("PING")
+            blocked = [asyncio.ensure_future(client.execute("BLPOP", "pipelined:empty", 0.2)) for _ in range(2)]
+            await asyncio.sleep(0.05)
+            with pytest.raises(RedisConnectionError, match="unanswered"):
+                await client.execute("PING")
+            await asyncio.gather(*blocked)
+            return await client.execute("PING")
+        finally:
+            await client.aclose()
+
+    assert run(scenario()) == b"PONG"
