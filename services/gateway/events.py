@@ -18,7 +18,6 @@ import logging
 import redis.asyncio as aioredis
 
 from services.common.redis import PREDICTIONS_STREAM
-from services.common.schemas import PredictionEvent
 from services.gateway.metrics import GatewayMetrics
 
 logger = logging.getLogger("mlfleet.gateway.events")
@@ -41,7 +40,7 @@ class EventWriter:
         self._redis = redis
         self._xadd_each = redis.register_script(XADD_EACH)
         self._metrics = metrics
-        self._queue: asyncio.Queue[PredictionEvent] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=queue_size)
         self._batch_size = batch_size
         self._maxlen = maxlen
         self._linger_s = linger_s
@@ -49,8 +48,9 @@ class EventWriter:
         """Events taken from the queue and not yet written or counted as dropped."""
         self._task: asyncio.Task | None = None
 
-    def enqueue(self, event: PredictionEvent) -> None:
-        """Never blocks: a full queue drops the event."""
+    def enqueue(self, event: bytes) -> None:
+        """Queue one :class:`~services.common.schemas.PredictionEvent` as JSON. Never blocks: a full queue drops
+        the event."""
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -97,5 +97,5 @@ class EventWriter:
                 self._metrics.events_written.inc(len(batch))
             self._holding = 0
 
-    async def _write(self, batch: list[PredictionEvent]) -> None:
-        await self._xadd_each(keys=[PREDICTIONS_STREAM], args=[self._maxlen, *(e.model_dump_json() for e in batch)])
+    async def _write(self, batch: list[bytes]) -> None:
+        await self._xadd_each(keys=[PREDICTIONS_STREAM], args=[self._maxlen, *batch])

@@ -99,7 +99,7 @@ class TritonPassthrough:
         self._events.enqueue(PredictionEvent(
             request_id=ctx.request_id, trace_id=ctx.trace_id, model=model, version=version, variant=variant,
             timestamp=ctx.arrived, latency_ms=latency_ms, status=status, error_code=error_code,
-        ))
+        ).model_dump_json().encode())
 
 
 def model_path(book: RouteBook, model: str, version: str | None) -> str:

@@ -6,17 +6,24 @@ import asyncio
 import json
 import uuid
 
+import numpy as np
 from prometheus_client import CollectorRegistry
 
 from mlfleet.runtime.processes import free_port
+from services.common.errors import InvalidInput
 from services.common.redis import PREDICTIONS_STREAM, connect
-from services.common.schemas import PredictionEvent
+from services.common.schemas import PredictionEvent, Variant, VersionRoute
 from services.gateway.events import EventWriter
 from services.gateway.metrics import GatewayMetrics
+from services.gateway.predictions import RequestContext, event_json
+from services.gateway.router import Choice
+from services.gateway.schemas import Prediction
+from tests.gateway.factories import signature
 
 
-def event(request_id: str) -> PredictionEvent:
-    return PredictionEvent(request_id=request_id, model="m", version=1, timestamp=0.0, latency_ms=1.0)
+def event(request_id: str) -> bytes:
+    return PredictionEvent(request_id=request_id, model="m", version=1, timestamp=0.0,
+                           latency_ms=1.0).model_dump_json().encode()
 
 
 def value(metrics: GatewayMetrics, counter: str, *labels: str) -> float:
@@ -100,3 +107,22 @@ async def test_closing_writes_what_the_writer_holds_during_its_linger(redis_url)
     await redis.aclose()
     assert value(metrics, "events_written") == written + 1
     assert value(metrics, "events_dropped", "shutdown") == dropped
+
+
+def test_the_gateways_event_json_is_a_prediction_event_with_every_field():
+    choice = Choice(VersionRoute(version=3, signature=signature()), Variant.canary)
+    ctx = RequestContext.begin("req-1", "a" * 32)
+    tensor = np.array([[1.5, 2.0, 3.0]], dtype=np.float32)
+    ok = json.loads(event_json(ctx, "fraud", choice, "ok", 1.25, tensor, [Prediction(score=0.75, label=1, probabilities=[0.25, 0.75])], None,
+                               "00-" + "a" * 32 + "-" + "b" * 16 + "-01"))
+    assert set(ok) == set(PredictionEvent.model_fields)  # a field added to the schema must be written here too
+    event = PredictionEvent.model_validate(ok)
+    assert (event.request_id, event.trace_id, event.model, event.version, event.variant) == \
+        ("req-1", "a" * 32, "fraud", 3, Variant.canary)
+    assert (event.timestamp, event.latency_ms, event.status, event.instances) == (ctx.arrived, 1.25, "ok", 1)
+    assert event.features == [[1.5, 2.0, 3.0]] and event.feature_names == [i.name for i in signature().inputs]
+    assert (event.scores, event.labels, event.error_code) == ([0.75], [1], None)
+
+    failed = PredictionEvent.model_validate_json(event_json(ctx, "fraud", choice, "error", 2.0, None, [],
+                                                            InvalidInput("bad"), None))
+    assert (failed.status, failed.error_code, failed.features, failed.instances) == ("error", InvalidInput("x").code, [], 0)
