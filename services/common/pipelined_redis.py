@@ -8,16 +8,18 @@ callers in order costs about 60 µs. Pipelining also makes a deadline cheap: a c
 gives up leaves its reply to be read and dropped, so the connection stays in step (redis-py
 closes a connection whose reply was abandoned, and the next command opens a new one).
 
-redis-py still opens and authenticates the connection (the fleet's URL handling, TLS, ``AUTH``,
+redis-py still opens and authenticates each connection (the fleet's URL handling, TLS, ``AUTH``,
 ``SELECT``: :func:`services.common.redis.connect`) and reads its replies with its hiredis parser.
-A connection that fails fails every call waiting on it (and the next call opens a new one);
-one that stops answering is dropped once a caller has waited ``stale_after_s`` for it.
+Each connection has its own queue of unanswered calls and its own reader, so a reply can only
+reach a call sent on the same connection. A connection that fails fails every call waiting on
+it, and the next call opens a new one. When a caller gives up and the oldest unanswered call
+has waited ``stale_after_s``, the connection is presumed stuck: it is dropped and its calls fail
+with ``TimeoutError``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import time
 from collections import deque
@@ -32,103 +34,140 @@ from redis.exceptions import NoScriptError, ResponseError
 from services.common.redis import connect
 
 
+class _Link:
+    """One open connection, its reader task and its unanswered calls (future, when sent), in reply order."""
+
+    __slots__ = ("connection", "pending", "reader", "closed")
+
+    def __init__(self, connection: AbstractConnection) -> None:
+        self.connection = connection
+        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.reader: asyncio.Task[None] | None = None
+        self.closed = False
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and self.connection.is_connected
+
+
 class PipelinedRedis:
     def __init__(self, url: str, *, connect_timeout_s: float, stale_after_s: float, max_pending: int = 10_000) -> None:
-        """``stale_after_s``: a call that gives up after its oldest unanswered call on the connection has waited this
-        long drops the connection. ``max_pending``: calls beyond this many unanswered ones fail at once."""
+        """``stale_after_s``: a caller that gives up while the connection's oldest unanswered call has waited this long
+        drops the connection. ``max_pending``: calls beyond this many unanswered ones fail at once."""
         self._pool = connect(url, timeout_s=connect_timeout_s, reply_timeout=False, retries=False).connection_pool
         self._connect_timeout_s = connect_timeout_s
         self._stale_after_s = stale_after_s
         self._max_pending = max_pending
-        self._connection: AbstractConnection | None = None
-        self._opening: asyncio.Task[AbstractConnection] | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._pending: deque[tuple[asyncio.Future[Any], float]] = deque()
-        """Each unanswered call's future and when it was sent, in the order Redis answers them."""
+        self._link: _Link | None = None
+        self._opening: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     async def execute(self, *args: bytes | str | int | float) -> Any:
         """Send one command and return its reply, undecoded (an error reply raises ``ResponseError``)."""
-        connection = self._connection or await self._connect()
-        if len(self._pending) >= self._max_pending:
-            raise RedisConnectionError(f"{len(self._pending)} Redis calls are unanswered; not sending more")
+        command = [hiredis.pack_command(args)]  # a value hiredis cannot pack fails here, before anything is queued
+        while self._link is None or not self._link.usable:
+            await self._open()
+        link = self._link
+        if len(link.pending) >= self._max_pending:
+            raise RedisConnectionError(f"{len(link.pending)} Redis calls are unanswered; not sending more")
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((future, time.monotonic()))
+        link.pending.append((future, time.monotonic()))
         try:
-            # Connected and without a health check, redis-py writes before its first await: calls reach the socket
-            # in the order their futures were queued.
-            await connection.send_packed_command([hiredis.pack_command(args)], check_health=False)
+            # On a connected connection, without health check or socket timeout, redis-py writes before its first
+            # await: commands reach the socket in the order their futures were queued.
+            await link.connection.send_packed_command(command, check_health=False)
+        except BaseException as exc:  # the write may be partial: this connection is out of step
+            future.cancel()
+            self._drop(link, exc if isinstance(exc, Exception) else RedisConnectionError("write interrupted"))
+            raise
+        try:
             return await future
         except asyncio.CancelledError:
-            if self._pending and time.monotonic() - self._pending[0][1] >= self._stale_after_s:
-                self._drop(connection, RedisConnectionError(f"Redis did not answer for {self._stale_after_s:g}s"))
-            raise
-        except (RedisConnectionError, OSError) as exc:
-            self._drop(connection, exc)
+            if link.pending and time.monotonic() - link.pending[0][1] >= self._stale_after_s:
+                self._drop(link, TimeoutError(f"Redis did not answer for {self._stale_after_s:g}s"))
             raise
 
     async def aclose(self) -> None:
+        """Close the connection; calls still waiting fail with ``ConnectionError``, later calls are refused."""
+        self._closed = True
         if self._opening is not None:
-            self._opening.cancel()
-        if self._connection is not None:
-            self._drop(self._connection, RedisConnectionError("client closed"))
-        if self._reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-        await self._pool.disconnect()
+            await asyncio.wait([self._opening])
+        link = self._link
+        if link is not None:
+            reader = link.reader
+            self._drop(link, RedisConnectionError("client closed"))
+            if reader is not None:
+                await asyncio.wait([reader])
+        if self._closing:
+            await asyncio.wait(self._closing)
 
-    async def _connect(self) -> AbstractConnection:
-        """The shared connection, opened once however many callers wait for it (a caller giving up does not cancel
+    async def _open(self) -> None:
+        """Open the shared connection, once however many callers wait for it (a caller giving up does not cancel
         the opening for the others)."""
+        if self._closed:
+            raise RedisConnectionError("client closed")
         if self._opening is None or self._opening.done():
-            self._opening = asyncio.create_task(self._open())
-        return await asyncio.shield(self._opening)
+            self._opening = asyncio.create_task(self._connect(), name="redis-pipelined-connect")
+        await asyncio.shield(self._opening)
 
-    async def _open(self) -> AbstractConnection:
+    async def _connect(self) -> None:
         connection = self._pool.make_connection()
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 await connection.connect()
+            if self._closed:
+                raise RedisConnectionError("client closed")
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
-        self._connection = connection
-        self._reader = asyncio.create_task(self._read_replies(connection), name="redis-pipelined-replies")
-        return connection
+        link = _Link(connection)
+        link.reader = asyncio.create_task(self._read_replies(link), name="redis-pipelined-replies")
+        self._link = link
 
-    async def _read_replies(self, connection: AbstractConnection) -> None:
-        pending = self._pending
-        while True:
-            try:
-                reply = await connection.read_response(disable_decoding=True)
-            except ResponseError as exc:
-                reply = exc
-            except BaseException as exc:
-                failure = exc if isinstance(exc, Exception) else RedisConnectionError("connection closed")
-                self._drop(connection, failure)
-                if isinstance(exc, asyncio.CancelledError):
-                    raise
-                return
-            future = pending.popleft()[0]
-            if future.done():  # its caller gave up
-                continue
-            if isinstance(reply, ResponseError):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+    async def _read_replies(self, link: _Link) -> None:
+        try:
+            while True:
+                try:
+                    reply = await link.connection.read_response(disable_decoding=True)
+                except ResponseError as exc:
+                    reply = exc
+                if not link.pending:
+                    raise RedisConnectionError("Redis answered a call that was never sent")
+                future = link.pending.popleft()[0]
+                if future.done():  # its caller gave up
+                    continue
+                if isinstance(reply, ResponseError):
+                    future.set_exception(reply)
+                else:
+                    future.set_result(reply)
+        except asyncio.CancelledError:
+            self._drop(link, RedisConnectionError("connection closed"))
+            raise
+        except Exception as exc:
+            self._drop(link, exc)
 
-    def _drop(self, connection: AbstractConnection, failure: Exception) -> None:
-        """Forget ``connection`` (if still current), fail its unanswered calls and close it."""
-        if connection is not self._connection:
+    def _drop(self, link: _Link, failure: Exception) -> None:
+        """Close ``link`` and fail its unanswered calls with ``failure``; the next call opens a new connection."""
+        if link.closed:
             return
-        self._connection = None
-        while self._pending:
-            future = self._pending.popleft()[0]
+        link.closed = True
+        if self._link is link:
+            self._link = None
+        while link.pending:
+            future = link.pending.popleft()[0]
             if not future.done():
                 future.set_exception(failure)
-        if self._reader is not None and self._reader is not asyncio.current_task():
-            self._reader.cancel()
-        self._reader = None
-        asyncio.get_running_loop().create_task(connection.disconnect(nowait=True))
+        if link.reader is not None and link.reader is not asyncio.current_task():
+            link.reader.cancel()
+        closing = asyncio.get_running_loop().create_task(link.connection.disconnect(nowait=True))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closed_one)
+
+    def _closed_one(self, task: asyncio.Task[None]) -> None:
+        self._closing.discard(task)
+        if not task.cancelled():
+            task.exception()  # closing a broken socket may fail; nothing is left to do about it
 
 
 class PipelinedScript:

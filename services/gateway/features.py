@@ -35,7 +35,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from feast import FeatureStore, FeatureView
 from feast.infra.key_encoding_utils import serialize_entity_key
@@ -73,8 +73,6 @@ return found
 """``KEYS``: entity keys. ``ARGV``: the number of field groups, then each group as its size and its fields, then
 each key's group number. Returns one ``HMGET`` answer per key."""
 
-EntityKeys = dict[str, list[bytes]]
-"""Per feature view, the Redis key of each entity row, in row order."""
 
 SCALARS = frozenset({"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val"})
 
@@ -139,6 +137,18 @@ class ViewSpec:
         return cls(view.name, compute_versioned_name(view, versioned), tuple(column.name for column in columns),
                    tuple(column.dtype.to_value_type() for column in columns),
                    frozenset(feature.name for feature in view.features))
+
+
+class PlannedKeys(NamedTuple):
+    """The Redis key of each entity row in one feature view, and the view as planned (keys planned with a view that
+    has changed since are planned again)."""
+
+    view: ViewSpec
+    keys: list[bytes]
+
+
+EntityKeys = dict[str, PlannedKeys]
+"""Planned keys per feature view name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,11 +249,11 @@ class FeatureReader:
         for name in features_by_view(features):
             view = self._views.get(name)
             if view is not None:
-                keys[name] = row_keys(view, entity_rows, self._project, self._serialization_version)
+                keys[name] = PlannedKeys(view, row_keys(view, entity_rows, self._project, self._serialization_version))
         return keys
 
     async def _plan(self, name: str, fields: list[str], entity_rows: Sequence[dict[str, Any]],
-                    keys: Sequence[bytes] | None) -> ViewRead:
+                    planned: PlannedKeys | None) -> ViewRead:
         view = self._views.get(name)
         if view is None and time.monotonic() - self._reloaded >= RELOAD_ON_MISS_S:
             await self.reload_views()
@@ -255,7 +265,9 @@ class FeatureReader:
         if unknown:
             raise BackendUnavailable(f"feature view {name!r} has no feature {', '.join(map(repr, unknown))} in the "
                                      f"Feast registry")
-        if keys is None:
+        if planned is not None and (planned.view is view or planned.view == view):
+            keys = planned.keys
+        else:
             keys = row_keys(view, entity_rows, self._project, self._serialization_version)
         return plan_view_read(view, fields, keys)
 

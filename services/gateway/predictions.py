@@ -26,7 +26,7 @@ from services.common.telemetry import current_traceparent, span
 from services.gateway import router
 from services.gateway.batcher import MicroBatcher, split_rows
 from services.gateway.events import EventWriter
-from services.gateway.features import EntityKeys, FeatureReader
+from services.gateway.features import EntityKeys, FeatureReader, PlannedKeys
 from services.gateway.metrics import GatewayMetrics, cached_children
 from services.gateway.policy import PolicySync
 from services.gateway.postprocess import to_predictions
@@ -260,9 +260,9 @@ class Predictor:
 def event_json(ctx: RequestContext, model: str, choice: Choice, status: str, latency_ms: float,
                tensor: np.ndarray | None, predictions: list[Prediction], error: MlfleetError | None,
                traceparent: str | None) -> bytes:
-    """The :class:`~services.common.schemas.PredictionEvent` of one outcome, as JSON. Written with orjson from values this gateway made and
-    checked: building the model and serializing it cost ~5 µs per event, this ~1 µs. ``tests/gateway/test_events.py``
-    checks the JSON validates as one, with every field set."""
+    """The :class:`~services.common.schemas.PredictionEvent` of one outcome, as JSON, written by orjson from
+    values this gateway made and checked: building the model and serializing it cost ~5 µs per event, this
+    ~1 µs. ``tests/gateway/test_events.py`` checks the JSON validates as one, with every field set."""
     return orjson.dumps({
         "request_id": ctx.request_id, "trace_id": ctx.trace_id, "traceparent": traceparent,
         "model": model, "version": choice.version.version, "variant": choice.variant,
@@ -300,11 +300,16 @@ def build_tensors(signature: Signature, jobs: Sequence[InferenceJob],
 
 
 def batch_entity_keys(jobs: Sequence[InferenceJob]) -> EntityKeys:
-    """The jobs' planned keys, joined in row order, for the views every job has planned."""
+    """The jobs' planned keys, joined in row order, for the views every job planned with the same view definition."""
+    first = jobs[0].entity_keys
     if len(jobs) == 1:
-        return jobs[0].entity_keys
-    return {view: [key for job in jobs for key in job.entity_keys[view]]
-            for view in jobs[0].entity_keys if all(view in job.entity_keys for job in jobs)}
+        return first
+    merged: EntityKeys = {}
+    for name, planned in first.items():
+        parts = [job.entity_keys.get(name) for job in jobs]
+        if all(part is not None and (part.view is planned.view or part.view == planned.view) for part in parts):
+            merged[name] = PlannedKeys(planned.view, [key for part in parts for key in part.keys])
+    return merged
 
 
 def routing_key(route: ModelRoute, request: PredictRequest, request_id: str) -> str:

@@ -102,6 +102,38 @@ def test_a_connection_that_stops_answering_is_replaced(redis_url):
     assert waited_s < 1.5
 
 
+def test_when_a_stuck_connection_is_dropped_its_other_calls_time_out(redis_url):
+    async def scenario():
+        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=0.1)
+        try:
+            blocked = asyncio.ensure_future(client.execute("BLPOP", "pipelined:empty", 2))
+            await asyncio.sleep(0.01)
+            queued = asyncio.ensure_future(client.execute("ECHO", "behind"))  # waits behind the BLPOP
+            await asyncio.sleep(0.15)
+            blocked.cancel()  # gives up on a call older than stale_after_s: the connection is dropped
+            with pytest.raises(TimeoutError):  # a slow Redis, not a refused one (the gateway answers 504)
+                await asyncio.wait_for(queued, 1)
+            return await client.execute("ECHO", "fresh")
+        finally:
+            await client.aclose()
+
+    assert run(scenario()) == b"fresh"
+
+
+def test_a_value_that_cannot_be_sent_fails_before_it_is_queued(redis_url):
+    async def scenario():
+        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=2)
+        try:
+            await client.execute("PING")
+            with pytest.raises(TypeError):
+                await client.execute("SET", "pipelined:none", None)
+            return await asyncio.gather(*(client.execute("ECHO", f"v{i}") for i in range(50)))
+        finally:
+            await client.aclose()
+
+    assert run(scenario()) == [f"v{i}".encode() for i in range(50)]
+
+
 def test_a_killed_connection_fails_its_calls_and_the_next_call_reconnects(redis_url):
     async def scenario():
         client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=10)
@@ -113,13 +145,27 @@ def test_a_killed_connection_fails_its_calls_and_the_next_call_reconnects(redis_
             await asyncio.to_thread(admin.client_kill_filter, _id=connection_id)
             with pytest.raises(RedisConnectionError):
                 await asyncio.wait_for(blocked, 2)
-            return connection_id, await client.execute("CLIENT", "ID")
+            # the calls made as the new connection opens each get their own reply
+            echoed = await asyncio.gather(*(client.execute("ECHO", f"after-{i}") for i in range(100)))
+            return connection_id, await client.execute("CLIENT", "ID"), echoed
         finally:
             admin.close()
             await client.aclose()
 
-    before, after = run(scenario())
+    before, after, echoed = run(scenario())
     assert after != before
+    assert echoed == [f"after-{i}".encode() for i in range(100)]
+
+
+def test_a_closed_client_refuses_calls(redis_url):
+    async def scenario():
+        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=2)
+        await client.execute("PING")
+        await client.aclose()
+        with pytest.raises(RedisConnectionError, match="closed"):
+            await client.execute("PING")
+
+    run(scenario())
 
 
 def test_a_refused_connection_fails_at_once():

@@ -2,9 +2,11 @@
 
 import numpy as np
 import pytest
+from feast.value_type import ValueType
 
 from services.common.errors import InvalidInput, MissingFeatures
 from services.common.schemas import Variant, VersionRoute
+from services.gateway.features import PlannedKeys, ViewSpec
 from services.gateway.predictions import InferenceJob, batch_entity_keys, build_tensors
 from services.gateway.tensors import build_tensor
 from tests.gateway.factories import signature
@@ -13,17 +15,31 @@ SIGNATURE = signature()
 VERSION = VersionRoute(version=1, signature=SIGNATURE)
 
 
-def job(*instances: dict, keys: dict[str, list[bytes]] | None = None) -> InferenceJob:
+def job(*instances: dict, keys: dict[str, PlannedKeys] | None = None) -> InferenceJob:
     return InferenceJob(VERSION, Variant.stable, list(instances), [{"user_id": i["user_id"]} for i in instances],
                         keys or {})
 
 
+def view(name: str, *join_keys: str) -> ViewSpec:
+    return ViewSpec(name, name, join_keys, tuple(ValueType.INT64 for _ in join_keys), frozenset({"x"}))
+
+
+USERS, SHOPS = view("users", "user_id"), view("shops", "shop_id")
+
+
 def test_a_batch_reads_the_keys_its_requests_planned_in_row_order():
-    jobs = [job({"user_id": 1}, keys={"users": [b"u1"], "shops": [b"s1"]}),
-            job({"user_id": 2}, {"user_id": 3}, keys={"users": [b"u2", b"u3"]})]
+    jobs = [job({"user_id": 1}, keys={"users": PlannedKeys(USERS, [b"u1"]), "shops": PlannedKeys(SHOPS, [b"s1"])}),
+            job({"user_id": 2}, {"user_id": 3}, keys={"users": PlannedKeys(USERS, [b"u2", b"u3"])})]
     # a view one request has not planned (not cached when it was checked) is left to the lookup to plan
-    assert batch_entity_keys(jobs) == {"users": [b"u1", b"u2", b"u3"]}
-    assert batch_entity_keys(jobs[:1]) == {"users": [b"u1"], "shops": [b"s1"]}
+    assert batch_entity_keys(jobs) == {"users": PlannedKeys(USERS, [b"u1", b"u2", b"u3"])}
+    assert batch_entity_keys(jobs[:1]) == jobs[0].entity_keys
+
+
+def test_keys_planned_with_a_view_that_changed_in_between_are_planned_again():
+    changed = view("users", "user_id", "region")  # the registry refreshed between the two requests
+    jobs = [job({"user_id": 1}, keys={"users": PlannedKeys(USERS, [b"u1"])}),
+            job({"user_id": 2}, keys={"users": PlannedKeys(changed, [b"u2"])})]
+    assert batch_entity_keys(jobs) == {}
 
 
 def test_a_valid_batch_gives_each_job_its_own_rows():
