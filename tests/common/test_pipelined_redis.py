@@ -4,7 +4,9 @@ up leaves the connection in step, a connection that fails or stops answering is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 import redis
@@ -13,21 +15,37 @@ from redis.exceptions import ResponseError
 
 from services.common.pipelined_redis import PipelinedRedis, PipelinedScript
 
+EMPTY_LIST = "pipelined:empty"
+"""Never pushed to: a ``BLPOP`` on it holds the connection for its whole timeout."""
+
 
 def run(coroutine):
     return asyncio.run(coroutine)
 
 
+@contextlib.asynccontextmanager
+async def pipelined(url: str, *, stale_after_s: float = 2, **options) -> AsyncIterator[PipelinedRedis]:
+    client = PipelinedRedis(url, connect_timeout_s=2, stale_after_s=stale_after_s, **options)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def give_up_on_blocked_call(client: PipelinedRedis, *, after_s: float, blocks_s: float) -> None:
+    """Send a call that holds the connection ``blocks_s`` and stop waiting for it after ``after_s``."""
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(after_s):
+            await client.execute("BLPOP", EMPTY_LIST, blocks_s)
+
+
 def test_concurrent_calls_each_get_their_own_reply(redis_url):
     async def scenario():
-        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=2)
-        try:
+        async with pipelined(redis_url) as client:
             await client.execute("DEL", "pipelined:list")
             replies = await asyncio.gather(*(client.execute("RPUSH", "pipelined:list", i) for i in range(300)),
                                            *(client.execute("ECHO", f"value-{i}") for i in range(300)))
             return replies, await client.execute("LRANGE", "pipelined:list", 0, -1)
-        finally:
-            await client.aclose()
 
     replies, stored = run(scenario())
     assert sorted(replies[:300]) == list(range(1, 301))
@@ -37,13 +55,10 @@ def test_concurrent_calls_each_get_their_own_reply(redis_url):
 
 def test_an_error_reply_fails_only_its_own_call(redis_url):
     async def scenario():
-        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=2)
-        try:
+        async with pipelined(redis_url) as client:
             await client.execute("SET", "pipelined:text", "abc")
             return await asyncio.gather(client.execute("ECHO", "before"), client.execute("INCR", "pipelined:text"),
                                         client.execute("ECHO", "after"), return_exceptions=True)
-        finally:
-            await client.aclose()
 
     before, failed, after = run(scenario())
     assert (before, after) == (b"before", b"after")
@@ -52,31 +67,23 @@ def test_an_error_reply_fails_only_its_own_call(redis_url):
 
 def test_a_script_redis_does_not_know_is_sent_whole(redis_url):
     async def scenario():
-        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=2)
-        script = PipelinedScript(client, "return {KEYS[1], ARGV[1], #ARGV}")
-        try:
+        async with pipelined(redis_url) as client:
+            script = PipelinedScript(client, "return {KEYS[1], ARGV[1], #ARGV}")
             await client.execute("SCRIPT", "FLUSH")
             first = await script(keys=[b"k"], args=[b"a", 2])
             second = await script(keys=[b"k"], args=[b"b"])
             return first, second
-        finally:
-            await client.aclose()
 
     assert run(scenario()) == ([b"k", b"a", 2], [b"k", b"b", 1])
 
 
 def test_a_caller_that_gives_up_leaves_the_connection_in_step(redis_url):
     async def scenario():
-        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=10)
-        try:
+        async with pipelined(redis_url, stale_after_s=10) as client:
             connection_id = await client.execute("CLIENT", "ID")
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.05):
-                    await client.execute("BLPOP", "pipelined:empty", 0.3)  # blocks the connection 0.3 s
+            await give_up_on_blocked_call(client, after_s=0.05, blocks_s=0.3)
             echoed = await client.execute("ECHO", "next")  # answered after BLPOP's own (dropped) reply
             return connection_id, echoed, await client.execute("CLIENT", "ID")
-        finally:
-            await client.aclose()
 
     before, echoed, after = run(scenario())
     assert echoed == b"next"
@@ -85,17 +92,12 @@ def test_a_caller_that_gives_up_leaves_the_connection_in_step(redis_url):
 
 def test_a_connection_that_stops_answering_is_replaced(redis_url):
     async def scenario():
-        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=0.1)
-        try:
+        async with pipelined(redis_url, stale_after_s=0.1) as client:
             connection_id = await client.execute("CLIENT", "ID")
-            with pytest.raises(TimeoutError):
-                async with asyncio.timeout(0.2):
-                    await client.execute("BLPOP", "pipelined:empty", 2)
+            await give_up_on_blocked_call(client, after_s=0.2, blocks_s=2)
             started = time.monotonic()
             after = await client.execute("CLIENT", "ID")
             return connection_id, after, time.monotonic() - started
-        finally:
-            await client.aclose()
 
     before, after, waited_s = run(scenario())
     assert after != before  # a new connection, not queued behind the blocked one
@@ -104,9 +106,8 @@ def test_a_connection_that_stops_answering_is_replaced(redis_url):
 
 def test_when_a_stuck_connection_is_dropped_its_other_calls_time_out(redis_url):
     async def scenario():
-        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=0.1)
-        try:
-            blocked = asyncio.ensure_future(client.execute("BLPOP", "pipelined:empty", 2))
+        async with pipelined(redis_url, stale_after_s=0.1) as client:
+            blocked = asyncio.ensure_future(client.execute("BLPOP", EMPTY_LIST, 2))
             await asyncio.sleep(0.01)
             queued = asyncio.ensure_future(client.execute("ECHO", "behind"))  # waits behind the BLPOP
             await asyncio.sleep(0.15)
@@ -114,43 +115,37 @@ def test_when_a_stuck_connection_is_dropped_its_other_calls_time_out(redis_url):
             with pytest.raises(TimeoutError):  # a slow Redis, not a refused one (the gateway answers 504)
                 await asyncio.wait_for(queued, 1)
             return await client.execute("ECHO", "fresh")
-        finally:
-            await client.aclose()
 
     assert run(scenario()) == b"fresh"
 
 
 def test_a_value_that_cannot_be_sent_fails_before_it_is_queued(redis_url):
     async def scenario():
-        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=2)
-        try:
+        async with pipelined(redis_url) as client:
             await client.execute("PING")
             with pytest.raises(TypeError):
                 await client.execute("SET", "pipelined:none", None)
             return await asyncio.gather(*(client.execute("ECHO", f"v{i}") for i in range(50)))
-        finally:
-            await client.aclose()
 
     assert run(scenario()) == [f"v{i}".encode() for i in range(50)]
 
 
 def test_a_killed_connection_fails_its_calls_and_the_next_call_reconnects(redis_url):
     async def scenario():
-        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=10)
         admin = redis.Redis.from_url(redis_url)
         try:
-            connection_id = await client.execute("CLIENT", "ID")
-            blocked = asyncio.ensure_future(client.execute("BLPOP", "pipelined:empty", 5))
-            await asyncio.sleep(0.1)
-            await asyncio.to_thread(admin.client_kill_filter, _id=connection_id)
-            with pytest.raises(RedisConnectionError):
-                await asyncio.wait_for(blocked, 2)
-            # the calls made as the new connection opens each get their own reply
-            echoed = await asyncio.gather(*(client.execute("ECHO", f"after-{i}") for i in range(100)))
-            return connection_id, await client.execute("CLIENT", "ID"), echoed
+            async with pipelined(redis_url, stale_after_s=10) as client:
+                connection_id = await client.execute("CLIENT", "ID")
+                blocked = asyncio.ensure_future(client.execute("BLPOP", EMPTY_LIST, 5))
+                await asyncio.sleep(0.1)
+                await asyncio.to_thread(admin.client_kill_filter, _id=connection_id)
+                with pytest.raises(RedisConnectionError):
+                    await asyncio.wait_for(blocked, 2)
+                # the calls made as the new connection opens each get their own reply
+                echoed = await asyncio.gather(*(client.execute("ECHO", f"after-{i}") for i in range(100)))
+                return connection_id, await client.execute("CLIENT", "ID"), echoed
         finally:
             admin.close()
-            await client.aclose()
 
     before, after, echoed = run(scenario())
     assert after != before
@@ -159,9 +154,8 @@ def test_a_killed_connection_fails_its_calls_and_the_next_call_reconnects(redis_
 
 def test_a_closed_client_refuses_calls(redis_url):
     async def scenario():
-        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=2)
-        await client.execute("PING")
-        await client.aclose()
+        async with pipelined(redis_url) as client:
+            await client.execute("PING")
         with pytest.raises(RedisConnectionError, match="closed"):
             await client.execute("PING")
 
@@ -170,30 +164,24 @@ def test_a_closed_client_refuses_calls(redis_url):
 
 def test_a_refused_connection_fails_at_once():
     async def scenario():
-        client = PipelinedRedis("redis://127.0.0.1:1/0", connect_timeout_s=2, stale_after_s=2)
-        try:
+        async with pipelined("redis://127.0.0.1:1/0") as client:
             started = time.monotonic()
             with pytest.raises((RedisConnectionError, OSError)):
                 await client.execute("PING")
             return time.monotonic() - started
-        finally:
-            await client.aclose()
 
     assert run(scenario()) < 1
 
 
 def test_calls_beyond_the_unanswered_bound_fail_at_once(redis_url):
     async def scenario():
-        client = PipelinedRedis(redis_url, connect_timeout_s=2, stale_after_s=10, max_pending=2)
-        try:
+        async with pipelined(redis_url, stale_after_s=10, max_pending=2) as client:
             await client.execute("PING")
-            blocked = [asyncio.ensure_future(client.execute("BLPOP", "pipelined:empty", 0.2)) for _ in range(2)]
+            blocked = [asyncio.ensure_future(client.execute("BLPOP", EMPTY_LIST, 0.2)) for _ in range(2)]
             await asyncio.sleep(0.05)
             with pytest.raises(RedisConnectionError, match="unanswered"):
                 await client.execute("PING")
             await asyncio.gather(*blocked)
             return await client.execute("PING")
-        finally:
-            await client.aclose()
 
     assert run(scenario()) == b"PONG"
