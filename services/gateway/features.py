@@ -73,7 +73,6 @@ return found
 """``KEYS``: entity keys. ``ARGV``: the number of field groups, then each group as its size and its fields, then
 each key's group number. Returns one ``HMGET`` answer per key."""
 
-
 SCALARS = frozenset({"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val"})
 
 
@@ -145,6 +144,10 @@ class PlannedKeys(NamedTuple):
 
     view: ViewSpec
     keys: list[bytes]
+
+    def planned_with(self, view: ViewSpec) -> bool:
+        """Whether these keys were planned with ``view`` as it is now (the same object, or an equal one)."""
+        return self.view is view or self.view == view
 
 
 EntityKeys = dict[str, PlannedKeys]
@@ -265,7 +268,7 @@ class FeatureReader:
         if unknown:
             raise BackendUnavailable(f"feature view {name!r} has no feature {', '.join(map(repr, unknown))} in the "
                                      f"Feast registry")
-        if planned is not None and (planned.view is view or planned.view == view):
+        if planned is not None and planned.planned_with(view):
             keys = planned.keys
         else:
             keys = row_keys(view, entity_rows, self._project, self._serialization_version)

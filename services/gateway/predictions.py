@@ -307,7 +307,7 @@ def batch_entity_keys(jobs: Sequence[InferenceJob]) -> EntityKeys:
     merged: EntityKeys = {}
     for name, planned in first.items():
         parts = [job.entity_keys.get(name) for job in jobs]
-        if all(part is not None and (part.view is planned.view or part.view == planned.view) for part in parts):
+        if all(part is not None and part.planned_with(planned.view) for part in parts):
             merged[name] = PlannedKeys(planned.view, [key for part in parts for key in part.keys])
     return merged
 
