@@ -9,7 +9,7 @@ gives up leaves its reply to be read and dropped, so the connection stays in ste
 closes a connection whose reply was abandoned, and the next command opens a new one).
 
 redis-py still opens and authenticates each connection (the fleet's URL handling, TLS, ``AUTH``,
-``SELECT``: :func:`services.common.redis.connect`) and reads its replies with its hiredis parser.
+``SELECT``: :func:`services.common.redis.connection_pool`) and reads its replies with its hiredis parser.
 Each connection has its own queue of unanswered calls and its own reader, so a reply can only
 reach a call sent on the same connection. A connection that fails fails every call waiting on
 it, and the next call opens a new one. When a caller gives up and the oldest unanswered call
@@ -31,7 +31,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
 
-from services.common.redis import connect
+from services.common.redis import connection_pool
 
 
 class _Link:
@@ -54,7 +54,7 @@ class PipelinedRedis:
     def __init__(self, url: str, *, connect_timeout_s: float, stale_after_s: float, max_pending: int = 10_000) -> None:
         """``stale_after_s``: a caller that gives up while the connection's oldest unanswered call has waited this long
         drops the connection. ``max_pending``: calls beyond this many unanswered ones fail at once."""
-        self._pool = connect(url, timeout_s=connect_timeout_s, reply_timeout=False, retries=False).connection_pool
+        self._pool = connection_pool(url, timeout_s=connect_timeout_s, reply_timeout=False)
         self._connect_timeout_s = connect_timeout_s
         self._stale_after_s = stale_after_s
         self._max_pending = max_pending

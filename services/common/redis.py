@@ -58,6 +58,18 @@ CONNECTION_CLASSES = {"redis": HiredisConnection, "rediss": HiredisSSLConnection
 """The connection class of each URL scheme: redis-py's own for that scheme, packing with hiredis."""
 
 
+def connection_pool(url: str, *, timeout_s: float = 2.0, reply_timeout: bool = True) -> aioredis.ConnectionPool:
+    """The pool behind :func:`connect`: its connections pack with hiredis and have its timeouts."""
+    scheme = urlsplit(url).scheme
+    if scheme not in CONNECTION_CLASSES:
+        raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix://, not {scheme or 'no scheme'}")
+    options = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s if reply_timeout else None,
+               "health_check_interval": 30, "decode_responses": False,
+               **parse_url(url), "connection_class": CONNECTION_CLASSES[scheme]}
+    # What Redis.from_url does, except that the URL's scheme no longer overrides the connection class.
+    return aioredis.ConnectionPool(**options)
+
+
 def connect(url: str, *, timeout_s: float = 2.0, reply_timeout: bool = True, retries: bool = True) -> aioredis.Redis:
     """An asyncio Redis client with bounded connect and socket timeouts, packing commands with hiredis
     (:class:`HiredisPacking`).
@@ -67,14 +79,7 @@ def connect(url: str, *, timeout_s: float = 2.0, reply_timeout: bool = True, ret
     when it committed transactions of a thousand commands), and the caller must bound each call
     itself, e.g. with ``asyncio.timeout``. ``retries=False``: a failed command is not sent again (a lookup with a
     deadline of its own, or a transaction that must not be applied twice)."""
-    scheme = urlsplit(url).scheme
-    if scheme not in CONNECTION_CLASSES:
-        raise ValueError(f"a Redis URL starts with redis://, rediss:// or unix://, not {scheme or 'no scheme'}")
-    options = {"socket_connect_timeout": timeout_s, "socket_timeout": timeout_s if reply_timeout else None,
-               "health_check_interval": 30, "decode_responses": False,
-               **parse_url(url), "connection_class": CONNECTION_CLASSES[scheme]}
-    # What Redis.from_url does, except that the URL's scheme no longer overrides the connection class.
-    client = aioredis.Redis.from_pool(aioredis.ConnectionPool(**options))
+    client = aioredis.Redis.from_pool(connection_pool(url, timeout_s=timeout_s, reply_timeout=reply_timeout))
     if not retries:
         client.set_retry(Retry(NoBackoff(), 0))
     return client
