@@ -3,7 +3,7 @@
 redis-py's asyncio client checks a connection out of its pool for every command and runs it
 through its retry, health-check and script layers, reading the reply in the caller's task.
 For the gateway's feature lookup (one script call) that was about 90 µs of CPU per lookup
-here; writing the command packed by hiredis on one shared connection and handing replies to
+here; writing the command (packed by hiredis) on one shared connection and handing replies to
 callers in order costs about 60 µs. Pipelining also makes a deadline cheap: a caller that
 gives up leaves its reply to be read and dropped, so the connection stays in step (redis-py
 closes a connection whose reply was abandoned, and the next command opens a new one).
@@ -26,7 +26,6 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-import hiredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
@@ -65,10 +64,12 @@ class PipelinedRedis:
 
     async def execute(self, *args: bytes | str | int | float) -> Any:
         """Send one command and return its reply, undecoded (an error reply raises ``ResponseError``)."""
-        command = [hiredis.pack_command(args)]  # a value hiredis cannot pack fails here, before anything is queued
         while self._link is None or not self._link.usable:
             await self._open()
         link = self._link
+        # Packed as the fleet's other clients pack (hiredis, or redis-py for what hiredis would pack differently); a
+        # value that cannot be packed fails here, before anything is queued.
+        command = link.connection.pack_command(*args)
         if len(link.pending) >= self._max_pending:
             raise RedisConnectionError(f"{len(link.pending)} Redis calls are unanswered; not sending more")
         future = asyncio.get_running_loop().create_future()
