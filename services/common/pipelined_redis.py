@@ -2,7 +2,7 @@
 
 redis-py's asyncio client checks a connection out of its pool for every command and runs it
 through its retry, health-check and script layers, reading the reply in the caller's task.
-For the gateway's feature lookup (one script call) that was about 90 µs of CPU per lookup
+For the gateway's feature lookup (then one script call) that was about 90 µs of CPU per lookup
 here; writing the command (packed by hiredis) on one shared connection and handing replies to
 callers in order costs about 60 µs. Pipelining also makes a deadline cheap: a caller that
 gives up leaves its reply to be read and dropped, so the connection stays in step (redis-py
@@ -20,7 +20,6 @@ with ``TimeoutError``.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -28,19 +27,32 @@ from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from services.common.redis import connection_pool
 
 
+class _Call:
+    """One caller's commands on the wire: the future their replies settle, when they were sent, and, for a call of
+    several commands, the replies read so far (``None`` for a call of one command)."""
+
+    __slots__ = ("future", "sent", "due", "replies")
+
+    def __init__(self, future: asyncio.Future[Any], due: int | None) -> None:
+        self.future = future
+        self.sent = time.monotonic()
+        self.due = due
+        self.replies: list[Any] | None = None if due is None else []
+
+
 class _Link:
-    """One open connection, its reader task and its unanswered calls (future, when sent), in reply order."""
+    """One open connection, its reader task and its unanswered calls, in reply order."""
 
     __slots__ = ("connection", "pending", "reader", "closed")
 
     def __init__(self, connection: AbstractConnection) -> None:
         self.connection = connection
-        self.pending: deque[tuple[asyncio.Future[Any], float]] = deque()
+        self.pending: deque[_Call] = deque()
         self.reader: asyncio.Task[None] | None = None
         self.closed = False
 
@@ -64,28 +76,40 @@ class PipelinedRedis:
 
     async def execute(self, *args: bytes | str | int | float) -> Any:
         """Send one command and return its reply, undecoded (an error reply raises ``ResponseError``)."""
+        return await self._call((args,), None)
+
+    async def execute_many(self, commands: Sequence[Sequence[bytes | str | int | float]]) -> list[Any]:
+        """Send several commands in one write and return their replies, in order, once all have come (an error reply
+        raises the first ``ResponseError``). Unlike a script, Redis runs them as plain commands: no Lua interpreter
+        set up per call, no reply converted to Lua and back."""
+        if not commands:
+            return []
+        return await self._call(commands, len(commands))
+
+    async def _call(self, commands: Sequence[Sequence[bytes | str | int | float]], due: int | None) -> Any:
         while self._link is None or not self._link.usable:
             await self._open()
         link = self._link
         # Packed as the fleet's other clients pack (hiredis, or redis-py for what hiredis would pack differently); a
         # value that cannot be packed fails here, before anything is queued.
-        command = link.connection.pack_command(*args)
+        packed = link.connection.pack_commands(commands) if due is not None else link.connection.pack_command(
+            *commands[0])
         if len(link.pending) >= self._max_pending:
             raise RedisConnectionError(f"{len(link.pending)} Redis calls are unanswered; not sending more")
-        future = asyncio.get_running_loop().create_future()
-        link.pending.append((future, time.monotonic()))
+        call = _Call(asyncio.get_running_loop().create_future(), due)
+        link.pending.append(call)
         try:
             # On a connected connection, without health check or socket timeout, redis-py writes before its first
-            # await: commands reach the socket in the order their futures were queued.
-            await link.connection.send_packed_command(command, check_health=False)
+            # await: commands reach the socket in the order their calls were queued.
+            await link.connection.send_packed_command(packed, check_health=False)
         except BaseException as exc:  # the write may be partial: this connection is out of step
-            future.cancel()
+            call.future.cancel()
             self._drop(link, exc if isinstance(exc, Exception) else RedisConnectionError("write interrupted"))
             raise
         try:
-            return await future
+            return await call.future
         except asyncio.CancelledError:
-            if link.pending and time.monotonic() - link.pending[0][1] >= self._stale_after_s:
+            if link.pending and time.monotonic() - link.pending[0].sent >= self._stale_after_s:
                 self._drop(link, TimeoutError(f"Redis did not answer for {self._stale_after_s:g}s"))
             raise
 
@@ -135,13 +159,19 @@ class PipelinedRedis:
                     reply = exc
                 if not link.pending:
                     raise RedisConnectionError("Redis answered a call that was never sent")
-                future = link.pending.popleft()[0]
-                if future.done():  # its caller gave up
+                call = link.pending[0]
+                if call.replies is not None:
+                    call.replies.append(reply)
+                    if len(call.replies) < call.due:
+                        continue
+                    reply = next((r for r in call.replies if isinstance(r, ResponseError)), call.replies)
+                link.pending.popleft()
+                if call.future.done():  # its caller gave up
                     continue
                 if isinstance(reply, ResponseError):
-                    future.set_exception(reply)
+                    call.future.set_exception(reply)
                 else:
-                    future.set_result(reply)
+                    call.future.set_result(reply)
         except asyncio.CancelledError:
             self._drop(link, RedisConnectionError("connection closed"))
             raise
@@ -156,7 +186,7 @@ class PipelinedRedis:
         if self._link is link:
             self._link = None
         while link.pending:
-            future = link.pending.popleft()[0]
+            future = link.pending.popleft().future
             if not future.done():
                 future.set_exception(failure)
         if link.reader is not None and link.reader is not asyncio.current_task():
@@ -169,19 +199,3 @@ class PipelinedRedis:
         self._closing.discard(task)
         if not task.cancelled():
             task.exception()  # closing a broken socket may fail; nothing is left to do about it
-
-
-class PipelinedScript:
-    """A Lua script called by its SHA1 (``EVALSHA``), sent whole (``EVAL``, which also caches it) when Redis does
-    not know it yet."""
-
-    def __init__(self, redis: PipelinedRedis, body: str) -> None:
-        self._redis = redis
-        self._body = body
-        self._sha = hashlib.sha1(body.encode()).hexdigest()
-
-    async def __call__(self, keys: Sequence[bytes | str], args: Sequence[bytes | str | int | float]) -> Any:
-        try:
-            return await self._redis.execute("EVALSHA", self._sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await self._redis.execute("EVAL", self._body, len(keys), *keys, *args)

@@ -13,7 +13,7 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, ResponseError
 
-from services.common.pipelined_redis import PipelinedRedis, PipelinedScript
+from services.common.pipelined_redis import PipelinedRedis
 
 EMPTY_LIST = "pipelined:empty"
 """Never pushed to: a ``BLPOP`` on it holds the connection for its whole timeout."""
@@ -65,16 +65,42 @@ def test_an_error_reply_fails_only_its_own_call(redis_url):
     assert isinstance(failed, ResponseError) and "not an integer" in str(failed)
 
 
-def test_a_script_redis_does_not_know_is_sent_whole(redis_url):
+def test_commands_sent_together_get_their_replies_in_order_among_other_calls(redis_url):
     async def scenario():
         async with pipelined(redis_url) as client:
-            script = PipelinedScript(client, "return {KEYS[1], ARGV[1], #ARGV}")
-            await client.execute("SCRIPT", "FLUSH")
-            first = await script(keys=[b"k"], args=[b"a", 2])
-            second = await script(keys=[b"k"], args=[b"b"])
-            return first, second
+            await client.execute("DEL", "pipelined:hash")
+            await client.execute("HSET", "pipelined:hash", "a", "1", "b", "2")
+            many = [("HMGET", "pipelined:hash", "a", "b"), ("ECHO", "middle"), ("HMGET", "pipelined:absent", "a")]
+            return await asyncio.gather(client.execute("ECHO", "first"), client.execute_many(many),
+                                        client.execute("ECHO", "last"), client.execute_many([]))
 
-    assert run(scenario()) == ([b"k", b"a", 2], [b"k", b"b", 1])
+    first, many, last, none = run(scenario())
+    assert (first, last, none) == (b"first", b"last", [])
+    assert many == [[b"1", b"2"], b"middle", [None]]
+
+
+def test_an_error_among_commands_sent_together_fails_the_call_after_every_reply_is_read(redis_url):
+    async def scenario():
+        async with pipelined(redis_url) as client:
+            await client.execute("SET", "pipelined:text", "abc")
+            await client.execute("DEL", "pipelined:counter")
+            with pytest.raises(ResponseError, match="WRONGTYPE"):
+                await client.execute_many([("INCR", "pipelined:counter"), ("HGET", "pipelined:text", "a"),
+                                           ("INCR", "pipelined:counter")])
+            return await client.execute("ECHO", "next"), await client.execute("GET", "pipelined:counter")
+
+    assert run(scenario()) == (b"next", b"2")  # in step, and the commands around the error ran
+
+
+def test_a_caller_that_gives_up_on_commands_sent_together_leaves_the_connection_in_step(redis_url):
+    async def scenario():
+        async with pipelined(redis_url, stale_after_s=10) as client:
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await client.execute_many([("ECHO", "before"), ("BLPOP", EMPTY_LIST, 0.3), ("ECHO", "after")])
+            return await client.execute("ECHO", "next")
+
+    assert run(scenario()) == b"next"
 
 
 def test_a_caller_that_gives_up_leaves_the_connection_in_step(redis_url):
