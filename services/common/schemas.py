@@ -6,6 +6,8 @@ owns its other request/response models in its own ``schemas.py``.
 
 from __future__ import annotations
 
+import functools
+
 import math
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -94,9 +96,10 @@ class Signature(BaseModel):
             raise ValueError("a signature with feast inputs must name its entities")
         return self
 
-    @property
+    @functools.cached_property
     def feast_features(self) -> tuple[str, ...]:
-        """The ``view:field`` of each feast input, in input order."""
+        """The ``view:field`` of each feast input, in input order; worked out once per signature (the gateway asks
+        for every request, and a signature is not changed once built)."""
         return tuple(i.feature for i in self.inputs if i.source is InputSource.feast and i.feature)
 
 

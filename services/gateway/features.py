@@ -62,13 +62,19 @@ DECODED_VALUES_CACHED = 65_536
 SCALARS = frozenset({"int64_val", "int32_val", "double_val", "float_val", "string_val", "bool_val"})
 
 
-def features_by_view(features: Sequence[str]) -> dict[str, list[str]]:
-    """``view:field`` references grouped by view, fields in order."""
+def features_by_view(features: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """``view:field`` references grouped by view, fields in order (the same, unchanging mapping for the same
+    references: a signature's are grouped once, not per request)."""
+    return _grouped(tuple(features))
+
+
+@functools.lru_cache(maxsize=1024)
+def _grouped(features: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
     grouped: dict[str, list[str]] = {}
     for feature in features:
         view, field = feature.split(":", 1)
         grouped.setdefault(view, []).append(field)
-    return grouped
+    return {view: tuple(fields) for view, fields in grouped.items()}
 
 
 @functools.lru_cache(maxsize=ENCODED_KEYS_CACHED)
@@ -147,7 +153,7 @@ class ViewRead:
     view: str
     stored_as: str
     """See :attr:`ViewSpec.stored_as`."""
-    fields: list[str]
+    fields: Sequence[str]
     keys: list[bytes]
     positions: list[int]
 
@@ -160,7 +166,7 @@ def row_keys(view: ViewSpec, entity_rows: Sequence[dict[str, Any]], project: byt
             for row in entity_rows]
 
 
-def plan_view_read(view: ViewSpec, fields: list[str], keys: Sequence[bytes]) -> ViewRead:
+def plan_view_read(view: ViewSpec, fields: Sequence[str], keys: Sequence[bytes]) -> ViewRead:
     """Read each distinct entity of ``keys`` (one per row) once; each row points at its entity's answer."""
     distinct: dict[bytes, int] = {}
     positions = [distinct.setdefault(key, len(distinct)) for key in keys]
@@ -240,7 +246,7 @@ class FeatureReader:
                 keys[name] = PlannedKeys(view, row_keys(view, entity_rows, self._project, self._serialization_version))
         return keys
 
-    async def _plan(self, name: str, fields: list[str], entity_rows: Sequence[dict[str, Any]],
+    async def _plan(self, name: str, fields: Sequence[str], entity_rows: Sequence[dict[str, Any]],
                     planned: PlannedKeys | None) -> ViewRead:
         view = self._views.get(name)
         if view is None and time.monotonic() - self._reloaded >= RELOAD_ON_MISS_S:

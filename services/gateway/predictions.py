@@ -186,7 +186,7 @@ class Predictor:
 
     async def _tensors(self, signature: Signature, jobs: list[InferenceJob]) -> list[np.ndarray | MlfleetError]:
         """Each job's input tensor (or its own error), after one Feast lookup for the entity rows of all jobs."""
-        features = list(dict.fromkeys(signature.feast_features))
+        features = tuple(dict.fromkeys(signature.feast_features))
         lookups = [job for job in jobs if job.tensor is None]
         found: FeatureColumns = {}
         if features and lookups:

@@ -28,7 +28,7 @@ def view_keyed_by(*columns: Field) -> FeatureView:
 
 
 def test_features_are_grouped_by_view_in_order():
-    assert features_by_view(["a:x", "b:y", "a:z"]) == {"a": ["x", "z"], "b": ["y"]}
+    assert features_by_view(["a:x", "b:y", "a:z"]) == {"a": ("x", "z"), "b": ("y",)}
 
 
 def plan(view: FeatureView, rows: list[dict]):
