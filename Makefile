@@ -9,7 +9,7 @@ export UV_LINK_MODE := copy
 # process would otherwise recompile Feast, pandas and the rest on each start.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install demo up test chaos bench bench-rollback clean
+.PHONY: install demo up test chaos bench bench-rollback lab clean
 
 install: $(VENV)/.installed $(TRITON_ENV)/.installed
 
@@ -55,6 +55,11 @@ bench: install $(VENV)/.bench-installed
 
 bench-rollback: install
 	$(VENV)/bin/python -m benchmarks.rollback
+
+# Two gateways on one fleet, loaded in turn (benchmarks/lab.py): this checkout's against BASELINE (a git ref)
+# and/or this checkout with LAB_ENV settings, e.g. make lab BASELINE=HEAD~1, make lab LAB_ENV="MLFLEET_GATEWAY_BATCH_MAX_IN_FLIGHT=1".
+lab: install
+	$(VENV)/bin/python -m benchmarks.lab $(if $(BASELINE),--baseline $(BASELINE)) $(if $(LAB_ENV),--env $(LAB_ENV))
 
 clean:
 	rm -rf $(VENV) $(TRITON_ENV) .mlfleet

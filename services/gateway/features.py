@@ -9,7 +9,7 @@ connection (:class:`~services.common.pipelined_redis.PipelinedRedis`), instead o
 generic request and response building around redis-py's pooled client. Measured on this
 machine (7 features in 2 views, uvloop, CPU per lookup): 1 entity 880 µs through the SDK with
 ``to_dict``, 316 µs through Feast's ``OnlineStore.online_read_async`` per view; 32 entities
-4.7 ms and 2.2 ms; here ~60 µs for 4 entities. The ``HMGET``\ s used to run inside one Lua
+4.7 ms and 2.2 ms; here ~60 µs for 4 entities. These ``HMGET`` commands used to run inside one Lua
 script call: Redis then spent ~80 µs per lookup (Lua set up per call, every reply converted to
 Lua and back) against ~20 µs for the same commands sent plain (``INFO commandstats``, full path
 at 16 connections), for no less CPU in the gateway. Each request's entity keys

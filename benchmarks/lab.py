@@ -1,0 +1,163 @@
+"""Two gateways on one running fleet, loaded in turn: how the README's "lab" figures are made.
+
+``python -m benchmarks.lab --baseline HEAD~1`` starts the fleet under ``.mlfleet/lab`` (default
+ports: no other fleet may run), deploys the demo model as the benchmark does (stable v1, canary v2
+at 10 %, 512 users), then starts a second gateway beside the fleet's own, from the code of
+``--baseline`` (a git ref, checked out in a temporary worktree) or from this checkout with
+``--env KEY=VALUE`` settings. Both share the fleet's Triton, Redis and monitor. The full path is
+then loaded with wrk at 16 connections, alternating between the two gateways (``--rounds`` times
+each, ``--duration`` seconds per run), and each run reports requests/s, p50/p99 and the CPU every
+process spent per request (from ``/proc``): the gateway that served it, Redis (when it runs on
+this machine), the monitor, and Triton with its Python-backend stubs.
+
+One fleet for both sides is what makes a difference of a few per cent visible on a shared,
+noisy machine: the two gateways see the same Redis keyspace, the same Triton and the same
+neighbours, and alternating spreads the machine's drift over both. A result goes to
+``benchmarks/results/lab-<time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import redis
+
+from benchmarks.bench import BODIES, LITE_MODEL, RESULTS, register_lite, wait_monitor_idle, wait_served
+from benchmarks.wrk import run_wrk
+from mlfleet.demo.run import MODEL, deploy, prepare_features, register_versions, sample_instances
+from mlfleet.fleet import ROOT, Fleet, FleetConfig
+from mlfleet.runtime.processes import free_port, http_ok, start_process, stop_process, wait_until
+from mlfleet.runtime.services import service_argv
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of one process so far (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def pids_with(fragment: str) -> list[int]:
+    """Processes whose command line contains ``fragment``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if fragment in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+    return found
+
+
+def redis_pid(url: str) -> int | None:
+    """The Redis server's process, when it runs on this machine."""
+    pid = redis.Redis.from_url(url).info("server").get("process_id")
+    return pid if pid and Path(f"/proc/{pid}").exists() else None
+
+
+@contextlib.contextmanager
+def baseline_checkout(ref: str) -> Iterator[Path]:
+    """``ref``'s code in a temporary git worktree (removed afterwards)."""
+    folder = Path(tempfile.mkdtemp(prefix="mlfleet-lab-"))
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(folder), ref], check=True)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], check=False)
+
+
+def start_gateway(fleet: Fleet, port: int, *, code: Path, overrides: dict[str, str], log_file: Path):
+    """A second gateway of ``fleet`` on ``port``, running the code under ``code`` with the fleet's settings and
+    ``overrides``."""
+    config = dataclasses.replace(fleet.config, gateway_port=port)
+    env = Fleet(config).service_env("gateway") | overrides
+    env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")])
+    process = start_process(service_argv("gateway", host=config.host, port=port), log_file=log_file, env=env, cwd=code)
+    wait_until(lambda: http_ok(f"{config.url('gateway')}/readyz"), timeout_s=120, what=f"gateway on {port}",
+               process=process, log_file=log_file)
+    return process
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--baseline", help="Git ref whose gateway runs beside this checkout's (e.g. HEAD~1).")
+    parser.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="Gateway settings of the second gateway (e.g. MLFLEET_GATEWAY_BATCH_MAX_IN_FLIGHT=1).")
+    parser.add_argument("--rounds", type=int, default=6, help="Runs per gateway, alternating.")
+    parser.add_argument("--duration", type=int, default=8, help="Seconds per wrk run.")
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.env)
+    if args.baseline is None and not overrides:
+        parser.error("give --baseline, --env or both: otherwise both gateways would be the same")
+
+    config = FleetConfig.from_env(home=Path(".mlfleet/lab"))
+    with Fleet(config) as fleet, contextlib.ExitStack() as stack:
+        dataset = prepare_features(config, seed=7, shift=False, echo=print)
+        stable, canary = register_versions(config, dataset, seed=7, echo=print)
+        deploy(config, stable, canary, 10.0, print)
+        register_lite(config)
+        wait_served(config, LITE_MODEL)
+        bodies = [orjson.dumps({"instances": [i]}) for i in sample_instances(dataset, BODIES, seed=2)]
+
+        code = stack.enter_context(baseline_checkout(args.baseline)) if args.baseline else ROOT
+        port = free_port()
+        other = start_gateway(fleet, port, code=code, overrides=overrides, log_file=config.logs / "gateway-lab.log")
+        stack.callback(stop_process, other)
+        fleet_gateway = next(c.process for c in fleet.children if c.name == "gateway")
+        monitor = next(c.process for c in fleet.children if c.name == "monitor")
+        label = " ".join(filter(None, [args.baseline and f"code of {args.baseline}", " ".join(args.env)]))
+        sides = {"this checkout": (config.gateway_port, fleet_gateway.pid), label: (port, other.pid)}
+        print(f"\nA: this checkout on {config.gateway_port}; B: {label} on {port}")
+
+        triton = pids_with(str((config.home / "triton").resolve()))
+        store = redis_pid(config.redis_url)
+        runs = []
+        for round_ in range(args.rounds):
+            order = list(sides.items()) if round_ % 2 == 0 else list(reversed(sides.items()))
+            for name, (gateway_port, gateway_pid) in order:
+                wait_monitor_idle(config)
+                watched = {"gateway": [gateway_pid], "redis": [store] if store else [], "monitor": [monitor.pid],
+                           "triton": triton}
+                before = {k: sum(map(cpu_seconds, pids)) for k, pids in watched.items()}
+                url = f"http://{config.host}:{gateway_port}/v1/models/{MODEL}/predict"
+                result = run_wrk(name, url, bodies, connections=args.connections, duration_s=args.duration)
+                spent = {k: (sum(map(cpu_seconds, pids)) - before[k]) * 1e6 / max(result.requests, 1)
+                         for k, pids in watched.items() if pids}
+                runs.append({"side": name, **result.as_dict(), "cpu_us_per_request": spent})
+                print(f"  {name:<32} {result.requests_per_s:7,.0f} req/s  p50 {result.p50_ms:5.2f}  "
+                      f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}  CPU µs/request: "
+                      + "  ".join(f"{k} {v:.0f}" for k, v in spent.items()), flush=True)
+
+    summary = {}
+    for name in sides:
+        mine = [r for r in runs if r["side"] == name]
+        summary[name] = {"requests_per_s_mean": statistics.mean(r["requests_per_s"] for r in mine),
+                         "requests_per_s": [round(r["requests_per_s"]) for r in mine],
+                         "gateway_cpu_us_mean": statistics.mean(r["cpu_us_per_request"]["gateway"] for r in mine)}
+        print(f"{name:<34} mean {summary[name]['requests_per_s_mean']:7,.0f} req/s  "
+              f"gateway {summary[name]['gateway_cpu_us_mean']:.0f} µs/request  {summary[name]['requests_per_s']}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"lab-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M:%S"), "baseline": args.baseline,
+                                "env": overrides, "connections": args.connections, "duration_s": args.duration,
+                                "runs": runs, "summary": summary}, indent=2))
+    print(f"Results written to {path}")
+
+
+if __name__ == "__main__":
+    main()
