@@ -9,7 +9,7 @@ export UV_LINK_MODE := copy
 # process would otherwise recompile Feast, pandas and the rest on each start.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install demo up test chaos bench bench-rollback lab clean
+.PHONY: install demo up test results chaos bench bench-rollback lab clean
 
 install: $(VENV)/.installed $(TRITON_ENV)/.installed
 
@@ -38,11 +38,16 @@ up: install
 test: install
 	$(VENV)/bin/python -m pytest
 
+# The test suite, writing the figures it measures where the README quotes them (benchmarks/results:
+# reliability.json, monitor-drift.json, dashboard.png); `make test` writes them to a temporary folder.
+results: install
+	MLFLEET_RESULTS_DIR=benchmarks/results $(VENV)/bin/python -m pytest
+
 # schemathesis with many more examples per operation than `make test` (a few minutes), then a
 # 10-minute soak of the whole fleet (benchmarks/soak.py); both write benchmarks/results/reliability.json.
 CHAOS_FUZZ_EXAMPLES ?= 100
 chaos: install
-	MLFLEET_FUZZ_EXAMPLES=$(CHAOS_FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest tests/reliability/test_api_fuzzing.py --timeout 1800
+	MLFLEET_RESULTS_DIR=benchmarks/results MLFLEET_FUZZ_EXAMPLES=$(CHAOS_FUZZ_EXAMPLES) $(VENV)/bin/python -m pytest tests/reliability/test_api_fuzzing.py --timeout 1800
 	$(VENV)/bin/python -m benchmarks.soak
 
 $(VENV)/.bench-installed: $(VENV)/.installed

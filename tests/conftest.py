@@ -9,7 +9,6 @@ import services  # noqa: F401  (first: keeps prometheus_client out of Feast's mu
 
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field

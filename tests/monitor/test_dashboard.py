@@ -3,13 +3,12 @@
 A real registry holds ``fraud`` (for the traffic split and the reference profile), a real
 monitor consumes traffic with errors, feedback and a drifted window; the page must render
 the versions table with the API's numbers and charts whose series carry them. The
-screenshot is kept under the test's tmp dir and copied to ``benchmarks/results/dashboard.png``.
+screenshot is kept under the test's tmp dir and copied to ``dashboard.png`` (:func:`tests.results.results_file`).
 """
 
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import httpx
 from playwright.sync_api import sync_playwright
@@ -18,8 +17,9 @@ from mlfleet.runtime.processes import wait_until
 from services.common.redis import PREDICTIONS_STREAM
 from tests.monitor.browser import FLAGS, ensure_chromium
 from tests.monitor.factories import make_event, publish
+from tests.results import results_file
 
-SCREENSHOT = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "dashboard.png"
+SCREENSHOT = results_file("dashboard.png")
 
 
 def test_dashboard_charts_show_live_numbers(demo_registry, run_monitor, stream_client, tmp_path):
@@ -77,6 +77,5 @@ def test_dashboard_charts_show_live_numbers(demo_registry, run_monitor, stream_c
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(shot, SCREENSHOT)
     client.close()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import httpx
 
@@ -17,10 +16,11 @@ from mlfleet.runtime.processes import wait_until
 from services.common.redis import PREDICTIONS_STREAM
 from tests.monitor.demo_model import MOVED
 from tests.monitor.factories import publish
+from tests.results import results_file
 
 WINDOW = 500
 WINDOWS = 50
-RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "monitor-drift.json"
+RESULTS = results_file("monitor-drift.json")
 
 
 def newest_point(client: httpx.Client, model: str, version: int) -> dict | None:
@@ -124,7 +124,6 @@ def test_stationary_traffic_never_alarms_and_the_shift_alerts_within_one_window(
     assert gauge(metrics, **labels, feature="is_online", statistic="psi") > 0.25
     assert f'mlfleet_monitor_drift_verdict{{model="{model}",version="{version}"}} 2.0' in metrics
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({
         "stationary_windows": len(history), "window_instances": WINDOW, "false_alarms": false_alarms,
         "max_stationary_drift_score": max(p["score"] for p in history),

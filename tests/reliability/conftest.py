@@ -10,7 +10,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import aiohttp
 import httpx
@@ -19,6 +18,7 @@ import pytest
 from mlfleet.demo.run import run_demo
 from mlfleet.fleet import Fleet, FleetConfig
 from mlfleet.runtime.processes import free_port
+from tests.results import results_file
 
 PORTS = ("gateway", "registry", "features", "monitor", "triton_http", "triton_grpc", "triton_metrics")
 
@@ -150,17 +150,16 @@ def events_settled(gateway_url: str) -> bool:
 
 
 def record_reliability(name: str, result: dict) -> None:
-    """Merge ``result`` under ``name`` into ``benchmarks/results/reliability.json``."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "reliability.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Merge ``result`` under ``name`` into ``reliability.json`` (see :func:`tests.results.results_file`)."""
+    path = results_file("reliability.json")
     results = json.loads(path.read_text()) if path.exists() else {}
     results[name] = result
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
 
 
 def merge_reliability(name: str, result: dict) -> None:
-    """Add ``result``'s keys to what ``benchmarks/results/reliability.json`` holds under ``name`` (figures of
-    one scenario written by more than one test)."""
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "reliability.json"
+    """Add ``result``'s keys to what ``reliability.json`` holds under ``name`` (figures of one scenario written by
+    more than one test)."""
+    path = results_file("reliability.json")
     current = json.loads(path.read_text()).get(name, {}) if path.exists() else {}
     record_reliability(name, current | result)

@@ -4,8 +4,8 @@ A bounded number of examples per operation here (``MLFLEET_FUZZ_EXAMPLES``, 20 b
 seed, so CI is reproducible); ``make chaos`` runs many more. The registry and the monitor also run
 the stateful phase (sequences of calls along the links schemathesis infers from their responses:
 create a model, then upload, list and route its versions; feedback for a prediction). Each run's
-case counts go to ``benchmarks/results/reliability.json`` under ``schemathesis``, one entry per
-examples setting.
+case counts go to ``reliability.json`` (:func:`tests.results.results_file`) under ``schemathesis``,
+one entry per examples setting.
 """
 
 from __future__ import annotations
@@ -21,12 +21,13 @@ from pathlib import Path
 import pytest
 
 from tests.reliability.conftest import record_reliability
+from tests.results import results_file
 
 EXAMPLES = int(os.environ.get("MLFLEET_FUZZ_EXAMPLES", "20"))
 SEED = 20261125
 CHECKS = "not_a_server_error,response_schema_conformance"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
-RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "reliability.json"
+RESULTS = results_file("reliability.json")
 PHASES = {
     "gateway": "examples,fuzzing",
     "registry": "examples,fuzzing,stateful",

@@ -3,7 +3,7 @@
 A fleet of this module's own (its own embedded Redis, a 1 s registry reconcile loop), since these
 tests kill its processes. Every answer must come within a generous bound, as 200 or as 503
 problem+json: never a 500, never a hang. Failed requests and recovery times are printed and
-merged into ``benchmarks/results/reliability.json``.
+merged into ``reliability.json`` (:func:`tests.results.results_file`).
 """
 
 from __future__ import annotations

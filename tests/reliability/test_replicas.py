@@ -4,7 +4,7 @@ traffic change reaches both gateways.
 The demo fleet's gateway and monitor plus one more of each, started with the same settings (a second
 gateway on the same registry, Triton, Redis and Feast; a second monitor in the same consumer group under
 another consumer name). Counts are before/after differences, so the fixture's own traffic does not matter.
-Figures are printed and merged into ``benchmarks/results/reliability.json`` under ``replicas``.
+Figures are printed and merged into ``reliability.json`` under ``replicas`` (:func:`tests.results.results_file`).
 """
 
 from __future__ import annotations
