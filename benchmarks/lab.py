@@ -1,14 +1,15 @@
 """Two gateways on one running fleet, loaded in turn: how the README's "lab" figures are made.
 
 ``python -m benchmarks.lab --baseline HEAD~1`` starts the fleet under ``.mlfleet/lab`` (default
-ports: no other fleet may run), deploys the demo model as the benchmark does (stable v1, canary v2
-at 10 %, 512 users), then starts a second gateway beside the fleet's own, from the code of
-``--baseline`` (a git ref, checked out in a temporary worktree) or from this checkout with
-``--env KEY=VALUE`` settings. Both share the fleet's Triton, Redis and monitor. The full path is
-then loaded with wrk at 16 connections, alternating between the two gateways (``--rounds`` times
-each, ``--duration`` seconds per run), and each run reports requests/s, p50/p99 and the CPU every
-process spent per request (from ``/proc``): the gateway that served it, Redis (when it runs on
-this machine), the monitor, and Triton with its Python-backend stubs.
+ports: no other fleet may run), deploys the demo model as the benchmark does (stable v1, canary
+v2 at 10 %, 512 users), then starts two more gateways beside the fleet's own (which stays idle):
+one from this checkout, one from the code of ``--baseline`` (a git ref, checked out in a
+temporary worktree) and/or with ``--env KEY=VALUE`` settings. Both share the fleet's Triton,
+Redis and monitor. The full path is then loaded with wrk at 16 connections, alternating between
+the two gateways (``--rounds`` times each, ``--duration`` seconds per run), and each run reports
+requests/s, p50/p99 and the CPU every process spent per request (from ``/proc``): the gateway
+that served it, Redis (when it runs on this machine), the monitor, and Triton with its
+Python-backend stubs.
 
 One fleet for both sides is what makes a difference of a few per cent visible on a shared,
 noisy machine: the two gateways see the same Redis keyspace, the same Triton and the same
@@ -115,14 +116,18 @@ def main() -> None:
         bodies = [orjson.dumps({"instances": [i]}) for i in sample_instances(dataset, BODIES, seed=2)]
 
         code = stack.enter_context(baseline_checkout(args.baseline)) if args.baseline else ROOT
-        port = free_port()
-        other = start_gateway(fleet, port, code=code, overrides=overrides, log_file=config.logs / "gateway-lab.log")
-        stack.callback(stop_process, other)
-        fleet_gateway = next(c.process for c in fleet.children if c.name == "gateway")
-        monitor = next(c.process for c in fleet.children if c.name == "monitor")
         label = " ".join(filter(None, [args.baseline and f"code of {args.baseline}", " ".join(args.env)]))
-        sides = {"this checkout": (config.gateway_port, fleet_gateway.pid), label: (port, other.pid)}
-        print(f"\nA: this checkout on {config.gateway_port}; B: {label} on {port}")
+        sides = {}
+        # Both sides are gateways started alike beside the fleet's own (which stays idle), so that neither has
+        # been up longer or was started differently.
+        for name, side_code, side_overrides in (("this checkout", ROOT, {}), (label, code, overrides)):
+            port = free_port()
+            process = start_gateway(fleet, port, code=side_code, overrides=side_overrides,
+                                    log_file=config.logs / f"gateway-{port}.log")
+            stack.callback(stop_process, process)
+            sides[name] = (port, process.pid)
+        monitor = next(c.process for c in fleet.children if c.name == "monitor")
+        print(f"\nA: this checkout on {sides['this checkout'][0]}; B: {label} on {sides[label][0]}")
 
         triton = pids_with(str((config.home / "triton").resolve()))
         store = redis_pid(config.redis_url)
