@@ -8,12 +8,13 @@ temporary worktree) and/or with ``--env KEY=VALUE`` settings. Both share the fle
 Redis and monitor. The full path is then loaded with wrk at 16 connections, alternating between
 the two gateways (``--rounds`` times each, ``--duration`` seconds per run), and each run reports
 requests/s, p50/p99 and the CPU every process spent per request (from ``/proc``): the gateway
-that served it, Redis (when it runs on this machine), the monitor, and Triton with its
-Python-backend stubs.
+that served it, Redis (when it runs on this machine), the monitor, Triton with its
+Python-backend stubs, and wrk.
 
 One fleet for both sides is what makes a difference of a few per cent visible on a shared,
 noisy machine: the two gateways see the same Redis keyspace, the same Triton and the same
-neighbours, and alternating spreads the machine's drift over both. A result goes to
+neighbours, and alternating spreads the machine's drift over both. Even so, two identical
+gateways (an A/A run) came out 2 % apart here: read a smaller difference as none. A result goes to
 ``benchmarks/results/lab-<time>.json``.
 """
 
@@ -24,12 +25,15 @@ import contextlib
 import dataclasses
 import json
 import os
+import resource
+import shutil
 import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import orjson
 import redis
@@ -45,12 +49,19 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of one process so far (0 once it is gone)."""
+    """User plus system CPU time of one process so far; a process gone mid-run spoils the run's figures."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return 0.0
+        raise RuntimeError(f"process {pid} exited during the run; see the fleet's logs") from None
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished children (wrk, once each run has ended; the fleet's children are still
+    running and not counted)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def pids_with(fragment: str) -> list[int]:
@@ -65,7 +76,11 @@ def pids_with(fragment: str) -> list[int]:
 
 
 def redis_pid(url: str) -> int | None:
-    """The Redis server's process, when it runs on this machine."""
+    """The Redis server's process, when it runs on this machine (a loopback or Unix-socket URL: a pid reported by a
+    Redis elsewhere, or in a container, would name an unrelated local process)."""
+    parts = urlsplit(url)
+    if parts.scheme != "unix" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None
     pid = redis.Redis.from_url(url).info("server").get("process_id")
     return pid if pid and Path(f"/proc/{pid}").exists() else None
 
@@ -74,23 +89,31 @@ def redis_pid(url: str) -> int | None:
 def baseline_checkout(ref: str) -> Iterator[Path]:
     """``ref``'s code in a temporary git worktree (removed afterwards)."""
     folder = Path(tempfile.mkdtemp(prefix="mlfleet-lab-"))
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(folder), ref], check=True)
+    try:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--quiet", str(folder), ref], check=True)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     try:
         yield folder
     finally:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], check=False)
+        removed = subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(folder)], check=False)
+        if removed.returncode != 0:
+            print(f"could not remove the worktree {folder}; `git worktree prune` after deleting it")
 
 
 def start_gateway(fleet: Fleet, port: int, *, code: Path, overrides: dict[str, str], log_file: Path):
-    """A second gateway of ``fleet`` on ``port``, running the code under ``code`` with the fleet's settings and
-    ``overrides``."""
+    """Another gateway of ``fleet`` on ``port``, running the code under ``code`` with the fleet's settings and
+    ``overrides`` (not waited for: see :func:`wait_ready`)."""
     config = dataclasses.replace(fleet.config, gateway_port=port)
     env = Fleet(config).service_env("gateway") | overrides
     env["PYTHONPATH"] = os.pathsep.join([str(code), env.get("PYTHONPATH", "")])
-    process = start_process(service_argv("gateway", host=config.host, port=port), log_file=log_file, env=env, cwd=code)
-    wait_until(lambda: http_ok(f"{config.url('gateway')}/readyz"), timeout_s=120, what=f"gateway on {port}",
+    return start_process(service_argv("gateway", host=config.host, port=port), log_file=log_file, env=env, cwd=code)
+
+
+def wait_ready(fleet: Fleet, port: int, process, log_file: Path) -> None:
+    wait_until(lambda: http_ok(f"http://{fleet.config.host}:{port}/readyz"), timeout_s=120, what=f"gateway on {port}",
                process=process, log_file=log_file)
-    return process
 
 
 def main() -> None:
@@ -102,7 +125,12 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8, help="Seconds per wrk run.")
     parser.add_argument("--connections", type=int, default=16)
     args = parser.parse_args()
+    if any("=" not in item for item in args.env):
+        parser.error("--env takes KEY=VALUE settings")
     overrides = dict(item.split("=", 1) for item in args.env)
+    if args.baseline and subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet",
+                                         f"{args.baseline}^{{commit}}"], capture_output=True).returncode != 0:
+        parser.error(f"--baseline {args.baseline!r} is not a commit of this repository")
     if args.baseline is None and not overrides:
         parser.error("give --baseline, --env or both: otherwise both gateways would be the same")
 
@@ -117,15 +145,18 @@ def main() -> None:
 
         code = stack.enter_context(baseline_checkout(args.baseline)) if args.baseline else ROOT
         label = " ".join(filter(None, [args.baseline and f"code of {args.baseline}", " ".join(args.env)]))
-        sides = {}
-        # Both sides are gateways started alike beside the fleet's own (which stays idle), so that neither has
-        # been up longer or was started differently.
+        sides, started = {}, []
+        # Both sides are gateways started together, alike, beside the fleet's own (which stays idle): a gateway
+        # compared with the fleet's own came out a few per cent ahead or behind for being that one.
         for name, side_code, side_overrides in (("this checkout", ROOT, {}), (label, code, overrides)):
             port = free_port()
-            process = start_gateway(fleet, port, code=side_code, overrides=side_overrides,
-                                    log_file=config.logs / f"gateway-{port}.log")
+            log_file = config.logs / f"gateway-{port}.log"
+            process = start_gateway(fleet, port, code=side_code, overrides=side_overrides, log_file=log_file)
             stack.callback(stop_process, process)
             sides[name] = (port, process.pid)
+            started.append((port, process, log_file))
+        for port, process, log_file in started:
+            wait_ready(fleet, port, process, log_file)
         monitor = next(c.process for c in fleet.children if c.name == "monitor")
         print(f"\nA: this checkout on {sides['this checkout'][0]}; B: {label} on {sides[label][0]}")
 
@@ -139,10 +170,12 @@ def main() -> None:
                 watched = {"gateway": [gateway_pid], "redis": [store] if store else [], "monitor": [monitor.pid],
                            "triton": triton}
                 before = {k: sum(map(cpu_seconds, pids)) for k, pids in watched.items()}
+                wrk_before = children_cpu_seconds()
                 url = f"http://{config.host}:{gateway_port}/v1/models/{MODEL}/predict"
                 result = run_wrk(name, url, bodies, connections=args.connections, duration_s=args.duration)
                 spent = {k: (sum(map(cpu_seconds, pids)) - before[k]) * 1e6 / max(result.requests, 1)
                          for k, pids in watched.items() if pids}
+                spent["wrk"] = (children_cpu_seconds() - wrk_before) * 1e6 / max(result.requests, 1)
                 runs.append({"side": name, **result.as_dict(), "cpu_us_per_request": spent})
                 print(f"  {name:<32} {result.requests_per_s:7,.0f} req/s  p50 {result.p50_ms:5.2f}  "
                       f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}  CPU µs/request: "
