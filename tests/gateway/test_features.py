@@ -93,10 +93,10 @@ def feast_dir(workdir, redis_url):
     return path
 
 
-def reader_and_store(feast_dir, redis_url):
+def reader_and_store(feast_dir, redis_url, latency: Histogram | None = None):
     store = open_feature_store(redis_url=redis_url, feast_dir=feast_dir, registry_cache_ttl_s=0,
                                registry_cache_mode="thread")
-    latency = Histogram("lookup_seconds", "lookup", registry=CollectorRegistry())
+    latency = latency or Histogram("lookup_seconds", "lookup", registry=CollectorRegistry())
     return FeatureReader(store, redis_url, timeout_s=5, latency=latency, registry_refresh_s=60), store
 
 
@@ -121,6 +121,23 @@ def test_lookup_matches_feasts_sdk(feast_dir, redis_url):
     assert ours == {f: sdk[f.replace(":", "__")] for f in FEATURES}
     assert ours["user_stats:avg_amount_30d"][2] is None
     assert ours["user_stats:txn_count_7d"][0] == ours["user_stats:txn_count_7d"][3] is not None
+
+
+def test_the_warm_up_is_not_counted_as_a_lookup(feast_dir, redis_url):
+    registry = CollectorRegistry()
+    latency = Histogram("lookup_seconds", "lookup", registry=registry)
+
+    async def warm_then_look_up():
+        reader, _ = reader_and_store(feast_dir, redis_url, latency)
+        try:
+            await reader.warm_up()
+            warmed = registry.get_sample_value("lookup_seconds_count")
+            await reader.lookup(FEATURES, [{"user_id": 3}])
+            return warmed, registry.get_sample_value("lookup_seconds_count")
+        finally:
+            await reader.close()
+
+    assert asyncio.run(warm_then_look_up()) == (0, 1)
 
 
 def test_unknown_view_is_unavailable_not_a_crash(feast_dir, redis_url):
