@@ -7,7 +7,6 @@ owns its other request/response models in its own ``schemas.py``.
 from __future__ import annotations
 
 import functools
-
 import math
 from enum import StrEnum
 from typing import Annotated, Any, Literal
