@@ -29,20 +29,21 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
+from services.common.futures import settle
 from services.common.redis import connection_pool
 
 
 class _Call:
-    """One caller's commands on the wire: the future their replies settle, when they were sent, and, for a call of
-    several commands, the replies read so far (``None`` for a call of one command)."""
+    """One caller's commands on the wire: the future their replies settle, when they were sent, how many replies
+    are due and those read so far."""
 
     __slots__ = ("future", "sent", "due", "replies")
 
-    def __init__(self, future: asyncio.Future[Any], due: int | None) -> None:
+    def __init__(self, future: asyncio.Future[Any], due: int) -> None:
         self.future = future
         self.sent = time.monotonic()
         self.due = due
-        self.replies: list[Any] | None = None if due is None else []
+        self.replies: list[Any] = []
 
 
 class _Link:
@@ -76,7 +77,7 @@ class PipelinedRedis:
 
     async def execute(self, *args: bytes | str | int | float) -> Any:
         """Send one command and return its reply, undecoded (an error reply raises ``ResponseError``)."""
-        return await self._call((args,), None)
+        return (await self._call((args,)))[0]
 
     async def execute_many(self, commands: Sequence[Sequence[bytes | str | int | float]]) -> list[Any]:
         """Send several commands in one write and return their replies, in order, once all have come (an error reply
@@ -84,19 +85,18 @@ class PipelinedRedis:
         set up per call, no reply converted to Lua and back."""
         if not commands:
             return []
-        return await self._call(commands, len(commands))
+        return await self._call(commands)
 
-    async def _call(self, commands: Sequence[Sequence[bytes | str | int | float]], due: int | None) -> Any:
+    async def _call(self, commands: Sequence[Sequence[bytes | str | int | float]]) -> list[Any]:
         while self._link is None or not self._link.usable:
             await self._open()
         link = self._link
         # Packed as the fleet's other clients pack (hiredis, or redis-py for what hiredis would pack differently); a
         # value that cannot be packed fails here, before anything is queued.
-        packed = link.connection.pack_commands(commands) if due is not None else link.connection.pack_command(
-            *commands[0])
+        packed = link.connection.pack_commands(commands)
         if len(link.pending) >= self._max_pending:
             raise RedisConnectionError(f"{len(link.pending)} Redis calls are unanswered; not sending more")
-        call = _Call(asyncio.get_running_loop().create_future(), due)
+        call = _Call(asyncio.get_running_loop().create_future(), len(commands))
         link.pending.append(call)
         try:
             # On a connected connection, without health check or socket timeout, redis-py writes before its first
@@ -160,18 +160,11 @@ class PipelinedRedis:
                 if not link.pending:
                     raise RedisConnectionError("Redis answered a call that was never sent")
                 call = link.pending[0]
-                if call.replies is not None:
-                    call.replies.append(reply)
-                    if len(call.replies) < call.due:
-                        continue
-                    reply = next((r for r in call.replies if isinstance(r, ResponseError)), call.replies)
-                link.pending.popleft()
-                if call.future.done():  # its caller gave up
+                call.replies.append(reply)
+                if len(call.replies) < call.due:
                     continue
-                if isinstance(reply, ResponseError):
-                    call.future.set_exception(reply)
-                else:
-                    call.future.set_result(reply)
+                link.pending.popleft()
+                settle(call.future, next((r for r in call.replies if isinstance(r, ResponseError)), call.replies))
         except asyncio.CancelledError:
             self._drop(link, RedisConnectionError("connection closed"))
             raise

@@ -22,6 +22,8 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from services.common.futures import settle
+
 K = TypeVar("K", bound=Hashable)
 J = TypeVar("J")
 R = TypeVar("R")
@@ -129,9 +131,4 @@ class MicroBatcher(Generic[K, J, R]):
             lane.in_flight -= 1
             self._schedule(key, lane)
         for pending, result in zip(batch, results):
-            if pending.future.done():  # its caller went away
-                continue
-            if isinstance(result, BaseException):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
+            settle(pending.future, result)  # not when its caller went away
