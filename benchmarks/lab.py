@@ -25,7 +25,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
+import psutil
 import redis
 
 from benchmarks.bench import BODIES, LITE_MODEL, RESULTS, register_lite, wait_monitor_idle, wait_served
@@ -45,34 +45,26 @@ from mlfleet.fleet import ROOT, Fleet, FleetConfig
 from mlfleet.runtime.processes import free_port, http_ok, start_process, stop_process, wait_until
 from mlfleet.runtime.services import service_argv
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of one process so far; a process gone mid-run spoils the run's figures."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        times = psutil.Process(pid).cpu_times()
+    except psutil.NoSuchProcess:
         raise RuntimeError(f"process {pid} exited during the run; see the fleet's logs") from None
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return times.user + times.system
 
 
 def children_cpu_seconds() -> float:
     """CPU time of this process's finished children (wrk, once each run has ended; the fleet's children are still
     running and not counted)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
+    times = psutil.Process().cpu_times()
+    return times.children_user + times.children_system
 
 
 def pids_with(fragment: str) -> list[int]:
     """Processes whose command line contains ``fragment``."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if fragment in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    found.append(int(entry.name))
-    return found
+    return [process.pid for process in psutil.process_iter(["cmdline"])
+            if fragment in " ".join(process.info["cmdline"] or ())]
 
 
 def redis_pid(url: str) -> int | None:
