@@ -3,7 +3,6 @@ services.gateway.http_protocol:CoalescingHttpToolsProtocol`` (it also runs witho
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.common.errors import install_error_handlers
 from services.common.health import health_router
+from services.common.heap import freeze_startup_heap
 from services.common.http_security import install_http_security
 from services.common.logs import configure_logging
 from services.common.metrics import instrument
@@ -49,9 +49,7 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
         tracing.start()
         app.state.gateway = await Gateway.open(settings, metrics, tracing.active_tracer)
         tracing.instrument_redis(app.state.gateway.redis)
-        # What is loaded by now (Feast, pandas, pyarrow, protobuf: ~200k objects) lives as long as the process. A full
-        # garbage collection that scans it stalls the event loop for 100-200 ms; frozen, it is never scanned again.
-        gc.freeze()
+        freeze_startup_heap()
         try:
             yield
         finally:

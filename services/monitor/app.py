@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from services.common.auth import Role
 from services.common.errors import BackendUnavailable, install_error_handlers, problem_response
 from services.common.health import health_router
+from services.common.heap import freeze_startup_heap
 from services.common.http_security import install_http_security
 from services.common.logs import configure_logging
 from services.common.metrics import instrument
@@ -144,6 +145,7 @@ def create_app(settings: MonitorSettings | None = None) -> FastAPI:
         resources.dispatcher.start()
         resources.background = [asyncio.create_task(resources.watcher.run_drift(), name="monitor-drift"),
                                  asyncio.create_task(resources.watcher.run_rules(), name="monitor-rules")]
+        freeze_startup_heap()
         try:
             yield
         finally:
