@@ -232,8 +232,7 @@ class EventConsumer:
         cfg = self.config
         async with asyncio.timeout(cfg.commit_timeout_s), self._commit_redis.pipeline(transaction=True) as pipe:
             self._store.queue_counts(pipe, batch.buckets)
-            if self._samples is not None:
-                self._samples.queue_events(pipe, batch.events)
+            skipped = self._samples.queue_events(pipe, batch.events) if self._samples is not None else {}
             pipe.hincrby(cfg.totals_key, "processed", sum(batch.processed.values()))
             pipe.hincrby(cfg.totals_key, "invalid", batch.invalid)
             pipe.xack(cfg.stream, cfg.group, *batch.ids)
@@ -241,6 +240,8 @@ class EventConsumer:
         for (model, version), count in batch.processed.items():
             self._metrics.events_processed.labels(model=model, version=version).inc(count)
         self._metrics.events_invalid.inc(batch.invalid)
+        for model, count in skipped.items():
+            self._metrics.samples_skipped.labels(model=model).inc(count)
         self.processed += sum(batch.processed.values())
         self.processing_lag_s = max(time.time() - entry_time_s(batch.ids[-1]), 0.0)
         self._metrics.processing_lag.set(self.processing_lag_s)

@@ -3,22 +3,30 @@
 Keys:
 
 - ``mlfleet:monitor:live:{model}:{version}`` — capped stream (``MAXLEN ~ samples_max``), one
-  entry per successful prediction event: its time, request and trace ids, feature vectors,
-  feature names and scores. Drift windows are read from it, so every monitor replica sees the
-  same windows and a restart keeps them.
+  entry per sampled successful prediction event: its time, request and trace ids, feature
+  vectors, feature names and scores. Drift windows are read from it, so every monitor replica
+  sees the same windows and a restart keeps them. Each version's events are sampled at most
+  ``samples_per_s`` per second (a burst of up to ``samples_max`` at once; a uniform random
+  subset above that, counted in ``mlfleet_monitor_samples_skipped_total``): at 6,000 events/s a
+  5,000-entry stream written in full held the last second only, and ~90 % of what was written
+  was trimmed unread.
 - ``mlfleet:monitor:pred:{request_id}`` — hash ``version → {"m","t","s","l"}`` (model, time,
   scores, predicted labels), expiring ``prediction_ttl_s`` after the prediction: what feedback
-  joins with. A shadow version's prediction of the same request is a second field.
+  joins with. A shadow version's prediction of the same request is a second field. Every
+  successful event gets one, sampled or not.
 - ``mlfleet:monitor:seen:{request_id}`` — marker kept ``seen_ttl_s``, so feedback arriving after
   the prediction expired is reported ``late``, not ``unknown``.
 
-Both are queued on the consumer's ``MULTI`` with the counts and the ``XACK``, so an event is
-sampled exactly once however often the monitor restarts.
+All are queued on the consumer's ``MULTI`` with the counts and the ``XACK``, so an event is
+recorded exactly once however often the monitor restarts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,18 +40,48 @@ from services.monitor.store import PREFIX
 SAMPLE_FIELD = b"e"
 
 RECORD_EVENTS = f"""
-local samples_max, prediction_ttl, seen_ttl = ARGV[1], ARGV[2], ARGV[3]
-for i = 1, #KEYS, 3 do
-  local at = i + 3
-  redis.call('XADD', KEYS[i], 'MAXLEN', '~', samples_max, '*', '{SAMPLE_FIELD.decode()}', ARGV[at])
-  redis.call('HSET', KEYS[i + 1], ARGV[at + 1], ARGV[at + 2])
-  redis.call('EXPIRE', KEYS[i + 1], prediction_ttl)
-  redis.call('SET', KEYS[i + 2], '1', 'EX', seen_ttl)
+local samples_max, prediction_ttl, seen_ttl, sampled = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+for i = 1, sampled do
+  redis.call('XADD', KEYS[i], 'MAXLEN', '~', samples_max, '*', '{SAMPLE_FIELD.decode()}', ARGV[4 + i])
 end
-return #KEYS / 3
+local at = 5 + sampled
+for i = sampled + 1, #KEYS, 2 do
+  redis.call('HSET', KEYS[i], ARGV[at], ARGV[at + 1])
+  redis.call('EXPIRE', KEYS[i], prediction_ttl)
+  redis.call('SET', KEYS[i + 1], '1', 'EX', seen_ttl)
+  at = at + 2
+end
+return sampled
 """
-"""Each event's sample, prediction record and seen marker. ``KEYS``: per event its live stream, prediction and seen
-keys. ``ARGV``: ``samples_max``, the two TTLs, then per event its sample, version and prediction record."""
+"""The sampled events' samples, then every event's prediction record and seen marker. ``KEYS``: each sample's live
+stream, then per event its prediction and seen keys. ``ARGV``: ``samples_max``, the two TTLs, the number of samples,
+the samples, then per event its version and prediction record."""
+
+
+class SampleBudget:
+    """How many of a version's events may become live samples now: a token bucket per live stream, refilled at
+    ``rate_per_s`` tokens a second up to ``burst``. A ``rate_per_s`` of 0 grants every event.
+
+    Per monitor process: replicas sharing a consumer group each sample their share of the events at this rate. The
+    tokens are taken when a batch is queued; a transaction that then fails is read again and sampled anew."""
+
+    def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate_per_s
+        self._burst = float(burst)
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+        """Live stream key → (tokens left, when they were counted)."""
+
+    def take(self, key: str, wanted: int) -> int:
+        """Tokens granted for ``wanted`` events of ``key`` (all of them, or what is left)."""
+        if self._rate <= 0:
+            return wanted
+        now = self._clock()
+        tokens, counted = self._buckets.get(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - counted) * self._rate)
+        granted = min(wanted, int(tokens))
+        self._buckets[key] = (tokens - granted, now)
+        return granted
 
 
 def live_key(model: str, version: int) -> str:
@@ -86,28 +124,46 @@ def _prediction(event: PredictionEvent) -> bytes:
 
 
 class SampleStore:
-    def __init__(self, redis: aioredis.Redis, *, samples_max: int, prediction_ttl_s: int, seen_ttl_s: int) -> None:
+    def __init__(self, redis: aioredis.Redis, *, samples_max: int, prediction_ttl_s: int, seen_ttl_s: int,
+                 samples_per_s: float = 0) -> None:
         self._redis = redis
         self._samples_max = samples_max
+        self._budget = SampleBudget(samples_per_s, burst=samples_max)
         self._prediction_ttl_s = prediction_ttl_s
         self._seen_ttl_s = max(seen_ttl_s, prediction_ttl_s)
 
-    def queue_events(self, pipe: Pipeline, events: Iterable[PredictionEvent]) -> None:
-        """Queue the samples and prediction records of successful, versioned events on ``pipe``: one script call for
-        the whole batch (its ``XADD``, ``HSET``, ``EXPIRE`` and ``SET`` per event run in Redis), where four
-        pipelined commands per event cost the monitor about 25 µs of CPU per event to pack and parse. ``EVAL``, not
-        a registered script: on a pipeline, redis-py would check the script exists (a round trip) before every
-        transaction; Redis caches the compiled body either way."""
-        keys: list[str] = []
-        args: list[bytes | str | int] = [self._samples_max, self._prediction_ttl_s, self._seen_ttl_s]
+    def queue_events(self, pipe: Pipeline, events: Iterable[PredictionEvent]) -> Counter[str]:
+        """Queue the prediction records of successful, versioned events on ``pipe``, and the live samples of those
+        the budget grants (per version, a uniform random subset in arrival order): one script call for the whole
+        batch (its ``XADD``, ``HSET``, ``EXPIRE`` and ``SET`` commands run in Redis), where four pipelined commands
+        per event cost the monitor about 25 µs of CPU per event to pack and parse. ``EVAL``, not a registered
+        script: on a pipeline, redis-py would check the script exists (a round trip) before every transaction;
+        Redis caches the compiled body either way. Returns, per model, the events not sampled."""
+        by_stream: dict[str, list[PredictionEvent]] = {}
+        record_keys: list[str] = []
+        records: list[bytes | str | int] = []
         for event in events:
             if event.status != "ok" or event.version is None or not event.scores:
                 continue
-            keys += [live_key(event.model, event.version), prediction_key(event.request_id),
-                     seen_key(event.request_id)]
-            args += [_sample(event), event.version, _prediction(event)]
-        if keys:
-            pipe.eval(RECORD_EVENTS, len(keys), *keys, *args)
+            by_stream.setdefault(live_key(event.model, event.version), []).append(event)
+            record_keys += [prediction_key(event.request_id), seen_key(event.request_id)]
+            records += [event.version, _prediction(event)]
+        if not record_keys:
+            return Counter()
+        sample_keys: list[str] = []
+        samples: list[bytes] = []
+        skipped: Counter[str] = Counter()
+        for key, stream_events in by_stream.items():
+            granted = self._budget.take(key, len(stream_events))
+            if granted < len(stream_events):
+                skipped[stream_events[0].model] += len(stream_events) - granted
+                chosen = sorted(random.sample(range(len(stream_events)), granted))
+                stream_events = [stream_events[i] for i in chosen]
+            sample_keys += [key] * len(stream_events)
+            samples += [_sample(event) for event in stream_events]
+        pipe.eval(RECORD_EVENTS, len(sample_keys) + len(record_keys), *sample_keys, *record_keys,
+                  self._samples_max, self._prediction_ttl_s, self._seen_ttl_s, len(samples), *samples, *records)
+        return skipped
 
     async def window(self, model: str, version: int, *, size: int | None = None,
                      since: float | None = None) -> LiveWindow:

@@ -88,6 +88,14 @@ class MonitorSettings(ServiceSettings):
     samples_max: int = Field(
         default=5000, ge=10, description="Prediction events kept per version in Redis for drift windows (capped stream)."
     )
+    samples_per_s: float = Field(
+        default=500.0, ge=0,
+        description="Most prediction events per second and version (per monitor replica) written to the live stream "
+                    "that drift windows read; a burst of up to `samples_max` at once. Above it a uniform random "
+                    "subset is sampled (counted in `mlfleet_monitor_samples_skipped_total`), so the stream spans at "
+                    "least `samples_max / samples_per_s` seconds of traffic (10 s by default) instead of the last "
+                    "fraction of a second. Counts, latency and feedback still see every event. 0: sample every event.",
+    )
     drift_window: Literal["count", "time"] = Field(
         default="count", description="Default drift window: the last `drift_window_size` instances, "
                                      "or the instances of the last `drift_window_s` seconds."

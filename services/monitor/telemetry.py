@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 class MonitorMetrics:
     events_processed: Counter
     events_invalid: Counter
+    samples_skipped: Counter
     processing_lag: Gauge
     drift: Gauge
     drift_verdict: Gauge
@@ -32,6 +33,11 @@ class MonitorMetrics:
             events_invalid=Counter(
                 "mlfleet_monitor_events_invalid", "Stream entries acknowledged without being counted (invalid).",
                 registry=registry,
+            ),
+            samples_skipped=Counter(
+                "mlfleet_monitor_samples_skipped",
+                "Successful prediction events left out of the live stream by `samples_per_s` (still counted).",
+                ["model"], registry=registry,
             ),
             processing_lag=Gauge(
                 "mlfleet_monitor_processing_lag_seconds",
