@@ -14,6 +14,7 @@ import gc
 
 
 def freeze_startup_heap() -> None:
-    """Move every object alive now into the permanent generation; call once, when start-up is done."""
+    """Move every object alive now into the permanent generation; call once per process, when start-up is done
+    (nothing unfreezes them: a cycle among frozen objects is never collected)."""
     gc.collect()
     gc.freeze()

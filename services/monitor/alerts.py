@@ -89,7 +89,7 @@ def drift_alert(report: DriftReport, *, now: float) -> AlertPublic | None:
     return _alert(
         "drift", "critical" if report.verdict == "rollback" else "warning", report.model, report.version,
         f"{report.model} v{report.version}: data drift in {moved}",
-        f"Over the last {report.window.n} instances, {moved} moved away from the training data "
+        f"Over the last {report.window.n} sampled instances, {moved} moved away from the training data "
         f"(KS > {report.thresholds.ks} asks to retrain, PSI > {report.thresholds.psi} to roll back).",
         now=now, action=report.verdict, values=values, features=report.drifted_features,
         window_start=report.window.start, window_end=report.window.end)

@@ -5,11 +5,14 @@ Keys:
 - ``mlfleet:monitor:live:{model}:{version}`` — capped stream (``MAXLEN ~ samples_max``), one
   entry per sampled successful prediction event: its time, request and trace ids, feature
   vectors, feature names and scores. Drift windows are read from it, so every monitor replica
-  sees the same windows and a restart keeps them. Each version's events are sampled at most
-  ``samples_per_s`` per second (a burst of up to ``samples_max`` at once; a uniform random
-  subset above that, counted in ``mlfleet_monitor_samples_skipped_total``): at 6,000 events/s a
-  5,000-entry stream written in full held the last second only, and ~90 % of what was written
-  was trimmed unread.
+  sees the same windows and a restart keeps them. Each version's events are sampled at about
+  ``samples_per_s`` per second and monitor replica (after a burst of up to ``samples_max``):
+  above that rate each consumer batch (~100 ms of traffic) contributes a uniform random subset
+  of its events, so the stream holds about as many samples per second of a busy moment as of a
+  quiet one; the rest are counted in ``mlfleet_monitor_samples_skipped_total``. At 6,000
+  events/s a 5,000-entry stream written in full held the last second only, and ~90 % of what
+  was written was trimmed unread. Drift windows ("the last N instances", ``last_request_id``)
+  are then of the newest *sampled* instances.
 - ``mlfleet:monitor:pred:{request_id}`` — hash ``version → {"m","t","s","l"}`` (model, time,
   scores, predicted labels), expiring ``prediction_ttl_s`` after the prediction: what feedback
   joins with. A shadow version's prediction of the same request is a second field. Every
@@ -63,7 +66,8 @@ class SampleBudget:
     ``rate_per_s`` tokens a second up to ``burst``. A ``rate_per_s`` of 0 grants every event.
 
     Per monitor process: replicas sharing a consumer group each sample their share of the events at this rate. The
-    tokens are taken when a batch is queued; a transaction that then fails is read again and sampled anew."""
+    tokens are taken when a batch is queued: a transaction that then fails has spent them, and its batch, read again,
+    gets what is left (fewer samples after a Redis failure, never a sample counted twice)."""
 
     def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._rate = rate_per_s

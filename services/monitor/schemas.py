@@ -135,6 +135,8 @@ class FeedbackReport(BaseModel):
 
 
 class LiveWindowInfo(BaseModel):
+    """The live instances a drift report compared: the newest sampled ones (the monitor's `samples_per_s`)."""
+
     kind: Literal["count", "time"]
     size: int | None = Field(description="Instances asked for (count windows).")
     window_s: float | None = Field(description="Seconds covered (time windows).")

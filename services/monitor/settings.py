@@ -90,11 +90,13 @@ class MonitorSettings(ServiceSettings):
     )
     samples_per_s: float = Field(
         default=500.0, ge=0,
-        description="Most prediction events per second and version (per monitor replica) written to the live stream "
-                    "that drift windows read; a burst of up to `samples_max` at once. Above it a uniform random "
-                    "subset is sampled (counted in `mlfleet_monitor_samples_skipped_total`), so the stream spans at "
-                    "least `samples_max / samples_per_s` seconds of traffic (10 s by default) instead of the last "
-                    "fraction of a second. Counts, latency and feedback still see every event. 0: sample every event.",
+        description="Prediction events per second and version (per monitor replica) written to the live stream "
+                    "that drift windows read, after a burst of up to `samples_max`. Above it each consumer batch "
+                    "contributes a uniform random subset of its events (the rest are counted in "
+                    "`mlfleet_monitor_samples_skipped_total`), so under steady load the stream spans about "
+                    "`samples_max / samples_per_s` seconds of traffic (10 s by default) instead of the last fraction "
+                    "of a second, and drift windows hold the newest sampled instances. Counts, latency and feedback "
+                    "still see every event. 0: sample every event.",
     )
     drift_window: Literal["count", "time"] = Field(
         default="count", description="Default drift window: the last `drift_window_size` instances, "

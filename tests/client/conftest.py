@@ -84,7 +84,7 @@ def client_fleet(workdir, redis_url, triton) -> Iterator[ClientFleet]:
             # The monitor reads reference profiles (drift) and checks feedback callers' keys at the registry.
             "monitor": pool.submit(start_service, "monitor", {
                 "redis_url": redis, "block_ms": 200, "registry_url": f"http://127.0.0.1:{registry_port}",
-                "registry_api_key_file": admin_key_file}, home / "monitor", port=monitor_port),
+                "registry_api_key_file": admin_key_file, "samples_per_s": 0}, home / "monitor", port=monitor_port),
         }
         started = {name: future.result() for name, future in starting.items()}
     gateway = None

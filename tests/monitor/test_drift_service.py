@@ -51,7 +51,7 @@ def test_stationary_traffic_never_alarms_and_the_shift_alerts_within_one_window(
         demo_registry, run_monitor, stream_client, receiver):
     model, version, demo = demo_registry.model, demo_registry.version, demo_registry.demo
     monitor = run_monitor(
-        **demo_registry.monitor_settings(), drift_interval_s=0.1, drift_window_size=WINDOW,
+        **demo_registry.monitor_settings(), drift_interval_s=0.1, drift_window_size=WINDOW, samples_per_s=0,
         alert_webhook_urls=receiver.url("/alerts"), retrain_webhook_url=receiver.url("/runs"),
         retrain_pipeline_id="fraud-retrain",
     )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from mlfleet.runtime.processes import wait_until
+from services.common.redis import PREDICTIONS_STREAM
 from services.monitor.samples import SAMPLE_FIELD, SampleBudget, SampleStore, live_key, prediction_key, seen_key
-from tests.monitor.factories import make_event
+from tests.monitor.factories import make_event, publish
 
 
 class Clock:
@@ -39,8 +42,8 @@ def test_a_budget_of_zero_grants_every_event():
 
 
 @pytest.fixture
-async def redis_client(redis_url):
-    client = aioredis.from_url(redis_url)
+async def redis_client(monitor_redis_url):
+    client = aioredis.from_url(monitor_redis_url)
     yield client
     await client.aclose()
 
@@ -54,7 +57,7 @@ async def record(store: SampleStore, client: aioredis.Redis, events) -> dict[str
 
 async def test_events_beyond_the_budget_keep_their_records_but_not_their_samples(redis_client):
     model = f"budget-{uuid.uuid4().hex[:8]}"
-    store = SampleStore(redis_client, samples_max=40, prediction_ttl_s=600, seen_ttl_s=3600, samples_per_s=1)
+    store = SampleStore(redis_client, samples_max=40, prediction_ttl_s=600, seen_ttl_s=3600, samples_per_s=1e-6)
     stable = [make_event(model, 1, scores=[i / 100]) for i in range(100)]
     canary = [make_event(model, 2, scores=[0.9]) for _ in range(10)]
     failed = make_event(model, 1, status="error", error_code="timeout")
@@ -89,3 +92,22 @@ async def test_without_a_budget_every_successful_event_is_sampled(redis_client):
     window = await store.window(model, 3)
     assert window.request_ids == [r for e in events for r in [e.request_id] * 2]
     assert await record(store, redis_client, [make_event(model, 3, status="error", error_code="x")]) == {}
+
+
+def metric(url: str, name: str, model: str) -> float:
+    for line in httpx.get(f"{url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(f'{name}{{') and f'model="{model}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_monitor_over_its_rate_counts_every_event_and_reports_what_it_left_out(run_monitor, stream_client):
+    monitor = run_monitor(samples_max=10, samples_per_s=0.001)
+    model = "sampled"
+    events = [make_event(model, 1) for _ in range(50)]
+    publish(stream_client, PREDICTIONS_STREAM, events)
+    wait_until(lambda: metric(monitor.url, "mlfleet_monitor_events_processed_total", model) == 50, timeout_s=30,
+               what="the monitor counted every event")
+    assert metric(monitor.url, "mlfleet_monitor_samples_skipped_total", model) == 40
+    assert stream_client.xlen(live_key(model, 1)) == 10
+    assert all(stream_client.exists(prediction_key(e.request_id)) for e in events), "every prediction is joinable"
