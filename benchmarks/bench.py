@@ -210,9 +210,12 @@ def event_accounting(config: FleetConfig, url: str, bodies: list[bytes], *, dura
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=int, default=8, help="Seconds per wrk run.")
+    parser.add_argument("--duration", type=int, default=5, help="Seconds per wrk run.")
     parser.add_argument("--connections", type=int, nargs="+", default=[1, 16])
-    parser.add_argument("--rounds", type=int, default=1, help="Alternating rounds over all targets.")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="Alternating rounds over all targets; each target's figures are the mean of its rounds "
+                             "(one 8 s round put the full path at 41-50 %% of Triton on the same code, three rounds "
+                             "smooth that).")
     parser.add_argument("--rate", type=float, default=3200, help="Open-loop requests per second.")
     parser.add_argument("--lower-rates", type=float, nargs="*", default=[2400, 1600],
                         help="Further open-loop rates for the full path, to show what it sustains.")
