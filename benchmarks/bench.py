@@ -307,7 +307,8 @@ def main() -> None:
 
 
 def summarise(results: list[WrkResult]) -> list[dict]:
-    """Per target and concurrency (mean of rounds), with ratios to direct Triton at the same concurrency and rows."""
+    """Per target and concurrency (mean of rounds), with ratios to direct Triton at the same concurrency and rows:
+    of the means, and of each round's run to that round's ceiling (``results`` in the order they ran)."""
     rows = []
     for connections in sorted({r.connections for r in results}):
         for name in dict.fromkeys(r.name for r in results):
@@ -322,15 +323,18 @@ def summarise(results: list[WrkResult]) -> list[dict]:
                 "predictions_per_s": mean("predictions_per_s"), "p50_ms": mean("p50_ms"), "p95_ms": mean("p95_ms"),
                 "p99_ms": mean("p99_ms"), "errors": sum(r.errors for r in runs),
                 "ratio_to_ceiling": mean("predictions_per_s") / ceiling_pps,
+                "ratio_by_round": [r.predictions_per_s / c.predictions_per_s for r, c in zip(runs, ceiling)],
             })
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    print(f"\n {'target':<26} conns |    req/s |   pred/s | ratio |   p50 ms |   p95 ms |   p99 ms | errors")
+    print(f"\n {'target':<26} conns |    req/s |   pred/s | ratio | by round     |   p50 ms |   p95 ms |   p99 ms | errors")
     for r in rows:
+        by_round = "/".join(f"{ratio * 100:.0f}" for ratio in r["ratio_by_round"])
         print(f" {r['target']:<26} {r['connections']:>5} | {r['requests_per_s']:>8,.0f} | {r['predictions_per_s']:>8,.0f} | "
-              f"{r['ratio_to_ceiling']:>5.0%} | {r['p50_ms']:>8.2f} | {r['p95_ms']:>8.2f} | {r['p99_ms']:>8.2f} | {r['errors']}")
+              f"{r['ratio_to_ceiling']:>5.0%} | {by_round:<12} | {r['p50_ms']:>8.2f} | {r['p95_ms']:>8.2f} | "
+              f"{r['p99_ms']:>8.2f} | {r['errors']}")
 
 
 def chart(rows: list[dict], path: Path) -> None:
