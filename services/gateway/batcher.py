@@ -5,8 +5,9 @@ lookup and one Triton call. A request that finds fewer than ``max_in_flight`` ba
 key running is dispatched at once, together only with requests that arrive in the same turn
 of the event loop: at concurrency 1 nothing waits. While ``max_in_flight`` batches are
 running, new requests queue, and each finished batch starts the next one with as many queued
-requests as fit in ``max_rows`` rows — the busier a version, the larger its batches, and no
-timer is involved. A request is never split: one larger than ``max_rows`` goes alone.
+requests as fit in ``max_rows`` rows, at once, in its own last step (those requests have all
+arrived: waiting for another turn of a busy loop only delayed them) — the busier a version, the
+larger its batches, and no timer is involved. A request is never split: one larger than ``max_rows`` goes alone.
 
 ``run_batch(key, jobs)`` returns one result or exception per job, in order; each request gets
 its own. If ``run_batch`` itself raises, every request of that batch (and only those) gets
@@ -129,6 +130,7 @@ class MicroBatcher(Generic[K, J, R]):
             results = [exc] * len(batch)
         finally:
             lane.in_flight -= 1
-            self._schedule(key, lane)
+            if not lane.scheduled:
+                self._dispatch(key, lane)
         for pending, result in zip(batch, results):
             settle(pending.future, result)  # not when its caller went away

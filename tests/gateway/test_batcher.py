@@ -179,3 +179,23 @@ async def test_a_batch_runs_in_its_first_requests_context_even_when_an_earlier_b
     release_first.set()  # a's batch ends and starts the next one
     assert await asyncio.gather(first, *queued) == ["a", "b", "c"]
     assert seen == [(["a"], "a"), (["b", "c"], "b")]
+
+
+async def test_requests_queued_behind_a_batch_start_as_it_ends_not_a_loop_turn_later():
+    """They have all arrived while it ran, so there is nothing to wait for: each turn of the event loop costs a busy
+    gateway a few hundred microseconds (measured: +5 % throughput at 16 connections, lab-20261126-115447.json)."""
+    gate = asyncio.Event()
+    run = Recorder(gate=gate)
+    batcher = MicroBatcher(run, max_rows=64, max_in_flight=1)
+    first = asyncio.create_task(batcher.submit("m:1", 1, rows=1))
+    await asyncio.sleep(0.01)
+    queued = [asyncio.create_task(batcher.submit("m:1", j, rows=1)) for j in (2, 3)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    turns = 0
+    while len(run.batches) < 2:
+        await asyncio.sleep(0)
+        turns += 1
+    assert turns == 2, "the next batch waited for a dispatch of its own"
+    assert await asyncio.gather(first, *queued) == [10, 20, 30]
+    assert run.batches == [("m:1", [1]), ("m:1", [2, 3])]
