@@ -9,6 +9,10 @@ requests as fit in ``max_rows`` rows, at once, in its own last step (those reque
 arrived: waiting for another turn of a busy loop only delayed them) — the busier a version, the
 larger its batches, and no timer is involved. A request is never split: one larger than ``max_rows`` goes alone.
 
+A lane's batches run in at most ``max_in_flight`` tasks: a task that finishes a batch runs the
+next queued one itself, unless the batcher keeps each batch in its first request's context (for
+tracing), when each batch gets a task of its own.
+
 ``run_batch(key, jobs)`` returns one result or exception per job, in order; each request gets
 its own. If ``run_batch`` itself raises, every request of that batch (and only those) gets
 the exception.
@@ -36,9 +40,9 @@ class Pending(Generic[J, R]):
     job: J
     rows: int
     future: asyncio.Future[R]
-    context: contextvars.Context = field(default_factory=contextvars.copy_context)
-    """The submitting request's context: its batch runs in the first member's, so the batch's spans join that
-    request's trace (not the trace of whichever earlier batch happened to start it)."""
+    context: contextvars.Context | None = None
+    """The submitting request's context, when the batcher keeps contexts: its batch runs in the first member's, so
+    the batch's spans join that request's trace (not the trace of whichever earlier batch happened to start it)."""
 
 
 @dataclass(slots=True)
@@ -75,12 +79,18 @@ def split_rows(values: Sequence[T], sizes: Sequence[int]) -> list[Sequence[T]]:
 
 class MicroBatcher(Generic[K, J, R]):
     def __init__(self, run_batch: Callable[[K, list[J]], Awaitable[Sequence[R | BaseException]]], *,
-                 max_rows: int, max_in_flight: int) -> None:
+                 max_rows: int, max_in_flight: int, keep_contexts: bool = True) -> None:
+        """``keep_contexts``: each batch runs in a task of its own, in its first request's context (so that a
+        tracer's spans join that request's trace). Without it, a task that finishes a batch runs the lane's next
+        one itself: one task and one loop turn less per batch (lab, full path at 16 connections: +4 % requests/s,
+        gateway −5 µs per request, ``lab-20261126-115748.json``), for batches that run in whatever context
+        started their task."""
         if max_rows < 1 or max_in_flight < 1:
             raise ValueError("max_rows and max_in_flight must be at least 1")
         self._run_batch = run_batch
         self._max_rows = max_rows
         self._max_in_flight = max_in_flight
+        self._keep_contexts = keep_contexts
         self._lanes: dict[K, _Lane[J, R]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._closed = False
@@ -89,7 +99,7 @@ class MicroBatcher(Generic[K, J, R]):
         """``job``'s result from the batch it joined; raises the job's own error, or its batch's."""
         lane = self._lanes.setdefault(key, _Lane())
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        lane.queue.append(Pending(job, rows, future))
+        lane.queue.append(Pending(job, rows, future, contextvars.copy_context() if self._keep_contexts else None))
         self._schedule(key, lane)
         return await future
 
@@ -117,20 +127,33 @@ class MicroBatcher(Generic[K, J, R]):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, key: K, lane: _Lane[J, R], batch: list[Pending[J, R]]) -> None:
-        try:
-            results = await self._run_batch(key, [p.job for p in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"a batch of {len(batch)} jobs returned {len(results)} results")
-        except asyncio.CancelledError:
-            for pending in batch:
-                pending.future.cancel()
-            raise
-        except Exception as exc:
-            results = [exc] * len(batch)
-        finally:
+    async def _run(self, key: K, lane: _Lane[J, R], batch: list[Pending[J, R]] | None) -> None:
+        while batch:
+            try:
+                results = await self._run_batch(key, [p.job for p in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"a batch of {len(batch)} jobs returned {len(results)} results")
+            except asyncio.CancelledError:
+                lane.in_flight -= 1
+                for pending in batch:
+                    pending.future.cancel()
+                raise
+            except Exception as exc:
+                results = [exc] * len(batch)
+            for pending, result in zip(batch, results):
+                settle(pending.future, result)  # not when its caller went away
             lane.in_flight -= 1
-            if not lane.scheduled:
-                self._dispatch(key, lane)
-        for pending, result in zip(batch, results):
-            settle(pending.future, result)  # not when its caller went away
+            batch = self._next_in_task(key, lane)
+
+    def _next_in_task(self, key: K, lane: _Lane[J, R]) -> list[Pending[J, R]] | None:
+        """After a batch: the next one of its lane for the same task to run (when contexts are not kept), after
+        starting tasks for the lane's other free slots; ``None`` ends the task. Unless a dispatch is already due,
+        queued requests start now, not a loop turn later: they have all arrived."""
+        if lane.scheduled:
+            return None
+        batch = None
+        if not self._keep_contexts and not self._closed and lane.queue:
+            batch = take_batch(lane.queue, self._max_rows)
+            lane.in_flight += 1
+        self._dispatch(key, lane)
+        return batch

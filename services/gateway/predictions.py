@@ -95,7 +95,8 @@ class Predictor:
         self._shadow_max_in_flight = shadow_max_in_flight
         self._shadows: set[asyncio.Task] = set()
         self._batcher: MicroBatcher[BatchKey, InferenceJob, Inferred] = MicroBatcher(
-            self._run_batch, max_rows=batch_max_rows, max_in_flight=batch_max_in_flight)
+            self._run_batch, max_rows=batch_max_rows, max_in_flight=batch_max_in_flight,
+            keep_contexts=tracer is not None)
         self._tracer = tracer
         """``None`` when tracing is off: then no span, no attribute and no ``traceparent`` is built."""
 
