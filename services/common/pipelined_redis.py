@@ -9,9 +9,12 @@ gives up leaves its reply to be read and dropped, so the connection stays in ste
 closes a connection whose reply was abandoned, and the next command opens a new one).
 
 redis-py still opens and authenticates each connection (the fleet's URL handling, TLS, ``AUTH``,
-``SELECT``: :func:`services.common.redis.connection_pool`) and reads its replies with its hiredis parser.
-Each connection has its own queue of unanswered calls and its own reader, so a reply can only
-reach a call sent on the same connection. A connection that fails fails every call waiting on
+``SELECT``: :func:`services.common.redis.connection_pool`) and packs the commands. Then the
+connection's transport is handed to a protocol of this module, which parses replies (hiredis) as
+they arrive and settles their callers at once: a reader task would take one more turn of the
+event loop per reply to wake, and on a busy gateway a turn is a few hundred microseconds of every
+lookup. Each connection has its own queue of unanswered calls, so a reply can only reach a call
+sent on the same connection. A connection that fails fails every call waiting on
 it, and the next call opens a new one. When a caller gives up and the oldest unanswered call
 has waited ``stale_after_s``, the connection is presumed stuck: it is dropped and its calls fail
 with ``TimeoutError``.
@@ -22,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import hiredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -46,20 +50,44 @@ class _Call:
         self.replies: list[Any] = []
 
 
-class _Link:
-    """One open connection, its reader task and its unanswered calls, in reply order."""
+class _Link(asyncio.Protocol):
+    """One open connection (its transport taken over from redis-py) and its unanswered calls, in reply order: each
+    reply is parsed as its bytes arrive and handed to its call there and then."""
 
-    __slots__ = ("connection", "pending", "reader", "closed")
-
-    def __init__(self, connection: AbstractConnection) -> None:
+    def __init__(self, connection: AbstractConnection, on_failure: Callable[["_Link", Exception], None]) -> None:
         self.connection = connection
+        self.transport: asyncio.Transport = connection._writer.transport  # type: ignore[union-attr]
         self.pending: deque[_Call] = deque()
-        self.reader: asyncio.Task[None] | None = None
         self.closed = False
+        self._parser = hiredis.Reader(replyError=ResponseError)
+        self._on_failure = on_failure
+        self.transport.set_protocol(self)
 
     @property
     def usable(self) -> bool:
-        return not self.closed and self.connection.is_connected
+        return not self.closed and not self.transport.is_closing()
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
+        try:
+            while (reply := self._parser.gets()) is not False:
+                if not self.pending:
+                    raise RedisConnectionError("Redis answered a call that was never sent")
+                call = self.pending[0]
+                call.replies.append(reply)
+                if len(call.replies) < call.due:
+                    continue
+                self.pending.popleft()
+                settle(call.future, next((r for r in call.replies if isinstance(r, ResponseError)), call.replies))
+        except Exception as exc:  # a malformed or unexpected reply: this connection is out of step
+            self._on_failure(self, exc)
+
+    def eof_received(self) -> bool:
+        self._on_failure(self, RedisConnectionError("Redis closed the connection"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_failure(self, RedisConnectionError(f"connection lost: {exc}" if exc else "connection closed"))
 
 
 class PipelinedRedis:
@@ -98,14 +126,9 @@ class PipelinedRedis:
             raise RedisConnectionError(f"{len(link.pending)} Redis calls are unanswered; not sending more")
         call = _Call(asyncio.get_running_loop().create_future(), len(commands))
         link.pending.append(call)
-        try:
-            # On a connected connection, without health check or socket timeout, redis-py writes before its first
-            # await: commands reach the socket in the order their calls were queued.
-            await link.connection.send_packed_command(packed, check_health=False)
-        except BaseException as exc:  # the write may be partial: this connection is out of step
-            call.future.cancel()
-            self._drop(link, exc if isinstance(exc, Exception) else RedisConnectionError("write interrupted"))
-            raise
+        # Written (or buffered by the transport) before the first await: commands reach the socket in the order
+        # their calls were queued. A broken socket fails the call through ``connection_lost``.
+        link.transport.writelines(packed)
         try:
             return await call.future
         except asyncio.CancelledError:
@@ -120,10 +143,7 @@ class PipelinedRedis:
             await asyncio.wait([self._opening])
         link = self._link
         if link is not None:
-            reader = link.reader
             self._drop(link, RedisConnectionError("client closed"))
-            if reader is not None:
-                await asyncio.wait([reader])
         if self._closing:
             await asyncio.wait(self._closing)
 
@@ -146,30 +166,7 @@ class PipelinedRedis:
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
-        link = _Link(connection)
-        link.reader = asyncio.create_task(self._read_replies(link), name="redis-pipelined-replies")
-        self._link = link
-
-    async def _read_replies(self, link: _Link) -> None:
-        try:
-            while True:
-                try:
-                    reply = await link.connection.read_response(disable_decoding=True)
-                except ResponseError as exc:
-                    reply = exc
-                if not link.pending:
-                    raise RedisConnectionError("Redis answered a call that was never sent")
-                call = link.pending[0]
-                call.replies.append(reply)
-                if len(call.replies) < call.due:
-                    continue
-                link.pending.popleft()
-                settle(call.future, next((r for r in call.replies if isinstance(r, ResponseError)), call.replies))
-        except asyncio.CancelledError:
-            self._drop(link, RedisConnectionError("connection closed"))
-            raise
-        except Exception as exc:
-            self._drop(link, exc)
+        self._link = _Link(connection, self._drop)
 
     def _drop(self, link: _Link, failure: Exception) -> None:
         """Close ``link`` and fail its unanswered calls with ``failure``; the next call opens a new connection."""
@@ -182,8 +179,7 @@ class PipelinedRedis:
             future = link.pending.popleft().future
             if not future.done():
                 future.set_exception(failure)
-        if link.reader is not None and link.reader is not asyncio.current_task():
-            link.reader.cancel()
+        link.transport.close()
         closing = asyncio.get_running_loop().create_task(link.connection.disconnect(nowait=True))
         self._closing.add(closing)
         closing.add_done_callback(self._closed_one)
