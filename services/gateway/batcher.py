@@ -114,20 +114,34 @@ class MicroBatcher(Generic[K, J, R]):
                 lane.queue.popleft().future.cancel()
 
     def _schedule(self, key: K, lane: _Lane[J, R]) -> None:
+        """Start a task for a free slot; it takes its batch at its first step, in the loop's next turn, so that the
+        requests of this turn go in it together."""
         if not self._closed and not lane.scheduled and lane.queue and lane.in_flight < self._max_in_flight:
             lane.scheduled = True
-            asyncio.get_running_loop().call_soon(self._dispatch, key, lane)
+            lane.in_flight += 1
+            self._start(key, lane, None, lane.queue[0].context)
 
     def _dispatch(self, key: K, lane: _Lane[J, R]) -> None:
-        lane.scheduled = False
-        while not self._closed and lane.queue and lane.in_flight < self._max_in_flight:
+        """Start a task, its batch taken now, for each free slot (unless a starting task is about to take them)."""
+        while not self._closed and not lane.scheduled and lane.queue and lane.in_flight < self._max_in_flight:
             batch = take_batch(lane.queue, self._max_rows)
             lane.in_flight += 1
-            task = asyncio.create_task(self._run(key, lane, batch), context=batch[0].context)
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(key, lane, batch, batch[0].context)
+
+    def _start(self, key: K, lane: _Lane[J, R], batch: list[Pending[J, R]] | None,
+               context: contextvars.Context | None) -> None:
+        task = asyncio.create_task(self._run(key, lane, batch), context=context)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _run(self, key: K, lane: _Lane[J, R], batch: list[Pending[J, R]] | None) -> None:
+        if batch is None:  # started by a request: take what queued in its turn
+            lane.scheduled = False
+            if self._closed or not lane.queue:
+                lane.in_flight -= 1
+                return
+            batch = take_batch(lane.queue, self._max_rows)
+            self._dispatch(key, lane)
         while batch:
             try:
                 results = await self._run_batch(key, [p.job for p in batch])

@@ -238,3 +238,20 @@ async def test_without_kept_contexts_close_cancels_the_running_batch_and_the_que
         with pytest.raises(asyncio.CancelledError):
             await task
     assert run.batches == [("m:1", [1])]
+
+
+@pytest.mark.parametrize("keep_contexts", [True, False])
+async def test_requests_of_one_turn_start_their_batch_in_the_next_turn(keep_contexts):
+    """One turn lets the requests that arrive together share the batch; the task that runs it takes them at its
+    first step, not a dispatch callback one turn before it (a turn less for every batch a request starts)."""
+    run = Recorder()
+    batcher = MicroBatcher(run, max_rows=64, max_in_flight=2, keep_contexts=keep_contexts)
+    submitted = [asyncio.ensure_future(batcher.submit("m:1", j, rows=1)) for j in (1, 2, 3)]
+    await asyncio.sleep(0)  # the submits run and queue
+    waited = 0
+    while not run.batches:
+        await asyncio.sleep(0)
+        waited += 1
+    assert waited == 1
+    assert await asyncio.gather(*submitted) == [10, 20, 30]
+    assert run.batches == [("m:1", [1, 2, 3])]
