@@ -51,8 +51,9 @@ class _Lane(Generic[J, R]):
 
     queue: deque[Pending[J, R]] = field(default_factory=deque)
     in_flight: int = 0
+    """Batches running, and the task that is starting (counted from when a request starts it)."""
     scheduled: bool = False
-    """A dispatch is already scheduled for the next turn of the event loop."""
+    """A task started by a request has yet to take its batch: it will take the queue's head at its first step."""
 
 
 def take_batch(queue: deque[Pending[J, R]], max_rows: int) -> list[Pending[J, R]]:
@@ -147,13 +148,14 @@ class MicroBatcher(Generic[K, J, R]):
                 results = await self._run_batch(key, [p.job for p in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"a batch of {len(batch)} jobs returned {len(results)} results")
-            except asyncio.CancelledError:
+            except Exception as exc:
+                results = [exc] * len(batch)
+            except BaseException:  # cancelled (the batcher closing, or an await inside the batch): not a result
                 lane.in_flight -= 1
                 for pending in batch:
                     pending.future.cancel()
+                self._dispatch(key, lane)  # requests queued behind it still start (not once the batcher is closed)
                 raise
-            except Exception as exc:
-                results = [exc] * len(batch)
             for pending, result in zip(batch, results):
                 settle(pending.future, result)  # not when its caller went away
             lane.in_flight -= 1
@@ -161,8 +163,8 @@ class MicroBatcher(Generic[K, J, R]):
 
     def _next_in_task(self, key: K, lane: _Lane[J, R]) -> list[Pending[J, R]] | None:
         """After a batch: the next one of its lane for the same task to run (when contexts are not kept), after
-        starting tasks for the lane's other free slots; ``None`` ends the task. Unless a dispatch is already due,
-        queued requests start now, not a loop turn later: they have all arrived."""
+        starting tasks for the lane's other free slots; ``None`` ends the task. Unless a task started by a request
+        is about to take them, queued requests start now, not a loop turn later: they have all arrived."""
         if lane.scheduled:
             return None
         batch = None

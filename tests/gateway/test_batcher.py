@@ -255,3 +255,24 @@ async def test_requests_of_one_turn_start_their_batch_in_the_next_turn(keep_cont
     assert waited == 1
     assert await asyncio.gather(*submitted) == [10, 20, 30]
     assert run.batches == [("m:1", [1, 2, 3])]
+
+
+@pytest.mark.parametrize("keep_contexts", [True, False])
+async def test_a_batch_cancelled_from_inside_still_lets_the_requests_behind_it_start(keep_contexts):
+    gate = asyncio.Event()
+
+    async def run_batch(key, jobs):
+        if jobs == [1]:
+            await gate.wait()
+            raise asyncio.CancelledError  # e.g. an await on a future someone else cancelled
+        return [j * 10 for j in jobs]
+
+    batcher = MicroBatcher(run_batch, max_rows=64, max_in_flight=1, keep_contexts=keep_contexts)
+    first = asyncio.create_task(batcher.submit("m:1", 1, rows=1))
+    await asyncio.sleep(0.01)
+    queued = [asyncio.create_task(batcher.submit("m:1", j, rows=1)) for j in (2, 3)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    assert await asyncio.wait_for(asyncio.gather(*queued), 1) == [20, 30]
