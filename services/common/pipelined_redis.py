@@ -29,9 +29,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import hiredis
+from redis._parsers.base import BaseParser
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
+from redis.exceptions import InvalidResponse, ResponseError
+
+NOT_ENOUGH_DATA = object()
+"""What the reply parser returns while a reply is incomplete (not ``False``, which a RESP3 boolean can be)."""
 
 from services.common.futures import settle
 from services.common.redis import connection_pool
@@ -59,7 +63,9 @@ class _Link(asyncio.Protocol):
         self.transport: asyncio.Transport = connection._writer.transport  # type: ignore[union-attr]
         self.pending: deque[_Call] = deque()
         self.closed = False
-        self._parser = hiredis.Reader(replyError=ResponseError)
+        # Error replies become redis-py's exception classes, as its own hiredis parser makes them.
+        self._parser = hiredis.Reader(protocolError=InvalidResponse, replyError=BaseParser.parse_error,
+                                      notEnoughData=NOT_ENOUGH_DATA)
         self._on_failure = on_failure
         self.transport.set_protocol(self)
 
@@ -68,9 +74,13 @@ class _Link(asyncio.Protocol):
         return not self.closed and not self.transport.is_closing()
 
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
         self._parser.feed(data)
         try:
-            while (reply := self._parser.gets()) is not False:
+            while (reply := self._parser.gets()) is not NOT_ENOUGH_DATA:
+                if isinstance(reply, RedisConnectionError):  # LOADING, NOAUTH, too many clients: this connection is done
+                    raise reply
                 if not self.pending:
                     raise RedisConnectionError("Redis answered a call that was never sent")
                 call = self.pending[0]
@@ -95,6 +105,10 @@ class PipelinedRedis:
         """``stale_after_s``: a caller that gives up while the connection's oldest unanswered call has waited this long
         drops the connection. ``max_pending``: calls beyond this many unanswered ones fail at once."""
         self._pool = connection_pool(url, timeout_s=connect_timeout_s, reply_timeout=False)
+        if str(self._pool.connection_kwargs.get("protocol") or 2) != "2":
+            # RESP3 servers may push messages (client tracking) between replies; this reader takes every message
+            # for the next reply.
+            raise ValueError("the pipelined Redis client speaks RESP2; drop protocol=3 from the Redis URL")
         self._connect_timeout_s = connect_timeout_s
         self._stale_after_s = stale_after_s
         self._max_pending = max_pending
@@ -117,6 +131,8 @@ class PipelinedRedis:
 
     async def _call(self, commands: Sequence[Sequence[bytes | str | int | float]]) -> list[Any]:
         while self._link is None or not self._link.usable:
+            if self._link is not None:
+                self._drop(self._link, RedisConnectionError("connection closed"))
             await self._open()
         link = self._link
         # Packed as the fleet's other clients pack (hiredis, or redis-py for what hiredis would pack differently); a
@@ -163,10 +179,12 @@ class PipelinedRedis:
                 await connection.connect()
             if self._closed:
                 raise RedisConnectionError("client closed")
+            if connection._reader is None or connection._reader.at_eof():  # closed during the handshake
+                raise RedisConnectionError("Redis closed the connection as it opened")
+            self._link = _Link(connection, self._drop)
         except BaseException:
             await connection.disconnect(nowait=True)
             raise
-        self._link = _Link(connection, self._drop)
 
     def _drop(self, link: _Link, failure: Exception) -> None:
         """Close ``link`` and fail its unanswered calls with ``failure``; the next call opens a new connection."""

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError, ResponseError
+from redis.exceptions import DataError, NoScriptError, ResponseError
 
 from services.common.pipelined_redis import PipelinedRedis
 
@@ -211,3 +211,21 @@ def test_calls_beyond_the_unanswered_bound_fail_at_once(redis_url):
             return await client.execute("PING")
 
     assert run(scenario()) == b"PONG"
+
+
+def test_error_replies_are_redis_pys_own_exception_classes(redis_url):
+    async def scenario():
+        async with pipelined(redis_url) as client:
+            with pytest.raises(NoScriptError):
+                await client.execute("EVALSHA", "0" * 40, 0)
+            with pytest.raises(ResponseError) as unknown:
+                await client.execute("NOSUCHCOMMAND")
+            return unknown.value, await client.execute("ECHO", "still in step")
+
+    error, echoed = run(scenario())
+    assert not str(error).startswith("ERR ") and echoed == b"still in step"
+
+
+def test_a_resp3_url_is_refused_before_connecting(redis_url):
+    with pytest.raises(ValueError, match="RESP2"):
+        PipelinedRedis(f"{redis_url}?protocol=3", connect_timeout_s=1, stale_after_s=1)
