@@ -13,8 +13,11 @@ redis-py still opens and authenticates each connection (the fleet's URL handling
 connection's transport is handed to a protocol of this module, which parses replies (hiredis) as
 they arrive and settles their callers at once: a reader task would take one more turn of the
 event loop per reply to wake, and on a busy gateway a turn is a few hundred microseconds of every
-lookup. Each connection has its own queue of unanswered calls, so a reply can only reach a call
-sent on the same connection. A connection that fails fails every call waiting on
+lookup. The take-over reads two attributes of redis-py's asyncio connection (``_reader``,
+``_writer``) and its error-reply mapping, so ``pyproject.toml`` bounds redis-py below its next
+major version; ``tests/common/test_pipelined_redis.py`` is what to run after moving that bound.
+Each connection has its own queue of unanswered calls, so a reply can only reach a call sent on
+the same connection. A connection that fails fails every call waiting on
 it, and the next call opens a new one. When a caller gives up and the oldest unanswered call
 has waited ``stale_after_s``, the connection is presumed stuck: it is dropped and its calls fail
 with ``TimeoutError``.
