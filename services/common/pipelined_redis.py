@@ -37,11 +37,11 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import InvalidResponse, ResponseError
 
-NOT_ENOUGH_DATA = object()
-"""What the reply parser returns while a reply is incomplete (not ``False``, which a RESP3 boolean can be)."""
-
 from services.common.futures import settle
 from services.common.redis import connection_pool
+
+NOT_ENOUGH_DATA = object()
+"""What the reply parser returns while a reply is incomplete (not ``False``, which a RESP3 boolean can be)."""
 
 
 class _Call:
