@@ -141,9 +141,11 @@ async def test_in_flight_batches_are_bounded_per_key():
     assert run.batches[2:] == [("m:1", [3, 4])]
 
 
-async def test_close_cancels_waiting_requests():
+@pytest.mark.parametrize("keep_contexts", [True, False])
+async def test_close_cancels_the_running_batch_and_the_waiting_requests(keep_contexts):
     gate = asyncio.Event()
-    batcher = MicroBatcher(Recorder(gate=gate), max_rows=64, max_in_flight=1)
+    run = Recorder(gate=gate)
+    batcher = MicroBatcher(run, max_rows=64, max_in_flight=1, keep_contexts=keep_contexts)
     running = asyncio.create_task(batcher.submit("m:1", 1, rows=1))
     await asyncio.sleep(0)
     await asyncio.sleep(0)
@@ -153,6 +155,7 @@ async def test_close_cancels_waiting_requests():
     for task in (running, queued):
         with pytest.raises(asyncio.CancelledError):
             await task
+    assert run.batches == [("m:1", [1])]
 
 
 async def test_a_batch_runs_in_its_first_requests_context_even_when_an_earlier_batch_starts_it():
@@ -223,21 +226,6 @@ async def test_without_kept_contexts_a_task_runs_its_lanes_next_batch_and_free_s
     assert list(by_jobs) == [(1,), (2, 3), (4, 5), (6,)]
     assert by_jobs[(1,)] is by_jobs[(4, 5)], "the task that ran the first batch ran a later one"
     assert len({id(task) for task in by_jobs.values()}) == 2, "never more tasks than batches in flight"
-
-
-async def test_without_kept_contexts_close_cancels_the_running_batch_and_the_queue():
-    gate = asyncio.Event()
-    run = Recorder(gate=gate)
-    batcher = MicroBatcher(run, max_rows=64, max_in_flight=1, keep_contexts=False)
-    running = asyncio.create_task(batcher.submit("m:1", 1, rows=1))
-    await asyncio.sleep(0.01)
-    queued = asyncio.create_task(batcher.submit("m:1", 2, rows=1))
-    await asyncio.sleep(0.01)
-    await batcher.close()
-    for task in (running, queued):
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    assert run.batches == [("m:1", [1])]
 
 
 @pytest.mark.parametrize("keep_contexts", [True, False])
