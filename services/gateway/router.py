@@ -23,7 +23,7 @@ def bucket_of(routing_key: str) -> float:
     return (int.from_bytes(digest, "big") % BUCKETS) / 100
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Choice:
     """The version a request goes to and why."""
 

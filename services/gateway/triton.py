@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote, urlsplit
 
@@ -28,8 +30,10 @@ import numpy as np
 import orjson
 from tritonclient.utils import triton_to_np_dtype
 
-from services.common.errors import BackendUnavailable, InferenceFailed
+from services.common.errors import BackendUnavailable, InferenceFailed, MlfleetError
 from services.common.telemetry import trace_headers
+
+logger = logging.getLogger("mlfleet.gateway.triton")
 
 INPUT = "input"
 """The tensor contract of every registered version (see the registry's Triton backend)."""
@@ -37,7 +41,6 @@ INPUT = "input"
 UNAVAILABLE_STATUSES = {404, 503}
 """Triton's answer when the version is not loaded (404) or cannot serve now (503); other errors (400 and 500,
 which include a request Triton itself cancelled) are the model's."""
-READ_CHUNK = 65_536
 
 
 class ConnectionLost(Exception):
@@ -71,41 +74,79 @@ class Answer:
         self.parser = None  # no reference cycle left for the garbage collector
 
 
-class Connection:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
+class Connection(asyncio.Protocol):
+    """One kept-alive connection to Triton, carrying one exchange at a time.
+
+    The answer is parsed as its bytes arrive (``data_received``), so a caller's ``on_answer`` hook runs in the
+    same turn of the event loop as the answer's last bytes: whoever awaits the exchange wakes a turn later.
+    """
+
+    def __init__(self) -> None:
+        self._transport: asyncio.Transport | None = None
+        self._answer: Answer | None = None
+        self._parser: httptools.HttpResponseParser | None = None
+        self._waiter: asyncio.Future[Answer] | None = None
+        self._on_answer: Callable[[Answer], None] | None = None
+        self._received = False
+        self._closed = False
 
     @property
     def usable(self) -> bool:
-        return not self._writer.is_closing() and not self._reader.at_eof()
+        return not self._closed and self._transport is not None and not self._transport.is_closing()
 
-    async def exchange(self, request: bytes) -> Answer:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    async def exchange(self, request: bytes, on_answer: Callable[[Answer], None] | None = None) -> Answer:
+        """Send ``request`` and wait for its answer; ``on_answer`` (which must not raise) gets a complete answer
+        first, in the turn it arrives. The request is small: the transport buffers it and nothing drains it."""
+        if not self.usable:
+            raise ConnectionLost("connection to Triton is closed", answered=False)
+        answer = self._answer = Answer()
+        self._parser = answer.parser = httptools.HttpResponseParser(answer)
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._on_answer = on_answer
+        self._received = False
+        self._transport.write(request)
         try:
-            self._writer.write(request)
-            await self._writer.drain()
-        except OSError as exc:
-            raise ConnectionLost(f"connection to Triton broke: {exc}", answered=False) from None
-        answer = Answer()
-        parser = answer.parser = httptools.HttpResponseParser(answer)
-        received = False
-        while not answer.complete:
-            try:
-                chunk = await self._reader.read(READ_CHUNK)
-            except OSError as exc:
-                raise ConnectionLost(f"connection to Triton broke: {exc}", answered=received) from None
-            if not chunk:
-                raise ConnectionLost("Triton closed the connection", answered=received)
-            received = True
-            try:
-                parser.feed_data(chunk)
-            except httptools.HttpParserError as exc:
-                raise ConnectionLost(f"malformed answer from Triton: {exc}", answered=True) from None
-        answer.status = parser.get_status_code()
-        return answer
+            return await self._waiter
+        finally:
+            self._answer = self._parser = self._waiter = self._on_answer = None
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.close()  # bytes nobody asked for: the connection's state is unknown
+            return
+        self._received = True
+        answer = self._answer
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._fail(ConnectionLost(f"malformed answer from Triton: {exc}", answered=True))
+            return
+        if answer.complete:
+            answer.status = self._parser.get_status_code()
+            if self._on_answer is not None:
+                self._on_answer(answer)
+            self._waiter.set_result(answer)
+
+    def eof_received(self) -> None:
+        self._fail(ConnectionLost("Triton closed the connection", answered=self._received))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        reason = f"connection to Triton broke: {exc}" if exc is not None else "Triton closed the connection"
+        self._fail(ConnectionLost(reason, answered=self._received))
+
+    def _fail(self, error: ConnectionLost) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+        self.close()
 
     def close(self) -> None:
-        self._writer.close()
+        self._closed = True
+        if self._transport is not None:
+            self._transport.close()
 
 
 def infer_request(host: str, model: str, version: int, tensor: np.ndarray, output: str,
@@ -141,6 +182,24 @@ def output_tensor(body: bytes, header_length: int | None, name: str) -> np.ndarr
     return None
 
 
+def probabilities_of(answer: Answer, model: str, version: int, output: str) -> np.ndarray:
+    """Output ``output`` of one inference's answer, or the error its status or body stands for."""
+    body = b"".join(answer.body)
+    if answer.status != 200:
+        message = error_message(body)
+        if answer.status in UNAVAILABLE_STATUSES:
+            raise BackendUnavailable(f"Triton could not serve {model} v{version}: {message}")
+        raise InferenceFailed(f"{model} v{version} failed: {message}")
+    length = answer.headers.get(b"inference-header-content-length")
+    try:
+        probabilities = output_tensor(body, int(length) if length is not None else None, output)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InferenceFailed(f"{model} v{version} returned an unreadable answer: {exc}") from None
+    if probabilities is None:
+        raise InferenceFailed(f"{model} v{version} returned no {output!r} output")
+    return probabilities
+
+
 def error_message(body: bytes) -> str:
     try:
         return str(orjson.loads(body)["error"])
@@ -168,54 +227,59 @@ class TritonInference:
         self._idle: deque[Connection] = deque()
         self._closed = False
 
-    async def probabilities(self, model: str, version: int, tensor: np.ndarray, *, output: str) -> np.ndarray:
-        """Like :meth:`infer`; a tensor longer than Triton's ``max_batch_size`` goes in several calls."""
+    async def probabilities(self, model: str, version: int, tensor: np.ndarray, *, output: str,
+                            early: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
+        """Like :meth:`infer`; a tensor longer than Triton's ``max_batch_size`` goes in several calls (and then
+        ``early`` is not called)."""
         if len(tensor) <= self._max_batch_rows:
-            return await self.infer(model, version, tensor, output=output)
+            return await self.infer(model, version, tensor, output=output, early=early)
         parts = [tensor[start:start + self._max_batch_rows] for start in range(0, len(tensor), self._max_batch_rows)]
         answers = await asyncio.gather(*(self.infer(model, version, part, output=output) for part in parts))
         return np.concatenate(answers)
 
-    async def infer(self, model: str, version: int, tensor: np.ndarray, *, output: str) -> np.ndarray:
+    async def infer(self, model: str, version: int, tensor: np.ndarray, *, output: str,
+                    early: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
         """Raise ``BackendUnavailable`` (503) when Triton or the version cannot answer in time,
         ``InferenceFailed`` (502) when the model itself fails. The active span's ``traceparent`` goes
-        along, so Triton's own spans (when it traces) join the caller's trace."""
+        along, so Triton's own spans (when it traces) join the caller's trace.
+
+        ``early``, when given, gets the probabilities as soon as their last bytes arrive, in that turn of the event
+        loop (from the connection's ``data_received``), one turn before this returns them; it is not called when
+        the call fails, and what it raises is logged, not raised."""
         request = infer_request(self._authority, model, version, tensor, output, trace_headers())
+        decoded: list[np.ndarray] = []
+
+        def on_answer(answer: Answer) -> None:
+            try:
+                decoded.append(probabilities_of(answer, model, version, output))
+                early(decoded[0])
+            except MlfleetError:
+                pass  # raised again, below, where the call returns
+            except Exception:
+                logger.exception("the early use of %s v%d's answer failed", model, version)
+
         try:
             async with asyncio.timeout(self._timeout_s):
-                answer = await self._exchange(request)
+                answer = await self._exchange(request, on_answer if early is not None else None)
         except TimeoutError:
             raise BackendUnavailable(f"Triton did not answer {model} v{version} within {self._timeout_s}s") from None
         except (OSError, ConnectionLost) as exc:
             raise BackendUnavailable(f"Triton could not serve {model} v{version}: {exc}") from None
-        body = b"".join(answer.body)
-        if answer.status != 200:
-            message = error_message(body)
-            if answer.status in UNAVAILABLE_STATUSES:
-                raise BackendUnavailable(f"Triton could not serve {model} v{version}: {message}")
-            raise InferenceFailed(f"{model} v{version} failed: {message}")
-        length = answer.headers.get(b"inference-header-content-length")
-        try:
-            probabilities = output_tensor(body, int(length) if length is not None else None, output)
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-            raise InferenceFailed(f"{model} v{version} returned an unreadable answer: {exc}") from None
-        if probabilities is None:
-            raise InferenceFailed(f"{model} v{version} returned no {output!r} output")
-        return probabilities
+        return decoded[0] if decoded else probabilities_of(answer, model, version, output)
 
-    async def _exchange(self, request: bytes) -> Answer:
+    async def _exchange(self, request: bytes, on_answer: Callable[[Answer], None] | None = None) -> Answer:
         """Send ``request`` on an idle connection (or a new one) and read the answer; a reused connection that
         Triton had closed gets the request again on a new one."""
         connection, reused = await self._connection()
         try:
-            answer = await connection.exchange(request)
+            answer = await connection.exchange(request, on_answer)
         except ConnectionLost as exc:
             connection.close()
             if not reused or exc.answered:
                 raise
             connection, _ = await self._connection(fresh=True)
             try:
-                answer = await connection.exchange(request)
+                answer = await connection.exchange(request, on_answer)
             except BaseException:
                 connection.close()
                 raise
@@ -231,8 +295,8 @@ class TritonInference:
             if connection.usable:
                 return connection, True
             connection.close()
-        reader, writer = await asyncio.open_connection(self._host, self._port)
-        return Connection(reader, writer), False
+        _, connection = await asyncio.get_running_loop().create_connection(Connection, self._host, self._port)
+        return connection, False
 
     def _release(self, connection: Connection, *, keep: bool) -> None:
         if keep and not self._closed and connection.usable and len(self._idle) < self._max_idle:

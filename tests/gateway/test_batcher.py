@@ -61,7 +61,7 @@ class Recorder:
         self.batches: list[tuple[str, list[int]]] = []
         self.gate = gate
 
-    async def __call__(self, key: str, jobs: list[int]) -> list[int | Exception]:
+    async def __call__(self, key: str, jobs: list[int], deliver=None) -> list[int | Exception]:
         self.batches.append((key, list(jobs)))
         if self.gate is not None:
             await self.gate.wait()
@@ -163,7 +163,7 @@ async def test_a_batch_runs_in_its_first_requests_context_even_when_an_earlier_b
     seen: list[tuple[list[str], str]] = []
     release_first = asyncio.Event()
 
-    async def run_batch(key, jobs):
+    async def run_batch(key, jobs, deliver):
         seen.append((jobs, request.get()))
         if jobs == ["a"]:
             await release_first.wait()
@@ -210,7 +210,7 @@ async def test_without_kept_contexts_a_task_runs_its_lanes_next_batch_and_free_s
     gate = asyncio.Event()
     tasks: list[tuple[list[int], asyncio.Task]] = []
 
-    async def run_batch(key, jobs):
+    async def run_batch(key, jobs, deliver):
         tasks.append((jobs, asyncio.current_task()))
         await gate.wait()
         return [j * 10 for j in jobs]
@@ -249,7 +249,7 @@ async def test_requests_of_one_turn_start_their_batch_in_the_next_turn(keep_cont
 async def test_a_batch_cancelled_from_inside_still_lets_the_requests_behind_it_start(keep_contexts):
     gate = asyncio.Event()
 
-    async def run_batch(key, jobs):
+    async def run_batch(key, jobs, deliver):
         if jobs == [1]:
             await gate.wait()
             raise asyncio.CancelledError  # e.g. an await on a future someone else cancelled
