@@ -182,7 +182,8 @@ class Predictor:
         """One feature lookup and one Triton call for the jobs of one version. A job whose own rows are invalid
         (missing features, bad fields) fails alone; a failing lookup or Triton call fails the whole batch. The
         results are delivered in the turn of the event loop where Triton's answer arrives, not a turn later when
-        this task wakes: lab, full path at 16 connections, ``lab-XXXX.json``."""
+        this task wakes (with the Triton connection as a protocol, lab at 16 connections: gateway −8 µs per
+        request, throughput +0.7 %, within the lab's noise: ``lab-20261126-131859.json``)."""
         model, version = key[0], jobs[0].version
         self._batch_requests(model).observe(len(jobs))
         tensors = await self._tensors(version.signature, jobs)

@@ -264,3 +264,18 @@ async def test_a_batch_cancelled_from_inside_still_lets_the_requests_behind_it_s
     with pytest.raises(asyncio.CancelledError):
         await first
     assert await asyncio.wait_for(asyncio.gather(*queued), 1) == [20, 30]
+
+
+async def test_results_delivered_early_reach_the_requests_before_the_batch_returns():
+    returning = asyncio.Event()
+
+    async def run_batch(key, jobs, deliver):
+        deliver([j * 10 for j in jobs])
+        await returning.wait()
+        return [-1 for _ in jobs]  # too late: the requests kept what was delivered
+
+    batcher = MicroBatcher(run_batch, max_rows=64, max_in_flight=1)
+    requests = [asyncio.ensure_future(batcher.submit("m:1", j, rows=1)) for j in (1, 2)]
+    assert await asyncio.wait_for(asyncio.gather(*requests), 1) == [10, 20]
+    returning.set()
+    assert await asyncio.wait_for(batcher.submit("m:1", 3, rows=1), 1) == 30, "the lane goes on after the batch"

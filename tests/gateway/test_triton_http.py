@@ -113,6 +113,30 @@ def infer(url: str, calls: int = 1, timeout_s: float = 2.0) -> list[np.ndarray]:
     return asyncio.run(run())
 
 
+def infer_with_early(status: int, body: bytes, early) -> tuple[list[str], np.ndarray | Exception]:
+    """One call with an ``early`` hook against a scripted Triton: the order in which the hook and the call's return
+    happened, and what the call returned or raised."""
+    async def run():
+        events: list[str] = []
+        async with ScriptedTriton([(status, body, False)]) as url:
+            client = TritonInference(url, timeout_s=2, max_batch_rows=64)
+
+            def hook(probabilities: np.ndarray) -> None:
+                events.append("early")
+                early(probabilities)
+
+            try:
+                outcome = await client.infer("m", 1, ROWS, output="probabilities", early=hook)
+            except Exception as exc:
+                outcome = exc
+            finally:
+                await client.close()
+            events.append("returned")
+        return events, outcome
+
+    return asyncio.run(run())
+
+
 def two_calls(close_after_first: bool) -> tuple[int, list[np.ndarray]]:
     """Two calls against a scripted Triton that may close the connection after its first answer; the connections it
     saw and the answers."""
@@ -135,6 +159,26 @@ def test_a_connection_triton_closed_is_replaced_and_the_call_sent_again():
     connections, answers = two_calls(close_after_first=True)
     assert connections == 2
     np.testing.assert_array_equal(answers[1], PROBABILITIES)
+
+
+def test_early_gets_the_probabilities_as_they_arrive_before_the_call_returns_them():
+    seen = []
+    events, returned = infer_with_early(200, ok_answer(), seen.append)
+    assert events == ["early", "returned"]
+    np.testing.assert_array_equal(seen[0], PROBABILITIES)
+    assert returned is seen[0], "decoded once"
+
+
+def test_early_is_not_called_for_an_error_and_what_it_raises_is_logged_not_raised(caplog):
+    events, failed = infer_with_early(500, b'{"error":"model says no"}', lambda p: None)
+    assert events == ["returned"] and isinstance(failed, InferenceFailed)
+
+    def broken(probabilities):
+        raise RuntimeError("consumer bug")
+
+    events, returned = infer_with_early(200, ok_answer(), broken)
+    np.testing.assert_array_equal(returned, PROBABILITIES)
+    assert "consumer bug" in caplog.text
 
 
 @pytest.mark.parametrize(("status", "error"), [(404, BackendUnavailable), (503, BackendUnavailable),
