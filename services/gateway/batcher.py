@@ -73,11 +73,12 @@ def take_batch(queue: deque[Pending[J, R]], max_rows: int) -> list[Pending[J, R]
 
 
 def check_results(batch: Sequence[Pending[J, R]], results: Sequence[R | BaseException]) -> None:
+    """Refuse results that do not match the batch one for one."""
     if len(results) != len(batch):
         raise RuntimeError(f"a batch of {len(batch)} jobs returned {len(results)} results")
 
 
-def deliver(batch: Sequence[Pending[J, R]], results: Sequence[R | BaseException]) -> None:
+def settle_batch(batch: Sequence[Pending[J, R]], results: Sequence[R | BaseException]) -> None:
     """Each request of ``batch`` gets its result (unless it has one already, or its caller went away)."""
     check_results(batch, results)
     for pending, result in zip(batch, results):
@@ -162,7 +163,7 @@ class MicroBatcher(Generic[K, J, R]):
             self._dispatch(key, lane)
         while batch:
             try:
-                results = await self._run_batch(key, [p.job for p in batch], functools.partial(deliver, batch))
+                results = await self._run_batch(key, [p.job for p in batch], functools.partial(settle_batch, batch))
                 check_results(batch, results)
             except Exception as exc:
                 results = [exc] * len(batch)
@@ -172,7 +173,7 @@ class MicroBatcher(Generic[K, J, R]):
                     pending.future.cancel()
                 self._dispatch(key, lane)  # requests queued behind it still start (not once the batcher is closed)
                 raise
-            deliver(batch, results)
+            settle_batch(batch, results)
             lane.in_flight -= 1
             batch = self._next_in_task(key, lane)
 

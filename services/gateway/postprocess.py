@@ -22,10 +22,11 @@ class Scored:
 
 
 def to_predictions(output: SignatureOutput, probabilities: np.ndarray) -> list[Scored]:
-    """``score`` = probability of the positive class; ``label`` = class of the largest probability."""
+    """``score`` = probability of the positive class; ``label`` = class of the largest probability (probabilities are
+    floats whatever the model's output type)."""
     n_classes = len(output.classes)
     if probabilities.ndim != 2 or probabilities.shape[1] != n_classes or output.positive_class_index >= n_classes:
         raise InferenceFailed(f"model returned probabilities of shape {list(probabilities.shape)} for {n_classes} classes")
     classes, positive = output.classes, output.positive_class_index
     return [Scored(classes[winner], row[positive], row)
-            for winner, row in zip(probabilities.argmax(axis=1).tolist(), probabilities.tolist())]
+            for winner, row in zip(probabilities.argmax(axis=1).tolist(), probabilities.astype(float).tolist())]

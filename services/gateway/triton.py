@@ -5,12 +5,15 @@ cost 1.09 ms and 437 µs of CPU per call with ``tritonclient.grpc.aio``, 1.0 ms 
 bare ``grpc.aio`` stub (gRPC's own machinery: a poller thread handing each answer to the event
 loop), 1.2 ms / 465 µs with ``tritonclient.http.aio`` (aiohttp), and 0.69 ms / 136 µs as one
 request on a kept-alive connection of asyncio streams, the answer parsed by ``httptools`` (the
-parser uvicorn uses). Each call is a ``POST /v2/models/{model}/versions/{version}/infer`` of the
+parser uvicorn uses; the streams were later replaced by a protocol, below). Each call is a
+``POST /v2/models/{model}/versions/{version}/infer`` of the
 KServe v2 protocol: a JSON header followed by the raw FP32 bytes, and the requested output back
 as raw bytes (``binary_data``), so no tensor is ever written or parsed as JSON.
 
-A connection carries one call at a time; idle ones are kept for the next call (at most
-``max_idle``). A call whose connection turns out closed by Triton before any answer arrived
+A connection is an ``asyncio.Protocol`` that parses the answer in ``data_received``, so a caller's
+``early`` hook gets the probabilities in the turn of the event loop where their last bytes
+arrive, a turn before the awaiting task wakes. A connection carries one call at a time; idle ones
+are kept for the next call (at most ``max_idle``). A call whose connection turns out closed by Triton before any answer arrived
 (an idle connection Triton dropped) is retried once on a new connection; any other broken,
 timed-out or malformed exchange closes its connection.
 """
@@ -30,7 +33,7 @@ import numpy as np
 import orjson
 from tritonclient.utils import triton_to_np_dtype
 
-from services.common.errors import BackendUnavailable, InferenceFailed, MlfleetError
+from services.common.errors import BackendUnavailable, InferenceFailed
 from services.common.telemetry import trace_headers
 
 logger = logging.getLogger("mlfleet.gateway.triton")
@@ -52,7 +55,7 @@ class ConnectionLost(Exception):
 
 
 @dataclass(slots=True)
-class Answer:
+class HttpAnswer:
     """One HTTP response, filled in by ``httptools``' callbacks."""
 
     status: int = 0
@@ -83,10 +86,10 @@ class Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self._transport: asyncio.Transport | None = None
-        self._answer: Answer | None = None
+        self._answer: HttpAnswer | None = None
         self._parser: httptools.HttpResponseParser | None = None
-        self._waiter: asyncio.Future[Answer] | None = None
-        self._on_answer: Callable[[Answer], None] | None = None
+        self._waiter: asyncio.Future[HttpAnswer] | None = None
+        self._on_answer: Callable[[HttpAnswer], None] | None = None
         self._received = False
         self._closed = False
 
@@ -97,12 +100,13 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
 
-    async def exchange(self, request: bytes, on_answer: Callable[[Answer], None] | None = None) -> Answer:
-        """Send ``request`` and wait for its answer; ``on_answer`` (which must not raise) gets a complete answer
-        first, in the turn it arrives. The request is small: the transport buffers it and nothing drains it."""
+    async def exchange(self, request: bytes, on_answer: Callable[[HttpAnswer], None] | None = None) -> HttpAnswer:
+        """Send ``request`` and wait for its answer; ``on_answer`` gets the complete answer in the turn it arrives
+        (what it raises is logged). Nothing drains the write: a connection holds one request at a time, which the
+        transport buffers, and the caller's deadline bounds a write that never goes out."""
         if not self.usable:
             raise ConnectionLost("connection to Triton is closed", answered=False)
-        answer = self._answer = Answer()
+        answer = self._answer = HttpAnswer()
         self._parser = answer.parser = httptools.HttpResponseParser(answer)
         self._waiter = asyncio.get_running_loop().create_future()
         self._on_answer = on_answer
@@ -126,9 +130,12 @@ class Connection(asyncio.Protocol):
             return
         if answer.complete:
             answer.status = self._parser.get_status_code()
+            self._waiter.set_result(answer)  # its task wakes a turn later; the hook runs now
             if self._on_answer is not None:
-                self._on_answer(answer)
-            self._waiter.set_result(answer)
+                try:
+                    self._on_answer(answer)
+                except Exception:
+                    logger.exception("a hook on Triton's answer failed")
 
     def eof_received(self) -> None:
         self._fail(ConnectionLost("Triton closed the connection", answered=self._received))
@@ -182,7 +189,7 @@ def output_tensor(body: bytes, header_length: int | None, name: str) -> np.ndarr
     return None
 
 
-def probabilities_of(answer: Answer, model: str, version: int, output: str) -> np.ndarray:
+def probabilities_of(answer: HttpAnswer, model: str, version: int, output: str) -> np.ndarray:
     """Output ``output`` of one inference's answer, or the error its status or body stands for."""
     body = b"".join(answer.body)
     if answer.status != 200:
@@ -244,17 +251,20 @@ class TritonInference:
         along, so Triton's own spans (when it traces) join the caller's trace.
 
         ``early``, when given, gets the probabilities as soon as their last bytes arrive, in that turn of the event
-        loop (from the connection's ``data_received``), one turn before this returns them; it is not called when
-        the call fails, and what it raises is logged, not raised."""
+        loop (from the connection's ``data_received``), one turn before this returns them. It is not called for an
+        answer that is an error or unreadable, and what it raises is logged, not raised. Once it has run, this may
+        still raise (a deadline or a cancellation in that same turn): that concerns this caller only."""
         request = infer_request(self._authority, model, version, tensor, output, trace_headers())
-        decoded: list[np.ndarray] = []
+        decoded: np.ndarray | None = None
 
-        def on_answer(answer: Answer) -> None:
+        def on_answer(answer: HttpAnswer) -> None:
+            nonlocal decoded
             try:
-                decoded.append(probabilities_of(answer, model, version, output))
-                early(decoded[0])
-            except MlfleetError:
-                pass  # raised again, below, where the call returns
+                decoded = probabilities_of(answer, model, version, output)
+            except Exception:
+                return  # raised again, below, where the call returns
+            try:
+                early(decoded)
             except Exception:
                 logger.exception("the early use of %s v%d's answer failed", model, version)
 
@@ -265,9 +275,9 @@ class TritonInference:
             raise BackendUnavailable(f"Triton did not answer {model} v{version} within {self._timeout_s}s") from None
         except (OSError, ConnectionLost) as exc:
             raise BackendUnavailable(f"Triton could not serve {model} v{version}: {exc}") from None
-        return decoded[0] if decoded else probabilities_of(answer, model, version, output)
+        return decoded if decoded is not None else probabilities_of(answer, model, version, output)
 
-    async def _exchange(self, request: bytes, on_answer: Callable[[Answer], None] | None = None) -> Answer:
+    async def _exchange(self, request: bytes, on_answer: Callable[[HttpAnswer], None] | None = None) -> HttpAnswer:
         """Send ``request`` on an idle connection (or a new one) and read the answer; a reused connection that
         Triton had closed gets the request again on a new one."""
         connection, reused = await self._connection()

@@ -61,7 +61,7 @@ class Recorder:
         self.batches: list[tuple[str, list[int]]] = []
         self.gate = gate
 
-    async def __call__(self, key: str, jobs: list[int], deliver=None) -> list[int | Exception]:
+    async def __call__(self, key: str, jobs: list[int], deliver) -> list[int | Exception]:
         self.batches.append((key, list(jobs)))
         if self.gate is not None:
             await self.gate.wait()
@@ -279,3 +279,13 @@ async def test_results_delivered_early_reach_the_requests_before_the_batch_retur
     assert await asyncio.wait_for(asyncio.gather(*requests), 1) == [10, 20]
     returning.set()
     assert await asyncio.wait_for(batcher.submit("m:1", 3, rows=1), 1) == 30, "the lane goes on after the batch"
+
+
+async def test_a_batch_that_fails_after_delivering_leaves_its_requests_their_results():
+    async def run_batch(key, jobs, deliver):
+        deliver([j * 10 for j in jobs])
+        raise RuntimeError("Triton's deadline passed in the turn the answer arrived")
+
+    batcher = MicroBatcher(run_batch, max_rows=64, max_in_flight=1)
+    assert await asyncio.wait_for(asyncio.gather(batcher.submit("m:1", 1, rows=1), batcher.submit("m:1", 2, rows=1)),
+                                  1) == [10, 20]

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import orjson
 import pytest
-
-import numpy as np
 
 from services.common.schemas import SignatureOutput, Variant
 from services.gateway.hot_path import predict_path_model
 from services.gateway.postprocess import to_predictions
-from services.gateway.predictions import Answer
+from services.gateway.predictions import PredictAnswer
 from services.gateway.schemas import PredictResponse
 from tests.gateway.conftest import MODEL
 
@@ -33,9 +32,10 @@ def test_only_the_predict_path_of_one_model_is_taken(path, model):
 @pytest.mark.parametrize("classes", [[0, 1], ["legit", "fraud"]])
 def test_the_answer_orjson_writes_is_a_predict_response_with_every_field(classes):
     predictions = to_predictions(SignatureOutput(classes=classes), np.array([[0.25, 0.75], [0.9, 0.1]], dtype=np.float32))
-    written = Answer("fraud", 3, Variant.canary, predictions, "req-1", "a" * 32).json()
+    written = PredictAnswer("fraud", 3, Variant.canary, predictions, "req-1", "a" * 32).json()
     response = PredictResponse.model_validate_json(written)
     assert set(orjson.loads(written)) == set(PredictResponse.model_fields)  # a field added to the schema must be here
+    assert written == response.model_dump_json().encode(), "the same bytes pydantic writes: order, enums, floats"
     assert (response.model, response.version, response.variant, response.request_id, response.trace_id) == \
         ("fraud", 3, Variant.canary, "req-1", "a" * 32)
     assert [p.label for p in response.predictions] == [classes[1], classes[0]]

@@ -63,11 +63,15 @@ def test_json_outputs_are_read_too():
     np.testing.assert_array_equal(output_tensor(body, None, "probabilities"), PROBABILITIES)
 
 
+DROP = "drop"
+
+
 class ScriptedTriton:
     """An HTTP server on a real socket that answers each connection's requests from ``script``: ``(status, body,
-    then_close)`` per request, in order; ``None`` means never answer."""
+    then_close)`` per request, in order; ``None`` means never answer, ``DROP`` close without answering, and bytes
+    are sent as they are before closing."""
 
-    def __init__(self, script: list[tuple[int, bytes, bool] | None]) -> None:
+    def __init__(self, script: list[tuple[int, bytes, bool] | bytes | str | None]) -> None:
         self.script = list(script)
         self.connections = 0
         self.server: asyncio.Server | None = None
@@ -89,6 +93,14 @@ class ScriptedTriton:
             step = self.script.pop(0)
             if step is None:
                 await asyncio.sleep(30)
+                return
+            if step == DROP:
+                writer.close()
+                return
+            if isinstance(step, bytes):
+                writer.write(step)
+                await writer.drain()
+                writer.close()
                 return
             status, body, then_close = step
             extra = b"" if status != 200 else b"Inference-Header-Content-Length: %d\r\n" % (body.index(b"}]}") + 3)
@@ -122,7 +134,7 @@ def infer_with_early(status: int, body: bytes, early) -> tuple[list[str], np.nda
             client = TritonInference(url, timeout_s=2, max_batch_rows=64)
 
             def hook(probabilities: np.ndarray) -> None:
-                events.append("early")
+                events.append("early" if asyncio.current_task() is None else "early, from a task")
                 early(probabilities)
 
             try:
@@ -133,6 +145,25 @@ def infer_with_early(status: int, body: bytes, early) -> tuple[list[str], np.nda
                 await client.close()
             events.append("returned")
         return events, outcome
+
+    return asyncio.run(run())
+
+
+def calls_against(script: list, calls: int) -> tuple[int, list[np.ndarray | Exception]]:
+    """``calls`` calls in turn on one client against a scripted Triton: the connections it saw, and each call's
+    answer or error."""
+    async def run():
+        triton = ScriptedTriton(script)
+        async with triton as url:
+            client = TritonInference(url, timeout_s=2, max_batch_rows=64)
+            outcomes = []
+            for _ in range(calls):
+                try:
+                    outcomes.append(await client.infer("m", 1, ROWS, output="probabilities"))
+                except Exception as exc:
+                    outcomes.append(exc)
+            await client.close()
+        return triton.connections, outcomes
 
     return asyncio.run(run())
 
@@ -179,6 +210,20 @@ def test_early_is_not_called_for_an_error_and_what_it_raises_is_logged_not_raise
     events, returned = infer_with_early(200, ok_answer(), broken)
     np.testing.assert_array_equal(returned, PROBABILITIES)
     assert "consumer bug" in caplog.text
+
+
+def test_a_kept_connection_that_closes_on_the_request_has_it_sent_again_on_a_new_one():
+    connections, (first, second) = calls_against([(200, ok_answer(), False), DROP, (200, ok_answer(), False)], 2)
+    assert connections == 2
+    np.testing.assert_array_equal(second, PROBABILITIES)
+
+
+@pytest.mark.parametrize("garbage", [b"NOT HTTP\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 500\r\n\r\n{"])
+def test_a_malformed_or_cut_answer_is_unavailable_not_retried_and_its_connection_not_kept(garbage):
+    connections, (failed, answered) = calls_against([garbage, (200, ok_answer(), False)], 2)
+    assert isinstance(failed, BackendUnavailable)
+    assert connections == 2, "the next call opened a new connection"
+    np.testing.assert_array_equal(answered, PROBABILITIES)
 
 
 @pytest.mark.parametrize(("status", "error"), [(404, BackendUnavailable), (503, BackendUnavailable),
