@@ -13,9 +13,9 @@ as raw bytes (``binary_data``), so no tensor is ever written or parsed as JSON.
 A connection is an ``asyncio.Protocol`` that parses the answer in ``data_received``, so a caller's
 ``early`` hook gets the probabilities in the turn of the event loop where their last bytes
 arrive, a turn before the awaiting task wakes. A connection carries one call at a time; idle ones
-are kept for the next call (at most ``max_idle``). A call whose connection turns out closed by Triton before any answer arrived
-(an idle connection Triton dropped) is retried once on a new connection; any other broken,
-timed-out or malformed exchange closes its connection.
+are kept for the next call (at most ``max_idle``). A call whose connection turns out closed by
+Triton before any answer arrived (an idle connection Triton dropped) is retried once on a new
+connection; any other broken, timed-out or malformed exchange closes its connection.
 """
 
 from __future__ import annotations

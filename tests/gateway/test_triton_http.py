@@ -213,7 +213,7 @@ def test_early_is_not_called_for_an_error_and_what_it_raises_is_logged_not_raise
 
 
 def test_a_kept_connection_that_closes_on_the_request_has_it_sent_again_on_a_new_one():
-    connections, (first, second) = calls_against([(200, ok_answer(), False), DROP, (200, ok_answer(), False)], 2)
+    connections, (_, second) = calls_against([(200, ok_answer(), False), DROP, (200, ok_answer(), False)], 2)
     assert connections == 2
     np.testing.assert_array_equal(second, PROBABILITIES)
 
