@@ -24,7 +24,13 @@ RESULTS = results_file("monitor-drift.json")
 
 
 def newest_point(client: httpx.Client, model: str, version: int) -> dict | None:
-    history = client.get(f"/v1/models/{model}/drift", params={"version": version, "history": 1}).json()["history"]
+    """The version's newest judged window; ``None`` while there is none, or while the monitor has consumed no event
+    of it yet (404: a slow machine's first poll can come before the consumer's first batch)."""
+    response = client.get(f"/v1/models/{model}/drift", params={"version": version, "history": 1})
+    if response.status_code == 404:
+        return None
+    response.raise_for_status()
+    history = response.json()["history"]
     return history[0] if history else None
 
 
