@@ -4,6 +4,9 @@ Transport-free: the HTTP layer parses the request and renders what this returns 
 Requests routed to the same model version are micro-batched (:mod:`services.gateway.batcher`):
 a batch makes one feature lookup and one Triton call for the rows of all its requests, then
 each request gets its own rows back, its own errors, its own latency and its own event.
+
+The per-request dataclasses here are not frozen: a frozen one's ``__init__`` costs four times a
+plain one's (0.72 against 0.18 µs for six fields), and nothing hashes or shares them.
 """
 
 from __future__ import annotations
