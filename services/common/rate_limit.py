@@ -21,21 +21,31 @@ MAX_TRACKED_KEYS = 4096
 
 @dataclass
 class TokenBucket:
-    """``capacity`` tokens, refilled at ``capacity`` per minute; a request takes one."""
+    """Up to ``capacity`` tokens, refilled at ``refill_per_s`` a second."""
 
-    capacity: int
+    capacity: float
     tokens: float
     updated_at: float
+    refill_per_s: float
 
     def take(self, now: float) -> float:
         """Take a token: 0 when one was there, else the seconds until one will be (nothing taken)."""
-        refill_per_s = self.capacity / 60.0
-        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.updated_at) * refill_per_s)
-        self.updated_at = now
+        self._refill(now)
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return 0.0
-        return (1.0 - self.tokens) / refill_per_s
+        return (1.0 - self.tokens) / self.refill_per_s
+
+    def take_up_to(self, wanted: int, now: float) -> int:
+        """Take ``wanted`` whole tokens, or as many as there are; how many were taken."""
+        self._refill(now)
+        granted = min(wanted, int(self.tokens))
+        self.tokens -= granted
+        return granted
+
+    def _refill(self, now: float) -> None:
+        self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.updated_at) * self.refill_per_s)
+        self.updated_at = now
 
 
 class KeyRateLimiter:
@@ -60,7 +70,8 @@ class KeyRateLimiter:
         now = self._clock()
         bucket = self._buckets.get(key_id)
         if bucket is None or bucket.capacity != per_minute:
-            bucket = TokenBucket(capacity=per_minute, tokens=float(per_minute), updated_at=now)
+            bucket = TokenBucket(capacity=per_minute, tokens=float(per_minute), updated_at=now,
+                                 refill_per_s=per_minute / 60.0)
             self._buckets[key_id] = bucket
         self._buckets.move_to_end(key_id)
         while len(self._buckets) > self._max_keys:

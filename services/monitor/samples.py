@@ -37,6 +37,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from services.common.rate_limit import TokenBucket
 from services.common.schemas import PredictionEvent
 from services.monitor.store import PREFIX
 
@@ -73,19 +74,18 @@ class SampleBudget:
         self._rate = rate_per_s
         self._burst = float(burst)
         self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}
-        """Live stream key → (tokens left, when they were counted)."""
+        self._buckets: dict[str, TokenBucket] = {}
+        """Live stream key → its bucket (full when first seen)."""
 
     def take(self, key: str, wanted: int) -> int:
         """Tokens granted for ``wanted`` events of ``key`` (all of them, or what is left)."""
         if self._rate <= 0:
             return wanted
         now = self._clock()
-        tokens, counted = self._buckets.get(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - counted) * self._rate)
-        granted = min(wanted, int(tokens))
-        self._buckets[key] = (tokens - granted, now)
-        return granted
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self._burst, self._burst, now, self._rate)
+        return bucket.take_up_to(wanted, now)
 
 
 def live_key(model: str, version: int) -> str:
