@@ -70,6 +70,15 @@ class Recorder:
         return [ValueError(f"job {j} is invalid") if j < 0 else j * 10 for j in jobs]
 
 
+async def one_running_then_queued(batcher: MicroBatcher, *later: int) -> tuple[asyncio.Task, list[asyncio.Task]]:
+    """Submit job 1, let its batch start, then submit ``later`` (they queue behind it); their tasks."""
+    first = asyncio.create_task(batcher.submit("m:1", 1, rows=1))
+    await asyncio.sleep(0.01)
+    queued = [asyncio.create_task(batcher.submit("m:1", j, rows=1)) for j in later]
+    await asyncio.sleep(0.01)
+    return first, queued
+
+
 async def test_a_lone_request_is_dispatched_alone_and_at_once():
     run = Recorder()
     batcher = MicroBatcher(run, max_rows=64, max_in_flight=1)
@@ -192,10 +201,7 @@ async def test_requests_queued_behind_a_batch_start_as_it_ends_not_a_loop_turn_l
     gate = asyncio.Event()
     run = Recorder(gate=gate)
     batcher = MicroBatcher(run, max_rows=64, max_in_flight=1, keep_contexts=keep_contexts)
-    first = asyncio.create_task(batcher.submit("m:1", 1, rows=1))
-    await asyncio.sleep(0.01)
-    queued = [asyncio.create_task(batcher.submit("m:1", j, rows=1)) for j in (2, 3)]
-    await asyncio.sleep(0.01)
+    first, queued = await one_running_then_queued(batcher, 2, 3)
     gate.set()
     waited = 0
     while len(run.batches) < 2:
@@ -216,10 +222,7 @@ async def test_without_kept_contexts_a_task_runs_its_lanes_next_batch_and_free_s
         return [j * 10 for j in jobs]
 
     batcher = MicroBatcher(run_batch, max_rows=2, max_in_flight=2, keep_contexts=False)
-    first = asyncio.create_task(batcher.submit("m:1", 1, rows=1))
-    await asyncio.sleep(0.01)
-    queued = [asyncio.create_task(batcher.submit("m:1", j, rows=1)) for j in (2, 3, 4, 5, 6)]
-    await asyncio.sleep(0.01)
+    first, queued = await one_running_then_queued(batcher, 2, 3, 4, 5, 6)
     gate.set()
     assert await asyncio.gather(first, *queued) == [10, 20, 30, 40, 50, 60]
     by_jobs = {tuple(jobs): task for jobs, task in tasks}
@@ -256,10 +259,7 @@ async def test_a_batch_cancelled_from_inside_still_lets_the_requests_behind_it_s
         return [j * 10 for j in jobs]
 
     batcher = MicroBatcher(run_batch, max_rows=64, max_in_flight=1, keep_contexts=keep_contexts)
-    first = asyncio.create_task(batcher.submit("m:1", 1, rows=1))
-    await asyncio.sleep(0.01)
-    queued = [asyncio.create_task(batcher.submit("m:1", j, rows=1)) for j in (2, 3)]
-    await asyncio.sleep(0.01)
+    first, queued = await one_running_then_queued(batcher, 2, 3)
     gate.set()
     with pytest.raises(asyncio.CancelledError):
         await first
