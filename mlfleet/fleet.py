@@ -39,6 +39,8 @@ class FleetConfig:
     triton_metrics_port: int = 8002
     registry_reconcile_interval_s: float | None = None
     """How often the registry reloads what Triton lost; ``None``: the registry's own default."""
+    triton_latency_summaries: bool = False
+    """Triton's quantile latency summaries (``MLFLEET_TRITON_LATENCY_SUMMARIES=true``): costly, see ``TritonLaunch``."""
 
     @classmethod
     def from_env(cls, **overrides) -> "FleetConfig":
@@ -47,6 +49,7 @@ class FleetConfig:
             "home": Path(env.get("MLFLEET_HOME", ".mlfleet")),
             "redis_url": env.get("MLFLEET_REDIS_URL", cls.redis_url),
             "database_url": env.get("MLFLEET_DATABASE_URL") or None,
+            "triton_latency_summaries": env.get("MLFLEET_TRITON_LATENCY_SUMMARIES", "").lower() in ("1", "true", "yes"),
         }
         for name in cls.__dataclass_fields__:
             if name.endswith("_port") and f"MLFLEET_{name.upper()}" in env:
@@ -152,7 +155,7 @@ class Fleet:
         c = self.config
         launch = TritonLaunch(http_port=c.triton_http_port, grpc_port=c.triton_grpc_port,
                               metrics_port=c.triton_metrics_port, host=c.host, workdir=c.home / "triton",
-                              otlp_traces_url=otlp_traces_url())
+                              otlp_traces_url=otlp_traces_url(), latency_summaries=c.triton_latency_summaries)
         runtime = TritonRuntime()
         log_file = c.logs / "triton.log"
         return Child(

@@ -1,4 +1,5 @@
-"""Tracing set-up from the OTEL_* variables: off by default, exporters, sampling, log correlation."""
+"""Tracing set-up from the OTEL_* variables: off by default, exporters, sampling, log correlation; Triton's launch
+flags for traces and metrics."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NoOpTracer, SpanKind
 
-from mlfleet.runtime.triton import otlp_traces_url
+from mlfleet.fleet import FleetConfig
+from mlfleet.runtime.triton import TritonLaunch, TritonRuntime, otlp_traces_url
 from services.common.logs import JsonFormatter
 from services.common.telemetry import UNTRACED, Tracing, TracingConfig, span
 
@@ -71,3 +73,16 @@ def test_triton_traces_go_to_the_fleet_collector_over_http_only():
     assert otlp_traces_url({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4318"}) == "http://jaeger:4318/v1/traces"
     assert otlp_traces_url({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}) is None
     assert otlp_traces_url({"MLFLEET_TRITON_OTLP_URL": "http://t:4318/v1/traces"}) == "http://t:4318/v1/traces"
+
+
+def test_triton_latency_summaries_are_opt_in(tmp_path, monkeypatch):
+    runtime = TritonRuntime()
+    argv, _ = TritonLaunch(workdir=tmp_path).command(runtime)
+    assert not any("summary_latencies" in arg for arg in argv)
+    argv, _ = TritonLaunch(workdir=tmp_path, latency_summaries=True).command(runtime)
+    assert "--metrics-config=summary_latencies=true" in argv
+
+    monkeypatch.delenv("MLFLEET_TRITON_LATENCY_SUMMARIES", raising=False)
+    assert FleetConfig.from_env().triton_latency_summaries is False
+    monkeypatch.setenv("MLFLEET_TRITON_LATENCY_SUMMARIES", "true")
+    assert FleetConfig.from_env().triton_latency_summaries is True
