@@ -53,7 +53,8 @@ def otel_env(receiver: OtlpReceiver) -> dict[str, str]:
 
 def start_traced_triton(workdir: Path, receiver: OtlpReceiver) -> TritonServer:
     launch = TritonLaunch(http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(), workdir=workdir,
-                          otlp_traces_url=f"{receiver.endpoint}/v1/traces")
+                          otlp_traces_url=f"{receiver.endpoint}/v1/traces", latency_summaries=True)
+    # The summaries are opt-in (costly under load); on here, so the summary docs/metrics.md lists is checked too.
     argv, env = launch.command(TritonRuntime())
     argv += ["--trace-config=opentelemetry,bsp_schedule_delay=200", "--trace-config=opentelemetry,resource=service.name=triton"]
     log_file = workdir / "triton.log"
