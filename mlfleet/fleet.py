@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,7 +50,7 @@ class FleetConfig:
             "home": Path(env.get("MLFLEET_HOME", ".mlfleet")),
             "redis_url": env.get("MLFLEET_REDIS_URL", cls.redis_url),
             "database_url": env.get("MLFLEET_DATABASE_URL") or None,
-            "triton_latency_summaries": env.get("MLFLEET_TRITON_LATENCY_SUMMARIES", "").lower() in ("1", "true", "yes"),
+            "triton_latency_summaries": env_flag(env, "MLFLEET_TRITON_LATENCY_SUMMARIES"),
         }
         for name in cls.__dataclass_fields__:
             if name.endswith("_port") and f"MLFLEET_{name.upper()}" in env:
@@ -75,6 +76,16 @@ class FleetConfig:
     def admin_key(self) -> str:
         """The bootstrap admin API key, for the demo and benchmarks; never print it."""
         return self.admin_key_file.read_text(encoding="utf-8").strip()
+
+
+def env_flag(env: Mapping[str, str], name: str) -> bool:
+    """A yes/no variable (``true``/``false``, ``1``/``0``, ``yes``/``no``, ``on``/``off``); unset or empty is no."""
+    value = env.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name}={env[name]!r}: expected true or false")
 
 
 def ensure_admin_key(path: Path) -> bool:

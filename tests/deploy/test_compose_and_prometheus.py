@@ -42,6 +42,8 @@ def test_compose_wires_the_fleet_together():
             "triton", "triton-cpu"} <= set(services)
     assert services["triton"]["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert services["triton-cpu"]["profiles"] == ["cpu"]
+    for name in ("triton", "triton-cpu"):  # Triton's costly latency summaries are opt-in, as under `mlfleet up`
+        assert "--metrics-config=summary_latencies=${MLFLEET_TRITON_LATENCY_SUMMARIES:-false}" in services[name]["command"]
     for name in ("gateway", "registry", "features", "monitor"):
         assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
         assert services[name]["read_only"] is True

@@ -76,8 +76,9 @@ def test_default_values_run_non_root_read_only_with_secrets_by_reference():
     assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in config
     assert not by_kind(manifests, "HorizontalPodAutoscaler") and not by_kind(manifests, "Ingress")
     assert len(by_kind(manifests, "PodDisruptionBudget")) == 5
-    triton_limits = deployments["fleet-mlfleet-triton"]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-    assert "nvidia.com/gpu" not in triton_limits
+    triton_container = deployments["fleet-mlfleet-triton"]["spec"]["template"]["spec"]["containers"][0]
+    assert "nvidia.com/gpu" not in triton_container["resources"]["limits"]
+    assert "--metrics-config=summary_latencies=false" in triton_container["args"], "Triton's costly summaries are opt-in"
     assert (config["MLFLEET_REGISTRY_TRITON_PLATFORM"], config["MLFLEET_REGISTRY_TRITON_GPU"]) == ("python", "false")
     for service in ("gateway", "features"):
         env = {e["name"]: e for e in deployments[f"fleet-mlfleet-{service}"]["spec"]["template"]["spec"]["containers"][0]["env"]}
@@ -105,6 +106,11 @@ def test_production_values_add_gpu_hpa_ingress_service_monitor_and_tracing():
     env = {e["name"]: e for e in gateway["env"]}
     assert env["MLFLEET_GATEWAY_FEAST_REGISTRY_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "mlfleet-feast-registry", "key": "registry-url"}
+
+
+def test_triton_latency_summaries_can_be_turned_on():
+    triton = by_kind(render({"triton": {"latencySummaries": True}}), "Deployment")["fleet-mlfleet-triton"]
+    assert "--metrics-config=summary_latencies=true" in triton["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
 def test_values_schema_rejects_a_bad_value():

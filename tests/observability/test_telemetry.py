@@ -84,5 +84,10 @@ def test_triton_latency_summaries_are_opt_in(tmp_path, monkeypatch):
 
     monkeypatch.delenv("MLFLEET_TRITON_LATENCY_SUMMARIES", raising=False)
     assert FleetConfig.from_env().triton_latency_summaries is False
-    monkeypatch.setenv("MLFLEET_TRITON_LATENCY_SUMMARIES", "true")
+    monkeypatch.setenv("MLFLEET_TRITON_LATENCY_SUMMARIES", "True")
     assert FleetConfig.from_env().triton_latency_summaries is True
+    monkeypatch.setenv("MLFLEET_TRITON_LATENCY_SUMMARIES", "off")
+    assert FleetConfig.from_env().triton_latency_summaries is False
+    monkeypatch.setenv("MLFLEET_TRITON_LATENCY_SUMMARIES", "tru")
+    with pytest.raises(ValueError, match="MLFLEET_TRITON_LATENCY_SUMMARIES='tru'"):
+        FleetConfig.from_env()
