@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import TypeAdapter, ValidationError
+
 from mlfleet.runtime.processes import http_ok, port_open, start_process, stop_process, wait_until
 from mlfleet.runtime.redis_server import ensure_redis
 from mlfleet.runtime.services import DEFAULT_PORTS, env_name, service_argv
@@ -79,13 +81,15 @@ class FleetConfig:
 
 
 def env_flag(env: Mapping[str, str], name: str) -> bool:
-    """A yes/no variable (``true``/``false``, ``1``/``0``, ``yes``/``no``, ``on``/``off``); unset or empty is no."""
-    value = env.get(name, "").strip().lower()
-    if value in ("", "0", "false", "no", "off"):
+    """A yes/no variable, read as the services' settings read theirs (pydantic: ``true``/``false``, ``1``/``0``,
+    ``yes``/``no``, ``on``/``off``); unset or empty is no."""
+    value = env.get(name, "").strip()
+    if not value:
         return False
-    if value in ("1", "true", "yes", "on"):
-        return True
-    raise ValueError(f"{name}={env[name]!r}: expected true or false")
+    try:
+        return TypeAdapter(bool).validate_python(value)
+    except ValidationError:
+        raise ValueError(f"{name}={env[name]!r}: expected true or false") from None
 
 
 def ensure_admin_key(path: Path) -> bool:
