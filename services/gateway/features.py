@@ -23,8 +23,10 @@ functions of their bytes), so a returning entity costs no encoding.
 Feature views come from the Feast registry, cached: :meth:`FeatureReader.start` refreshes the
 registry and the view cache in a worker thread every ``registry_refresh_s`` (never on the event
 loop), so changed feature views reach the gateway within that period; a view the cache lacks
-makes the lookup that names it re-read the registry (at most once a second). A standalone Redis
-is assumed (one connection serves every key).
+makes the lookup that names it re-read the registry (at most once a second, and one reload at a
+time). That reload runs on when the lookup's deadline ends first: the lookup answers 504, and the
+views it read serve the lookups after it. A standalone Redis is assumed (one connection serves
+every key).
 
 A refused Redis connection fails a lookup at once (503: the client does not retry); a Redis that
 accepts but does not answer runs into ``timeout_s`` (504).
@@ -175,6 +177,12 @@ def plan_view_read(view: ViewSpec, fields: Sequence[str], keys: Sequence[bytes])
     return ViewRead(view.name, view.stored_as, fields, list(distinct), positions)
 
 
+def log_failed_reload(task: asyncio.Task) -> None:
+    """Log a registry reload that failed (its callers may all have stopped waiting, leaving nobody to see it)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("could not re-read the Feast registry: %s", task.exception())
+
+
 class FeatureReader:
     def __init__(self, store: FeatureStore, redis_url: str, *, timeout_s: float, latency: Histogram,
                  registry_refresh_s: float) -> None:
@@ -189,12 +197,20 @@ class FeatureReader:
         self._registry_refresh_s = registry_refresh_s
         self._views: dict[str, ViewSpec] = {}
         self._reloaded = float("-inf")
+        self._reload: asyncio.Task | None = None
         self._refresher: asyncio.Task | None = None
 
     async def reload_views(self) -> None:
-        """Refresh the Feast registry and re-read its feature views (in a worker thread)."""
-        self._reloaded = time.monotonic()
+        """Refresh the Feast registry and re-read its feature views (in a worker thread). One reload runs at a time:
+        a caller arriving while one runs waits for that one. A caller that stops waiting (a lookup's deadline) does
+        not stop the reload, and what it reads is kept for the lookups after it."""
+        if self._reload is None or self._reload.done():
+            self._reloaded = time.monotonic()
+            self._reload = asyncio.create_task(self._read_views(), name="gateway-feast-registry-reload")
+            self._reload.add_done_callback(log_failed_reload)
+        await asyncio.shield(self._reload)
 
+    async def _read_views(self) -> None:
         def read() -> dict[str, ViewSpec]:
             self._store.refresh_registry()
             specs = {}
@@ -253,7 +269,8 @@ class FeatureReader:
     async def _plan(self, name: str, fields: Sequence[str], entity_rows: Sequence[dict[str, Any]],
                     planned: PlannedKeys | None) -> ViewRead:
         view = self._views.get(name)
-        if view is None and time.monotonic() - self._reloaded >= RELOAD_ON_MISS_S:
+        reloading = self._reload is not None and not self._reload.done()
+        if view is None and (reloading or time.monotonic() - self._reloaded >= RELOAD_ON_MISS_S):
             await self.reload_views()
             view = self._views.get(name)
         if view is None:
@@ -298,15 +315,15 @@ class FeatureReader:
     async def _refresh_registry(self) -> None:
         while True:
             await asyncio.sleep(self._registry_refresh_s)
-            try:
+            # A failed reload is logged by log_failed_reload; the cached views keep serving until the next period.
+            with contextlib.suppress(Exception):
                 await self.reload_views()
-            except Exception as exc:  # keep serving from the cached views; the next period tries again
-                logger.warning("could not refresh the Feast registry: %s", exc)
 
     async def close(self) -> None:
-        if self._refresher is not None:
-            self._refresher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._refresher
+        for task in (self._refresher, self._reload):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(Exception, asyncio.CancelledError):
+                    await task
         await self._redis.aclose()
         await self._store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -12,7 +13,7 @@ from feast.types import Float64, Int64, String
 from feast.protos.feast.types.Value_pb2 import DoubleList, Value
 from prometheus_client import CollectorRegistry, Histogram
 
-from services.common.errors import BackendUnavailable, InvalidInput
+from services.common.errors import BackendUnavailable, FeatureLookupTimeout, InvalidInput
 from services.common.feature_store import open_feature_store
 from services.gateway.features import FeatureReader, ViewSpec, features_by_view, plan_view_read, python_value, row_keys
 from tests.gateway.conftest import USERS, apply_user_stats
@@ -93,11 +94,11 @@ def feast_dir(workdir, redis_url):
     return path
 
 
-def reader_and_store(feast_dir, redis_url, latency: Histogram | None = None):
+def reader_and_store(feast_dir, redis_url, latency: Histogram | None = None, timeout_s: float = 5):
     store = open_feature_store(redis_url=redis_url, feast_dir=feast_dir, registry_cache_ttl_s=0,
                                registry_cache_mode="thread")
     latency = latency or Histogram("lookup_seconds", "lookup", registry=CollectorRegistry())
-    return FeatureReader(store, redis_url, timeout_s=5, latency=latency, registry_refresh_s=60), store
+    return FeatureReader(store, redis_url, timeout_s=timeout_s, latency=latency, registry_refresh_s=60), store
 
 
 def test_lookup_matches_feasts_sdk(feast_dir, redis_url):
@@ -163,3 +164,30 @@ def test_a_feature_the_view_lacks_is_unavailable_not_silently_absent(feast_dir, 
 
     with pytest.raises(BackendUnavailable, match="no_such_feature"):
         asyncio.run(lookup())
+
+
+def test_a_registry_reload_cut_short_by_a_lookups_deadline_still_serves_the_next_lookup(feast_dir, redis_url):
+    """The first lookup names views the gateway has not read yet: its registry reload outlasts the lookup's deadline
+    (504), runs on, and the next lookup, arriving while it runs, waits for it and reads with its views."""
+    released = threading.Event()
+
+    async def two_lookups():
+        reader, store = reader_and_store(feast_dir, redis_url, timeout_s=0.5)
+        refresh = store.refresh_registry
+
+        def held_refresh() -> None:
+            released.wait(30)
+            refresh()
+
+        store.refresh_registry = held_refresh
+        try:
+            with pytest.raises(FeatureLookupTimeout):
+                await reader.lookup(FEATURES, [{"user_id": 3}])
+            released.set()
+            return await reader.lookup(FEATURES, [{"user_id": 3}])
+        finally:
+            released.set()
+            await reader.close()
+
+    found = asyncio.run(two_lookups())
+    assert found["user_stats:txn_count_7d"][0] is not None
