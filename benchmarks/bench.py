@@ -320,7 +320,7 @@ def summarise(results: list[WrkResult]) -> list[dict]:
             batched = name.endswith(f"x{BATCH}")
             ceiling = [r for r in results if r.connections == connections
                        and r.name == (f"{CEILING} x{BATCH}" if batched else CEILING)]
-            mean = lambda field: sum(getattr(r, field) for r in runs) / len(runs)  # noqa: E731
+            mean = lambda field, runs=runs: sum(getattr(r, field) for r in runs) / len(runs)  # noqa: E731
             ceiling_pps = sum(r.predictions_per_s for r in ceiling) / len(ceiling)
             rows.append({
                 "target": name, "connections": connections, "requests_per_s": mean("requests_per_s"),

@@ -121,7 +121,8 @@ def main() -> None:
         parser.error("--env takes KEY=VALUE settings")
     overrides = dict(item.split("=", 1) for item in args.env)
     if args.baseline and subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet",
-                                         f"{args.baseline}^{{commit}}"], capture_output=True).returncode != 0:
+                                         f"{args.baseline}^{{commit}}"], check=False,
+                                        capture_output=True).returncode != 0:
         parser.error(f"--baseline {args.baseline!r} is not a commit of this repository")
     if args.baseline is None and not overrides:
         parser.error("give --baseline, --env or both: otherwise both gateways would be the same")

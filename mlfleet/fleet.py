@@ -46,7 +46,7 @@ class FleetConfig:
     """Triton's quantile latency summaries (``MLFLEET_TRITON_LATENCY_SUMMARIES=true``): costly, see ``TritonLaunch``."""
 
     @classmethod
-    def from_env(cls, **overrides) -> "FleetConfig":
+    def from_env(cls, **overrides) -> FleetConfig:
         env = os.environ
         values = {
             "home": Path(env.get("MLFLEET_HOME", ".mlfleet")),
@@ -224,7 +224,7 @@ class Fleet:
             stop_process(self.embedded_redis)
             self.embedded_redis = None
 
-    def __enter__(self) -> "Fleet":
+    def __enter__(self) -> Fleet:
         try:
             self.start()
         except BaseException:

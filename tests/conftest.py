@@ -18,16 +18,16 @@ import psycopg
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-# CI explores the same examples every run (a red CI must be reproducible); locally, new ones.
-hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
-hypothesis_settings.register_profile("dev", deadline=None)
-hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
-
 from mlfleet.runtime.processes import free_port, http_ok, start_process, stop_process, wait_until
 from mlfleet.runtime.redis_server import redis_answers, start_redis
 from mlfleet.runtime.services import env_name, service_argv
 from mlfleet.runtime.triton import TritonLaunch, TritonRuntime
 from services.common.auth import generate_key
+
+# CI explores the same examples every run (a red CI must be reproducible); locally, new ones.
+hypothesis_settings.register_profile("ci", derandomize=True, deadline=None)
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 ROOT = Path(__file__).resolve().parents[1]
 

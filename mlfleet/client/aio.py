@@ -39,7 +39,7 @@ class AsyncFleet:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def __aenter__(self) -> "AsyncFleet":
+    async def __aenter__(self) -> AsyncFleet:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

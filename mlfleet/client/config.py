@@ -47,7 +47,7 @@ class ClientConfig:
 
     @classmethod
     def resolve(cls, *, url: str | None = None, api_key: str | None = None, config_file: Path | None = None,
-                env: Mapping[str, str] | None = None, **service_urls: str | None) -> "ClientConfig":
+                env: Mapping[str, str] | None = None, **service_urls: str | None) -> ClientConfig:
         """Settings from arguments (``registry_url=…`` etc.), then ``env``, then the config file.
 
         Within each layer a service's own URL beats one derived from ``url``.

@@ -201,10 +201,11 @@ def estimator_params(estimator: Any) -> dict[str, Any]:
 def code_revision(cwd: Path | None = None) -> str | None:
     """``git rev-parse HEAD`` of the working directory, ``+dirty`` when tracked files changed; None outside a repo."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=cwd)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True, timeout=5,
+                              cwd=cwd)
         if head.returncode != 0:
             return None
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], capture_output=True, timeout=5, cwd=cwd)
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], check=False, capture_output=True, timeout=5, cwd=cwd)
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("+dirty" if dirty.returncode == 1 else "")

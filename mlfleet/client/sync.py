@@ -44,7 +44,7 @@ class Fleet:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> "Fleet":
+    def __enter__(self) -> Fleet:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -23,14 +23,14 @@ DatabaseUrlOption = Annotated[str | None, typer.Option(
 HomeOption = Annotated[Path, typer.Option(envvar="MLFLEET_HOME", help="State folder holding the default SQLite database.")]
 
 
-def _open(database_url: str | None, home: Path) -> "Database":
+def _open(database_url: str | None, home: Path) -> Database:
     from services.registry.database import Database
     from services.registry.settings import sqlite_url
 
     return Database(database_url or sqlite_url(home))
 
 
-def _where(database: "Database") -> str:
+def _where(database: Database) -> str:
     return database.engine.url.render_as_string(hide_password=True)
 
 

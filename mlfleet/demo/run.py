@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import aiohttp
 import httpx
@@ -41,7 +41,7 @@ def prepare_features(config: FleetConfig, *, seed: int, shift: bool, echo) -> ob
     write_offline_source(dataset, data_dir)
     echo(f"data       {len(dataset.transactions):,} transactions, {dataset.users.user_id.nunique():,} users, "
          f"{dataset.merchants.merchant_id.nunique():,} merchants{' (shifted, post-2020)' if shift else ''} → {data_dir}")
-    end = datetime.now(timezone.utc) + timedelta(minutes=1)
+    end = datetime.now(UTC) + timedelta(minutes=1)
     response = httpx.post(f"{config.url('features')}/v1/materialize",
                           json={"start": (end - timedelta(days=3650)).isoformat(), "end": end.isoformat()}, timeout=300)
     response.raise_for_status()

@@ -38,7 +38,7 @@ class Role(StrEnum):
     def rank(self) -> int:
         return ROLE_ORDER.index(self)
 
-    def includes(self, required: "Role") -> bool:
+    def includes(self, required: Role) -> bool:
         """Whether a key of this role may do what ``required`` may."""
         return self.rank >= required.rank
 

@@ -61,7 +61,7 @@ class _Link(asyncio.Protocol):
     """One open connection (its transport taken over from redis-py) and its unanswered calls, in reply order: each
     reply is parsed as its bytes arrive and handed to its call there and then."""
 
-    def __init__(self, connection: AbstractConnection, on_failure: Callable[["_Link", Exception], None]) -> None:
+    def __init__(self, connection: AbstractConnection, on_failure: Callable[[_Link, Exception], None]) -> None:
         self.connection = connection
         self.transport: asyncio.Transport = connection._writer.transport  # type: ignore[union-attr]
         self.pending: deque[_Call] = deque()

@@ -54,7 +54,7 @@ class SignatureInput(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _feature_for_feast(self) -> "SignatureInput":
+    def _feature_for_feast(self) -> SignatureInput:
         if self.source is InputSource.feast:
             if not self.feature or ":" not in self.feature:
                 raise ValueError(f"input {self.name!r}: a feast input needs feature='view:field'")
@@ -87,7 +87,7 @@ class Signature(BaseModel):
     output: SignatureOutput = Field(default_factory=SignatureOutput)
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "Signature":
+    def _unique_names(self) -> Signature:
         names = [i.name for i in self.inputs]
         if len(set(names)) != len(names):
             raise ValueError("signature input names must be unique")

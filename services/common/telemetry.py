@@ -62,7 +62,7 @@ class TracingConfig:
         return bool(self.exporters)
 
     @classmethod
-    def from_env(cls, service: str, env: Mapping[str, str] = os.environ) -> "TracingConfig":
+    def from_env(cls, service: str, env: Mapping[str, str] = os.environ) -> TracingConfig:
         name = env.get("OTEL_SERVICE_NAME") or f"mlfleet-{service}"
         if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
             return cls(service_name=name)
@@ -153,7 +153,7 @@ class Tracing:
             self.tracer = self.provider.get_tracer("mlfleet")
 
     @classmethod
-    def from_env(cls, service: str, env: Mapping[str, str] = os.environ) -> "Tracing":
+    def from_env(cls, service: str, env: Mapping[str, str] = os.environ) -> Tracing:
         return cls(TracingConfig.from_env(service, env))
 
     @property

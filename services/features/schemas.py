@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 
 from services.common.schemas import INT64_MAX, INT64_MIN, int64_values
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-MAX_MOMENT = datetime(2200, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_MOMENT = datetime(2200, 1, 1, tzinfo=UTC)
 """Materialization bounds: Feast and its stores handle nothing outside them."""
 
 MAX_ROWS = 10_000
@@ -115,7 +115,7 @@ class MaterializeRequest(BaseModel):
     def _after_the_epoch(cls, moment: datetime | None) -> datetime | None:
         if moment is None:
             return None
-        aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+        aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
         if not EPOCH < aware < MAX_MOMENT:
             raise ValueError("must lie between 1970 and 2200")
         return aware

@@ -127,7 +127,7 @@ class ViewSpec:
     features: frozenset[str]
 
     @classmethod
-    def of(cls, view: FeatureView, *, versioned: bool) -> "ViewSpec":
+    def of(cls, view: FeatureView, *, versioned: bool) -> ViewSpec:
         columns = view.entity_columns
         return cls(view.name, compute_versioned_name(view, versioned), tuple(column.name for column in columns),
                    tuple(column.dtype.to_value_type() for column in columns),

@@ -39,7 +39,7 @@ class GatewayMetrics:
     predict_responses: Counter
 
     @classmethod
-    def create(cls, registry: CollectorRegistry) -> "GatewayMetrics":
+    def create(cls, registry: CollectorRegistry) -> GatewayMetrics:
         return cls(
             predictions=Counter("mlfleet_gateway_predictions", "Prediction requests answered.",
                                 ["model", "version", "variant", "status"], registry=registry),

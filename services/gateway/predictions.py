@@ -55,7 +55,7 @@ class RequestContext:
     """``time.perf_counter()`` when the request arrived."""
 
     @classmethod
-    def begin(cls, request_id: str, trace_id: str) -> "RequestContext":
+    def begin(cls, request_id: str, trace_id: str) -> RequestContext:
         return cls(request_id, trace_id, time.time(), time.perf_counter())
 
     def elapsed_ms(self) -> float:

@@ -43,7 +43,7 @@ class Gateway:
     pinning: RemoteAuthorizer
 
     @classmethod
-    async def open(cls, settings: GatewaySettings, metrics: GatewayMetrics, tracer: Tracer | None = None) -> "Gateway":
+    async def open(cls, settings: GatewaySettings, metrics: GatewayMetrics, tracer: Tracer | None = None) -> Gateway:
         """Create every client and start the background tasks (event writer, policy sync).
         ``tracer`` is ``None`` when tracing is off."""
         redis = connect(settings.redis_url)

@@ -63,7 +63,7 @@ class GatewaySettings(ServiceSettings):
     )
 
     @model_validator(mode="after")
-    def _default_feast_dir(self) -> "GatewaySettings":
+    def _default_feast_dir(self) -> GatewaySettings:
         if self.feast_dir is None:
             self.feast_dir = self.home / "feast"
         return self

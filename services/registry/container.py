@@ -41,7 +41,7 @@ class Registry:
     rollouts: RolloutController
 
     @classmethod
-    async def open(cls, settings: RegistrySettings, metrics: RegistryMetrics) -> "Registry":
+    async def open(cls, settings: RegistrySettings, metrics: RegistryMetrics) -> Registry:
         database = Database(settings.database_url)
         await anyio.to_thread.run_sync(database.migrate)
         artifacts = ArtifactStore(settings.artifacts_root)

@@ -198,7 +198,7 @@ class Rollout(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     model: Mapped[RegisteredModel] = relationship(lazy="joined")
-    history: Mapped[list["RolloutStep"]] = relationship(
+    history: Mapped[list[RolloutStep]] = relationship(
         lazy="selectin", order_by="RolloutStep.id", cascade="all, delete-orphan")
 
 

@@ -132,7 +132,7 @@ class TrafficUpdate(BaseModel):
     shadow: VersionNumber | None = Field(default=None, description="Version mirrored every request, its answers discarded.")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "TrafficUpdate":
+    def _consistent(self) -> TrafficUpdate:
         if not math.isclose(self.canary_percent * 100, round(self.canary_percent * 100), abs_tol=1e-6):
             raise ValueError("canary_percent has at most two decimals")
         self.canary_percent = round(self.canary_percent, 2)
@@ -283,7 +283,7 @@ class RolloutCreate(BaseModel):
     require_approval: bool = Field(default=False, description="Wait for `approve` before the final step (promotion).")
 
     @model_validator(mode="after")
-    def _valid_steps(self) -> "RolloutCreate":
+    def _valid_steps(self) -> RolloutCreate:
         for step in self.steps:
             if not 0 < step <= 100:
                 raise ValueError("every step is a percentage in (0, 100]")

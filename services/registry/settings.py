@@ -107,13 +107,13 @@ class RegistrySettings(ServiceSettings):
         return value
 
     @model_validator(mode="after")
-    def _gpu_needs_native_onnx(self) -> "RegistrySettings":
+    def _gpu_needs_native_onnx(self) -> RegistrySettings:
         if self.triton_gpu and self.triton_platform != "onnxruntime":
             raise ValueError("triton_gpu needs triton_platform 'onnxruntime' (the Python backend runs on CPU)")
         return self
 
     @model_validator(mode="after")
-    def _database_under_home(self) -> "RegistrySettings":
+    def _database_under_home(self) -> RegistrySettings:
         if not self.database_url:
             self.database_url = sqlite_url(self.home)
         return self

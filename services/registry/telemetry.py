@@ -21,7 +21,7 @@ class RegistryMetrics:
     artifacts_corrupted: Counter
 
     @classmethod
-    def create(cls, registry: CollectorRegistry) -> "RegistryMetrics":
+    def create(cls, registry: CollectorRegistry) -> RegistryMetrics:
         return cls(
             policy_publishes=Counter(
                 "mlfleet_registry_policy_publishes", "PolicyChanged messages, by outcome (published, failed).",

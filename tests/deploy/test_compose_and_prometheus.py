@@ -19,7 +19,7 @@ GRAFANA = ROOT / "deploy" / "grafana"
 
 
 def run(argv: list[str], cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(argv, check=False, capture_output=True, text=True, cwd=cwd, timeout=120)
 
 
 def undocumented_metrics(expressions) -> set[str]:

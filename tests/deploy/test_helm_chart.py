@@ -45,8 +45,8 @@ def test_every_manifest_passes_kubernetes_validate_strict(values, tmp_path):
         path = tmp_path / f"{index:02d}-{manifest['kind']}.yaml"
         path.write_text(yaml.safe_dump(manifest))
         files.append(str(path))
-    result = subprocess.run([venv_tool("kubernetes-validate"), "--strict", *files], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run([venv_tool("kubernetes-validate"), "--strict", *files], check=False, capture_output=True,
+                            text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     passed = [line for line in result.stdout.splitlines() if line.startswith("INFO") and "passed" in line]
     assert len(passed) == len([m for m in manifests if m["kind"] not in CRD_KINDS])

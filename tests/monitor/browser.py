@@ -20,7 +20,7 @@ def ensure_chromium() -> Path:
         raise RuntimeError("chromium is missing and apt-get is not available to install it")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-    if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+    if subprocess.run(install, env=env, check=False, capture_output=True).returncode != 0:
         subprocess.run(["apt-get", "update", "-q"], env=env, check=True, capture_output=True)
         subprocess.run(install, env=env, check=True, capture_output=True)
     return CHROMIUM

@@ -15,7 +15,7 @@ class Receiver:
         received = self.bodies
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 received.append((self.path, json.loads(self.rfile.read(length))))
                 self.send_response(202)

@@ -106,7 +106,7 @@ class OtlpReceiver:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> "OtlpReceiver":
+    def start(self) -> OtlpReceiver:
         self._thread.start()
         return self
 
@@ -130,7 +130,7 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 if self.path.rstrip("/") != "/v1/traces":
                     self.send_error(404)
                     return

@@ -25,7 +25,7 @@ def test_one_prediction_is_one_trace(traced_fleet, gateway_client):
     # In about one full run in three Triton exported no span of the first prediction within 15 s, while the
     # gateway's and the monitor's spans of it arrived (cause not found yet); a prediction whose trace lacks
     # Triton's part is retried, at most twice, and every assertion below holds for the trace that has it.
-    for attempt in range(3):
+    for _attempt in range(3):
         response = gateway_client.post(f"/v1/models/{MODEL}/predict",
                                        json={"instances": [{"user_id": USERS[0], "amount": 250.0}], "routing_key": "u-1"})
         assert response.status_code == 200, response.text
@@ -34,9 +34,11 @@ def test_one_prediction_is_one_trace(traced_fleet, gateway_client):
         assert response.headers["x-trace-id"] == trace_id
         server_traceparent = TRACEPARENT.match(response.headers["traceparent"])
         assert server_traceparent and server_traceparent.group(1) == trace_id
-        assert receiver.wait_for(lambda: expected <= {s.name for s in receiver.trace(trace_id)}, timeout_s=20), \
+        assert receiver.wait_for(lambda trace_id=trace_id: expected <= {s.name for s in receiver.trace(trace_id)},
+                                 timeout_s=20), \
             f"spans of {trace_id}: {sorted(s.name for s in receiver.trace(trace_id))}"
-        if receiver.wait_for(lambda: any(s.service == "triton" for s in receiver.trace(trace_id)), timeout_s=15):
+        if receiver.wait_for(lambda trace_id=trace_id: any(s.service == "triton" for s in receiver.trace(trace_id)),
+                             timeout_s=15):
             break
     else:
         raise AssertionError("Triton exported no span of three predictions' traces")

@@ -25,7 +25,7 @@ FAILING_CANARY = {"versions": [{"version": 1, "requests": 200, "errors": 0},
 
 
 class StubMonitor(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         body = json.dumps(FAILING_CANARY).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

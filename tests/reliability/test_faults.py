@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, UTC
 
 import httpx
 import pytest
@@ -209,7 +209,7 @@ def test_redis_restart_events_are_dropped_never_block_and_resume(fault_fleet, in
     restarted_at = time.monotonic()
     fault_fleet.embedded_redis = start_redis(port, config.home / "redis")
     # The restarted Redis is empty: put the features back, as an operator would.
-    end = datetime.now(timezone.utc) + timedelta(minutes=1)
+    end = datetime.now(UTC) + timedelta(minutes=1)
     response = httpx.post(f"{config.url('features')}/v1/materialize", timeout=120,
                           json={"start": (end - timedelta(days=3650)).isoformat(), "end": end.isoformat()})
     assert response.status_code == 200, response.text

@@ -39,7 +39,7 @@ class WebhookReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
                 receiver.attempts += 1
                 if receiver.attempts <= receiver._fail_first:
@@ -137,7 +137,7 @@ class Traffic:
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
-    def __enter__(self) -> "Traffic":
+    def __enter__(self) -> Traffic:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -183,4 +183,5 @@ def served_revision(gateway: ServiceProcess) -> int:
 
 def wait_until_served(gateways: list[ServiceProcess], model: str, revision: int) -> None:
     for gateway in gateways:
-        wait_until(lambda: served_revision(gateway) >= revision, timeout_s=15, what=f"revision {revision} on {gateway.url}")
+        wait_until(lambda gateway=gateway: served_revision(gateway) >= revision, timeout_s=15,
+                   what=f"revision {revision} on {gateway.url}")
