@@ -24,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.common.errors import PROBLEM_JSON, BadRequest, InvalidInput, MlfleetError, PayloadTooLarge, UnsupportedMediaType
 from services.common.http_security import API_HEADERS
+from services.common.request_ids import new_request_id
 from services.common.telemetry import current_trace_id
 from services.gateway.predictions import RequestContext
 from services.gateway.resources import Gateway
@@ -49,21 +50,21 @@ def invalid_body(exc: ValidationError) -> MlfleetError:
     return InvalidInput("Request failed validation", errors=errors)
 
 
-def new_id() -> str:
+def new_trace_id() -> str:
     """128 random bits as 32 hex digits (a W3C trace id's form). Not a secret, so the ``random`` module's generator,
-    not ``uuid4``'s ``os.urandom`` system call: the gateway makes two per request."""
+    not ``uuid4``'s ``os.urandom`` system call."""
     return f"{random.getrandbits(128):032x}"
 
 
 def request_ids(headers: Mapping[str, str]) -> tuple[str, str]:
-    """``X-Request-Id`` (or a new one) and the trace id: the server span's when tracing is on, else the
-    W3C ``traceparent`` header's (or a new one)."""
-    request_id = headers.get("x-request-id") or new_id()
+    """``X-Request-Id`` (or a new UUIDv7, which tells the monitor when it was made) and the trace id: the server
+    span's when tracing is on, else the W3C ``traceparent`` header's (or a new one)."""
+    request_id = headers.get("x-request-id") or new_request_id()
     traced = current_trace_id()
     if traced is not None:
         return request_id, traced
     parts = headers.get("traceparent", "").split("-")
-    trace_id = parts[1] if len(parts) == 4 and len(parts[1]) == 32 else new_id()
+    trace_id = parts[1] if len(parts) == 4 and len(parts[1]) == 32 else new_trace_id()
     return request_id, trace_id
 
 

@@ -88,7 +88,8 @@ def _watching_resources(settings: MonitorSettings, metrics: MonitorMetrics, redi
                         store: AggregateStore, consumer: EventConsumer, consumer_task: asyncio.Task,
                         samples: SampleStore) -> MonitorResources:
     """Feedback, drift reports, alerts and their sinks, and the watcher that drives them."""
-    feedback = FeedbackStore(redis, seen_ttl_s=settings.seen_ttl_s, bucket_ttl_s=settings.bucket_ttl_s)
+    feedback = FeedbackStore(redis, prediction_ttl_s=settings.prediction_ttl_s, seen_ttl_s=settings.seen_ttl_s,
+                             bucket_ttl_s=settings.bucket_ttl_s)
     registry = RegistryClient(settings.registry_url, api_key=settings.registry_key(),
                               timeout_s=settings.registry_timeout_s, profile_cache_s=settings.profile_cache_s)
     reporter = DriftReporter(redis, samples, registry, history_max=settings.drift_history_max)

@@ -6,6 +6,12 @@ duplicate and never counted twice. Joined rows land in the 10 s bucket of the la
 *arrival*, so "accuracy over the last five minutes" is the accuracy of the labels that
 came in during those minutes, whenever their predictions were made.
 
+A label whose prediction is no longer kept is ``late`` when the prediction was made more than
+``prediction_ttl_s`` and less than ``seen_ttl_s`` ago, else ``unknown``. The time comes from the
+request id when it is a UUIDv7 (as the gateway makes them: :mod:`services.common.request_ids`),
+else from the seen marker the monitor kept for it. So a well-formed UUIDv7 that was never used for a
+prediction, older than ``prediction_ttl_s``, is reported ``late``.
+
 Keys: ``mlfleet:monitor:fb:{request_id}:{instance}`` (applied marker, ``seen_ttl_s``),
 ``mlfleet:monitor:labels:{model}:{version}:{bucket}`` (list of ``score,predicted,label``,
 ``bucket_ttl_s``), ``mlfleet:monitor:feedback`` (hash of outcome totals).
@@ -20,6 +26,7 @@ import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
+from services.common.request_ids import made_at
 from services.monitor.samples import prediction_key, seen_key
 from services.monitor.schemas import FeedbackItem, FeedbackReport, FeedbackResult, Quality
 from services.monitor.stats import BUCKET_S
@@ -73,9 +80,19 @@ def quality(rows: Sequence[tuple[float, int, int]]) -> Quality | None:
     )
 
 
+def unjoined_outcome(request_id: str, seen: bool, now: float, *, prediction_ttl_s: float, seen_ttl_s: float) -> str:
+    """``late`` or ``unknown``, for a label that found no prediction to join: by the request id's own time when it
+    has one, else by the seen marker (``seen``)."""
+    made = made_at(request_id)
+    if made is None:
+        return "late" if seen else "unknown"
+    return "late" if prediction_ttl_s <= now - made < max(seen_ttl_s, prediction_ttl_s) else "unknown"
+
+
 class FeedbackStore:
-    def __init__(self, redis: aioredis.Redis, *, seen_ttl_s: int, bucket_ttl_s: int) -> None:
+    def __init__(self, redis: aioredis.Redis, *, prediction_ttl_s: int, seen_ttl_s: int, bucket_ttl_s: int) -> None:
         self._redis = redis
+        self._prediction_ttl_s = prediction_ttl_s
         self._seen_ttl_s = seen_ttl_s
         self._bucket_ttl_s = bucket_ttl_s
         self._apply_once = redis.register_script(_APPLY_ONCE)
@@ -85,15 +102,17 @@ class FeedbackStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for item in items:
                 pipe.hgetall(prediction_key(item.request_id))
-                pipe.exists(seen_key(item.request_id))
-            replies = await pipe.execute()
+                if made_at(item.request_id) is None:
+                    pipe.exists(seen_key(item.request_id))
+            replies = iter(await pipe.execute())
         bucket = int(now // BUCKET_S)
         results: list[FeedbackResult | None] = []
         pending: list[tuple[int, list[int]]] = []
         async with self._redis.pipeline(transaction=False) as pipe:
             for index, item in enumerate(items):
-                predictions, seen = replies[2 * index], replies[2 * index + 1]
-                outcome, keys, rows, versions = self._join(item, predictions, seen, bucket)
+                predictions = next(replies)
+                seen = bool(next(replies)) if made_at(item.request_id) is None else False
+                outcome, keys, rows, versions = self._join(item, predictions, seen, bucket, now)
                 if outcome is not None:
                     results.append(FeedbackResult(request_id=item.request_id, instance=item.instance, outcome=outcome))
                     continue
@@ -114,12 +133,13 @@ class FeedbackStore:
             await pipe.execute()
         return FeedbackReport(counts=dict(counts), results=final)
 
-    @staticmethod
-    def _join(item: FeedbackItem, predictions: dict[bytes, bytes], seen: int,
-              bucket: int) -> tuple[str | None, list[str], list[str], list[int]]:
+    def _join(self, item: FeedbackItem, predictions: dict[bytes, bytes], seen: bool, bucket: int,
+              now: float) -> tuple[str | None, list[str], list[str], list[int]]:
         """``(outcome, keys, rows, versions)``; outcome ``None`` when the label is to be applied."""
         if not predictions:
-            return ("late" if seen else "unknown"), [], [], []
+            outcome = unjoined_outcome(item.request_id, seen, now, prediction_ttl_s=self._prediction_ttl_s,
+                                       seen_ttl_s=self._seen_ttl_s)
+            return outcome, [], [], []
         keys, rows, versions = [], [], []
         for version_field, raw in sorted(predictions.items()):
             prediction = orjson.loads(raw)

@@ -18,7 +18,10 @@ Keys:
   joins with. A shadow version's prediction of the same request is a second field. Every
   successful event gets one, sampled or not.
 - ``mlfleet:monitor:seen:{request_id}`` — marker kept ``seen_ttl_s``, so feedback arriving after
-  the prediction expired is reported ``late``, not ``unknown``.
+  the prediction expired is reported ``late``, not ``unknown``. Only for a request id that does not
+  say when it was made: the gateway's own ids, and a caller's UUIDv7s, do
+  (:mod:`services.common.request_ids`), and feedback reads their age from the id instead. At 104
+  bytes a marker for a week, the markers were ~70 % of the monitor's Redis memory.
 
 All are queued on the consumer's ``MULTI`` with the counts and the ``XACK``, so an event is
 recorded exactly once however often the monitor restarts.
@@ -38,28 +41,33 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from services.common.rate_limit import TokenBucket
+from services.common.request_ids import made_at
 from services.common.schemas import PredictionEvent
 from services.monitor.store import PREFIX
 
 SAMPLE_FIELD = b"e"
 
 RECORD_EVENTS = f"""
-local samples_max, prediction_ttl, seen_ttl, sampled = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
+local samples_max, prediction_ttl, seen_ttl = ARGV[1], ARGV[2], ARGV[3]
+local sampled, recorded = tonumber(ARGV[4]), tonumber(ARGV[5])
 for i = 1, sampled do
-  redis.call('XADD', KEYS[i], 'MAXLEN', '~', samples_max, '*', '{SAMPLE_FIELD.decode()}', ARGV[4 + i])
+  redis.call('XADD', KEYS[i], 'MAXLEN', '~', samples_max, '*', '{SAMPLE_FIELD.decode()}', ARGV[5 + i])
 end
-local at = 5 + sampled
-for i = sampled + 1, #KEYS, 2 do
+local at = 6 + sampled
+for i = sampled + 1, sampled + recorded do
   redis.call('HSET', KEYS[i], ARGV[at], ARGV[at + 1])
   redis.call('EXPIRE', KEYS[i], prediction_ttl)
-  redis.call('SET', KEYS[i + 1], '1', 'EX', seen_ttl)
   at = at + 2
+end
+for i = sampled + recorded + 1, #KEYS do
+  redis.call('SET', KEYS[i], '1', 'EX', seen_ttl)
 end
 return sampled
 """
-"""The sampled events' samples, then every event's prediction record and seen marker. ``KEYS``: each sample's live
-stream, then per event its prediction and seen keys. ``ARGV``: ``samples_max``, the two TTLs, the number of samples,
-the samples, then per event its version and prediction record."""
+"""The sampled events' samples, every event's prediction record, then the seen markers. ``KEYS``: each sample's live
+stream, each event's prediction key, then the seen keys of the events whose request id does not say when it was
+made. ``ARGV``: ``samples_max``, the two TTLs, the number of samples, the number of events, the samples, then per
+event its version and prediction record."""
 
 
 class SampleBudget:
@@ -137,21 +145,24 @@ class SampleStore:
         self._seen_ttl_s = max(seen_ttl_s, prediction_ttl_s)
 
     def queue_events(self, pipe: Pipeline, events: Iterable[PredictionEvent]) -> Counter[str]:
-        """Queue the prediction records of successful, versioned events on ``pipe``, and the live samples of those
-        the budget grants (per version, a uniform random subset in arrival order): one script call for the whole
-        batch (its ``XADD``, ``HSET``, ``EXPIRE`` and ``SET`` commands run in Redis), where four pipelined commands
-        per event cost the monitor about 25 µs of CPU per event to pack and parse. ``EVAL``, not a registered
-        script: on a pipeline, redis-py would check the script exists (a round trip) before every transaction;
-        Redis caches the compiled body either way. Returns, per model, the events not sampled."""
+        """Queue the prediction records (and seen markers) of successful, versioned events on ``pipe``, and the live
+        samples of those the budget grants (per version, a uniform random subset in arrival order): one script call
+        for the whole batch (its ``XADD``, ``HSET``, ``EXPIRE`` and ``SET`` commands run in Redis), where four
+        pipelined commands per event cost the monitor about 25 µs of CPU per event to pack and parse. ``EVAL``, not a
+        registered script: on a pipeline, redis-py would check the script exists (a round trip) before every
+        transaction; Redis caches the compiled body either way. Returns, per model, the events not sampled."""
         by_stream: dict[str, list[PredictionEvent]] = {}
         record_keys: list[str] = []
         records: list[bytes | str | int] = []
+        seen_keys: list[str] = []
         for event in events:
             if event.status != "ok" or event.version is None or not event.scores:
                 continue
             by_stream.setdefault(live_key(event.model, event.version), []).append(event)
-            record_keys += [prediction_key(event.request_id), seen_key(event.request_id)]
+            record_keys.append(prediction_key(event.request_id))
             records += [event.version, _prediction(event)]
+            if made_at(event.request_id) is None:
+                seen_keys.append(seen_key(event.request_id))
         if not record_keys:
             return Counter()
         sample_keys: list[str] = []
@@ -165,8 +176,9 @@ class SampleStore:
                 stream_events = [stream_events[i] for i in chosen]
             sample_keys += [key] * len(stream_events)
             samples += [_sample(event) for event in stream_events]
-        pipe.eval(RECORD_EVENTS, len(sample_keys) + len(record_keys), *sample_keys, *record_keys,
-                  self._samples_max, self._prediction_ttl_s, self._seen_ttl_s, len(samples), *samples, *records)
+        pipe.eval(RECORD_EVENTS, len(sample_keys) + len(record_keys) + len(seen_keys), *sample_keys, *record_keys,
+                  *seen_keys, self._samples_max, self._prediction_ttl_s, self._seen_ttl_s, len(samples),
+                  len(record_keys), *samples, *records)
         return skipped
 
     async def window(self, model: str, version: int, *, size: int | None = None,

@@ -123,8 +123,9 @@ class FeedbackResult(BaseModel):
     request_id: str
     instance: int
     outcome: FeedbackOutcome = Field(
-        description="`accepted`; `duplicate` (already labelled); `late` (the prediction expired); `unknown` "
-                    "(never predicted, or forgotten); `invalid` (no such instance)."
+        description="`accepted`; `duplicate` (already labelled); `late` (the prediction expired; for a UUIDv7 "
+                    "request id, one made longer ago than the prediction is kept); `unknown` (never predicted, or "
+                    "forgotten); `invalid` (no such instance)."
     )
     versions: list[int] = Field(default_factory=list, description="Versions whose prediction the label joined.")
 

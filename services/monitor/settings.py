@@ -119,8 +119,9 @@ class MonitorSettings(ServiceSettings):
     )
     seen_ttl_s: int = Field(
         default=7 * 24 * 3600, ge=1,
-        description="How long a request id is remembered after its prediction expired, so late feedback is told "
-                    "apart from unknown ids.",
+        description="How long after its prediction feedback for a request id that is no longer joinable is "
+                    "reported late rather than unknown. A UUIDv7 request id (the gateway's own) carries its time; "
+                    "any other id is remembered in Redis this long.",
     )
     feedback_max_batch: int = Field(default=1000, ge=1, description="Most labels in one feedback request.")
     alert_rules: AlertRules = Field(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import re
+import time
+import uuid
 
 import numpy as np
 import orjson
 import pytest
 
+from services.common.request_ids import made_at
 from services.common.schemas import SignatureOutput, Variant
 from services.gateway.hot_path import predict_path_model
 from services.gateway.postprocess import to_predictions
@@ -70,3 +73,15 @@ def test_front_door_answers_keep_the_routes_contract_and_are_counted(gateway_cli
     assert predict_responses(after, "400") == predict_responses(before, "400") + 1
     assert 'handler="/v1/models/{model}/predict"' not in after, "served ahead of the HTTP middleware"
     assert 'handler="/v1/routes"' in after, "other routes still go through it"
+
+
+def test_a_request_without_an_id_gets_a_uuid7_of_its_time(gateway_client):
+    before = time.time()
+    response = gateway_client.post(f"/v1/models/{MODEL}/predict", json={"instances": [{"user_id": 7, "amount": 10.0}]})
+    after = time.time()
+    assert response.status_code == 200, response.text
+    request_id = response.headers["x-request-id"]
+    assert response.json()["request_id"] == request_id
+    minted = uuid.UUID(request_id)
+    assert (minted.version, minted.variant, minted.hex) == (7, uuid.RFC_4122, request_id)
+    assert int(before * 1000) / 1000 <= made_at(request_id) <= after

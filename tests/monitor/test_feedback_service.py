@@ -12,6 +12,7 @@ from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_sc
 
 from mlfleet.runtime.processes import wait_until
 from services.common.redis import PREDICTIONS_STREAM
+from services.common.request_ids import new_request_id
 from services.common.schemas import Variant
 from tests.monitor.factories import make_event, publish
 from tests.registry.harness import bearer, dead_address
@@ -98,14 +99,21 @@ def test_feedback_joins_predictions_and_quality_equals_scikit_learn(demo_registr
 
 
 def test_feedback_after_the_prediction_expired_is_late(demo_registry, run_monitor, stream_client):
+    """Late, whether the request id carries its time (a UUIDv7, as the gateway makes them: no marker kept) or not (a
+    caller's own id: a seen marker kept for it)."""
     monitor = run_monitor(**demo_registry.monitor_settings(), prediction_ttl_s=1)
-    events = [make_event("fraud", 1) for _ in range(5)]
-    publish(stream_client, PREDICTIONS_STREAM, events)
+    untimed = [make_event("fraud", 1) for _ in range(5)]
+    timed = [make_event("fraud", 1).model_copy(update={"request_id": new_request_id()}) for _ in range(5)]
+    publish(stream_client, PREDICTIONS_STREAM, untimed + timed)
     with httpx.Client(base_url=monitor.url, timeout=10, headers=demo_registry.deployer()) as client:
-        counted(client, 5)
+        counted(client, 10)
+        markers = {key.decode().rsplit(":", 1)[1] for key in stream_client.scan_iter(match="mlfleet:monitor:seen:*")}
+        assert markers == {e.request_id for e in untimed}
         time.sleep(1.5)
-        response = client.post("/v1/feedback", json=[{"request_id": e.request_id, "label": 1} for e in events])
-        assert response.json()["counts"] == {"late": 5}
+        never_made = new_request_id()
+        response = client.post("/v1/feedback", json=[{"request_id": e.request_id, "label": 1} for e in untimed + timed]
+                               + [{"request_id": never_made, "label": 1}])
+        assert response.json()["counts"] == {"late": 10, "unknown": 1}
         metrics = client.get("/v1/models/fraud/metrics").json()
         assert metrics["versions"][0]["quality"] is None
 
