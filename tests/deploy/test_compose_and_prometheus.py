@@ -47,6 +47,7 @@ def test_compose_wires_the_fleet_together():
     for name in ("gateway", "registry", "features", "monitor"):
         assert services[name]["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4318"
         assert services[name]["read_only"] is True
+        assert "--no-server-header" in services[name]["command"], "as under `mlfleet up`: no server banner"
     assert services["registry"]["environment"]["MLFLEET_REGISTRY_BOOTSTRAP_ADMIN_KEY_FILE"] == "/run/secrets/admin_key"
     registry = services["registry"]["environment"]
     assert registry["MLFLEET_REGISTRY_TRITON_PLATFORM"] == "${MLFLEET_TRITON_PLATFORM:-python}"

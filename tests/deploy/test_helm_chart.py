@@ -58,13 +58,15 @@ def test_default_values_run_non_root_read_only_with_secrets_by_reference():
     manifests = render(None)
     deployments = by_kind(manifests, "Deployment")
     assert set(deployments) == {f"fleet-mlfleet-{c}" for c in ("gateway", "registry", "features", "monitor", "triton")}
-    for deployment in deployments.values():
+    for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         for container in pod["containers"]:
             assert container["securityContext"]["readOnlyRootFilesystem"] is True
             assert container["readinessProbe"] and container["livenessProbe"]
             assert container["resources"]["requests"]
+            if not name.endswith("triton"):
+                assert "--no-server-header" in container["command"], "as under `mlfleet up`: no server banner"
     gateway = deployments["fleet-mlfleet-gateway"]["spec"]["template"]["spec"]
     assert {"name": "home", "emptyDir": {}} in gateway["volumes"]
     registry = deployments["fleet-mlfleet-registry"]["spec"]["template"]["spec"]

@@ -166,6 +166,7 @@ def test_json_and_error_answers_carry_security_headers(fleet, service, path):
         assert response.status_code == status, response.text
         for name, value in API_SECURITY_HEADERS.items():
             assert response.headers.get(name) == value, (name, response.headers)
+        assert "server" not in response.headers, "no banner naming the server software"
         policy = response.headers["content-security-policy"]
         assert "default-src 'none'" in policy and "frame-ancestors 'none'" in policy
     assert_problem(response, 404)
