@@ -79,12 +79,22 @@ class SampleBudget:
     tokens are taken when a batch is queued: a transaction that then fails has spent them, and its batch, read again,
     gets what is left (fewer samples after a Redis failure, never a sample counted twice)."""
 
-    def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic,
+                 prune_above: int = 1024) -> None:
+        """``prune_above``: with more buckets than this, a new stream's bucket first drops those that have refilled
+        to the burst (a full bucket grants what a new one would, so forgetting it changes nothing): versions come
+        and go for as long as the monitor runs, and their buckets would otherwise stay."""
         self._rate = rate_per_s
         self._burst = float(burst)
         self._clock = clock
+        self._prune_above = prune_above
         self._buckets: dict[str, TokenBucket] = {}
         """Live stream key → its bucket (full when first seen)."""
+
+    @property
+    def tracked(self) -> int:
+        """How many streams' buckets are kept."""
+        return len(self._buckets)
 
     def take(self, key: str, wanted: int) -> int:
         """Tokens granted for ``wanted`` events of ``key`` (all of them, or what is left)."""
@@ -93,8 +103,16 @@ class SampleBudget:
         now = self._clock()
         bucket = self._buckets.get(key)
         if bucket is None:
+            if len(self._buckets) >= self._prune_above:
+                self._drop_full(now)
             bucket = self._buckets[key] = TokenBucket(self._burst, self._burst, now, self._rate)
         return bucket.take_up_to(wanted, now)
+
+    def _drop_full(self, now: float) -> None:
+        full = [key for key, bucket in self._buckets.items()
+                if bucket.tokens + (now - bucket.updated_at) * self._rate >= self._burst]
+        for key in full:
+            del self._buckets[key]
 
 
 def live_key(model: str, version: int) -> str:

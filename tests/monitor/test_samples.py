@@ -36,6 +36,18 @@ def test_a_budget_grants_a_burst_then_refills_at_its_rate_per_stream():
     assert budget.take("a", 100) == 50, "idle time refills up to the burst, no further"
 
 
+def test_buckets_that_refilled_are_forgotten_once_there_are_many():
+    clock = Clock()
+    budget = SampleBudget(rate_per_s=1, burst=10, clock=clock, prune_above=2)
+    assert budget.take("retired", 1) == 1
+    assert budget.take("busy", 10) == 10
+    clock.now += 2  # "retired" is full again, "busy" holds 2 tokens
+    assert budget.take("new", 3) == 3
+    assert budget.tracked == 2, "the full bucket was dropped, the others kept"
+    assert budget.take("busy", 10) == 2, "a kept bucket keeps its state"
+    assert budget.take("retired", 20) == 10, "a dropped one starts full, as it would have been"
+
+
 def test_a_budget_of_zero_grants_every_event():
     budget = SampleBudget(rate_per_s=0, burst=10, clock=Clock())
     assert [budget.take("a", 1000) for _ in range(3)] == [1000, 1000, 1000]
