@@ -189,8 +189,9 @@ def output_tensor(body: bytes, header_length: int | None, name: str) -> np.ndarr
     return None
 
 
-def probabilities_of(answer: HttpAnswer, model: str, version: int, output: str) -> np.ndarray:
-    """Output ``output`` of one inference's answer, or the error its status or body stands for."""
+def probabilities_of(answer: HttpAnswer, model: str, version: int, output: str, rows: int) -> np.ndarray:
+    """Output ``output`` of one inference's answer for ``rows`` input rows, or the error its status or body stands
+    for (an output without a row per input row is the model's failure: its rows could not be told apart)."""
     body = b"".join(answer.body)
     if answer.status != 200:
         message = error_message(body)
@@ -204,6 +205,9 @@ def probabilities_of(answer: HttpAnswer, model: str, version: int, output: str) 
         raise InferenceFailed(f"{model} v{version} returned an unreadable answer: {exc}") from None
     if probabilities is None:
         raise InferenceFailed(f"{model} v{version} returned no {output!r} output")
+    if probabilities.ndim == 0 or probabilities.shape[0] != rows:
+        raise InferenceFailed(f"{model} v{version} returned {output!r} of shape {list(probabilities.shape)} for "
+                              f"{rows} input rows")
     return probabilities
 
 
@@ -242,7 +246,10 @@ class TritonInference:
             return await self.infer(model, version, tensor, output=output, early=early)
         parts = [tensor[start:start + self._max_batch_rows] for start in range(0, len(tensor), self._max_batch_rows)]
         answers = await asyncio.gather(*(self.infer(model, version, part, output=output) for part in parts))
-        return np.concatenate(answers)
+        try:
+            return np.concatenate(answers)
+        except ValueError as exc:  # the parts' answers differ in shape beyond their rows
+            raise InferenceFailed(f"{model} v{version} answered its parts in different shapes: {exc}") from None
 
     async def infer(self, model: str, version: int, tensor: np.ndarray, *, output: str,
                     early: Callable[[np.ndarray], None] | None = None) -> np.ndarray:
@@ -260,7 +267,7 @@ class TritonInference:
         def on_answer(answer: HttpAnswer) -> None:
             nonlocal decoded
             try:
-                decoded = probabilities_of(answer, model, version, output)
+                decoded = probabilities_of(answer, model, version, output, len(tensor))
             except Exception:
                 return  # raised again, below, where the call returns
             try:
@@ -275,7 +282,7 @@ class TritonInference:
             raise BackendUnavailable(f"Triton did not answer {model} v{version} within {self._timeout_s}s") from None
         except (OSError, ConnectionLost) as exc:
             raise BackendUnavailable(f"Triton could not serve {model} v{version}: {exc}") from None
-        return decoded if decoded is not None else probabilities_of(answer, model, version, output)
+        return decoded if decoded is not None else probabilities_of(answer, model, version, output, len(tensor))
 
     async def _exchange(self, request: bytes, on_answer: Callable[[HttpAnswer], None] | None = None) -> HttpAnswer:
         """Send ``request`` on an idle connection (or a new one) and read the answer; a reused connection that

@@ -212,6 +212,15 @@ def test_early_is_not_called_for_an_error_and_what_it_raises_is_logged_not_raise
     assert "consumer bug" in caplog.text
 
 
+@pytest.mark.parametrize("probabilities", [PROBABILITIES[:1], np.float32(0.5).reshape(())])
+def test_an_answer_without_a_row_per_input_row_is_the_models_failure(probabilities):
+    """Two rows in, one row (or a scalar) out: the rows cannot be told apart, so no request gets any of them."""
+    body, _ = binary_answer({"probabilities": probabilities}, {"probabilities": "FP32"})
+    events, failed = infer_with_early(200, body, lambda p: None)
+    assert events == ["returned"], "early is not given a wrong answer"
+    assert isinstance(failed, InferenceFailed) and "for 2 input rows" in str(failed)
+
+
 def test_a_kept_connection_that_closes_on_the_request_has_it_sent_again_on_a_new_one():
     connections, (_, second) = calls_against([(200, ok_answer(), False), DROP, (200, ok_answer(), False)], 2)
     assert connections == 2
