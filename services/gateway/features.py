@@ -164,8 +164,14 @@ class ViewRead:
 
 def row_keys(view: ViewSpec, entity_rows: Sequence[dict[str, Any]], project: bytes,
              serialization_version: int) -> list[bytes]:
-    """Each row's Redis key in ``view`` (raises :class:`InvalidInput` for a join key value Feast cannot encode)."""
+    """Each row's Redis key in ``view`` (raises :class:`InvalidInput` for a join key value Feast cannot encode, and
+    :class:`BackendUnavailable` for a join key the rows lack: the rows carry the version's signature's entities, so
+    that is the version's configuration, not the caller's request)."""
     join_keys, value_types = view.join_keys, view.value_types
+    missing = [name for name in join_keys if entity_rows and name not in entity_rows[0]]
+    if missing:
+        raise BackendUnavailable(f"feature view {view.name!r} is keyed by {', '.join(map(repr, missing))}, which the "
+                                 f"version's signature does not name among its entities")
     return [redis_key(project, join_keys, value_types, tuple(row[name] for name in join_keys), serialization_version)
             for row in entity_rows]
 
@@ -238,6 +244,11 @@ class FeatureReader:
                 reads = [await self._plan(name, fields, entity_rows, planned.get(name))
                          for name, fields in features_by_view(features).items()]
                 found = await self._read(reads)
+            columns: dict[str, list[Any]] = {}
+            for read, answers in zip(reads, found):
+                for index, field in enumerate(read.fields):
+                    per_entity = [python_value(answer[index]) for answer in answers]
+                    columns[f"{read.view}:{field}"] = [per_entity[position] for position in read.positions]
         except TimeoutError:
             raise FeatureLookupTimeout(f"online feature lookup took longer than {self._timeout_s}s") from None
         except MlfleetError:
@@ -248,11 +259,6 @@ class FeatureReader:
         finally:
             if observed:
                 self._latency.observe(time.perf_counter() - started)
-        columns: dict[str, list[Any]] = {}
-        for read, answers in zip(reads, found):
-            for index, field in enumerate(read.fields):
-                per_entity = [python_value(answer[index]) for answer in answers]
-                columns[f"{read.view}:{field}"] = [per_entity[position] for position in read.positions]
         return columns
 
     def entity_keys(self, features: Sequence[str], entity_rows: Sequence[dict[str, Any]]) -> EntityKeys:

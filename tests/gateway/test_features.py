@@ -8,6 +8,7 @@ from datetime import timedelta
 from types import SimpleNamespace
 
 import pytest
+import redis
 from feast import Entity, FeatureView, Field, FileSource
 from feast.types import Float64, Int64, String
 from feast.protos.feast.types.Value_pb2 import DoubleList, Value
@@ -15,7 +16,8 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from services.common.errors import BackendUnavailable, FeatureLookupTimeout, InvalidInput
 from services.common.feature_store import open_feature_store
-from services.gateway.features import FeatureReader, ViewSpec, features_by_view, plan_view_read, python_value, row_keys
+from services.gateway.features import (FeatureReader, ViewSpec, features_by_view, field_name, plan_view_read,
+                                       python_value, row_keys)
 from tests.gateway.conftest import USERS, apply_user_stats
 
 FEATURES = ["user_stats:avg_amount_30d", "user_stats:txn_count_7d"]
@@ -55,6 +57,37 @@ def test_compound_keys_tell_entities_apart_by_every_join_key():
 def test_a_key_feast_cannot_encode_is_the_callers_error():
     with pytest.raises(InvalidInput, match="user_id"):
         plan(view_keyed_by(Field(name="user_id", dtype=Int64)), [{"user_id": "not-a-number"}])
+
+
+def test_a_join_key_the_rows_lack_is_the_versions_configuration_not_a_crash():
+    """The rows carry the signature's entities; a view keyed by another one cannot be read for this version."""
+    view = view_keyed_by(Field(name="user_id", dtype=Int64), Field(name="country", dtype=String))
+    with pytest.raises(BackendUnavailable, match="'country'"):
+        plan(view, [{"user_id": 7}])
+
+
+def test_a_stored_value_that_is_not_a_feast_value_is_unavailable_not_a_crash(feast_dir, redis_url):
+    """A corrupt (or foreign) value in an entity's hash: the lookup answers 503, like any store failure."""
+    client = redis.Redis.from_url(redis_url)
+    row = {"user_id": max(USERS) + 77}
+    written: list[bytes] = []
+
+    async def lookup():
+        reader, _ = reader_and_store(feast_dir, redis_url)
+        await reader.warm_up()
+        written.append(reader.entity_keys(FEATURES, [row])["user_stats"].keys[0])
+        client.hset(written[0], field_name("user_stats", "avg_amount_30d"), b"\xff\xff not a Feast value")
+        try:
+            await reader.lookup(FEATURES, [row])
+        finally:
+            await reader.close()
+
+    try:
+        with pytest.raises(BackendUnavailable, match="online feature store failed"):
+            asyncio.run(lookup())
+    finally:
+        client.delete(*written)
+        client.close()
 
 
 def test_stored_values_become_python_values():
