@@ -85,6 +85,18 @@ def settle_batch(batch: Sequence[Pending[J, R]], results: Sequence[R | BaseExcep
         settle(pending.future, result)
 
 
+class BatcherClosed(RuntimeError):
+    """The batcher has been closed: it takes no new requests."""
+
+
+def cancel_if_never_run(batch: Sequence[Pending[J, R]], task: asyncio.Task) -> None:
+    """A task cancelled before its first step never ran the batch it was given: that batch's requests are
+    cancelled with it (a task cancelled later cancels them itself)."""
+    if task.cancelled():
+        for pending in batch:
+            pending.future.cancel()
+
+
 def split_rows(values: Sequence[T], sizes: Sequence[int]) -> list[Sequence[T]]:
     """Consecutive slices of ``values`` of the given ``sizes`` (which must add up to ``len(values)``)."""
     if sum(sizes) != len(values):
@@ -115,7 +127,10 @@ class MicroBatcher(Generic[K, J, R]):
         self._closed = False
 
     async def submit(self, key: K, job: J, *, rows: int) -> R:
-        """``job``'s result from the batch it joined; raises the job's own error, or its batch's."""
+        """``job``'s result from the batch it joined; raises the job's own error, or its batch's, and
+        :class:`BatcherClosed` once the batcher is closed."""
+        if self._closed:
+            raise BatcherClosed("the micro-batcher is closed")
         lane = self._lanes.setdefault(key, _Lane())
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         lane.queue.append(Pending(job, rows, future, contextvars.copy_context() if self._keep_contexts else None))
@@ -152,6 +167,8 @@ class MicroBatcher(Generic[K, J, R]):
         task = asyncio.create_task(self._run(key, lane, batch), context=context)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        if batch is not None:
+            task.add_done_callback(functools.partial(cancel_if_never_run, batch))
 
     async def _run(self, key: K, lane: _Lane[J, R], batch: list[Pending[J, R]] | None) -> None:
         if batch is None:  # started by a request: take what queued in its turn

@@ -27,7 +27,7 @@ from services.common.redis import PREDICTIONS_STREAM
 from services.common.schemas import ModelRoute, Signature, Variant, VersionRoute
 from services.common.telemetry import current_traceparent, span
 from services.gateway import router
-from services.gateway.batcher import Deliver, MicroBatcher, split_rows
+from services.gateway.batcher import BatcherClosed, Deliver, MicroBatcher, split_rows
 from services.gateway.events import EventWriter
 from services.gateway.features import EntityKeys, FeatureReader, PlannedKeys
 from services.gateway.metrics import GatewayMetrics, cached_children
@@ -138,11 +138,7 @@ class Predictor:
                 routing.set_attributes({"mlfleet.model": model, "mlfleet.version": choice.version.version,
                                         "mlfleet.variant": choice.variant.value, "mlfleet.request_id": ctx.request_id,
                                         "mlfleet.policy_revision": route.revision})
-        try:
-            choice, inferred = await self._answer(route, choice, request.instances, ctx)
-        except MlfleetError as exc:
-            self._record(ctx, model, choice, error=exc)
-            raise
+        choice, inferred = await self._answer(route, choice, request.instances, ctx)
         self._record(ctx, model, choice, tensor=inferred.tensor, predictions=inferred.predictions)
         shadow = router.shadow_of(route)
         if shadow is not None:
@@ -158,17 +154,25 @@ class Predictor:
     async def _answer(self, route: ModelRoute, choice: Choice, instances: Instances,
                       ctx: RequestContext) -> tuple[Choice, Inferred]:
         """Infer on the chosen version; a canary whose batch fails (Triton or the feature store unavailable, or the
-        model failing) is answered by stable, counted as a fallback."""
+        model failing; not a lookup that timed out, which stable would wait for as long) is answered by stable,
+        counted as a fallback. Each failure is recorded (counted, and its event queued) against the version that
+        failed."""
         try:
             return choice, await self._submit(route.model, choice.version, choice.variant, instances)
-        except (BackendUnavailable, InferenceFailed) as exc:
+        except MlfleetError as exc:
+            self._record(ctx, route.model, choice, error=exc)
             stable = router.stable_of(route)
-            if choice.variant is not Variant.canary or stable is None:
+            if not isinstance(exc, (BackendUnavailable, InferenceFailed)) or choice.variant is not Variant.canary \
+                    or stable is None:
                 raise
             self._metrics.fallbacks.labels(route.model).inc()
-            self._record(ctx, route.model, choice, error=exc)
             logger.warning("canary %s v%d failed, answering from stable: %s", route.model, choice.version.version, exc)
-        return Choice(stable, Variant.stable), await self._submit(route.model, stable, Variant.stable, instances)
+        fallback = Choice(stable, Variant.stable)
+        try:
+            return fallback, await self._submit(route.model, stable, Variant.stable, instances)
+        except MlfleetError as exc:
+            self._record(ctx, route.model, fallback, error=exc)
+            raise
 
     async def _submit(self, model: str, version: VersionRoute, variant: Variant, instances: Instances,
                       tensor: np.ndarray | None = None) -> Inferred:
@@ -178,7 +182,10 @@ class Predictor:
         features = version.signature.feast_features if rows else ()
         keys = self._features.entity_keys(features, rows) if features else {}
         job = InferenceJob(version, variant, instances, rows, keys, tensor)
-        return await self._batcher.submit((model, version.version), job, rows=len(instances))
+        try:
+            return await self._batcher.submit((model, version.version), job, rows=len(instances))
+        except BatcherClosed:
+            raise BackendUnavailable("the gateway is shutting down") from None
 
     async def _run_batch(self, key: BatchKey, jobs: list[InferenceJob],
                          deliver: Deliver[Inferred | MlfleetError]) -> list[Inferred | MlfleetError]:

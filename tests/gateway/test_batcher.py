@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.gateway.batcher import MicroBatcher, Pending, split_rows, take_batch
+from services.gateway.batcher import BatcherClosed, MicroBatcher, Pending, split_rows, take_batch
 
 
 def queue_of(*rows: int) -> deque[Pending[str, str]]:
@@ -165,6 +165,30 @@ async def test_close_cancels_the_running_batch_and_the_waiting_requests(keep_con
         with pytest.raises(asyncio.CancelledError):
             await task
     assert run.batches == [("m:1", [1])]
+
+
+async def test_close_settles_a_batch_whose_task_had_not_started_and_refuses_new_requests():
+    """A finished batch starts a task for the next one; a close that runs before that task's first step cancels
+    the task, and its requests are cancelled with it rather than left waiting for ever."""
+    closing: list[asyncio.Task] = []
+
+    async def run_batch(key, jobs, deliver):
+        if jobs == [1]:
+            await asyncio.sleep(0.01)
+            closing.append(asyncio.create_task(batcher.close()))  # its first step comes before the next batch's task
+        return [j * 10 for j in jobs]
+
+    batcher = MicroBatcher(run_batch, max_rows=64, max_in_flight=1)
+    first = asyncio.create_task(batcher.submit("m:1", 1, rows=1))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    second = asyncio.create_task(batcher.submit("m:1", 2, rows=1))
+    assert await first == 10
+    await asyncio.gather(*closing)
+    done, _ = await asyncio.wait([second], timeout=5)
+    assert done and second.cancelled()
+    with pytest.raises(BatcherClosed):
+        await batcher.submit("m:1", 3, rows=1)
 
 
 async def test_a_batch_runs_in_its_first_requests_context_even_when_an_earlier_batch_starts_it():

@@ -106,6 +106,22 @@ def test_failing_canary_is_answered_by_stable_and_counted(flaky_model, gateway_c
     assert by_variant["stable"]["status"] == "ok"
 
 
+BROKEN = "gw-broken"
+
+
+def test_when_stable_fails_too_each_failure_is_recorded_against_its_own_version(fleet, gateway_client, redis_url):
+    register(fleet.registry.url, BROKEN, {1: train_onnx(1), 2: train_onnx(2)}, key=fleet.admin_key,
+             faults={1: {"fail_inference": True}, 2: {"fail_inference": True}}, stable=1, canary=2, canary_percent=100)
+    wait_until(lambda: served_policy(gateway_client, BROKEN) is not None, timeout_s=15, what="broken model routed")
+    request_id = uuid.uuid4().hex
+    response = gateway_client.post(f"/v1/models/{BROKEN}/predict", headers={"X-Request-Id": request_id},
+                                   json={"instances": [{"user_id": 3, "amount": 10}]})
+    assert response.status_code == 502 and response.json()["code"] == "inference-failed", response.text
+    wait_until(lambda: len(events_of(redis_url, request_id)) == 2, timeout_s=10, what="both failures' events")
+    failures = sorted((e["variant"], e["version"], e["status"]) for e in events_of(redis_url, request_id))
+    assert failures == [("canary", 2, "error"), ("stable", 1, "error")]
+
+
 def test_pinned_failing_version_is_a_problem_not_a_500(flaky_model, gateway_client):
     response = gateway_client.post(f"/v1/models/{flaky_model}/predict", headers={"X-Mlfleet-Version": "2"},
                                    json={"instances": [{"user_id": 3, "amount": 10}]})
