@@ -114,6 +114,16 @@ class BackendUnavailable(MlfleetError):
     status, code, title = 503, "backend-unavailable", "Backend unavailable"
 
 
+class Overloaded(BackendUnavailable):
+    """More requests wait than the service queues; ``Retry-After`` says when to try again."""
+
+    code, title = "overloaded", "Overloaded"
+
+    def __init__(self, detail: str = "", *, retry_after_s: int = 1, **extra: Any) -> None:
+        super().__init__(detail, retry_after_s=retry_after_s, **extra)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class InferenceFailed(MlfleetError):
     status, code, title = 502, "inference-failed", "Inference failed"
 

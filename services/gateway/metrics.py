@@ -30,6 +30,7 @@ class GatewayMetrics:
     triton_latency: Histogram
     batch_requests: Histogram
     fallbacks: Counter
+    shed: Counter
     shadow_skipped: Counter
     events_enqueued: Counter
     events_dropped: Counter
@@ -56,6 +57,8 @@ class GatewayMetrics:
                                      ["model"], buckets=BATCH_BUCKETS, registry=registry),
             fallbacks=Counter("mlfleet_gateway_fallbacks", "Canary inferences that failed and were answered by stable.",
                               ["model"], registry=registry),
+            shed=Counter("mlfleet_gateway_shed", "Requests answered 503 (overloaded) at once because as many as "
+                         "batch_max_queued already waited for a batch of their version.", ["model"], registry=registry),
             shadow_skipped=Counter("mlfleet_gateway_shadow_skipped", "Shadow mirrors skipped because too many were in flight.",
                                    ["model"], registry=registry),
             events_enqueued=Counter("mlfleet_gateway_events_enqueued", "Prediction events queued for the stream.",

@@ -22,12 +22,12 @@ import numpy as np
 import orjson
 from opentelemetry.trace import SpanKind, Tracer
 
-from services.common.errors import BackendUnavailable, InferenceFailed, InvalidInput, MlfleetError
+from services.common.errors import BackendUnavailable, InferenceFailed, InvalidInput, MlfleetError, Overloaded
 from services.common.redis import PREDICTIONS_STREAM
 from services.common.schemas import ModelRoute, Signature, Variant, VersionRoute
 from services.common.telemetry import current_traceparent, span
 from services.gateway import router
-from services.gateway.batcher import BatcherClosed, Deliver, MicroBatcher, split_rows
+from services.gateway.batcher import BatcherClosed, Deliver, MicroBatcher, QueueFull, split_rows
 from services.gateway.events import EventWriter
 from services.gateway.features import EntityKeys, FeatureReader, PlannedKeys
 from services.gateway.metrics import GatewayMetrics, cached_children
@@ -100,7 +100,7 @@ class PredictAnswer:
 class Predictor:
     def __init__(self, *, policy: PolicySync, features: FeatureReader, triton: TritonInference, events: EventWriter,
                  metrics: GatewayMetrics, max_instances: int, shadow_max_in_flight: int, batch_max_rows: int,
-                 batch_max_in_flight: int, tracer: Tracer | None = None) -> None:
+                 batch_max_in_flight: int, batch_max_queued: int | None = None, tracer: Tracer | None = None) -> None:
         self._policy = policy
         self._features = features
         self._triton = triton
@@ -114,7 +114,7 @@ class Predictor:
         self._shadow_max_in_flight = shadow_max_in_flight
         self._shadows: set[asyncio.Task] = set()
         self._batcher: MicroBatcher[BatchKey, InferenceJob, Inferred] = MicroBatcher(
-            self._run_batch, max_rows=batch_max_rows, max_in_flight=batch_max_in_flight,
+            self._run_batch, max_rows=batch_max_rows, max_in_flight=batch_max_in_flight, max_queued=batch_max_queued,
             keep_contexts=tracer is not None)
         self._tracer = tracer
         """``None`` when tracing is off: then no span, no attribute and no ``traceparent`` is built."""
@@ -184,6 +184,9 @@ class Predictor:
         job = InferenceJob(version, variant, instances, rows, keys, tensor)
         try:
             return await self._batcher.submit((model, version.version), job, rows=len(instances))
+        except QueueFull as exc:
+            self._metrics.shed.labels(model).inc()
+            raise Overloaded(f"{model} v{version.version}: {exc}; retry shortly") from None
         except BatcherClosed:
             raise BackendUnavailable("the gateway is shutting down") from None
 

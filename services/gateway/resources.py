@@ -62,7 +62,7 @@ class Gateway:
         predictor = Predictor(policy=policy, features=features, triton=triton, events=events, metrics=metrics,
                               max_instances=settings.max_instances, shadow_max_in_flight=settings.shadow_max_in_flight,
                               batch_max_rows=settings.batch_max_rows, batch_max_in_flight=settings.batch_max_in_flight,
-                              tracer=tracer)
+                              batch_max_queued=settings.batch_max_queued, tracer=tracer)
         passthrough = TritonPassthrough(triton_http_url=settings.triton_http_url, timeout_s=settings.inference_timeout_s,
                                         events=events, metrics=metrics)
         pinning = RemoteAuthorizer(registry_url=settings.registry_url, role=PINNING_ROLE,

@@ -52,6 +52,12 @@ class GatewaySettings(ServiceSettings):
         description="Micro-batches of one model version running at once; requests arriving while that many run wait "
                     "for the next batch (a request that finds fewer running starts one at once).",
     )
+    batch_max_queued: int = Field(
+        default=1024, ge=1,
+        description="Requests of one model version waiting for a micro-batch; one more is answered 503 (`overloaded`, "
+                    "with `Retry-After`) at once instead of waiting behind them, so an overload sheds requests "
+                    "rather than answering every one too late. A canary's overflow is answered by stable.",
+    )
     feast_registry_refresh_s: float = Field(
         default=5.0, gt=0,
         description="Period of the Feast registry refresh (in a worker thread, never inside a lookup); new feature "

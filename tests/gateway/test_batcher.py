@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.gateway.batcher import BatcherClosed, MicroBatcher, Pending, split_rows, take_batch
+from services.gateway.batcher import BatcherClosed, MicroBatcher, Pending, QueueFull, split_rows, take_batch
 
 
 def queue_of(*rows: int) -> deque[Pending[str, str]]:
@@ -165,6 +165,17 @@ async def test_close_cancels_the_running_batch_and_the_waiting_requests(keep_con
         with pytest.raises(asyncio.CancelledError):
             await task
     assert run.batches == [("m:1", [1])]
+
+
+async def test_a_full_queue_refuses_the_next_request_at_once_and_serves_the_rest():
+    gate = asyncio.Event()
+    batcher = MicroBatcher(Recorder(gate=gate), max_rows=64, max_in_flight=1, max_queued=2)
+    first, queued = await one_running_then_queued(batcher, 2, 3)
+    with pytest.raises(QueueFull):
+        await batcher.submit("m:1", 4, rows=1)
+    other = asyncio.create_task(batcher.submit("m:2", 5, rows=1))  # another key has a queue of its own
+    gate.set()
+    assert await asyncio.gather(first, *queued, other) == [10, 20, 30, 50]
 
 
 async def test_close_settles_a_batch_whose_task_had_not_started_and_refuses_new_requests():

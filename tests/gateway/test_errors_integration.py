@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from tests.gateway.conftest import MODEL, bearer
+from tests.conftest import ServiceProcess, start_service
+from tests.gateway.conftest import MODEL, bearer, register, train_onnx
 
 PROBLEM = "application/problem+json"
 PREDICT = f"/v1/models/{MODEL}/predict"
@@ -123,3 +127,39 @@ def test_an_entity_key_feast_cannot_encode_fails_only_its_own_request(fleet):
     body = assert_problem(answers[3], 422, "invalid-input")
     assert body["field"] == "user_id"
     assert [a.status_code for i, a in enumerate(answers) if i != 3] == [200] * 11
+
+
+SLOW = "gw-slow"
+
+
+@pytest.fixture(scope="module")
+def narrow_gateway(fleet, workdir) -> Iterator[ServiceProcess]:
+    """A gateway that runs one batch per version and queues at most one request behind it, in front of a version
+    that takes 300 ms per batch."""
+    register(fleet.registry.url, SLOW, {1: train_onnx(1)}, key=fleet.admin_key, faults={1: {"delay_ms": 300}}, stable=1)
+    settings = fleet.gateway_settings | {"batch_max_queued": 1, "batch_max_in_flight": 1}
+    gateway = start_service("gateway", settings, workdir / "gateway-it" / "narrow")
+    yield gateway
+    gateway.stop()
+
+
+def shed_total(gateway_url: str) -> float:
+    match = re.search(rf'^mlfleet_gateway_shed_total{{model="{SLOW}"}} (\S+)$', httpx.get(f"{gateway_url}/metrics").text,
+                      re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_an_overloaded_version_sheds_requests_at_once_with_retry_after(narrow_gateway):
+    url = f"{narrow_gateway.url}/v1/models/{SLOW}/predict"
+    body = {"instances": [{"user_id": 3, "amount": 10}]}
+    assert httpx.post(url, json=body, timeout=30).status_code == 200
+    before = shed_total(narrow_gateway.url)
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(lambda _: httpx.post(url, json=body, timeout=30), range(8)))
+    answered = [r for r in responses if r.status_code == 200]
+    shed = [r for r in responses if r.status_code == 503]
+    assert answered and shed and len(answered) + len(shed) == len(responses), [r.status_code for r in responses]
+    for response in shed:
+        assert_problem(response, 503, "overloaded")
+        assert response.headers["retry-after"] == "1"
+    assert shed_total(narrow_gateway.url) == before + len(shed)

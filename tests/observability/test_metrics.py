@@ -14,11 +14,11 @@ from tests.observability.conftest import MODEL
 from tests.observability.metrics_doc import documented
 
 SUFFIX_LABELS = {"le", "quantile"}
-RARE = {"mlfleet_gateway_fallbacks", "mlfleet_gateway_shadow_skipped", "mlfleet_gateway_events_dropped",
+RARE = {"mlfleet_gateway_fallbacks", "mlfleet_gateway_shed", "mlfleet_gateway_shadow_skipped", "mlfleet_gateway_events_dropped",
         "mlfleet_features_materialized_rows", "nv_inference_request_failure", "mlfleet_monitor_alerts", "mlfleet_monitor_samples_skipped",
         "mlfleet_monitor_alert_deliveries", "mlfleet_registry_webhook_deliveries"}
 """Exported without samples until their event happens (a failing canary, a full queue, an alert, a live stream over
-its sampling rate: tests/monitor/test_samples.py, …)."""
+its sampling rate, an overloaded version: tests/monitor/test_samples.py, tests/gateway/test_errors_integration.py, …)."""
 ROLLOUT_ONLY = {"mlfleet_registry_rollout_verdicts", "mlfleet_registry_rollout_events",
                 "mlfleet_registry_rollout_step_percent", "mlfleet_registry_rollbacks"}
 """Sampled once a rollout runs: tests/registry/test_rollout_metrics.py checks them on a registry that ran one."""
