@@ -7,10 +7,10 @@ duplicate and never counted twice. Joined rows land in the 10 s bucket of the la
 came in during those minutes, whenever their predictions were made.
 
 A label whose prediction is no longer kept is ``late`` when the prediction was made more than
-``prediction_ttl_s`` and less than ``seen_ttl_s`` ago, else ``unknown``. The time comes from the
-request id when it is a UUIDv7 (as the gateway makes them: :mod:`services.common.request_ids`),
-else from the seen marker the monitor kept for it. So a well-formed UUIDv7 that was never used for a
-prediction, older than ``prediction_ttl_s``, is reported ``late``.
+``prediction_ttl_s`` and less than ``seen_ttl_s`` ago, else ``unknown``: known from the seen marker
+the monitor kept for the id, or, for an id that dated its prediction (a UUIDv7 as the gateway makes
+them: :mod:`services.common.request_ids`), from the id's own time. So a well-formed UUIDv7 that was
+never used for a prediction, older than ``prediction_ttl_s``, is reported ``late``.
 
 Keys: ``mlfleet:monitor:fb:{request_id}:{instance}`` (applied marker, ``seen_ttl_s``),
 ``mlfleet:monitor:labels:{model}:{version}:{bucket}`` (list of ``score,predicted,label``,
@@ -81,19 +81,23 @@ def quality(rows: Sequence[tuple[float, int, int]]) -> Quality | None:
 
 
 def unjoined_outcome(request_id: str, seen: bool, now: float, *, prediction_ttl_s: float, seen_ttl_s: float) -> str:
-    """``late`` or ``unknown``, for a label that found no prediction to join: by the request id's own time when it
-    has one, else by the seen marker (``seen``)."""
+    """``late`` or ``unknown``, for a label that found no prediction to join: ``late`` when the monitor kept a seen
+    marker for the id (``seen``), or when the id is a UUIDv7 made more than ``prediction_ttl_s`` and less than
+    ``seen_ttl_s`` ago (the monitor kept no marker for an id that dated its prediction)."""
+    if seen:
+        return "late"
     made = made_at(request_id)
-    if made is None:
-        return "late" if seen else "unknown"
-    return "late" if prediction_ttl_s <= now - made < max(seen_ttl_s, prediction_ttl_s) else "unknown"
+    return "late" if made is not None and prediction_ttl_s <= now - made < max(seen_ttl_s, prediction_ttl_s) \
+        else "unknown"
 
 
 class FeedbackStore:
     def __init__(self, redis: aioredis.Redis, *, prediction_ttl_s: int, seen_ttl_s: int, bucket_ttl_s: int) -> None:
         self._redis = redis
         self._prediction_ttl_s = prediction_ttl_s
-        self._seen_ttl_s = seen_ttl_s
+        self._seen_ttl_s = max(seen_ttl_s, prediction_ttl_s)
+        """Also how long a label is remembered as applied: at least as long as its prediction can be joined, so a
+        label sent again while the prediction is kept is a duplicate, never accepted twice."""
         self._bucket_ttl_s = bucket_ttl_s
         self._apply_once = redis.register_script(_APPLY_ONCE)
 
@@ -102,16 +106,14 @@ class FeedbackStore:
         async with self._redis.pipeline(transaction=False) as pipe:
             for item in items:
                 pipe.hgetall(prediction_key(item.request_id))
-                if made_at(item.request_id) is None:
-                    pipe.exists(seen_key(item.request_id))
-            replies = iter(await pipe.execute())
+                pipe.exists(seen_key(item.request_id))
+            replies = await pipe.execute()
         bucket = int(now // BUCKET_S)
         results: list[FeedbackResult | None] = []
         pending: list[tuple[int, list[int]]] = []
         async with self._redis.pipeline(transaction=False) as pipe:
             for index, item in enumerate(items):
-                predictions = next(replies)
-                seen = bool(next(replies)) if made_at(item.request_id) is None else False
+                predictions, seen = replies[2 * index], bool(replies[2 * index + 1])
                 outcome, keys, rows, versions = self._join(item, predictions, seen, bucket, now)
                 if outcome is not None:
                     results.append(FeedbackResult(request_id=item.request_id, instance=item.instance, outcome=outcome))

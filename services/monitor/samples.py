@@ -19,8 +19,8 @@ Keys:
   successful event gets one, sampled or not.
 - ``mlfleet:monitor:seen:{request_id}`` — marker kept ``seen_ttl_s``, so feedback arriving after
   the prediction expired is reported ``late``, not ``unknown``. Only for a request id that does not
-  say when it was made: the gateway's own ids, and a caller's UUIDv7s, do
-  (:mod:`services.common.request_ids`), and feedback reads their age from the id instead. At ~150
+  date its prediction: the gateway's own ids, and a caller's UUIDv7s made with the prediction, do
+  (:func:`services.common.request_ids.dated_by`), and feedback reads their age from the id instead. At ~150
   bytes a marker for a week, against ~390 for a day's prediction record, the markers were ~70 % of
   the monitor's Redis memory.
 
@@ -42,7 +42,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
 from services.common.rate_limit import TokenBucket
-from services.common.request_ids import made_at
+from services.common.request_ids import dated_by
 from services.common.schemas import PredictionEvent
 from services.monitor.store import PREFIX
 
@@ -180,7 +180,7 @@ class SampleStore:
             by_stream.setdefault(live_key(event.model, event.version), []).append(event)
             record_keys.append(prediction_key(event.request_id))
             records += [event.version, _prediction(event)]
-            if made_at(event.request_id) is None:
+            if not dated_by(event.request_id, event.timestamp):
                 seen_keys.append(seen_key(event.request_id))
         if not record_keys:
             return Counter()

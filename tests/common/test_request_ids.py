@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from services.common.request_ids import made_at, new_request_id
+from services.common.request_ids import DATED_WITHIN_S, dated_by, made_at, new_request_id
 
 
 def test_a_new_id_is_a_uuid7_whose_time_reads_back():
@@ -33,3 +33,12 @@ def test_ids_are_unique_and_sort_by_time():
 ])
 def test_other_ids_have_no_time(request_id):
     assert made_at(request_id) is None
+
+
+def test_an_id_dates_its_prediction_only_when_made_with_it():
+    at = 1_800_000_000.0
+    assert dated_by(new_request_id(at), at)
+    assert dated_by(new_request_id(at - DATED_WITHIN_S / 2), at), "a caller's clock a little off"
+    assert not dated_by(new_request_id(at - 3 * 86400), at), "a caller's UUIDv7 made days before (a retry)"
+    assert not dated_by("01a218ddfb047c7f8555df807204d96e", at), "a random id with a UUIDv7's shape and another time"
+    assert not dated_by("req-1", at)

@@ -16,14 +16,14 @@ DAY, WEEK = 24 * 3600, 7 * 24 * 3600
     (WEEK + 60, "unknown"),  # past the week anything is remembered
     (-3600, "unknown"),  # a time in the future is no prediction of ours
 ])
-def test_a_timed_id_is_judged_by_its_age(age_s, outcome):
+def test_an_id_without_a_marker_is_judged_by_its_own_time(age_s, outcome):
     now = 1_800_000_000.0
     request_id = new_request_id(now - age_s)
-    for seen in (False, True):  # a timed id has no marker; its age decides
-        assert unjoined_outcome(request_id, seen, now, prediction_ttl_s=DAY, seen_ttl_s=WEEK) == outcome
+    assert unjoined_outcome(request_id, False, now, prediction_ttl_s=DAY, seen_ttl_s=WEEK) == outcome
 
 
-def test_an_untimed_id_is_judged_by_its_marker():
-    judged = {seen: unjoined_outcome("req-1", seen, 1_800_000_000.0, prediction_ttl_s=DAY, seen_ttl_s=WEEK)
-              for seen in (False, True)}
-    assert judged == {False: "unknown", True: "late"}
+@pytest.mark.parametrize("request_id", ["req-1", new_request_id(1_800_000_000.0 - 60)])
+def test_an_id_with_a_marker_is_late_and_one_without_time_or_marker_unknown(request_id):
+    now = 1_800_000_000.0
+    assert unjoined_outcome(request_id, True, now, prediction_ttl_s=DAY, seen_ttl_s=WEEK) == "late"
+    assert unjoined_outcome("req-1", False, now, prediction_ttl_s=DAY, seen_ttl_s=WEEK) == "unknown"

@@ -102,7 +102,9 @@ def test_feedback_after_the_prediction_expired_is_late(demo_registry, run_monito
     """Late, whether the request id carries its time (a UUIDv7, as the gateway makes them: no marker kept) or not (a
     caller's own id: a seen marker kept for it)."""
     monitor = run_monitor(**demo_registry.monitor_settings(), prediction_ttl_s=1)
-    untimed = [make_event("fraud", 1) for _ in range(5)]
+    untimed = [make_event("fraud", 1) for _ in range(4)]
+    # a caller's UUIDv7 made days before its prediction (a retry) does not date it: it gets a marker too
+    untimed.append(make_event("fraud", 1).model_copy(update={"request_id": new_request_id(time.time() - 3 * 86400)}))
     timed = [make_event("fraud", 1).model_copy(update={"request_id": new_request_id()}) for _ in range(5)]
     publish(stream_client, PREDICTIONS_STREAM, untimed + timed)
     with httpx.Client(base_url=monitor.url, timeout=10, headers=demo_registry.deployer()) as client:
@@ -116,6 +118,19 @@ def test_feedback_after_the_prediction_expired_is_late(demo_registry, run_monito
         assert response.json()["counts"] == {"late": 10, "unknown": 1}
         metrics = client.get("/v1/models/fraud/metrics").json()
         assert metrics["versions"][0]["quality"] is None
+
+
+def test_a_label_sent_again_while_its_prediction_is_kept_is_a_duplicate(demo_registry, run_monitor, stream_client):
+    """Even when ids are remembered for less time than predictions are kept (``seen_ttl_s`` < ``prediction_ttl_s``)."""
+    monitor = run_monitor(**demo_registry.monitor_settings(), prediction_ttl_s=30, seen_ttl_s=1)
+    event = make_event("fraud", 1)
+    publish(stream_client, PREDICTIONS_STREAM, [event])
+    with httpx.Client(base_url=monitor.url, timeout=10, headers=demo_registry.deployer()) as client:
+        counted(client, 1)
+        label = [{"request_id": event.request_id, "label": 1}]
+        assert client.post("/v1/feedback", json=label).json()["counts"] == {"accepted": 1}
+        time.sleep(1.5)
+        assert client.post("/v1/feedback", json=label).json()["counts"] == {"duplicate": 1}
 
 
 BAD_FEEDBACK = [
