@@ -151,7 +151,11 @@ class SinkDispatcher:
         queue = self._queues[sink.name]
         while True:
             alert = await queue.get()
-            await self._deliver(sink, alert)
+            try:
+                await self._deliver(sink, alert)
+            except Exception:  # an unusable URL or body: this alert fails, the sink's worker goes on with the next
+                logger.exception("sink %s: alert %s could not be sent", sink.name, alert.id)
+                self._on_outcome(sink.name, "failed")
 
     async def _deliver(self, sink: Sink, alert: AlertPublic) -> None:
         body = sink.body(alert)

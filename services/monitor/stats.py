@@ -66,6 +66,12 @@ def score_bucket(score: float) -> int | None:
     return min(max(int(score * SCORE_BINS), 0), SCORE_BINS - 1)
 
 
+MAX_LATENCY_MS = 24 * 3600 * 1000.0
+MAX_INSTANCES = 1_000_000
+"""Far beyond any real request's, and small enough that Redis's 64-bit counters (``HINCRBY``) cannot overflow on
+them: one event past them would fail its batch's whole transaction, half applied (Redis does not roll back)."""
+
+
 def parse_event(raw: bytes | str | None) -> PredictionEvent:
     """Validate one entry's ``event`` field, or raise :class:`InvalidEvent` saying why."""
     if raw is None:
@@ -76,8 +82,10 @@ def parse_event(raw: bytes | str | None) -> PredictionEvent:
         raise InvalidEvent(f"not a PredictionEvent: {exc.errors()[0].get('msg', 'invalid')}") from None
     if not _MODEL_NAME.match(event.model):
         raise InvalidEvent(f"invalid model name {event.model[:80]!r}")
-    if not math.isfinite(event.latency_ms):
-        raise InvalidEvent("latency_ms is not finite")
+    if not math.isfinite(event.latency_ms) or event.latency_ms > MAX_LATENCY_MS:
+        raise InvalidEvent(f"latency_ms is not a finite time of at most {MAX_LATENCY_MS:.0f} ms")
+    if event.instances > MAX_INSTANCES:
+        raise InvalidEvent(f"instances exceeds {MAX_INSTANCES}")
     if not math.isfinite(event.timestamp) or event.timestamp < 0:
         raise InvalidEvent("timestamp is not a valid unix time")
     return event

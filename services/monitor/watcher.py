@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
+from services.common.errors import MlfleetError
 from services.monitor import queries
 from services.monitor.alerts import AlertCenter, drift_alert, metric_alerts
 from services.monitor.cancellation import stop_if_cancelled
@@ -90,9 +91,13 @@ class Watcher:
         quality: dict[tuple[str, str], Quality] = {}
         for model in await self._store.models():
             rules = self._settings.rules(model)
-            metrics = await queries.model_metrics(self._store, model, window_s=rules.window_s, start=None, end=None,
-                                                  now=now, retention_s=self._settings.bucket_ttl_s,
-                                                  feedback=self._feedback)
+            try:
+                metrics = await queries.model_metrics(self._store, model, window_s=rules.window_s, start=None,
+                                                      end=None, now=now, retention_s=self._settings.bucket_ttl_s,
+                                                      feedback=self._feedback)
+            except MlfleetError as exc:  # e.g. a model's rules asking for a window longer than the data is kept
+                logger.warning("rules of %s not checked: %s", model, exc.detail)
+                continue
             for version in metrics.versions:
                 if version.version is not None and version.quality is not None:
                     quality[(model, str(version.version))] = version.quality

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import httpx
 import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
@@ -10,8 +13,10 @@ from services.monitor.alerts import AlertRules, fingerprint, metric_alerts
 from services.monitor.feedback import predicted_class, quality
 from services.monitor.schemas import AlertPublic, LatencySummary, Quality
 from services.monitor.settings import MonitorSettings
-from services.monitor.sinks import PipelineRef, RetryPolicy, alertmanager_body, build_sinks, retrain_body
+from services.monitor.sinks import (PipelineRef, RetryPolicy, Sink, SinkDispatcher, alertmanager_body, build_sinks,
+                                    retrain_body)
 from services.monitor.stats import summarize
+from tests.monitor.receiver import Receiver
 
 
 def version_metrics(*, requests: int, errors: int = 0, p99: float = 5.0, accuracy: float | None = None,
@@ -112,3 +117,32 @@ def test_quality_equals_scikit_learn():
                                                              (["fraud"], [0.7], 1), ([], [0.3], 0)])
 def test_the_predicted_class_is_the_logged_label_or_the_score(labels, scores, expected):
     assert predicted_class(labels, scores, 0) == expected
+
+
+async def test_a_sink_that_cannot_send_one_alert_counts_it_failed_and_sends_the_next():
+    """An alert whose body or URL cannot be used (httpx's InvalidURL is no HTTPError) must not end the sink's
+    worker: every later alert of that sink would be queued and never sent."""
+    receiver = Receiver()
+    outcomes: list[tuple[str, str]] = []
+
+    def body(alert: AlertPublic) -> dict:
+        if alert.id == "bad":
+            raise ValueError("unusable alert")
+        return alertmanager_body(alert, monitor_url="http://monitor")
+
+    dispatcher = SinkDispatcher([Sink("hook", receiver.url("/hook"), body)], http=httpx.AsyncClient(timeout=5),
+                                retry=RetryPolicy(max_attempts=1, initial_s=0.01, max_s=0.01), queue_size=10,
+                                on_outcome=lambda sink, outcome: outcomes.append((sink, outcome)))
+    dispatcher.start()
+    try:
+        dispatcher.submit(ALERT.model_copy(update={"id": "bad"}))
+        dispatcher.submit(ALERT)
+        for _ in range(500):
+            if len(outcomes) == 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await dispatcher.stop()
+        receiver.stop()
+    assert outcomes == [("hook", "failed"), ("hook", "delivered")]
+    assert len(receiver.on("/hook")) == 1

@@ -55,6 +55,9 @@ def test_parse_event_accepts_a_prediction_event():
     b'{"request_id": "r", "model": "Bad Model", "timestamp": 1, "latency_ms": 1}',
     b'{"request_id": "r", "model": "fraud", "timestamp": 1, "latency_ms": 1e999}',
     b'{"request_id": "r", "model": "fraud", "timestamp": -5, "latency_ms": 1}',
+    # values that would overflow Redis's 64-bit counters, failing the whole batch's transaction half applied
+    b'{"request_id": "r", "model": "fraud", "timestamp": 1, "latency_ms": 1e16}',
+    b'{"request_id": "r", "model": "fraud", "timestamp": 1, "latency_ms": 1, "instances": 9223372036854775807}',
 ])
 def test_parse_event_rejects_what_cannot_be_counted(raw):
     with pytest.raises(InvalidEvent):
