@@ -194,7 +194,8 @@ class RolloutController:
             return public
 
     async def rollback(self, *, model: str, actor: str, reason: str) -> TrafficPublic:
-        """Instant rollback: an active rollout's canary is cleared; otherwise stable goes back to the previous stable.
+        """Instant rollback: an active rollout's canary is cleared; otherwise stable goes back to the previous stable,
+        and the version rolled back from is no rollback target (a second rollback is a 409, not a way back to it).
 
         Within the previous stable's retention every version needed is still loaded on Triton,
         so this is one policy write and one announcement; after it, the previous stable is
@@ -210,7 +211,7 @@ class RolloutController:
             rolled_back, _ = await self._traffic.apply(
                 model=model, update=policy_update(policy, stable=previous), actor=actor, action="traffic.rollback",
                 reason=reason or f"rolled back from v{policy.stable} to v{previous}",
-                then=partial(_unchanged_traffic, model=model, revision=policy.revision))
+                then=partial(_unchanged_traffic, model=model, revision=policy.revision), keep_previous_stable=False)
             self._metrics.rollbacks.labels(model=model, trigger="manual").inc()
             return rolled_back
 

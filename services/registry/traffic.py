@@ -91,8 +91,11 @@ def previous_stable_until(policy: TrafficPolicy | None, update: TrafficUpdate, *
 
 
 def versions_to_load(policy: TrafficPolicy | None, update: TrafficUpdate, *, now: datetime,
-                     retention_s: float) -> set[int]:
-    """What Triton must serve once ``update`` applies: its versions, and the rollback target while retained."""
+                     retention_s: float | None) -> set[int]:
+    """What Triton must serve once ``update`` applies: its versions, and the rollback target while retained (none
+    when ``retention_s`` is ``None``: the update keeps no rollback target)."""
+    if retention_s is None:
+        return set(update.versions)
     kept = previous_stable_after(policy, update)
     until = previous_stable_until(policy, update, now=now, retention_s=retention_s)
     return update.versions | ({kept} if kept is not None and until is not None and now < until else set())
@@ -125,7 +128,8 @@ class TrafficController:
         return public
 
     async def apply(self, *, model: str, update: TrafficUpdate, actor: str, then: Then[T],
-                    action: str = "traffic.set", reason: str = "") -> tuple[TrafficPublic, T]:
+                    action: str = "traffic.set", reason: str = "",
+                    keep_previous_stable: bool = True) -> tuple[TrafficPublic, T]:
         """Load the versions ``update`` needs on Triton, then persist it under a new revision together with
         ``then`` in one transaction, and announce it; the new policy and what ``then`` returned.
 
@@ -137,16 +141,19 @@ class TrafficController:
         back when ``then`` refuses the change after a load, nor when another replica loads
         between this load and this write: the reconcile loop (:meth:`keep_triton_in_step`)
         brings Triton back in step with the persisted policy.
+
+        ``keep_previous_stable=False`` (a rollback) leaves no rollback target: the stable it replaces is the version
+        rolled back from, and a second rollback must not put it back.
         """
         async with self._locks[model]:
             plan = await self._database.transaction(_plan, model=model, update=update, now=utcnow(),
-                                                    retention_s=self._retention_s)
+                                                    retention_s=self._retention_s if keep_previous_stable else None)
             if await self._triton.ready_versions(plan.model, plan.artifacts) != set(plan.artifacts):
                 await self._load(plan, actor=actor,
                                  attempt={"action": action, "update": update.model_dump(mode="json")})
             public, result = await self._database.transaction(
                 _persist, model=model, update=update, actor=actor, action=action, reason=reason, now=utcnow(),
-                retention_s=self._retention_s, then=then)
+                retention_s=self._retention_s if keep_previous_stable else None, then=then)
         await self._publisher.publish(PolicyChanged(model=model, revision=public.revision))
         return public, result
 
@@ -155,12 +162,17 @@ class TrafficController:
 
     async def reconcile(self) -> list[str]:
         """Reload every model whose policy needs versions Triton does not serve, or whose previous stable's
-        retention is over while Triton still serves it; the models reloaded. A model with a corrupted artifact
-        is skipped (its refusal counted each time, audited once per artifact and process)."""
-        plans = await self._database.transaction(_all_plans, now=utcnow())
+        retention is over while Triton still serves it; the models reloaded. Each model's plan is read once its
+        lock is held, so a policy change that ran meanwhile is not undone from an older plan. A model that fails
+        to load (a corrupted artifact, counted each time and audited once per artifact and process; Triton
+        refusing or timing out) is logged and skipped: the models after it are still brought in step."""
+        models = [plan.model for plan in await self._database.transaction(_all_plans, now=utcnow())]
         reloaded = []
-        for plan in plans:
-            async with self._locks[plan.model]:
+        for model in models:
+            async with self._locks[model]:
+                plan = await self._database.transaction(_model_plan, model=model, now=utcnow())
+                if plan is None:
+                    continue
                 ready = await self._triton.ready_versions(plan.model, set(plan.artifacts) | plan.retired)
                 missing, retired = set(plan.artifacts) - ready, plan.retired & ready
                 if not missing and not retired:
@@ -172,7 +184,7 @@ class TrafficController:
                 try:
                     await self._load(plan, actor=RECONCILER,
                                      attempt={"action": "reconcile", "versions": sorted(plan.artifacts)})
-                except ArtifactCorrupted as exc:
+                except MlfleetError as exc:
                     logger.warning("%s not reloaded: %s", plan.model, exc.detail)
                     continue
                 reloaded.append(plan.model)
@@ -223,7 +235,8 @@ class TrafficController:
         self._audited_corruptions.add(sha256)
 
 
-def _plan(session: Session, *, model: str, update: TrafficUpdate, now: datetime, retention_s: float) -> LoadPlan:
+def _plan(session: Session, *, model: str, update: TrafficUpdate, now: datetime,
+          retention_s: float | None) -> LoadPlan:
     registered = require_model(session, name=model)
     policy = repository.get_policy(session, model=registered)
     wanted = versions_to_load(policy, update, now=now, retention_s=retention_s)
@@ -241,14 +254,18 @@ def _load_plan(model: str, rows: dict[int, ModelVersion], retired: frozenset[int
 
 
 def _persist(session: Session, *, model: str, update: TrafficUpdate, actor: str, action: str, reason: str,
-             now: datetime, retention_s: float, then: Then[T]) -> tuple[TrafficPublic, T]:
+             now: datetime, retention_s: float | None, then: Then[T]) -> tuple[TrafficPublic, T]:
+    """``retention_s`` ``None``: the new policy keeps no rollback target."""
     registered = repository.lock_model(session, name=model)
     if registered is None:
         raise ModelNotFound(f"model {model!r} does not exist")
     previous = repository.get_policy(session, model=registered)
     before = traffic_public(model, previous)
-    previous_stable = previous_stable_after(previous, update)
-    until = previous_stable_until(previous, update, now=now, retention_s=retention_s)
+    if retention_s is None:
+        previous_stable, until = None, None
+    else:
+        previous_stable = previous_stable_after(previous, update)
+        until = previous_stable_until(previous, update, now=now, retention_s=retention_s)
     policy = repository.save_policy(
         session, model=registered, stable=update.stable, canary=update.canary, canary_percent=update.canary_percent,
         shadow=update.shadow, previous_stable=previous_stable, previous_stable_until=until,
@@ -281,6 +298,13 @@ def _plan_of(session: Session, policy: TrafficPolicy, now: datetime) -> LoadPlan
 
 def _all_plans(session: Session, *, now: datetime) -> list[LoadPlan]:
     return [_plan_of(session, policy, now) for policy in repository.list_policies(session)]
+
+
+def _model_plan(session: Session, *, model: str, now: datetime) -> LoadPlan | None:
+    """The plan of ``model``'s policy as it is now; ``None`` when it has none."""
+    registered = repository.get_model(session, name=model)
+    policy = repository.get_policy(session, model=registered) if registered is not None else None
+    return _plan_of(session, policy, now) if policy is not None else None
 
 
 def _routing_table(session: Session, *, now: datetime) -> RoutingTable:

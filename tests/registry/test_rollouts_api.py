@@ -100,7 +100,10 @@ async def test_start_conflicts_and_manual_moves(settings, trained, trained_v2):
         assert back.status_code == 200, back.text
         assert (back.json()["stable"], back.json()["canary"]) == (1, None)
         routes = (await client.get("/v1/routes")).json()
-        assert [v["version"] for v in next(m for m in routes["models"] if m["model"] == name)["versions"]] == [1, 2]
+        assert [v["version"] for v in next(m for m in routes["models"] if m["model"] == name)["versions"]] == [1]
+        again = await client.post(f"/v1/models/{name}/rollback")
+        assert_problem(again, 409, "conflict")  # a double click does not put back the version just left
+        assert (await client.get(f"/v1/models/{name}/traffic")).json()["stable"] == 1
         audit = [e["action"] for e in (await client.get("/v1/audit", params={"model": name})).json()["data"]]
         assert audit[:4] == ["traffic.rollback", "rollout.promote", "traffic.set", "rollout.approve"]
 

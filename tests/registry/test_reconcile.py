@@ -1,0 +1,112 @@
+"""The reconcile loop that keeps Triton in step with the traffic policies: a real registry database (SQLite and
+PostgreSQL), a scripted Triton (what it serves, and which loads fail or wait)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from services.registry import repository
+from services.registry.database import Database
+from services.registry.errors import ModelLoadFailed
+from services.registry.schemas import TrafficUpdate
+from services.registry.telemetry import RegistryMetrics
+from services.registry.traffic import TrafficController
+
+SIGNATURE = {"inputs": [{"name": "x0"}], "output": {}}
+
+
+class ScriptedTriton:
+    """Serves what it was last loaded with; loads of ``failing`` models fail, and a load waits for ``gate``."""
+
+    def __init__(self, *, failing: set[str] = frozenset(), gate: asyncio.Event | None = None) -> None:
+        self.served: dict[str, set[int]] = {}
+        self.loads: list[tuple[str, list[int]]] = []
+        self.failing = failing
+        self.gate = gate
+
+    async def ready_versions(self, model: str, versions) -> set[int]:
+        return self.served.get(model, set()) & set(versions)
+
+    async def load(self, model: str, artifacts, faults) -> None:
+        self.loads.append((model, sorted(artifacts)))
+        if self.gate is not None:
+            await self.gate.wait()
+        if model in self.failing:
+            raise ModelLoadFailed(f"Triton could not load {model}")
+        self.served[model] = set(artifacts)
+
+    async def warm(self, model: str, widths) -> None:
+        return None
+
+
+class Artifacts:
+    def read(self, sha256: str) -> bytes:
+        return sha256.encode()
+
+
+class Publisher:
+    async def publish(self, change) -> None:
+        return None
+
+
+@pytest.fixture
+def database(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def with_policy(database: Database, versions: list[int], *, stable: int = 1, canary: int | None = None) -> str:
+    """A new model with ``versions`` and a policy naming ``stable`` (and ``canary``); its name."""
+    name = f"m-{uuid.uuid4().hex[:10]}"
+    with database._sessions.begin() as session:
+        model = repository.add_model(session, name=name, description="", gates={})
+        for version in versions:
+            repository.add_version(session, model=model, version=version, sha256=f"{name}-{version}", size_bytes=1,
+                                   status="registered", signature=SIGNATURE, metrics={}, lineage={},
+                                   reference_profile={}, description="")
+        repository.save_policy(session, model=model, stable=stable, canary=canary,
+                               canary_percent=10.0 if canary else 0.0, shadow=None, previous_stable=None,
+                               previous_stable_until=None, revision=repository.next_policy_revision(session))
+    return name
+
+
+def controller(database: Database, triton: ScriptedTriton) -> TrafficController:
+    return TrafficController(database=database, artifacts=Artifacts(), triton=triton, publisher=Publisher(),
+                             metrics=RegistryMetrics.create(CollectorRegistry()), previous_stable_retention_s=600)
+
+
+async def test_a_model_that_fails_to_load_does_not_stop_the_others(database):
+    broken, first, second = (with_policy(database, [1]) for _ in range(3))
+    triton = ScriptedTriton(failing={broken})
+    reloaded = await controller(database, triton).reconcile()
+    assert set(reloaded) >= {first, second} and broken not in reloaded
+    assert triton.served[first] == triton.served[second] == {1}
+    assert (broken, [1]) in triton.loads, "it was tried, and is tried again next pass"
+
+
+async def test_a_policy_changed_while_reconcile_waited_for_the_model_is_not_undone(database):
+    """The change loads {1, 3} while reconcile, holding the plan of {1, 2}, waits for the model: once it gets the
+    model, it must judge the policy as it is then, not reload v2 and drop v3."""
+    model = with_policy(database, [1, 2, 3], canary=2)
+    gate = asyncio.Event()
+    triton = ScriptedTriton(gate=gate)
+    triton.served[model] = {1, 2}
+    traffic = controller(database, triton)
+    change = asyncio.create_task(traffic.set(model=model, update=TrafficUpdate(stable=1, canary=3, canary_percent=10),
+                                             actor="test"))
+    while not triton.loads:
+        await asyncio.sleep(0.01)
+    reconciling = asyncio.create_task(traffic.reconcile())
+    await asyncio.sleep(0.5)  # reconcile reads every plan (v2 still the canary), then waits for the model
+    gate.set()
+    assert (await change).canary == 3
+    assert model not in await reconciling
+    assert [load for load in triton.loads if load[0] == model] == [(model, [1, 3])]  # (PostgreSQL holds other models)
+    assert triton.served[model] == {1, 3}
