@@ -480,8 +480,16 @@ def _record(session: Session, *, snapshot: Snapshot, decision: Decision, canary:
             canary_percent: float) -> RolloutPublic:
     """Write one verdict; 409 (and nothing written) if the rollout changed since ``snapshot``."""
     row = _locked_unchanged(session, snapshot)
-    repository.add_rollout_step(session, rollout=row, canary_percent=row.canary_percent,
-                                verdict=decision.verdict.value, reasons=decision.reasons, canary=canary, stable=stable)
+    last = row.history[-1] if row.history else None
+    if decision.verdict is Verdict.hold and last is not None and last.verdict == Verdict.hold.value \
+            and last.canary_percent == row.canary_percent:
+        # a hold keeps the interval open and is judged again every tick: one row for the run of holds, its
+        # numbers the latest, not one row a second (and every rollout read loading them all)
+        last.at, last.reasons, last.canary, last.stable = utcnow(), decision.reasons, canary, stable
+    else:
+        repository.add_rollout_step(session, rollout=row, canary_percent=row.canary_percent,
+                                    verdict=decision.verdict.value, reasons=decision.reasons, canary=canary,
+                                    stable=stable)
     now = utcnow()
     if decision.move is Move.advance:
         row.step_index += 1

@@ -5,6 +5,7 @@ can only hold — which is itself checked."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -136,20 +137,29 @@ async def test_the_controller_holds_without_a_monitor_and_resumes_after_a_restar
         assert (step["verdict"], step["canary_percent"], step["canary"]) == ("hold", 10, {})
         assert "monitor" in step["reasons"][0] and "not reachable" in step["reasons"][0]
     before = recorded_steps(settings.database_url, rollout_id)
+    assert len(before) == 1, "a run of holds is one step, its time the latest (not one row per tick)"
     async with running_registry(settings) as client:
-        async def grown() -> bool:
+        async def judged_again() -> bool:
             rollout = (await client.get(url)).json()
-            return rollout["state"] == "running" and len(rollout["history"]) > before
+            return rollout["state"] == "running" and utc(rollout["history"][-1]["at"]) > before[0]
 
-        await eventually(grown)
+        await eventually(judged_again)
+    assert len(recorded_steps(settings.database_url, rollout_id)) == 1
 
 
-def recorded_steps(database_url: str, rollout_id: int) -> int:
-    """Steps in the database while no registry runs."""
+def recorded_steps(database_url: str, rollout_id: int) -> list[datetime]:
+    """When each step was last judged, read from the database while no registry runs."""
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            return connection.execute(text("SELECT count(*) FROM rollout_steps WHERE rollout_id = :id"),
-                                      {"id": rollout_id}).scalar_one()
+            rows = connection.execute(text("SELECT at FROM rollout_steps WHERE rollout_id = :id ORDER BY id"),
+                                      {"id": rollout_id}).scalars()
+            return [utc(at) for at in rows]
     finally:
         engine.dispose()
+
+
+def utc(at: datetime | str) -> datetime:
+    """A time from the API or either database, as an aware UTC datetime (SQLite keeps them naive)."""
+    moment = at if isinstance(at, datetime) else datetime.fromisoformat(at)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
