@@ -55,6 +55,7 @@ class _ModelMetrics(BaseModel):
 def version_numbers(metrics: _VersionMetrics) -> VersionNumbers:
     latency, histogram = metrics.latency_ms, metrics.latency_histogram
     accuracy = (metrics.quality or {}).get("accuracy")
+    labelled = (metrics.quality or {}).get("labelled")
     return VersionNumbers(
         requests=metrics.requests, errors=metrics.errors,
         p50_ms=latency.p50 if latency else None, p95_ms=latency.p95 if latency else None,
@@ -62,6 +63,7 @@ def version_numbers(metrics: _VersionMetrics) -> VersionNumbers:
         latency_edges=tuple(histogram.edges) if histogram else (),
         latency_counts=tuple(histogram.counts) if histogram else (),
         accuracy=float(accuracy) if isinstance(accuracy, int | float) else None,
+        labelled=labelled if isinstance(labelled, int) and not isinstance(labelled, bool) and labelled > 0 else None,
     )
 
 

@@ -267,6 +267,11 @@ class RolloutChecks(BaseModel):
         default=0.05, gt=0.0, lt=1.0,
         description="Significance of the one-sided Mann–Whitney U test that the canary is slower; latency fails "
                     "only when this test and the p99 ratio agree.")
+    rate_test_alpha: float = Field(
+        default=0.05, gt=0.0, lt=1.0,
+        description="Significance of the one-sided Fisher exact tests that the canary errs more often than stable, "
+                    "or is right less often on labelled feedback; the error rate (or accuracy) fails only when its "
+                    "test and its threshold agree, so a canary as good as stable is not failed by chance.")
 
 
 class RolloutCreate(BaseModel):

@@ -3,12 +3,15 @@
 Pure functions of numbers: no database, no HTTP, no clock. The checks follow the case
 study in DESIGN.md — the canary's error rate not above stable's (plus an allowance), its
 p99 latency within a ratio of stable's, its accuracy not below stable's when labelled
-feedback exists — and, beyond fixed thresholds, a one-sided Mann–Whitney U test on the
-latency distributions (as Kayenta does): latency fails only when the p99 ratio (and a small
-absolute tolerance) is exceeded *and* the test finds the canary significantly slower *and* the
-canary's mean request is slower by more than that tolerance (the effect size: with hundreds of
-requests a negligible shift is already "significant"), so one noisy interval does not flip the
-verdict.
+feedback exists — and, beyond fixed thresholds, a one-sided test of each (as Kayenta does):
+latency fails only when the p99 ratio (and a small absolute tolerance) is exceeded *and* a
+Mann–Whitney U test finds the canary significantly slower *and* the canary's mean request is
+slower by more than that tolerance (the effect size: with hundreds of requests a negligible shift
+is already "significant"). The error rate and the accuracy fail only when their threshold is
+crossed *and* a Fisher exact test on the counts finds the canary significantly worse: compared
+raw, a canary exactly as good as stable came out worse in about half of the intervals at a 1–2 %
+error rate, and with the default ``max_failures`` of 1 a healthy candidate was rolled back far
+more often than it was promoted. So one noisy interval does not flip the verdict.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from scipy.stats import mannwhitneyu
+from scipy.stats import fisher_exact, mannwhitneyu
 
 from services.registry.schemas import RolloutChecks, Verdict
 
@@ -39,6 +42,8 @@ class VersionNumbers:
     latency_counts: Sequence[int] = ()
     accuracy: float | None = None
     """Accuracy on labelled feedback; ``None`` when the monitor has none."""
+    labelled: int | None = None
+    """How many labels ``accuracy`` is over; ``None`` when unknown (then accuracy is judged on its threshold alone)."""
 
     @property
     def error_rate(self) -> float:
@@ -48,7 +53,7 @@ class VersionNumbers:
         """The numbers kept in a rollout step's history."""
         numbers: dict[str, Any] = {"requests": self.requests, "errors": self.errors,
                                    "error_rate": round(self.error_rate, 6)}
-        for name in ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "accuracy"):
+        for name in ("p50_ms", "p95_ms", "p99_ms", "mean_ms", "accuracy", "labelled"):
             value = getattr(self, name)
             if value is not None:
                 numbers[name] = round(value, 4)
@@ -97,6 +102,15 @@ def mean_shift_ms(canary: VersionNumbers, stable: VersionNumbers) -> float:
     return float(canary_samples.mean() - stable_samples.mean())
 
 
+def worse_p_value(canary_bad: int, canary_total: int, stable_bad: int, stable_total: int) -> float | None:
+    """One-sided Fisher exact p-value that the canary's share of bad outcomes (errors, wrong labels) is larger than
+    stable's; ``None`` when either has no outcomes."""
+    if canary_total <= 0 or stable_total <= 0:
+        return None
+    table = [[canary_bad, canary_total - canary_bad], [stable_bad, stable_total - stable_bad]]
+    return float(fisher_exact(table, alternative="greater").pvalue)
+
+
 def judge(canary: VersionNumbers, stable: VersionNumbers, checks: RolloutChecks, *, min_requests: int) -> Judgement:
     """Whether the canary passed the interval, failed it, or had too few requests to tell."""
     if canary.requests < min_requests:
@@ -106,7 +120,16 @@ def judge(canary: VersionNumbers, stable: VersionNumbers, checks: RolloutChecks,
 
     allowed = stable.error_rate + checks.max_error_rate_increase
     error_text = f"canary error rate {canary.error_rate:.2%} vs stable {stable.error_rate:.2%} (allowed {allowed:.2%})"
-    (failures if canary.error_rate > allowed + 1e-12 else notes).append(error_text)
+    if canary.error_rate > allowed + 1e-12:
+        errors_p = worse_p_value(canary.errors, canary.requests, stable.errors, stable.requests)
+        if errors_p is None:  # stable served nothing to compare with: the threshold alone decides
+            failures.append(error_text)
+        elif errors_p < checks.rate_test_alpha:
+            failures.append(error_text + f"; Fisher p={_p(errors_p)} < {checks.rate_test_alpha:g}: canary errs more")
+        else:
+            notes.append(error_text + f"; Fisher p={_p(errors_p)}: not significant, error rate passes")
+    else:
+        notes.append(error_text)
 
     p_value = None
     if stable.requests == 0 or canary.p99_ms is None or stable.p99_ms is None:
@@ -135,7 +158,19 @@ def judge(canary: VersionNumbers, stable: VersionNumbers, checks: RolloutChecks,
         delta = canary.accuracy - stable.accuracy
         text = (f"canary accuracy {canary.accuracy:.4f} vs stable {stable.accuracy:.4f} "
                 f"(delta {delta:+.4f}, required ≥ {checks.min_accuracy_delta:+.4f})")
-        (failures if delta < checks.min_accuracy_delta - 1e-12 else notes).append(text)
+        if delta < checks.min_accuracy_delta - 1e-12:
+            wrong_p = None
+            if canary.labelled is not None and stable.labelled is not None:
+                wrong_p = worse_p_value(round((1 - canary.accuracy) * canary.labelled), canary.labelled,
+                                        round((1 - stable.accuracy) * stable.labelled), stable.labelled)
+            if wrong_p is None:  # label counts unknown: the threshold alone decides
+                failures.append(text)
+            elif wrong_p < checks.rate_test_alpha:
+                failures.append(text + f"; Fisher p={_p(wrong_p)} < {checks.rate_test_alpha:g}: canary is less accurate")
+            else:
+                notes.append(text + f"; Fisher p={_p(wrong_p)}: not significant, accuracy passes")
+        else:
+            notes.append(text)
     else:
         notes.append("no labelled feedback for both versions: accuracy not compared")
 

@@ -23,11 +23,12 @@ EDGES = [0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]
 CHECKS = RolloutChecks()
 
 
-def numbers(latencies_ms, *, errors: int = 0, accuracy: float | None = None) -> VersionNumbers:
+def numbers(latencies_ms, *, errors: int = 0, accuracy: float | None = None,
+            labelled: int | None = None) -> VersionNumbers:
     latencies = np.asarray(latencies_ms, dtype=float)
     counts = np.histogram(latencies, bins=EDGES + [np.inf])[0]
     return VersionNumbers(requests=len(latencies), errors=errors, p99_ms=float(np.percentile(latencies, 99)),
-                          latency_edges=EDGES, latency_counts=counts.tolist(), accuracy=accuracy)
+                          latency_edges=EDGES, latency_counts=counts.tolist(), accuracy=accuracy, labelled=labelled)
 
 
 def test_histograms_expand_to_bucket_midpoints_and_the_open_last_bucket_to_its_edge():
@@ -47,11 +48,38 @@ def test_an_equal_canary_passes():
     assert judgement.outcome is Outcome.passed, judgement.reasons
 
 
-def test_a_higher_error_rate_fails_unless_allowed():
-    canary, stable = numbers([3] * 100, errors=2), numbers([3] * 100, errors=1)
-    assert judge(canary, stable, CHECKS, min_requests=10).outcome is Outcome.failed
-    allowance = RolloutChecks(max_error_rate_increase=0.02)
+def test_a_significantly_higher_error_rate_fails_unless_allowed():
+    canary, stable = numbers([3] * 200, errors=20), numbers([3] * 800, errors=10)
+    failed = judge(canary, stable, CHECKS, min_requests=10)
+    assert failed.outcome is Outcome.failed and "canary errs more" in failed.reasons[0]
+    allowance = RolloutChecks(max_error_rate_increase=0.10)
     assert judge(canary, stable, allowance, min_requests=10).outcome is Outcome.passed
+
+
+def test_a_higher_error_rate_that_chance_explains_passes():
+    judgement = judge(numbers([3] * 300, errors=5), numbers([3] * 1200, errors=12), CHECKS, min_requests=10)
+    assert judgement.outcome is Outcome.passed
+    assert "not significant, error rate passes" in judgement.reasons[0]
+
+
+def failed_share(canary_rate: float, stable_rate: float, *, intervals: int = 400) -> float:
+    """The share of simulated intervals (200 canary and 1,800 stable requests, errors drawn at the given rates) in
+    which the canary fails."""
+    rng = np.random.default_rng(7)
+    failed = 0
+    for _ in range(intervals):
+        canary = VersionNumbers(requests=200, errors=int(rng.binomial(200, canary_rate)))
+        stable = VersionNumbers(requests=1800, errors=int(rng.binomial(1800, stable_rate)))
+        failed += judge(canary, stable, CHECKS, min_requests=100).outcome is Outcome.failed
+    return failed / intervals
+
+
+def test_a_canary_as_good_as_stable_is_rarely_failed_and_a_worse_one_mostly():
+    """Compared raw, an equal canary failed about half of its intervals at these rates: with max_failures 1 a
+    healthy rollout of four steps got through about one time in sixteen."""
+    assert failed_share(0.01, 0.01) < 0.06
+    assert failed_share(0.02, 0.02) < 0.06
+    assert failed_share(0.05, 0.01) > 0.9
 
 
 def test_a_much_slower_canary_fails_on_latency():
@@ -102,7 +130,13 @@ def test_a_slower_but_within_ratio_canary_passes():
 def test_accuracy_is_checked_only_when_both_have_feedback():
     same = [3.0] * 50
     worse = judge(numbers(same, accuracy=0.80), numbers(same, accuracy=0.85), CHECKS, min_requests=10)
-    assert worse.outcome is Outcome.failed and "accuracy" in worse.reasons[0]
+    assert worse.outcome is Outcome.failed and "accuracy" in worse.reasons[0], "label counts unknown: threshold alone"
+    few = judge(numbers(same, accuracy=0.80, labelled=40), numbers(same, accuracy=0.85, labelled=40), CHECKS,
+                min_requests=10)
+    assert few.outcome is Outcome.passed and any("not significant, accuracy passes" in r for r in few.reasons)
+    many = judge(numbers(same, accuracy=0.80, labelled=2000), numbers(same, accuracy=0.85, labelled=2000), CHECKS,
+                 min_requests=10)
+    assert many.outcome is Outcome.failed and "canary is less accurate" in many.reasons[0]
     unknown = judge(numbers(same, accuracy=0.80), numbers(same), CHECKS, min_requests=10)
     assert unknown.outcome is Outcome.passed
     assert any("accuracy not compared" in r for r in unknown.reasons)
