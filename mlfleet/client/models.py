@@ -169,6 +169,7 @@ class RolloutChecks(ApiModel):
     latency_tolerance_ms: float | None = None
     min_accuracy_delta: float | None = None
     latency_test_alpha: float | None = None
+    rate_test_alpha: float | None = None
 
 
 class RolloutCreate(RequestModel):

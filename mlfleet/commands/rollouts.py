@@ -57,13 +57,15 @@ def start(
     max_p99_latency_ratio: Annotated[float | None, typer.Option(help="Allowed canary/stable p99 latency ratio.")] = None,
     min_accuracy_delta: Annotated[float | None, typer.Option(help="Required canary minus stable accuracy.")] = None,
     latency_test_alpha: Annotated[float | None, typer.Option(help="Significance of the latency test.")] = None,
+    rate_test_alpha: Annotated[float | None, typer.Option(help="Significance of the error-rate and accuracy tests.")] = None,
     max_failures: Annotated[int | None, typer.Option(help="Failed verdicts before rolling back.")] = None,
     require_approval: Annotated[bool, typer.Option(help="Wait for `approve` before promoting.")] = False,
     output: OutputOption = Output.table,
 ) -> None:
     """Start a canary rollout of a version; unset options keep the registry's defaults."""
     checks = RolloutChecks(max_error_rate_increase=max_error_rate_increase, max_p99_latency_ratio=max_p99_latency_ratio,
-                           min_accuracy_delta=min_accuracy_delta, latency_test_alpha=latency_test_alpha)
+                           min_accuracy_delta=min_accuracy_delta, latency_test_alpha=latency_test_alpha,
+                           rate_test_alpha=rate_test_alpha)
     settings = {"steps": parse_steps(steps), "interval_s": interval_s, "min_requests": min_requests,
                 "max_failures": max_failures, "require_approval": require_approval or None,
                 "checks": checks if checks.model_dump(exclude_none=True) else None}

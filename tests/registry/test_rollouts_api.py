@@ -60,7 +60,7 @@ def test_rollout_defaults_follow_the_case_study():
     assert body.steps == [10, 25, 50, 75, 100] and body.interval_s == 60 and body.min_requests == 100
     assert body.checks.model_dump() == {"max_error_rate_increase": 0.0, "max_p99_latency_ratio": 1.10,
                                         "latency_tolerance_ms": 2.0, "min_accuracy_delta": 0.0,
-                                        "latency_test_alpha": 0.05}
+                                        "latency_test_alpha": 0.05, "rate_test_alpha": 0.05}
     assert (body.max_failures, body.require_approval) == (1, False)
 
 
