@@ -130,11 +130,20 @@ class SinkDispatcher:
         self._tasks = [asyncio.create_task(self._work(sink), name=f"sink-{sink.name}") for sink in self._sinks]
 
     async def stop(self) -> None:
+        """Stop delivering; an alert being delivered or still queued is counted ``dropped`` (and logged)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        for sink in self._sinks:
+            queue, left = self._queues[sink.name], 0
+            while not queue.empty():
+                queue.get_nowait()
+                left += 1
+                self._on_outcome(sink.name, "dropped")
+            if left:
+                logger.error("sink %s: %d queued alerts dropped at shutdown", sink.name, left)
 
     def submit(self, alert: AlertPublic) -> None:
         """Queue ``alert`` for every sink that takes it; never blocks."""
@@ -153,6 +162,10 @@ class SinkDispatcher:
             alert = await queue.get()
             try:
                 await self._deliver(sink, alert)
+            except asyncio.CancelledError:
+                logger.error("sink %s: alert %s dropped at shutdown, mid-delivery", sink.name, alert.id)
+                self._on_outcome(sink.name, "dropped")
+                raise
             except Exception:  # an unusable URL or body: this alert fails, the sink's worker goes on with the next
                 logger.exception("sink %s: alert %s could not be sent", sink.name, alert.id)
                 self._on_outcome(sink.name, "failed")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
+from mlfleet.runtime.processes import free_port
 from services.monitor.alerts import AlertRules, fingerprint, metric_alerts
 from services.monitor.feedback import predicted_class, quality
 from services.monitor.schemas import AlertPublic, LatencySummary, Quality
@@ -146,3 +147,20 @@ async def test_a_sink_that_cannot_send_one_alert_counts_it_failed_and_sends_the_
         receiver.stop()
     assert outcomes == [("hook", "failed"), ("hook", "delivered")]
     assert len(receiver.on("/hook")) == 1
+
+
+async def test_alerts_still_queued_or_in_delivery_at_shutdown_are_counted_dropped():
+    outcomes: list[str] = []
+    dead = f"http://127.0.0.1:{free_port()}/hook"
+    dispatcher = SinkDispatcher([Sink("hook", dead, lambda alert: {"id": alert.id})], http=httpx.AsyncClient(timeout=5),
+                                retry=RetryPolicy(max_attempts=5, initial_s=30, max_s=30), queue_size=10,
+                                on_outcome=lambda sink, outcome: outcomes.append(outcome))
+    dispatcher.start()
+    for number in range(3):
+        dispatcher.submit(ALERT.model_copy(update={"id": f"a{number}"}))
+    for _ in range(500):  # the first delivery failed once and waits to retry; the other two are queued
+        if outcomes:
+            break
+        await asyncio.sleep(0.01)
+    await dispatcher.stop()
+    assert outcomes == ["retried", "dropped", "dropped", "dropped"]
