@@ -191,7 +191,7 @@ def output_tensor(body: bytes, header_length: int | None, name: str) -> np.ndarr
 
 def probabilities_of(answer: HttpAnswer, model: str, version: int, output: str, rows: int) -> np.ndarray:
     """Output ``output`` of one inference's answer for ``rows`` input rows, or the error its status or body stands
-    for (an output without a row per input row is the model's failure: its rows could not be told apart)."""
+    for (an output without a row per input row, or with a NaN or infinite value, is the model's failure)."""
     body = b"".join(answer.body)
     if answer.status != 200:
         message = error_message(body)
@@ -208,6 +208,8 @@ def probabilities_of(answer: HttpAnswer, model: str, version: int, output: str, 
     if probabilities.ndim == 0 or probabilities.shape[0] != rows:
         raise InferenceFailed(f"{model} v{version} returned {output!r} of shape {list(probabilities.shape)} for "
                               f"{rows} input rows")
+    if not np.isfinite(probabilities).all():  # a broken model: no score to answer with, an error to count
+        raise InferenceFailed(f"{model} v{version} returned non-finite {output!r} (NaN or infinity)")
     return probabilities
 
 

@@ -212,13 +212,17 @@ def test_early_is_not_called_for_an_error_and_what_it_raises_is_logged_not_raise
     assert "consumer bug" in caplog.text
 
 
-@pytest.mark.parametrize("probabilities", [PROBABILITIES[:1], np.float32(0.5).reshape(())])
-def test_an_answer_without_a_row_per_input_row_is_the_models_failure(probabilities):
-    """Two rows in, one row (or a scalar) out: the rows cannot be told apart, so no request gets any of them."""
+@pytest.mark.parametrize(("probabilities", "says"), [
+    (PROBABILITIES[:1], "for 2 input rows"),  # the rows cannot be told apart, so no request gets any of them
+    (np.float32(0.5).reshape(()), "for 2 input rows"),
+    (np.array([[0.25, np.nan], [0.9, 0.1]], dtype=np.float32), "non-finite"),  # answered as null, counted as nothing
+    (np.array([[0.25, 0.75], [np.inf, 0.1]], dtype=np.float32), "non-finite"),
+])
+def test_an_answer_without_a_finite_row_per_input_row_is_the_models_failure(probabilities, says):
     body, _ = binary_answer({"probabilities": probabilities}, {"probabilities": "FP32"})
     events, failed = infer_with_early(200, body, lambda p: None)
     assert events == ["returned"], "early is not given a wrong answer"
-    assert isinstance(failed, InferenceFailed) and "for 2 input rows" in str(failed)
+    assert isinstance(failed, InferenceFailed) and says in str(failed)
 
 
 def test_a_kept_connection_that_closes_on_the_request_has_it_sent_again_on_a_new_one():
