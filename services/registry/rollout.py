@@ -261,6 +261,8 @@ class RolloutController:
                     await self._judge(snapshot.public.id, snapshot.model)
             except MlfleetError as exc:  # e.g. Triton down while moving traffic: judged again next tick
                 logger.warning("rollout %d of %s not moved: %s", snapshot.public.id, snapshot.model, exc.detail)
+            except Exception:  # e.g. the database failing on this one: the others are still judged this tick
+                logger.exception("rollout %d of %s not judged", snapshot.public.id, snapshot.model)
 
     async def _judge(self, rollout_id: int, model: str) -> None:
         snapshot = await self._database.transaction(_snapshot, model=model, rollout_id=rollout_id)
