@@ -2,7 +2,8 @@
 
 Keys:
 
-- ``mlfleet:monitor:live:{model}:{version}`` — capped stream (``MAXLEN ~ samples_max``), one
+- ``mlfleet:monitor:live:{model}:{version}`` — capped stream (``MAXLEN ~ samples_max``; it expires
+  ``samples_ttl_s``, the aggregates' retention, after its last sample), one
   entry per sampled successful prediction event: its time, request and trace ids, feature
   vectors, feature names and scores. Drift windows are read from it, so every monitor replica
   sees the same windows and a restart keeps them. Each version's events are sampled at about
@@ -49,12 +50,13 @@ from services.monitor.store import PREFIX
 SAMPLE_FIELD = b"e"
 
 RECORD_EVENTS = f"""
-local samples_max, prediction_ttl, seen_ttl = ARGV[1], ARGV[2], ARGV[3]
-local sampled, recorded = tonumber(ARGV[4]), tonumber(ARGV[5])
+local samples_max, prediction_ttl, seen_ttl, samples_ttl = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local sampled, recorded = tonumber(ARGV[5]), tonumber(ARGV[6])
 for i = 1, sampled do
-  redis.call('XADD', KEYS[i], 'MAXLEN', '~', samples_max, '*', '{SAMPLE_FIELD.decode()}', ARGV[5 + i])
+  redis.call('XADD', KEYS[i], 'MAXLEN', '~', samples_max, '*', '{SAMPLE_FIELD.decode()}', ARGV[6 + i])
+  redis.call('EXPIRE', KEYS[i], samples_ttl)
 end
-local at = 6 + sampled
+local at = 7 + sampled
 for i = sampled + 1, sampled + recorded do
   redis.call('HSET', KEYS[i], ARGV[at], ARGV[at + 1])
   redis.call('EXPIRE', KEYS[i], prediction_ttl)
@@ -67,7 +69,8 @@ return sampled
 """
 """The sampled events' samples, every event's prediction record, then the seen markers. ``KEYS``: each sample's live
 stream, each event's prediction key, then the seen keys of the events whose request id does not say when it was
-made. ``ARGV``: ``samples_max``, the two TTLs, the number of samples, the number of events, the samples, then per
+made. ``ARGV``: ``samples_max``, the three TTLs (records, markers, live streams), the number of samples, the number
+of events, the samples, then per
 event its version and prediction record."""
 
 
@@ -156,9 +159,11 @@ def _prediction(event: PredictionEvent) -> bytes:
 
 class SampleStore:
     def __init__(self, redis: aioredis.Redis, *, samples_max: int, prediction_ttl_s: int, seen_ttl_s: int,
-                 samples_per_s: float = 0) -> None:
+                 samples_per_s: float = 0, samples_ttl_s: int = 7 * 24 * 3600) -> None:
+        """``samples_ttl_s``: a live stream without a new sample for this long expires (a retired version's)."""
         self._redis = redis
         self._samples_max = samples_max
+        self._samples_ttl_s = samples_ttl_s
         self._budget = SampleBudget(samples_per_s, burst=samples_max)
         self._prediction_ttl_s = prediction_ttl_s
         self._seen_ttl_s = max(seen_ttl_s, prediction_ttl_s)
@@ -196,8 +201,8 @@ class SampleStore:
             sample_keys += [key] * len(stream_events)
             samples += [_sample(event) for event in stream_events]
         pipe.eval(RECORD_EVENTS, len(sample_keys) + len(record_keys) + len(seen_keys), *sample_keys, *record_keys,
-                  *seen_keys, self._samples_max, self._prediction_ttl_s, self._seen_ttl_s, len(samples),
-                  len(record_keys), *samples, *records)
+                  *seen_keys, self._samples_max, self._prediction_ttl_s, self._seen_ttl_s, self._samples_ttl_s,
+                  len(samples), len(record_keys), *samples, *records)
         return skipped
 
     async def window(self, model: str, version: int, *, size: int | None = None,

@@ -69,7 +69,8 @@ async def record(store: SampleStore, client: aioredis.Redis, events) -> dict[str
 
 async def test_events_beyond_the_budget_keep_their_records_but_not_their_samples(redis_client):
     model = f"budget-{uuid.uuid4().hex[:8]}"
-    store = SampleStore(redis_client, samples_max=40, prediction_ttl_s=600, seen_ttl_s=3600, samples_per_s=1e-6)
+    store = SampleStore(redis_client, samples_max=40, prediction_ttl_s=600, seen_ttl_s=3600, samples_per_s=1e-6,
+                        samples_ttl_s=900)
     stable = [make_event(model, 1, scores=[i / 100]) for i in range(100)]
     canary = [make_event(model, 2, scores=[0.9]) for _ in range(10)]
     failed = make_event(model, 1, status="error", error_code="timeout")
@@ -83,6 +84,7 @@ async def test_events_beyond_the_budget_keep_their_records_but_not_their_samples
     assert len(sampled) == 40 and len(set(sampled)) == 40
     assert sampled == sorted(sampled, key=order.index), "a sample keeps its arrival order"
     assert await redis_client.xlen(live_key(model, 2)) == 10
+    assert 0 < await redis_client.ttl(live_key(model, 1)) <= 900, "a retired version's stream expires"
     for event in [*stable, *canary]:
         assert await redis_client.hexists(prediction_key(event.request_id), str(event.version))
         assert 0 < await redis_client.ttl(prediction_key(event.request_id)) <= 600
