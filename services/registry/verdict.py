@@ -160,10 +160,12 @@ def judge(canary: VersionNumbers, stable: VersionNumbers, checks: RolloutChecks,
                 f"(delta {delta:+.4f}, required ≥ {checks.min_accuracy_delta:+.4f})")
         if delta < checks.min_accuracy_delta - 1e-12:
             wrong_p = None
-            if canary.labelled is not None and stable.labelled is not None:
+            # the test asks whether the canary is worse than stable: it can back a threshold that allows the canary
+            # to be as good or worse, not one that requires it to be better (a positive delta decides alone)
+            if canary.labelled is not None and stable.labelled is not None and checks.min_accuracy_delta <= 0:
                 wrong_p = worse_p_value(round((1 - canary.accuracy) * canary.labelled), canary.labelled,
                                         round((1 - stable.accuracy) * stable.labelled), stable.labelled)
-            if wrong_p is None:  # label counts unknown: the threshold alone decides
+            if wrong_p is None:  # label counts unknown, or an improvement required: the threshold alone decides
                 failures.append(text)
             elif wrong_p < checks.rate_test_alpha:
                 failures.append(text + f"; Fisher p={_p(wrong_p)} < {checks.rate_test_alpha:g}: canary is less accurate")

@@ -137,6 +137,10 @@ def test_accuracy_is_checked_only_when_both_have_feedback():
     many = judge(numbers(same, accuracy=0.80, labelled=2000), numbers(same, accuracy=0.85, labelled=2000), CHECKS,
                  min_requests=10)
     assert many.outcome is Outcome.failed and "canary is less accurate" in many.reasons[0]
+    better_required = RolloutChecks(min_accuracy_delta=0.02)  # the test cannot back this: the threshold decides
+    equal = judge(numbers(same, accuracy=0.90, labelled=500), numbers(same, accuracy=0.90, labelled=500),
+                  better_required, min_requests=10)
+    assert equal.outcome is Outcome.failed
     unknown = judge(numbers(same, accuracy=0.80), numbers(same), CHECKS, min_requests=10)
     assert unknown.outcome is Outcome.passed
     assert any("accuracy not compared" in r for r in unknown.reasons)
