@@ -156,11 +156,13 @@ class Predictor:
         """Infer on the chosen version; a canary whose batch fails (Triton or the feature store unavailable, or the
         model failing; not a lookup that timed out, which stable would wait for as long) is answered by stable,
         counted as a fallback. Each failure is recorded (counted, and its event queued) against the version that
-        failed."""
+        failed; a request shed for a full queue is not (it is the gateway's capacity, counted in
+        ``mlfleet_gateway_shed_total``, and counting it against a canary would fail a healthy one under load)."""
         try:
             return choice, await self._submit(route.model, choice.version, choice.variant, instances)
         except MlfleetError as exc:
-            self._record(ctx, route.model, choice, error=exc)
+            if not isinstance(exc, Overloaded):  # shed for the gateway's capacity, not the version's failure
+                self._record(ctx, route.model, choice, error=exc)
             stable = router.stable_of(route)
             if not isinstance(exc, (BackendUnavailable, InferenceFailed)) or choice.variant is not Variant.canary \
                     or stable is None:
@@ -171,7 +173,8 @@ class Predictor:
         try:
             return fallback, await self._submit(route.model, stable, Variant.stable, instances)
         except MlfleetError as exc:
-            self._record(ctx, route.model, fallback, error=exc)
+            if not isinstance(exc, Overloaded):
+                self._record(ctx, route.model, fallback, error=exc)
             raise
 
     async def _submit(self, model: str, version: VersionRoute, variant: Variant, instances: Instances,

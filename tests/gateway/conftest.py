@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
+import redis
 from feast import Entity, FeatureView, Field, FileSource, ValueType
 from feast.types import Float64, Int64
 from sklearn.linear_model import LogisticRegression
@@ -20,6 +21,7 @@ from skl2onnx import to_onnx
 
 from mlfleet.runtime.processes import free_port
 from services.common.feature_store import open_feature_store
+from services.common.redis import PREDICTIONS_STREAM
 from tests.conftest import ServiceProcess, start_service, write_key_file
 from tests.gateway.factories import signature
 
@@ -74,6 +76,16 @@ def train_onnx(seed: int) -> bytes:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def events_of(redis_url: str, request_id: str) -> list[dict]:
+    """The prediction events of ``request_id`` among the stream's newest 500."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        entries = client.xrevrange(PREDICTIONS_STREAM, count=500)
+    finally:
+        client.close()
+    return [e for e in (json.loads(fields[b"event"]) for _, fields in entries) if e["request_id"] == request_id]
 
 
 def register(registry_url: str, model: str, artifacts: dict[int, bytes], *, key: str,

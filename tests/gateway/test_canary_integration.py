@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 
@@ -10,26 +9,15 @@ import numpy as np
 import onnx
 import onnx.numpy_helper
 import pytest
-import redis
 from skl2onnx import to_onnx
 from skl2onnx.common.data_types import FloatTensorType
 from sklearn.linear_model import LogisticRegression
 
 from mlfleet.runtime.processes import wait_until
-from services.common.redis import PREDICTIONS_STREAM
 from services.gateway.router import bucket_of
-from tests.gateway.conftest import DEFAULT_POLICY, MODEL, register, set_traffic, train_onnx
+from tests.gateway.conftest import DEFAULT_POLICY, MODEL, events_of, register, set_traffic, train_onnx
 
 FLAKY = "gw-flaky"
-
-
-def events_of(redis_url: str, request_id: str) -> list[dict]:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        entries = client.xrevrange(PREDICTIONS_STREAM, count=500)
-    finally:
-        client.close()
-    return [e for e in (json.loads(fields[b"event"]) for _, fields in entries) if e["request_id"] == request_id]
 
 
 def served_policy(gateway_client, model: str) -> dict | None:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from mlfleet.runtime.processes import wait_until
 from tests.conftest import ServiceProcess, start_service
-from tests.gateway.conftest import MODEL, bearer, register, train_onnx
+from tests.gateway.conftest import MODEL, bearer, events_of, register, train_onnx
 
 PROBLEM = "application/problem+json"
 PREDICT = f"/v1/models/{MODEL}/predict"
@@ -149,13 +151,14 @@ def shed_total(gateway_url: str) -> float:
     return float(match.group(1)) if match else 0.0
 
 
-def test_an_overloaded_version_sheds_requests_at_once_with_retry_after(narrow_gateway):
+def test_an_overloaded_version_sheds_requests_at_once_with_retry_after(narrow_gateway, redis_url):
     url = f"{narrow_gateway.url}/v1/models/{SLOW}/predict"
     body = {"instances": [{"user_id": 3, "amount": 10}]}
     assert httpx.post(url, json=body, timeout=30).status_code == 200
     before = shed_total(narrow_gateway.url)
+    ids = [uuid.uuid4().hex for _ in range(8)]
     with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda _: httpx.post(url, json=body, timeout=30), range(8)))
+        responses = list(pool.map(lambda i: httpx.post(url, json=body, timeout=30, headers={"X-Request-Id": i}), ids))
     answered = [r for r in responses if r.status_code == 200]
     shed = [r for r in responses if r.status_code == 503]
     assert answered and shed and len(answered) + len(shed) == len(responses), [r.status_code for r in responses]
@@ -163,3 +166,7 @@ def test_an_overloaded_version_sheds_requests_at_once_with_retry_after(narrow_ga
         assert_problem(response, 503, "overloaded")
         assert response.headers["retry-after"] == "1"
     assert shed_total(narrow_gateway.url) == before + len(shed)
+    answered_ids = {r.headers["x-request-id"] for r in answered}
+    wait_until(lambda: all(events_of(redis_url, i) for i in answered_ids), timeout_s=10, what="the answers' events")
+    shed_ids = {r.headers["x-request-id"] for r in shed}
+    assert not any(events_of(redis_url, i) for i in shed_ids), "a shed request is no failure of the version"
