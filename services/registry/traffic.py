@@ -112,6 +112,9 @@ class TrafficController:
         self._metrics = metrics
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._audited_corruptions: set[str] = set()
+        self._left: dict[str, int] = {}
+        """Per model, the version a rollback left: no policy names it any more, so the reconcile pass unloads it
+        (this process's memory only: after a restart it stays loaded until the model's next load)."""
 
     async def get(self, *, model: str) -> TrafficPublic:
         def work(session: Session) -> TrafficPublic:
@@ -157,12 +160,18 @@ class TrafficController:
         await self._publisher.publish(PolicyChanged(model=model, revision=public.revision))
         return public, result
 
+    def unload_later(self, model: str, version: int) -> None:
+        """Have the next reconcile pass unload ``version`` of ``model`` if no policy names it then (a rollback's: its
+        switch must not wait for a Triton load)."""
+        self._left[model] = version
+
     async def routing_table(self) -> RoutingTable:
         return await self._database.transaction(_routing_table, now=utcnow())
 
     async def reconcile(self) -> list[str]:
         """Reload every model whose policy needs versions Triton does not serve, or whose previous stable's
-        retention is over while Triton still serves it; the models reloaded. Each model's plan is read once its
+        retention is over (or whose version a rollback left, :meth:`unload_later`) while Triton still serves it; the
+        models reloaded. Each model's plan is read once its
         lock is held, so a policy change that ran meanwhile is not undone from an older plan. A model that fails
         to load (a corrupted artifact, counted each time and audited once per artifact and process; Triton
         refusing or timing out) is logged and skipped: the models after it are still brought in step."""
@@ -173,19 +182,23 @@ class TrafficController:
                 plan = await self._database.transaction(_model_plan, model=model, now=utcnow())
                 if plan is None:
                     continue
-                ready = await self._triton.ready_versions(plan.model, set(plan.artifacts) | plan.retired)
-                missing, retired = set(plan.artifacts) - ready, plan.retired & ready
+                left = self._left.pop(model, None)
+                unnamed = plan.retired | ({left} if left is not None and left not in plan.artifacts else set())
+                ready = await self._triton.ready_versions(plan.model, set(plan.artifacts) | unnamed)
+                missing, retired = set(plan.artifacts) - ready, unnamed & ready
                 if not missing and not retired:
                     continue
                 if missing:
                     logger.info("Triton lacks versions %s of %s; reloading", sorted(missing), plan.model)
                 if retired:
-                    logger.info("retention of %s v%s is over; reloading without it", plan.model, sorted(retired))
+                    logger.info("no policy of %s needs v%s now; reloading without it", plan.model, sorted(retired))
                 try:
                     await self._load(plan, actor=RECONCILER,
                                      attempt={"action": "reconcile", "versions": sorted(plan.artifacts)})
                 except MlfleetError as exc:
                     logger.warning("%s not reloaded: %s", plan.model, exc.detail)
+                    if left is not None:
+                        self._left.setdefault(model, left)  # tried again next pass
                     continue
                 reloaded.append(plan.model)
         return reloaded

@@ -110,3 +110,17 @@ async def test_a_policy_changed_while_reconcile_waited_for_the_model_is_not_undo
     assert model not in await reconciling
     assert [load for load in triton.loads if load[0] == model] == [(model, [1, 3])]  # (PostgreSQL holds other models)
     assert triton.served[model] == {1, 3}
+
+
+async def test_the_version_a_rollback_left_is_unloaded_by_the_next_pass_unless_a_policy_names_it_again(database):
+    left = with_policy(database, [1, 2])
+    named_again = with_policy(database, [1, 2], canary=2)
+    triton = ScriptedTriton()
+    triton.served[left] = triton.served[named_again] = {1, 2}
+    traffic = controller(database, triton)
+    traffic.unload_later(left, 2)
+    traffic.unload_later(named_again, 2)
+    reloaded = await traffic.reconcile()
+    assert left in reloaded and named_again not in reloaded
+    assert triton.served[left] == {1} and triton.served[named_again] == {1, 2}
+    assert left not in await traffic.reconcile(), "once unloaded, it is forgotten"
