@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import onnx
+import onnxruntime
 from google.protobuf.message import DecodeError
 
 from services.registry.errors import InvalidArtifact
@@ -10,7 +11,9 @@ from services.registry.errors import InvalidArtifact
 
 def validate_onnx(artifact: bytes, *, signature_width: int) -> None:
     """Raise :class:`InvalidArtifact` unless ``artifact`` is a valid ONNX model with one FP32 input
-    whose width, when statically known, equals the number of signature inputs."""
+    whose width, when statically known, equals the number of signature inputs, and that onnxruntime (what
+    Triton's backend runs it with) can load: the ONNX checker passes models it cannot, e.g. of an opset it
+    does not know, which would otherwise fail only when traffic is set."""
     try:
         model = onnx.load_model_from_string(artifact)
     except (DecodeError, ValueError):
@@ -27,6 +30,17 @@ def validate_onnx(artifact: bytes, *, signature_width: int) -> None:
     if len(inputs) != 1:
         raise InvalidArtifact(f"the model must take exactly one input tensor; it takes {len(inputs)}")
     _check_input(inputs[0], signature_width)
+    _check_loadable(artifact)
+
+
+def _check_loadable(artifact: bytes) -> None:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    try:
+        onnxruntime.InferenceSession(artifact, sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own error classes (Fail, InvalidGraph, NotImplemented, ...)
+        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        raise InvalidArtifact(f"onnxruntime cannot load the model: {detail}") from None
 
 
 def _check_input(value: onnx.ValueInfoProto, signature_width: int) -> None:

@@ -42,3 +42,11 @@ def test_a_model_failing_the_checker_is_refused():
     model.graph.node[0].op_type = "NoSuchOperator"
     with pytest.raises(InvalidArtifact, match="checker"):
         validate_onnx(model.SerializeToString(), signature_width=4)
+
+
+def test_a_model_onnxruntime_cannot_load_is_refused_though_the_checker_passes_it():
+    model = onnx.load_model_from_string(_identity_model(TensorProto.FLOAT, [None, 4]))
+    model.opset_import[0].version = 999
+    onnx.checker.check_model(model)
+    with pytest.raises(InvalidArtifact, match="onnxruntime cannot load"):
+        validate_onnx(model.SerializeToString(), signature_width=4)
