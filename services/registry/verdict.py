@@ -111,6 +111,16 @@ def worse_p_value(canary_bad: int, canary_total: int, stable_bad: int, stable_to
     return float(fisher_exact(table, alternative="greater").pvalue)
 
 
+def backed_by_test(text: str, p_value: float | None, alpha: float, *, worse: str, passes: str) -> tuple[bool, str]:
+    """Whether a crossed threshold fails, and its reason: it fails unless its Fisher test ran and found the canary
+    not significantly worse (``p_value`` ``None``: no test, the threshold alone decides)."""
+    if p_value is None:
+        return True, text
+    if p_value < alpha:
+        return True, f"{text}; Fisher p={_p(p_value)} < {alpha:g}: {worse}"
+    return False, f"{text}; Fisher p={_p(p_value)}: not significant, {passes}"
+
+
 def judge(canary: VersionNumbers, stable: VersionNumbers, checks: RolloutChecks, *, min_requests: int) -> Judgement:
     """Whether the canary passed the interval, failed it, or had too few requests to tell."""
     if canary.requests < min_requests:
@@ -121,13 +131,11 @@ def judge(canary: VersionNumbers, stable: VersionNumbers, checks: RolloutChecks,
     allowed = stable.error_rate + checks.max_error_rate_increase
     error_text = f"canary error rate {canary.error_rate:.2%} vs stable {stable.error_rate:.2%} (allowed {allowed:.2%})"
     if canary.error_rate > allowed + 1e-12:
+        # without stable traffic there is nothing to test against: the threshold alone decides
         errors_p = worse_p_value(canary.errors, canary.requests, stable.errors, stable.requests)
-        if errors_p is None:  # stable served nothing to compare with: the threshold alone decides
-            failures.append(error_text)
-        elif errors_p < checks.rate_test_alpha:
-            failures.append(error_text + f"; Fisher p={_p(errors_p)} < {checks.rate_test_alpha:g}: canary errs more")
-        else:
-            notes.append(error_text + f"; Fisher p={_p(errors_p)}: not significant, error rate passes")
+        failed, error_text = backed_by_test(error_text, errors_p, checks.rate_test_alpha, worse="canary errs more",
+                                            passes="error rate passes")
+        (failures if failed else notes).append(error_text)
     else:
         notes.append(error_text)
 
@@ -165,12 +173,10 @@ def judge(canary: VersionNumbers, stable: VersionNumbers, checks: RolloutChecks,
             if canary.labelled is not None and stable.labelled is not None and checks.min_accuracy_delta <= 0:
                 wrong_p = worse_p_value(round((1 - canary.accuracy) * canary.labelled), canary.labelled,
                                         round((1 - stable.accuracy) * stable.labelled), stable.labelled)
-            if wrong_p is None:  # label counts unknown, or an improvement required: the threshold alone decides
-                failures.append(text)
-            elif wrong_p < checks.rate_test_alpha:
-                failures.append(text + f"; Fisher p={_p(wrong_p)} < {checks.rate_test_alpha:g}: canary is less accurate")
-            else:
-                notes.append(text + f"; Fisher p={_p(wrong_p)}: not significant, accuracy passes")
+            # label counts unknown, or an improvement required: the threshold alone decides
+            failed, text = backed_by_test(text, wrong_p, checks.rate_test_alpha, worse="canary is less accurate",
+                                          passes="accuracy passes")
+            (failures if failed else notes).append(text)
         else:
             notes.append(text)
     else:
