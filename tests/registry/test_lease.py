@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
-import pytest
 
 from services.registry.database import Database
 from services.registry.lease import Lease
 
 TTL_S = 0.5
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def replicas(database: Database) -> tuple[Lease, Lease]:

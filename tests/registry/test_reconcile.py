@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from services.registry import repository
@@ -52,14 +50,6 @@ class Artifacts:
 class Publisher:
     async def publish(self, change) -> None:
         return None
-
-
-@pytest.fixture
-def database(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def with_policy(database: Database, versions: list[int], *, stable: int = 1, canary: int | None = None) -> str:
