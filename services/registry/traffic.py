@@ -175,7 +175,7 @@ class TrafficController:
         lock is held, so a policy change that ran meanwhile is not undone from an older plan. A model that fails
         to load (a corrupted artifact, counted each time and audited once per artifact and process; Triton
         refusing or timing out) is logged and skipped: the models after it are still brought in step."""
-        models = [plan.model for plan in await self._database.transaction(_all_plans, now=utcnow())]
+        models = await self._database.transaction(_models_with_policies)
         reloaded = []
         for model in models:
             async with self._locks[model]:
@@ -309,8 +309,8 @@ def _plan_of(session: Session, policy: TrafficPolicy, now: datetime) -> LoadPlan
     return _load_plan(policy.model.name, rows, retired)
 
 
-def _all_plans(session: Session, *, now: datetime) -> list[LoadPlan]:
-    return [_plan_of(session, policy, now) for policy in repository.list_policies(session)]
+def _models_with_policies(session: Session) -> list[str]:
+    return [policy.model.name for policy in repository.list_policies(session)]
 
 
 def _model_plan(session: Session, *, model: str, now: datetime) -> LoadPlan | None:
