@@ -43,6 +43,10 @@ class TokenBucket:
         self.tokens -= granted
         return granted
 
+    def full_at(self, now: float) -> bool:
+        """Whether the bucket has refilled to its capacity by ``now`` (it then grants what a new one would)."""
+        return self.tokens + max(0.0, now - self.updated_at) * self.refill_per_s >= self.capacity
+
     def _refill(self, now: float) -> None:
         self.tokens = min(self.capacity, self.tokens + max(0.0, now - self.updated_at) * self.refill_per_s)
         self.updated_at = now

@@ -112,8 +112,7 @@ class SampleBudget:
         return bucket.take_up_to(wanted, now)
 
     def _drop_full(self, now: float) -> None:
-        full = [key for key, bucket in self._buckets.items()
-                if bucket.tokens + (now - bucket.updated_at) * self._rate >= self._burst]
+        full = [key for key, bucket in self._buckets.items() if bucket.full_at(now)]
         for key in full:
             del self._buckets[key]
 
