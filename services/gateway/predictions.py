@@ -161,8 +161,7 @@ class Predictor:
         try:
             return choice, await self._submit(route.model, choice.version, choice.variant, instances)
         except MlfleetError as exc:
-            if not isinstance(exc, Overloaded):  # shed for the gateway's capacity, not the version's failure
-                self._record(ctx, route.model, choice, error=exc)
+            self._record_failure(ctx, route.model, choice, exc)
             stable = router.stable_of(route)
             if not isinstance(exc, (BackendUnavailable, InferenceFailed)) or choice.variant is not Variant.canary \
                     or stable is None:
@@ -173,8 +172,7 @@ class Predictor:
         try:
             return fallback, await self._submit(route.model, stable, Variant.stable, instances)
         except MlfleetError as exc:
-            if not isinstance(exc, Overloaded):
-                self._record(ctx, route.model, fallback, error=exc)
+            self._record_failure(ctx, route.model, fallback, exc)
             raise
 
     async def _submit(self, model: str, version: VersionRoute, variant: Variant, instances: Instances,
@@ -189,7 +187,7 @@ class Predictor:
             return await self._batcher.submit((model, version.version), job, rows=len(instances))
         except QueueFull as exc:
             self._metrics.shed.labels(model).inc()
-            raise Overloaded(f"{model} v{version.version}: {exc}; retry shortly") from None
+            raise Overloaded(f"{model} v{version.version}: {exc}; retry shortly", retry_after_s=1) from None
         except BatcherClosed:
             raise BackendUnavailable("the gateway is shutting down") from None
 
@@ -272,6 +270,12 @@ class Predictor:
             self._record(shadow_ctx, model, choice, error=MlfleetError(str(exc)))
             return
         self._record(shadow_ctx, model, choice, tensor=inferred.tensor, predictions=inferred.predictions)
+
+    def _record_failure(self, ctx: RequestContext, model: str, choice: Choice, error: MlfleetError) -> None:
+        """Record ``error`` against ``choice``, unless the request was shed: that is the gateway's capacity (counted
+        in ``mlfleet_gateway_shed_total``), not the version's failure."""
+        if not isinstance(error, Overloaded):
+            self._record(ctx, model, choice, error=error)
 
     def _record(self, ctx: RequestContext, model: str, choice: Choice, *, tensor: np.ndarray | None = None,
                 predictions: list[Scored] | None = None, error: MlfleetError | None = None) -> None:
