@@ -88,14 +88,18 @@ class UnsupportedMediaType(MlfleetError):
     status, code, title = 415, "unsupported-media-type", "Unsupported media type"
 
 
-class RateLimited(MlfleetError):
-    """A key made more requests than its ``rate_limit_per_minute`` allows; ``Retry-After`` says when to retry."""
-
-    status, code, title = 429, "rate-limited", "Too many requests"
+class RetryAfter(MlfleetError):
+    """An error whose answer says, in ``Retry-After`` (and the problem's ``retry_after_s``), when to try again."""
 
     def __init__(self, detail: str = "", *, retry_after_s: int, **extra: Any) -> None:
         super().__init__(detail, retry_after_s=retry_after_s, **extra)
         self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class RateLimited(RetryAfter):
+    """A key made more requests than its ``rate_limit_per_minute`` allows; ``Retry-After`` says when to retry."""
+
+    status, code, title = 429, "rate-limited", "Too many requests"
 
 
 class InvalidInput(MlfleetError):
@@ -114,14 +118,10 @@ class BackendUnavailable(MlfleetError):
     status, code, title = 503, "backend-unavailable", "Backend unavailable"
 
 
-class Overloaded(BackendUnavailable):
+class Overloaded(RetryAfter, BackendUnavailable):
     """More requests wait than the service queues; ``Retry-After`` says when to try again."""
 
-    code, title = "overloaded", "Overloaded"
-
-    def __init__(self, detail: str = "", *, retry_after_s: int = 1, **extra: Any) -> None:
-        super().__init__(detail, retry_after_s=retry_after_s, **extra)
-        self.headers = {"Retry-After": str(retry_after_s)}
+    status, code, title = 503, "overloaded", "Overloaded"
 
 
 class InferenceFailed(MlfleetError):
