@@ -168,12 +168,12 @@ def row_keys(view: ViewSpec, entity_rows: Sequence[dict[str, Any]], project: byt
     :class:`BackendUnavailable` for a join key the rows lack: the rows carry the version's signature's entities, so
     that is the version's configuration, not the caller's request)."""
     join_keys, value_types = view.join_keys, view.value_types
-    missing = [name for name in join_keys if entity_rows and name not in entity_rows[0]]
-    if missing:
-        raise BackendUnavailable(f"feature view {view.name!r} is keyed by {', '.join(map(repr, missing))}, which the "
-                                 f"version's signature does not name among its entities")
-    return [redis_key(project, join_keys, value_types, tuple(row[name] for name in join_keys), serialization_version)
-            for row in entity_rows]
+    try:
+        return [redis_key(project, join_keys, value_types, tuple(row[name] for name in join_keys),
+                          serialization_version) for row in entity_rows]
+    except KeyError as missing:  # found on failure only: the happy path pays nothing for the check
+        raise BackendUnavailable(f"feature view {view.name!r} is keyed by {missing}, which the version's signature "
+                                 f"does not name among its entities") from None
 
 
 def plan_view_read(view: ViewSpec, fields: Sequence[str], keys: Sequence[bytes]) -> ViewRead:
