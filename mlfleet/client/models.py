@@ -182,6 +182,7 @@ class RolloutCreate(RequestModel):
     checks: RolloutChecks | None = None
     max_failures: int | None = None
     require_approval: bool | None = None
+    progress_deadline_s: float | None = None
 
 
 class RolloutStepPublic(ApiModel):
@@ -211,6 +212,7 @@ class RolloutPublic(ApiModel):
     failures: int
     require_approval: bool
     approved: bool
+    progress_deadline_s: float | None = None
     reason: str
     history: list[RolloutStepPublic]
     created_by: str

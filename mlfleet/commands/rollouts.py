@@ -60,6 +60,8 @@ def start(
     rate_test_alpha: Annotated[float | None, typer.Option(help="Significance of the error-rate and accuracy tests.")] = None,
     max_failures: Annotated[int | None, typer.Option(help="Failed verdicts before rolling back.")] = None,
     require_approval: Annotated[bool, typer.Option(help="Wait for `approve` before promoting.")] = False,
+    progress_deadline_s: Annotated[float | None, typer.Option(
+        "--progress-deadline", help="Seconds a step may hold without a verdict before the rollout aborts.")] = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Start a canary rollout of a version; unset options keep the registry's defaults."""
@@ -68,6 +70,7 @@ def start(
                            rate_test_alpha=rate_test_alpha)
     settings = {"steps": parse_steps(steps), "interval_s": interval_s, "min_requests": min_requests,
                 "max_failures": max_failures, "require_approval": require_approval or None,
+                "progress_deadline_s": progress_deadline_s,
                 "checks": checks if checks.model_dump(exclude_none=True) else None}
     answer = connect(ctx).start_rollout(model, candidate, **{k: v for k, v in settings.items() if v is not None})
     show(output, answer)

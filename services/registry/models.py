@@ -191,6 +191,8 @@ class Rollout(Base):
     failures: Mapped[int] = mapped_column(Integer, default=0)
     require_approval: Mapped[bool] = mapped_column(Boolean, default=False)
     approved: Mapped[bool] = mapped_column(Boolean, default=False)
+    progress_deadline_s: Mapped[float | None] = mapped_column(Float, nullable=True,
+                                                              doc="NULL (rollouts from before revision 0004): none.")
     step_started_at: Mapped[datetime] = mapped_column(doc="Start of the interval the next verdict judges.")
     reason: Mapped[str] = mapped_column(Text, default="", doc="Why the rollout is in its state.")
     created_by: Mapped[str] = mapped_column(String(128))

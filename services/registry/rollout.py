@@ -71,7 +71,8 @@ def rollout_public(row: Rollout) -> RolloutPublic:
         id=row.id, model=row.model.name, candidate=row.candidate, baseline=row.baseline, state=RolloutState(row.state),
         step_index=row.step_index, canary_percent=row.canary_percent, steps=list(row.steps), interval_s=row.interval_s,
         min_requests=row.min_requests, checks=RolloutChecks.model_validate(row.checks), max_failures=row.max_failures,
-        failures=row.failures, require_approval=row.require_approval, approved=row.approved, reason=row.reason,
+        failures=row.failures, require_approval=row.require_approval, approved=row.approved,
+        progress_deadline_s=row.progress_deadline_s, reason=row.reason,
         history=[RolloutStepPublic(at=s.at, canary_percent=s.canary_percent, verdict=Verdict(s.verdict),
                                    reasons=list(s.reasons), canary=s.canary, stable=s.stable) for s in row.history],
         created_by=row.created_by, created_at=row.created_at, updated_at=row.updated_at,
@@ -99,10 +100,13 @@ class Snapshot:
     def due(self, now: datetime) -> bool:
         return now >= self.step_started_at + timedelta(seconds=self.public.interval_s)
 
-    def position(self) -> Position:
+    def position(self, now: datetime) -> Position:
+        """Where the rollout stands; a rollout waiting for approval waits for a person, with no deadline."""
         p = self.public
+        deadline = p.progress_deadline_s if p.state is RolloutState.running else None
         return Position(step_index=p.step_index, steps=p.steps, failures=p.failures, max_failures=p.max_failures,
-                        require_approval=p.require_approval, approved=p.approved)
+                        require_approval=p.require_approval, approved=p.approved,
+                        held_s=(now - self.step_started_at).total_seconds(), progress_deadline_s=deadline)
 
 
 class RolloutController:
@@ -190,7 +194,7 @@ class RolloutController:
     async def abort(self, *, model: str, rollout_id: int, actor: str, reason: str) -> RolloutPublic:
         async with self._locks[model]:
             current = await self._active(model, rollout_id)
-            _, public = await self._finish(current, None, actor=actor, reason=reason or "aborted")
+            _, public = await self._finish(current, Move.abort, actor=actor, reason=reason or "aborted")
             return public
 
     async def rollback(self, *, model: str, actor: str, reason: str) -> TrafficPublic:
@@ -273,10 +277,10 @@ class RolloutController:
         if not await self._policy_in_place(snapshot):
             return
         canary, stable, judgement = await self._numbers(snapshot, now)
-        decision = decide(snapshot.position(), judgement)
+        decision = decide(snapshot.position(now), judgement)
         self._metrics.rollout_verdicts.labels(verdict=decision.verdict.value).inc()
         reason = "; ".join(decision.reasons)
-        if decision.move in (Move.promote, Move.roll_back):
+        if decision.move in (Move.promote, Move.roll_back, Move.abort):
             await self._finish(snapshot, decision.move, actor=CONTROLLER, reason=reason,
                                step=(decision, canary, stable))
             return
@@ -323,11 +327,11 @@ class RolloutController:
                                   then=partial(_restart_interval, snapshot=snapshot))
         return False
 
-    async def _finish(self, snapshot: Snapshot, move: Move | None, *, actor: str, reason: str,
+    async def _finish(self, snapshot: Snapshot, move: Move, *, actor: str, reason: str,
                       step: tuple[Decision, dict, dict] | None = None,
                       mark_failed: bool = True) -> tuple[TrafficPublic, RolloutPublic]:
-        """Promote (``Move.promote``), roll back (``Move.roll_back``) or abort (``None``) the rollout: its end and
-        the traffic change in one transaction, 409 if the rollout ended (or, for a verdict, moved) meanwhile."""
+        """Promote (``Move.promote``), roll back (``Move.roll_back``) or abort (``Move.abort``) the rollout: its end
+        and the traffic change in one transaction, 409 if the rollout ended (or, for a verdict, moved) meanwhile."""
         p = snapshot.public
         policy = await self._traffic.get(model=p.model)
         if move is Move.promote:
@@ -423,7 +427,8 @@ def _create(session: Session, before: TrafficPublic, *, model: str, body: Rollou
             session, model=registered, candidate=body.candidate, baseline=baseline, state=RolloutState.running.value,
             step_index=0, canary_percent=body.steps[0], steps=list(body.steps), interval_s=body.interval_s,
             min_requests=body.min_requests, checks=body.checks.model_dump(), max_failures=body.max_failures,
-            failures=0, require_approval=body.require_approval, approved=False, step_started_at=now,
+            failures=0, require_approval=body.require_approval, approved=False,
+            progress_deadline_s=body.progress_deadline_s, step_started_at=now,
             reason="started", created_by=actor, created_at=now, updated_at=now,
         )
     except IntegrityError:

@@ -286,6 +286,11 @@ class RolloutCreate(BaseModel):
     checks: RolloutChecks = Field(default_factory=RolloutChecks)
     max_failures: int = Field(default=1, ge=1, le=100, description="Failed verdicts after which the rollout rolls back.")
     require_approval: bool = Field(default=False, description="Wait for `approve` before the final step (promotion).")
+    progress_deadline_s: float = Field(
+        default=3600.0, gt=0, le=2_592_000,
+        description="A step that holds without a verdict (too few canary requests, or no numbers from the monitor) "
+                    "for longer than this aborts the rollout: traffic goes back to stable, and the candidate is not "
+                    "marked failed. At least `interval_s`.")
 
     @model_validator(mode="after")
     def _valid_steps(self) -> RolloutCreate:
@@ -299,6 +304,8 @@ class RolloutCreate(BaseModel):
             raise ValueError("steps must increase")
         if self.steps[0] >= 100:
             raise ValueError("at least one step must be below 100")
+        if self.progress_deadline_s < self.interval_s:
+            raise ValueError("progress_deadline_s must be at least interval_s: a step is judged once its interval is over")
         return self
 
 
@@ -327,6 +334,8 @@ class RolloutPublic(BaseModel):
     failures: int
     require_approval: bool
     approved: bool
+    progress_deadline_s: float | None = Field(
+        description="null for a rollout started before the registry had deadlines: it holds for as long as it takes.")
     reason: str
     history: list[RolloutStepPublic]
     created_by: str

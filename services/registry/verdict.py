@@ -201,6 +201,10 @@ class Position:
     max_failures: int
     require_approval: bool
     approved: bool
+    held_s: float = 0.0
+    """How long the step's interval has been open: a hold for lack of data keeps it open."""
+    progress_deadline_s: float | None = None
+    """A step held longer than this for lack of data aborts the rollout; ``None`` holds for as long as it takes."""
 
     @property
     def last_judged_index(self) -> int:
@@ -215,6 +219,8 @@ class Move(StrEnum):
     wait_for_approval = "wait_for_approval"
     promote = "promote"
     roll_back = "roll_back"
+    abort = "abort"
+    """End the rollout, traffic back to stable, without failing the candidate: it was never judged."""
 
 
 @dataclass(frozen=True)
@@ -228,6 +234,10 @@ class Decision:
 def decide(position: Position, judgement: Judgement) -> Decision:
     """What a rollout at ``position`` does after ``judgement``."""
     if judgement.outcome is Outcome.insufficient:
+        deadline = position.progress_deadline_s
+        if deadline is not None and position.held_s >= deadline:
+            return Decision(Verdict.hold, Move.abort, position.failures, judgement.reasons + [
+                f"no verdict within the progress deadline of {deadline:g} s: aborting, back to stable"])
         return Decision(Verdict.hold, Move.stay, position.failures, judgement.reasons)
     if judgement.outcome is Outcome.failed:
         failures = position.failures + 1

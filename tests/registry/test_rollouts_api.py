@@ -5,7 +5,7 @@ can only hold — which is itself checked."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -49,6 +49,7 @@ async def eventually(predicate, timeout_s: float = 10.0):
     ({"candidate": 2, "interval_s": 0}, "greater than 0"),
     ({"candidate": 2, "checks": {"max_p99_latency_ratio": 0.9}}, "greater than or equal to 1"),
     ({"candidate": 2, "max_failures": 0}, "greater than or equal to 1"),
+    ({"candidate": 2, "interval_s": 120, "progress_deadline_s": 60}, "at least interval_s"),
 ])
 def test_invalid_rollouts_are_refused(body, message):
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace("]", r"\]")):
@@ -61,7 +62,7 @@ def test_rollout_defaults_follow_the_case_study():
     assert body.checks.model_dump() == {"max_error_rate_increase": 0.0, "max_p99_latency_ratio": 1.10,
                                         "latency_tolerance_ms": 2.0, "min_accuracy_delta": 0.0,
                                         "latency_test_alpha": 0.05, "rate_test_alpha": 0.05}
-    assert (body.max_failures, body.require_approval) == (1, False)
+    assert (body.max_failures, body.require_approval, body.progress_deadline_s) == (1, False, 3600)
 
 
 async def test_start_conflicts_and_manual_moves(settings, trained, trained_v2):
@@ -145,6 +146,29 @@ async def test_the_controller_holds_without_a_monitor_and_resumes_after_a_restar
 
         await eventually(judged_again)
     assert len(recorded_steps(settings.database_url, rollout_id)) == 1
+
+
+async def test_a_rollout_without_a_verdict_past_its_progress_deadline_is_aborted(settings, trained, trained_v2):
+    async with running_registry(settings) as client:
+        name = await two_versions(client, trained, trained_v2)
+        body = {"candidate": 2, "steps": [10, 100], "interval_s": 0.3, "min_requests": 1, "progress_deadline_s": 1.5}
+        started = (await client.post(f"/v1/models/{name}/rollouts", json=body)).json()
+        assert started["progress_deadline_s"] == 1.5
+        url = f"/v1/models/{name}/rollouts/{started['id']}"
+
+        async def ended() -> dict | None:
+            rollout = (await client.get(url)).json()
+            return rollout if rollout["state"] != "running" else None
+
+        rollout = await eventually(ended)
+        assert rollout["state"] == "aborted" and "progress deadline of 1.5 s" in rollout["reason"]
+        assert utc(rollout["updated_at"]) - utc(rollout["created_at"]) >= timedelta(seconds=1.5)
+        assert rollout["history"][-1]["verdict"] == "hold" and "not reachable" in rollout["history"][-1]["reasons"][0]
+        traffic = (await client.get(f"/v1/models/{name}/traffic")).json()
+        assert (traffic["stable"], traffic["canary"], traffic["canary_percent"]) == (1, None, 0)
+        assert (await client.get(f"/v1/models/{name}/versions/2")).json()["status"] == "registered"
+        audit = (await client.get("/v1/audit", params={"model": name})).json()["data"]
+        assert (audit[0]["action"], audit[0]["actor"]) == ("rollout.abort", "controller")
 
 
 def recorded_steps(database_url: str, rollout_id: int) -> list[datetime]:

@@ -186,6 +186,21 @@ def test_insufficient_data_holds_without_counting_a_failure():
     assert (decision.move, decision.verdict, decision.failures) == (Move.stay, Verdict.hold, 1)
 
 
+def test_a_step_held_past_its_progress_deadline_aborts_without_counting_a_failure():
+    def held(held_s, deadline=600.0, judgement=SCANT):
+        return decide(Position(1, [10, 25, 50, 100], 0, 1, False, False, held_s=held_s, progress_deadline_s=deadline),
+                      judgement)
+
+    assert held(599.9).move is Move.stay
+    aborted = held(600.0)
+    assert (aborted.move, aborted.verdict, aborted.failures) == (Move.abort, Verdict.hold, 0)
+    assert "few" in aborted.reasons and "progress deadline of 600 s" in aborted.reasons[-1]
+    assert held(10**6, deadline=None).move is Move.stay
+    # the deadline is for a step without a verdict: a step with one moves as it would have
+    assert held(10**6, judgement=PASSED).move is Move.advance
+    assert held(10**6, judgement=FAILED).move is Move.roll_back
+
+
 @given(st.integers(1, 10), st.integers(0, 9))
 def test_failures_roll_back_exactly_at_the_limit(max_failures, failures):
     failures = min(failures, max_failures - 1)
