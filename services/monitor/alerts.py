@@ -2,9 +2,11 @@
 
 Rules are pure functions of a version's metrics (:func:`metric_alerts`) or of a drift
 report (:func:`drift_alert`). :class:`AlertCenter` fires an alert only when its fingerprint
-(rule, model, version, action) is not cooling down — a ``SET NX EX cooldown`` in Redis, so
+(rule, model, version, action) is not cooling down — a ``SET NX PX cooldown`` in Redis, so
 several monitor replicas that see the same breach page once — then records it in the
-history and hands it to the sinks (which never block the caller).
+history and hands it to the sinks (which never block the caller). The cooldown and the
+history entry are written by one script: an alert whose entry could not be written leaves no
+cooldown behind to silence it when it fires again.
 
 Keys: ``mlfleet:monitor:alerts`` (list, newest first, capped), ``mlfleet:monitor:alert:cooldown:{fp}``.
 """
@@ -26,6 +28,21 @@ from services.monitor.store import PREFIX
 logger = logging.getLogger("mlfleet.monitor.alerts")
 
 HISTORY_KEY = f"{PREFIX}:alerts"
+
+_FIRE_ONCE = """
+local cooling = ARGV[2] ~= '0'
+if cooling and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+local pushed = redis.pcall('LPUSH', KEYS[2], ARGV[3])
+if type(pushed) == 'table' and pushed.err then
+  if cooling then redis.call('DEL', KEYS[1]) end
+  return redis.error_reply(pushed.err)
+end
+redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+return 1
+"""
+"""KEYS[1] the cooldown, KEYS[2] the history; ARGV[1] the alert's id, ARGV[2] the cooldown in ms (0: none), ARGV[3]
+the alert, ARGV[4] the history's length. 0 when cooling down; an error (and no cooldown) when the history refused the
+entry."""
 
 
 class AlertRules(BaseModel):
@@ -103,19 +120,16 @@ class AlertCenter:
         self._history_max = history_max
         self._dispatch = dispatch
         self._on_fired = on_fired
+        self._fire_once = redis.register_script(_FIRE_ONCE)
 
     async def fire(self, alert: AlertPublic) -> bool:
         """Record and send ``alert`` unless the same fingerprint fired within the cooldown."""
-        if self._cooldown_s > 0:
-            fresh = await self._redis.set(f"{PREFIX}:alert:cooldown:{alert.fingerprint}", alert.id, nx=True,
-                                          px=max(int(self._cooldown_s * 1000), 1))
-            if not fresh:
-                self._on_fired(alert, False)
-                return False
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(HISTORY_KEY, alert.model_dump_json())
-            pipe.ltrim(HISTORY_KEY, 0, self._history_max - 1)
-            await pipe.execute()
+        cooldown_ms = max(int(self._cooldown_s * 1000), 1) if self._cooldown_s > 0 else 0
+        fresh = await self._fire_once(keys=[f"{PREFIX}:alert:cooldown:{alert.fingerprint}", HISTORY_KEY],
+                                      args=[alert.id, cooldown_ms, alert.model_dump_json(), self._history_max])
+        if not fresh:
+            self._on_fired(alert, False)
+            return False
         logger.warning("alert %s: %s", alert.rule, alert.summary)
         self._on_fired(alert, True)
         self._dispatch(alert)
