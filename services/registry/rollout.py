@@ -216,7 +216,6 @@ class RolloutController:
                 model=model, update=policy_update(policy, stable=previous), actor=actor, action="traffic.rollback",
                 reason=reason or f"rolled back from v{policy.stable} to v{previous}",
                 then=partial(_unchanged_traffic, model=model, revision=policy.revision), keep_previous_stable=False)
-            self._traffic.unload_later(model, policy.stable)
             self._metrics.rollbacks.labels(model=model, trigger="manual").inc()
             return rolled_back
 

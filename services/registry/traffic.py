@@ -6,6 +6,12 @@ target of a rollback, kept loaded on Triton for ``previous_stable_retention_s`` 
 rollback within that time is a policy write only. Afterwards the reconcile loop reloads the
 model without it; a rollback after that reloads it first (about as long as any load).
 
+A change makes before it breaks: the versions it adds are loaded beside the ones Triton
+serves, the policy is written, and the reconcile loop unloads, on its next pass, every version
+Triton serves that the policy no longer needs (read from Triton's repository index, so a
+restarted registry still finds what its predecessor left loaded). A change refused after its
+load therefore leaves the versions the old policy routes to still served.
+
 Every policy write first locks its model's row, so writes of one model queue up across
 registry replicas; work that must be atomic with the write (a rollout's state change) runs
 in the same transaction (:meth:`TrafficController.apply`). Artifacts are verified against
@@ -59,8 +65,14 @@ class LoadPlan:
     faults: dict[int, dict] = field(default_factory=dict)
     widths: dict[int, int] = field(default_factory=dict)
     """Input width of each version (its signature's inputs), for the warm-up after a load."""
-    retired: frozenset[int] = frozenset()
-    """Versions the policy still names but Triton no longer needs to serve (a previous stable past its retention)."""
+    needed: frozenset[int] = frozenset()
+    """The versions the policy needs served; the others in ``artifacts`` are served now and kept until it is written."""
+
+    def only(self, versions: set[int]) -> LoadPlan:
+        """This plan restricted to ``versions``."""
+        return LoadPlan(self.model, {v: a for v, a in self.artifacts.items() if v in versions},
+                        {v: f for v, f in self.faults.items() if v in versions},
+                        {v: w for v, w in self.widths.items() if v in versions}, self.needed & versions)
 
 
 def traffic_public(model: str, policy: TrafficPolicy | None) -> TrafficPublic:
@@ -112,9 +124,6 @@ class TrafficController:
         self._metrics = metrics
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._audited_corruptions: set[str] = set()
-        self._left: dict[str, int] = {}
-        """Per model, the version a rollback left: no policy names it any more, so the reconcile pass unloads it
-        (this process's memory only: after a restart it stays loaded until the model's next load)."""
 
     async def get(self, *, model: str) -> TrafficPublic:
         def work(session: Session) -> TrafficPublic:
@@ -137,13 +146,15 @@ class TrafficController:
         ``then`` in one transaction, and announce it; the new policy and what ``then`` returned.
 
         Triton is loaded before the database changes, so a policy is never visible before
-        Triton can serve it. When Triton already serves every version needed (a percentage
-        change, a rollback to the previous stable within its retention), nothing is reloaded
-        and the change is only a policy write. Changes of one model are serialised in this
-        process by a lock and across replicas by the model's row lock. Triton is not rolled
-        back when ``then`` refuses the change after a load, nor when another replica loads
-        between this load and this write: the reconcile loop (:meth:`keep_triton_in_step`)
-        brings Triton back in step with the persisted policy.
+        Triton can serve it, and the load keeps every version the current policy needs that
+        Triton serves, so a change that ``then`` refuses after the load leaves the current
+        policy served. When Triton already serves every version needed (a percentage change,
+        a rollback to the previous stable within its retention, a rollout's end), nothing is
+        reloaded and the change is only a policy write. Versions no longer needed are unloaded
+        by the reconcile loop (:meth:`keep_triton_in_step`), which also brings Triton back in
+        step when another replica loaded between this load and this write. Changes of one
+        model are serialised in this process by a lock and across replicas by the model's row
+        lock.
 
         ``keep_previous_stable=False`` (a rollback) leaves no rollback target: the stable it replaces is the version
         rolled back from, and a second rollback must not put it back.
@@ -151,8 +162,9 @@ class TrafficController:
         async with self._locks[model]:
             plan = await self._database.transaction(_plan, model=model, update=update, now=utcnow(),
                                                     retention_s=self._retention_s if keep_previous_stable else None)
-            if await self._triton.ready_versions(plan.model, plan.artifacts) != set(plan.artifacts):
-                await self._load(plan, actor=actor,
+            served = await self._triton.ready_versions(plan.model, plan.artifacts)
+            if not plan.needed <= served:
+                await self._load(plan.only(set(plan.needed) | served), actor=actor,
                                  attempt={"action": action, "update": update.model_dump(mode="json")})
             public, result = await self._database.transaction(
                 _persist, model=model, update=update, actor=actor, action=action, reason=reason, now=utcnow(),
@@ -160,21 +172,16 @@ class TrafficController:
         await self._publisher.publish(PolicyChanged(model=model, revision=public.revision))
         return public, result
 
-    def unload_later(self, model: str, version: int) -> None:
-        """Have the next reconcile pass unload ``version`` of ``model`` if no policy names it then (a rollback's: its
-        switch must not wait for a Triton load)."""
-        self._left[model] = version
-
     async def routing_table(self) -> RoutingTable:
         return await self._database.transaction(_routing_table, now=utcnow())
 
     async def reconcile(self) -> list[str]:
-        """Reload every model whose policy needs versions Triton does not serve, or whose previous stable's
-        retention is over (or whose version a rollback left, :meth:`unload_later`) while Triton still serves it; the
-        models reloaded. Each model's plan is read once its
-        lock is held, so a policy change that ran meanwhile is not undone from an older plan. A model that fails
-        to load (a corrupted artifact, counted each time and audited once per artifact and process; Triton
-        refusing or timing out) is logged and skipped: the models after it are still brought in step."""
+        """Reload every model whose policy needs versions Triton does not serve, or for which Triton serves versions
+        its policy does not need (one a change or a rollback left, a previous stable past its retention); the models
+        reloaded. Each model's plan is read once its lock is held, so a policy change that ran meanwhile is not undone
+        from an older plan. A model that fails to load (a corrupted artifact, counted each time and audited once per
+        artifact and process; Triton refusing or timing out) is logged and skipped: the models after it are still
+        brought in step."""
         models = await self._database.transaction(_models_with_policies)
         reloaded = []
         for model in models:
@@ -182,23 +189,19 @@ class TrafficController:
                 plan = await self._database.transaction(_model_plan, model=model, now=utcnow())
                 if plan is None:
                     continue
-                left = self._left.pop(model, None)
-                unnamed = plan.retired | ({left} if left is not None and left not in plan.artifacts else set())
-                ready = await self._triton.ready_versions(plan.model, set(plan.artifacts) | unnamed)
-                missing, retired = set(plan.artifacts) - ready, unnamed & ready
-                if not missing and not retired:
+                served = await self._triton.served_versions(plan.model)
+                missing, unneeded = set(plan.artifacts) - served, served - set(plan.artifacts)
+                if not missing and not unneeded:
                     continue
                 if missing:
                     logger.info("Triton lacks versions %s of %s; reloading", sorted(missing), plan.model)
-                if retired:
-                    logger.info("no policy of %s needs v%s now; reloading without it", plan.model, sorted(retired))
+                if unneeded:
+                    logger.info("no policy of %s needs v%s now; reloading without it", plan.model, sorted(unneeded))
                 try:
                     await self._load(plan, actor=RECONCILER,
                                      attempt={"action": "reconcile", "versions": sorted(plan.artifacts)})
                 except MlfleetError as exc:
                     logger.warning("%s not reloaded: %s", plan.model, exc.detail)
-                    if left is not None:
-                        self._left.setdefault(model, left)  # tried again next pass
                     continue
                 reloaded.append(plan.model)
         return reloaded
@@ -250,20 +253,23 @@ class TrafficController:
 
 def _plan(session: Session, *, model: str, update: TrafficUpdate, now: datetime,
           retention_s: float | None) -> LoadPlan:
+    """What ``update`` needs served, with what the current policy needs (kept while it is served: see ``needed``)."""
     registered = require_model(session, name=model)
     policy = repository.get_policy(session, model=registered)
     wanted = versions_to_load(policy, update, now=now, retention_s=retention_s)
-    rows = repository.get_versions(session, model=registered, versions=wanted)
+    current = set(policy.loaded_versions(now)) if policy is not None else set()
+    rows = repository.get_versions(session, model=registered, versions=wanted | current)
     missing = sorted(update.versions - set(rows))
     if missing:
         raise VersionNotFound(f"model {model!r} has no version {', '.join(map(str, missing))}")
-    return _load_plan(model, rows)
+    return _load_plan(model, rows, needed=wanted & set(rows))
 
 
-def _load_plan(model: str, rows: dict[int, ModelVersion], retired: frozenset[int] = frozenset()) -> LoadPlan:
+def _load_plan(model: str, rows: dict[int, ModelVersion], needed: set[int] | None = None) -> LoadPlan:
     return LoadPlan(model=model, artifacts={v: row.sha256 for v, row in rows.items()},
                     faults={v: row.fault_injection for v, row in rows.items() if row.fault_injection},
-                    widths={v: len(row.signature["inputs"]) for v, row in rows.items()}, retired=retired)
+                    widths={v: len(row.signature["inputs"]) for v, row in rows.items()},
+                    needed=frozenset(rows if needed is None else needed))
 
 
 def _persist(session: Session, *, model: str, update: TrafficUpdate, actor: str, action: str, reason: str,
@@ -304,9 +310,8 @@ def _audit_corrupted(session: Session, *, model: str, version: int, sha256: str,
 
 
 def _plan_of(session: Session, policy: TrafficPolicy, now: datetime) -> LoadPlan:
-    rows = repository.get_versions(session, model=policy.model, versions=policy.loaded_versions(now))
-    retired = frozenset({policy.previous_stable} - set(rows)) if policy.previous_stable is not None else frozenset()
-    return _load_plan(policy.model.name, rows, retired)
+    return _load_plan(policy.model.name,
+                      repository.get_versions(session, model=policy.model, versions=policy.loaded_versions(now)))
 
 
 def _models_with_policies(session: Session) -> list[str]:

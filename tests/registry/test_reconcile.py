@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from services.registry import repository
@@ -29,6 +30,9 @@ class ScriptedTriton:
 
     async def ready_versions(self, model: str, versions) -> set[int]:
         return self.served.get(model, set()) & set(versions)
+
+    async def served_versions(self, model: str) -> set[int]:
+        return set(self.served.get(model, set()))
 
     async def load(self, model: str, artifacts, faults) -> None:
         self.loads.append((model, sorted(artifacts)))
@@ -82,8 +86,8 @@ async def test_a_model_that_fails_to_load_does_not_stop_the_others(database):
 
 
 async def test_a_policy_changed_while_reconcile_waited_for_the_model_is_not_undone(database):
-    """The change loads {1, 3} while reconcile, holding the plan of {1, 2}, waits for the model: once it gets the
-    model, it must judge the policy as it is then, not reload v2 and drop v3."""
+    """The change loads v3 beside {1, 2} while reconcile, holding the plan of {1, 2}, waits for the model: once it
+    gets the model, it must judge the policy as it is then ({1, 3}), not reload v2 and drop v3."""
     model = with_policy(database, [1, 2, 3], canary=2)
     gate = asyncio.Event()
     triton = ScriptedTriton(gate=gate)
@@ -97,20 +101,49 @@ async def test_a_policy_changed_while_reconcile_waited_for_the_model_is_not_undo
     await asyncio.sleep(0.5)  # reconcile reads every plan (v2 still the canary), then waits for the model
     gate.set()
     assert (await change).canary == 3
-    assert model not in await reconciling
-    assert [load for load in triton.loads if load[0] == model] == [(model, [1, 3])]  # (PostgreSQL holds other models)
+    assert model in await reconciling
+    # (PostgreSQL holds other models): made before broken, then the canary it replaced unloaded
+    assert [load for load in triton.loads if load[0] == model] == [(model, [1, 2, 3]), (model, [1, 3])]
     assert triton.served[model] == {1, 3}
 
 
-async def test_the_version_a_rollback_left_is_unloaded_by_the_next_pass_unless_a_policy_names_it_again(database):
-    left = with_policy(database, [1, 2])
-    named_again = with_policy(database, [1, 2], canary=2)
+async def test_a_change_refused_after_its_load_leaves_the_current_policy_served(database):
+    model = with_policy(database, [1, 2, 3], canary=2)
     triton = ScriptedTriton()
-    triton.served[left] = triton.served[named_again] = {1, 2}
+    triton.served[model] = {1, 2}
     traffic = controller(database, triton)
-    traffic.unload_later(left, 2)
-    traffic.unload_later(named_again, 2)
+
+    def refuse(session, before):
+        raise RuntimeError("refused after the load")
+
+    update = TrafficUpdate(stable=1, canary=3, canary_percent=10)
+    with pytest.raises(RuntimeError):
+        await traffic.apply(model=model, update=update, actor="test", then=refuse)
+    assert triton.served[model] == {1, 2, 3}, "v2, which the policy still routes to, is still served"
+    assert model in await traffic.reconcile()
+    assert triton.served[model] == {1, 2}, "and v3, which no policy names, is unloaded by the next pass"
+
+
+async def test_a_version_no_policy_needs_is_unloaded_by_the_next_pass(database):
+    """Whatever left it served (a rollback, a rollout's end, a registry that restarted before unloading it)."""
+    left = with_policy(database, [1, 2])
+    named = with_policy(database, [1, 2], canary=2)
+    triton = ScriptedTriton()
+    triton.served[left] = triton.served[named] = {1, 2}
+    traffic = controller(database, triton)
     reloaded = await traffic.reconcile()
-    assert left in reloaded and named_again not in reloaded
-    assert triton.served[left] == {1} and triton.served[named_again] == {1, 2}
-    assert left not in await traffic.reconcile(), "once unloaded, it is forgotten"
+    assert left in reloaded and named not in reloaded
+    assert triton.served[left] == {1} and triton.served[named] == {1, 2}
+    assert left not in await traffic.reconcile(), "once unloaded, it is in step"
+
+
+async def test_a_rollouts_end_is_a_policy_write_and_the_canary_it_left_is_unloaded_next_pass(database):
+    model = with_policy(database, [1, 2], canary=2)
+    triton = ScriptedTriton()
+    triton.served[model] = {1, 2}
+    traffic = controller(database, triton)
+    back = await traffic.set(model=model, update=TrafficUpdate(stable=1), actor="test")
+    assert (back.stable, back.canary) == (1, None)
+    assert triton.loads == [], "the switch waited for no load"
+    assert model in await traffic.reconcile()
+    assert triton.served[model] == {1}
