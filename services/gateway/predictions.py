@@ -218,20 +218,43 @@ class Predictor:
         return delivered if delivered is not None else job_results(version.signature, tensors, probabilities)
 
     async def _tensors(self, signature: Signature, jobs: list[InferenceJob]) -> list[np.ndarray | MlfleetError]:
-        """Each job's input tensor (or its own error), after one Feast lookup for the entity rows of all jobs."""
+        """Each job's input tensor (or its own error), after one Feast lookup for the entity rows of all jobs.
+
+        A join key value Feast cannot encode fails its request alone when the request is checked, for the views
+        cached then. For a view that was not (the gateway had just started, or the view is new), the batch's lookup
+        finds it instead and fails whole; each job is then looked up alone, so only the invalid one fails."""
         features = tuple(dict.fromkeys(signature.feast_features))
         lookups = [job for job in jobs if job.tensor is None]
-        found: FeatureColumns = {}
+        built: list[np.ndarray | MlfleetError] = []
         if features and lookups:
-            rows = [row for job in lookups for row in job.entity_rows]
-            # The span keeps the name of the SDK call it once wrapped: dashboards and docs/tracing name it.
-            with span(self._tracer, "feast.get_online_features", kind=SpanKind.CLIENT) as lookup:
-                if lookup:
-                    lookup.set_attributes({"db.system": "redis", "feast.features": features,
-                                           "feast.entity_rows": len(rows)})
-                found = await self._features.lookup(features, rows, batch_entity_keys(lookups))
-        built = iter(build_tensors(signature, lookups, found) if lookups else [])
-        return [job.tensor if job.tensor is not None else next(built) for job in jobs]
+            try:
+                built = build_tensors(signature, lookups, await self._lookup(features, lookups))
+            except InvalidInput:
+                if len(lookups) == 1:
+                    raise
+                built = [await self._tensor_alone(signature, features, job) for job in lookups]
+        elif lookups:
+            built = build_tensors(signature, lookups, {})
+        rest = iter(built)
+        return [job.tensor if job.tensor is not None else next(rest) for job in jobs]
+
+    async def _tensor_alone(self, signature: Signature, features: Sequence[str],
+                            job: InferenceJob) -> np.ndarray | MlfleetError:
+        try:
+            found = await self._lookup(features, [job])
+        except InvalidInput as exc:
+            return exc
+        return build_tensors(signature, [job], found)[0]
+
+    async def _lookup(self, features: Sequence[str], jobs: Sequence[InferenceJob]) -> FeatureColumns:
+        """One Feast lookup for the entity rows of ``jobs``, in order."""
+        rows = [row for job in jobs for row in job.entity_rows]
+        # The span keeps the name of the SDK call it once wrapped: dashboards and docs/tracing name it.
+        with span(self._tracer, "feast.get_online_features", kind=SpanKind.CLIENT) as lookup:
+            if lookup:
+                lookup.set_attributes({"db.system": "redis", "feast.features": features,
+                                       "feast.entity_rows": len(rows)})
+            return await self._features.lookup(features, rows, batch_entity_keys(jobs))
 
     async def _infer(self, model: str, version: VersionRoute, tensor: np.ndarray, *, variant: Variant,
                      requests: int, early: Callable[[np.ndarray], None]) -> np.ndarray:

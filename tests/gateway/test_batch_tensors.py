@@ -3,11 +3,13 @@
 import numpy as np
 import pytest
 from feast.value_type import ValueType
+from prometheus_client import CollectorRegistry
 
 from services.common.errors import InvalidInput, MissingFeatures
 from services.common.schemas import Variant, VersionRoute
 from services.gateway.features import PlannedKeys, ViewSpec
-from services.gateway.predictions import InferenceJob, batch_entity_keys, build_tensors
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.predictions import InferenceJob, Predictor, batch_entity_keys, build_tensors
 from services.gateway.tensors import build_tensor
 from tests.gateway.factories import signature
 
@@ -72,3 +74,34 @@ def test_a_lone_invalid_job_gets_its_error():
     found = {"user_stats:avg_amount_30d": [10.0], "user_stats:txn_count_7d": [1]}
     [failed] = build_tensors(SIGNATURE, [job({"user_id": 1, "amount": float("nan")})], found)
     assert isinstance(failed, InvalidInput) and failed.extra["field"] == "amount"
+
+
+class UnplannedLookup:
+    """A feature lookup for views no request planned keys for (not cached when the requests were checked): it
+    encodes every row's join key itself, as :class:`~services.gateway.features.FeatureReader` then does, and one it
+    cannot encode fails the whole lookup."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[object]] = []
+
+    async def lookup(self, features, rows, keys=None) -> dict[str, list]:
+        self.calls.append([row["user_id"] for row in rows])
+        if any(not isinstance(row["user_id"], int) for row in rows):
+            raise InvalidInput("join key user_id cannot be encoded", field="user_id")
+        return {"user_stats:avg_amount_30d": [10.0 * row["user_id"] for row in rows],
+                "user_stats:txn_count_7d": [row["user_id"] for row in rows]}
+
+
+async def test_a_join_key_only_the_batch_lookup_could_check_fails_its_own_request_alone():
+    lookup = UnplannedLookup()
+    predictor = Predictor(policy=None, features=lookup, triton=None, events=None,
+                          metrics=GatewayMetrics.create(CollectorRegistry()), max_instances=64, shadow_max_in_flight=1,
+                          batch_max_rows=64, batch_max_in_flight=2)
+    jobs = [job({"user_id": 1, "amount": 1.0}), job({"user_id": "x", "amount": 2.0}), job({"user_id": 3, "amount": 3.0})]
+    first, failed, third = await predictor._tensors(SIGNATURE, jobs)
+    assert isinstance(failed, InvalidInput) and failed.extra["field"] == "user_id"
+    np.testing.assert_array_equal(first, [[1.0, 10.0, 1]])
+    np.testing.assert_array_equal(third, [[3.0, 30.0, 3]])
+    assert lookup.calls == [[1, "x", 3], [1], ["x"], [3]], "the batch once, then each request alone"
+    with pytest.raises(InvalidInput):  # a lone request gets its error as before
+        await predictor._tensors(SIGNATURE, [jobs[1]])
