@@ -184,15 +184,27 @@ class Reason(BaseModel):
 
 # --- API keys -----------------------------------------------------------------------------------
 
+SYSTEM_ACTORS = frozenset({"controller", "reconciler"})
+"""The names the registry's own loops write their audit events under (the rollout controller, the reconcile loop): a
+key named so would make a person's actions read as theirs (and a manual rollback count as automatic)."""
+
+
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$",
-                      description="Who holds the key; writes made with it are audited under this name.")
+                      description="Who holds the key; writes made with it are audited under this name. Not "
+                                  "`controller` or `reconciler`, the registry's own loops.")
     role: Role
     rate_limit_per_minute: RateLimit | None = Field(
         default=None, description="Requests per minute the key may make to each service replica (429 with "
                                   "`Retry-After` above); `null`: unlimited.")
+
+    @model_validator(mode="after")
+    def _not_a_system_actor(self) -> KeyCreate:
+        if self.name.lower() in SYSTEM_ACTORS:
+            raise ValueError(f"{self.name!r} is the name the registry's own {self.name.lower()} is audited under")
+        return self
 
 
 class KeyPublic(BaseModel):

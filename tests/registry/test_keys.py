@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import create_engine, text
 
+from services.registry.rollout import CONTROLLER
 from services.registry.settings import RegistrySettings
+from services.registry.traffic import RECONCILER
 from tests.conftest import write_key_file
 from tests.registry.factories import model_name, upload_parts, version_metadata
 from tests.registry.harness import bearer, new_key, running_registry
@@ -76,6 +78,10 @@ async def test_bad_key_requests_are_422(admin):
     assert_problem(await admin.post("/v1/keys", json={"name": "x", "role": "root"}), 422, "invalid-input")
     assert_problem(await admin.post("/v1/keys", json={"name": "", "role": "viewer"}), 422, "invalid-input")
     assert_problem(await admin.delete("/v1/keys/zero"), 422, "invalid-input")
+    for system_actor in (CONTROLLER, RECONCILER, "Controller"):  # the registry's own loops' names
+        refused = await admin.post("/v1/keys", json={"name": system_actor, "role": "deployer"})
+        assert_problem(refused, 422, "invalid-input")
+        assert "audited under" in refused.text
 
 
 async def test_keys_are_stored_hashed_and_never_logged(sqlite_settings, admin_key, capsys):
