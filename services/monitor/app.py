@@ -92,7 +92,8 @@ def _watching_resources(settings: MonitorSettings, metrics: MonitorMetrics, redi
                              bucket_ttl_s=settings.bucket_ttl_s)
     registry = RegistryClient(settings.registry_url, api_key=settings.registry_key(),
                               timeout_s=settings.registry_timeout_s, profile_cache_s=settings.profile_cache_s)
-    reporter = DriftReporter(redis, samples, registry, history_max=settings.drift_history_max)
+    reporter = DriftReporter(redis, samples, registry, history_max=settings.drift_history_max,
+                             ttl_s=settings.bucket_ttl_s)
     sink_http = httpx.AsyncClient(timeout=settings.sink_timeout_s)
     sinks = build_sinks(
         webhook_urls=settings.alert_webhook_urls, retrain_url=settings.retrain_webhook_url,

@@ -2,9 +2,10 @@
 
 Keys: ``mlfleet:monitor:drift:{model}:{version}`` (history list, newest first, capped),
 ``…:drift-last:{model}:{version}`` (identity of the last recorded window) and
-``…:drift-worst:{model}:{version}`` (the most drifted window so far). A window is recorded
-once — whichever replica gets there first — so the history and the alerts it raises do
-not depend on how many monitors run.
+``…:drift-worst:{model}:{version}`` (the most drifted window so far), each expiring ``ttl_s``
+after the version's last recorded window, as its aggregates do: a retired version's history
+goes with them. A window is recorded once — whichever replica gets there first — so the
+history and the alerts it raises do not depend on how many monitors run.
 """
 
 from __future__ import annotations
@@ -31,12 +32,15 @@ JUDGED = ("ok", "retrain", "rollback")
 
 _RECORD_ONCE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[4])
 redis.call('LPUSH', KEYS[2], ARGV[2])
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[3]) - 1)
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('EXPIRE', KEYS[3], ARGV[4])
 return 1
 """
-"""KEYS[1] last window id, KEYS[2] history; ARGV[1] this window's id, ARGV[2] its point, ARGV[3] history length."""
+"""KEYS[1] last window id, KEYS[2] history, KEYS[3] worst window (its TTL renewed); ARGV[1] this window's id, ARGV[2]
+its point, ARGV[3] history length, ARGV[4] TTL in seconds. 1 if recorded, 0 if already there."""
 
 
 def history_key(model: str, version: int) -> str:
@@ -91,11 +95,12 @@ def point(report: DriftReport) -> DriftPoint:
 
 class DriftReporter:
     def __init__(self, redis: aioredis.Redis, samples: SampleStore, registry: RegistryClient, *,
-                 history_max: int) -> None:
+                 history_max: int, ttl_s: int) -> None:
         self._redis = redis
         self._samples = samples
         self._registry = registry
         self._history_max = history_max
+        self._ttl_s = ttl_s
         self._record_once = redis.register_script(_RECORD_ONCE)
 
     async def window(self, model: str, version: int, spec: WindowSpec, *, now: float) -> LiveWindow:
@@ -126,14 +131,16 @@ class DriftReporter:
         if report.verdict not in JUDGED or window.last_entry is None:
             return False
         entry = point(report)
+        worst_key = f"{PREFIX}:drift-worst:{report.model}:{report.version}"
         recorded = await self._record_once(
-            keys=[f"{PREFIX}:drift-last:{report.model}:{report.version}", history_key(report.model, report.version)],
-            args=[f"{window.last_entry}:{window.size}", entry.model_dump_json(), self._history_max],
+            keys=[f"{PREFIX}:drift-last:{report.model}:{report.version}", history_key(report.model, report.version),
+                  worst_key],
+            args=[f"{window.last_entry}:{window.size}", entry.model_dump_json(), self._history_max, self._ttl_s],
         )
         if recorded:
             worst = await self.worst(report.model, report.version)
             if worst is None or (entry.verdict != "ok", entry.score) > (worst.verdict != "ok", worst.score):
-                await self._redis.set(f"{PREFIX}:drift-worst:{report.model}:{report.version}", entry.model_dump_json())
+                await self._redis.set(worst_key, entry.model_dump_json(), ex=self._ttl_s)
         return bool(recorded)
 
     async def history(self, model: str, version: int, limit: int) -> list[DriftPoint]:

@@ -14,6 +14,9 @@ import httpx
 
 from mlfleet.runtime.processes import wait_until
 from services.common.redis import PREDICTIONS_STREAM
+from services.monitor.reports import history_key
+from services.monitor.settings import MonitorSettings
+from services.monitor.store import PREFIX
 from tests.monitor.demo_model import MOVED
 from tests.monitor.factories import publish
 from tests.results import results_file
@@ -119,6 +122,12 @@ def test_stationary_traffic_never_alarms_and_the_shift_alerts_within_one_window(
     worst = report["worst_window"]
     assert worst["verdict"] == "rollback" and worst["examples"]
     assert all(e["request_id"] in shifted_ids and e["trace_id"] == trace_of[e["request_id"]] for e in worst["examples"])
+
+    # a retired version's drift history goes with its aggregates
+    retention = demo_registry.monitor_settings().get("bucket_ttl_s", MonitorSettings.model_fields["bucket_ttl_s"].default)
+    for key in (history_key(model, version), f"{PREFIX}:drift-last:{model}:{version}",
+                f"{PREFIX}:drift-worst:{model}:{version}"):
+        assert 0 < stream_client.ttl(key) <= retention, key
 
     whole_hour = client.get(f"/v1/models/{model}/drift",
                             params={"version": version, "window": "time", "window_s": 3600}).json()
