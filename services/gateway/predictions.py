@@ -229,10 +229,9 @@ class Predictor:
         if features and lookups:
             try:
                 built = build_tensors(signature, lookups, await self._lookup(features, lookups))
-            except InvalidInput:
-                if len(lookups) == 1:
-                    raise
-                built = [await self._tensor_alone(signature, features, job) for job in lookups]
+            except InvalidInput as exc:
+                built = [exc] if len(lookups) == 1 else list(await asyncio.gather(
+                    *(self._tensor_alone(signature, features, job) for job in lookups)))
         elif lookups:
             built = build_tensors(signature, lookups, {})
         rest = iter(built)

@@ -60,7 +60,8 @@ class Registry:
             logger.warning("no bootstrap admin key configured (MLFLEET_REGISTRY_BOOTSTRAP_ADMIN_KEY[_FILE]); "
                            "only keys already in the database can call the API")
         traffic = TrafficController(database=database, artifacts=artifacts, triton=triton, publisher=publisher,
-                                    metrics=metrics, previous_stable_retention_s=settings.previous_stable_retention_s)
+                                    metrics=metrics, previous_stable_retention_s=settings.previous_stable_retention_s,
+                                    unneeded_grace_s=settings.unneeded_version_grace_s)
         monitor = MonitorClient(settings.monitor_url, timeout_s=settings.monitor_timeout_s)
         notifier = WebhookNotifier(settings.webhook_urls, timeout_s=settings.webhook_timeout_s,
                                    max_attempts=settings.webhook_max_attempts, backoff_s=settings.webhook_backoff_s,

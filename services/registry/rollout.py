@@ -487,16 +487,7 @@ def _record(session: Session, *, snapshot: Snapshot, decision: Decision, canary:
             canary_percent: float) -> RolloutPublic:
     """Write one verdict; 409 (and nothing written) if the rollout changed since ``snapshot``."""
     row = _locked_unchanged(session, snapshot)
-    last = row.history[-1] if row.history else None
-    if decision.verdict is Verdict.hold and last is not None and last.verdict == Verdict.hold.value \
-            and last.canary_percent == row.canary_percent:
-        # a hold keeps the interval open and is judged again every tick: one row for the run of holds, its
-        # numbers the latest, not one row a second (and every rollout read loading them all)
-        last.at, last.reasons, last.canary, last.stable = utcnow(), decision.reasons, canary, stable
-    else:
-        repository.add_rollout_step(session, rollout=row, canary_percent=row.canary_percent,
-                                    verdict=decision.verdict.value, reasons=decision.reasons, canary=canary,
-                                    stable=stable)
+    _add_step(session, row, decision, canary, stable)
     now = utcnow()
     if decision.move is Move.advance:
         row.step_index += 1
@@ -515,6 +506,19 @@ def _record(session: Session, *, snapshot: Snapshot, decision: Decision, canary:
     return rollout_public(row)
 
 
+def _add_step(session: Session, row: Rollout, decision: Decision, canary: dict, stable: dict) -> None:
+    """Record a verdict in the rollout's history. A hold keeps the interval open and is judged again every tick: one
+    row for a run of holds at one percentage, its numbers and reasons the latest, not one row a second (and every
+    rollout read loading them all)."""
+    last = row.history[-1] if row.history else None
+    if decision.verdict is Verdict.hold and last is not None and last.verdict == Verdict.hold.value \
+            and last.canary_percent == row.canary_percent:
+        last.at, last.reasons, last.canary, last.stable = utcnow(), decision.reasons, canary, stable
+        return
+    repository.add_rollout_step(session, rollout=row, canary_percent=row.canary_percent,
+                                verdict=decision.verdict.value, reasons=decision.reasons, canary=canary, stable=stable)
+
+
 def _end(session: Session, before: TrafficPublic, *, snapshot: Snapshot, state: RolloutState, actor: str,
          reason: str, step: tuple[Decision, dict, dict] | None, mark_failed: bool) -> RolloutPublic:
     """End the rollout: a verdict (``step``) only if it has not moved since ``snapshot``, an admin action only if it
@@ -522,9 +526,7 @@ def _end(session: Session, before: TrafficPublic, *, snapshot: Snapshot, state: 
     row = _locked_unchanged(session, snapshot) if step is not None else _locked_active(session, snapshot)
     if step is not None:
         decision, canary, stable = step
-        repository.add_rollout_step(session, rollout=row, canary_percent=row.canary_percent,
-                                    verdict=decision.verdict.value, reasons=decision.reasons, canary=canary,
-                                    stable=stable)
+        _add_step(session, row, decision, canary, stable)
         row.failures = decision.failures
     if state is RolloutState.promoted:
         row.canary_percent = 100.0

@@ -184,9 +184,9 @@ class Reason(BaseModel):
 
 # --- API keys -----------------------------------------------------------------------------------
 
-SYSTEM_ACTORS = frozenset({"controller", "reconciler"})
-"""The names the registry's own loops write their audit events under (the rollout controller, the reconcile loop): a
-key named so would make a person's actions read as theirs (and a manual rollback count as automatic)."""
+SYSTEM_ACTORS = frozenset({"controller", "reconciler", "registry"})
+"""The names the registry itself writes audit events under (the rollout controller, the reconcile loop, the bootstrap):
+a key named so would make a person's actions read as the registry's (and a manual rollback count as automatic)."""
 
 
 class KeyCreate(BaseModel):
@@ -194,7 +194,7 @@ class KeyCreate(BaseModel):
 
     name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]*$",
                       description="Who holds the key; writes made with it are audited under this name. Not "
-                                  "`controller` or `reconciler`, the registry's own loops.")
+                                  "`controller`, `reconciler` or `registry`, which the registry's own writes use.")
     role: Role
     rate_limit_per_minute: RateLimit | None = Field(
         default=None, description="Requests per minute the key may make to each service replica (429 with "
@@ -203,7 +203,7 @@ class KeyCreate(BaseModel):
     @model_validator(mode="after")
     def _not_a_system_actor(self) -> KeyCreate:
         if self.name.lower() in SYSTEM_ACTORS:
-            raise ValueError(f"{self.name!r} is the name the registry's own {self.name.lower()} is audited under")
+            raise ValueError(f"{self.name!r} is a name the registry's own writes are audited under")
         return self
 
 
@@ -286,6 +286,9 @@ class RolloutChecks(BaseModel):
                     "test and its threshold agree, so a canary as good as stable is not failed by chance.")
 
 
+DEFAULT_PROGRESS_DEADLINE_S = 3600.0
+
+
 class RolloutCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -298,11 +301,11 @@ class RolloutCreate(BaseModel):
     checks: RolloutChecks = Field(default_factory=RolloutChecks)
     max_failures: int = Field(default=1, ge=1, le=100, description="Failed verdicts after which the rollout rolls back.")
     require_approval: bool = Field(default=False, description="Wait for `approve` before the final step (promotion).")
-    progress_deadline_s: float = Field(
-        default=3600.0, gt=0, le=2_592_000,
+    progress_deadline_s: float | None = Field(
+        default=None, gt=0, le=2_592_000,
         description="A step that holds without a verdict (too few canary requests, or no numbers from the monitor) "
                     "for longer than this aborts the rollout: traffic goes back to stable, and the candidate is not "
-                    "marked failed. At least `interval_s`.")
+                    "marked failed. More than `interval_s`; unset: 3600 s or ten intervals, whichever is longer.")
 
     @model_validator(mode="after")
     def _valid_steps(self) -> RolloutCreate:
@@ -316,8 +319,10 @@ class RolloutCreate(BaseModel):
             raise ValueError("steps must increase")
         if self.steps[0] >= 100:
             raise ValueError("at least one step must be below 100")
-        if self.progress_deadline_s < self.interval_s:
-            raise ValueError("progress_deadline_s must be at least interval_s: a step is judged once its interval is over")
+        if self.progress_deadline_s is None:
+            self.progress_deadline_s = max(DEFAULT_PROGRESS_DEADLINE_S, 10 * self.interval_s)
+        elif self.progress_deadline_s <= self.interval_s:
+            raise ValueError("progress_deadline_s must exceed interval_s: a step is judged once its interval is over")
         return self
 
 

@@ -52,8 +52,14 @@ class RegistrySettings(ServiceSettings):
     )
     reconcile_interval_s: float = Field(
         default=30.0, gt=0,
-        description="How often the registry checks that Triton serves every version a policy needs, and reloads "
-                    "what is missing (first check at startup).",
+        description="How often the registry checks that Triton serves every version a policy needs, and only those: "
+                    "it reloads what is missing, and unloads what no policy needs (first check at startup).",
+    )
+    unneeded_version_grace_s: float = Field(
+        default=180.0, ge=0,
+        description="How long a version Triton serves stays loaded after no policy needs it, before the reconcile "
+                    "loop unloads it: longer than a load (`triton_load_timeout_s`) and a gateway's policy poll, so "
+                    "another replica's change in flight, or a gateway that missed a change, still finds it.",
     )
 
     previous_stable_retention_s: float = Field(

@@ -7,10 +7,11 @@ rollback within that time is a policy write only. Afterwards the reconcile loop 
 model without it; a rollback after that reloads it first (about as long as any load).
 
 A change makes before it breaks: the versions it adds are loaded beside the ones Triton
-serves, the policy is written, and the reconcile loop unloads, on its next pass, every version
-Triton serves that the policy no longer needs (read from Triton's repository index, so a
-restarted registry still finds what its predecessor left loaded). A change refused after its
-load therefore leaves the versions the old policy routes to still served.
+serves, the policy is written, and the reconcile loop unloads every version Triton serves
+that no policy has needed for ``unneeded_grace_s`` (read from Triton's repository index, so
+a restarted registry still finds what its predecessor left loaded). A change refused after
+its load therefore leaves the versions the old policy routes to still served, and the grace
+keeps a version that another replica has just loaded for a change it has not written yet.
 
 Every policy write first locks its model's row, so writes of one model queue up across
 registry replicas; work that must be atomic with the write (a rollout's state change) runs
@@ -24,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -115,9 +116,14 @@ def versions_to_load(policy: TrafficPolicy | None, update: TrafficUpdate, *, now
 
 class TrafficController:
     def __init__(self, *, database: Database, artifacts: ArtifactStore, triton: TritonRepository,
-                 publisher: PolicyPublisher, metrics: RegistryMetrics, previous_stable_retention_s: float) -> None:
+                 publisher: PolicyPublisher, metrics: RegistryMetrics, previous_stable_retention_s: float,
+                 unneeded_grace_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._database = database
         self._retention_s = previous_stable_retention_s
+        self._unneeded_grace_s = unneeded_grace_s
+        self._clock = clock
+        self._unneeded_since: dict[tuple[str, int], float] = {}
+        """When this process first saw Triton serve each (model, version) that no policy needed."""
         self._artifacts = artifacts
         self._triton = triton
         self._publisher = publisher
@@ -176,10 +182,11 @@ class TrafficController:
         return await self._database.transaction(_routing_table, now=utcnow())
 
     async def reconcile(self) -> list[str]:
-        """Reload every model whose policy needs versions Triton does not serve, or for which Triton serves versions
-        its policy does not need (one a change or a rollback left, a previous stable past its retention); the models
-        reloaded. Each model's plan is read once its lock is held, so a policy change that ran meanwhile is not undone
-        from an older plan. A model that fails to load (a corrupted artifact, counted each time and audited once per
+        """Reload every model whose policy needs versions Triton does not serve, or for which Triton has served a
+        version its policy does not need (one a change or a rollback left, a previous stable past its retention) for
+        ``unneeded_grace_s``; the models reloaded. A reload keeps the unneeded versions still within their grace.
+        Each model's plan is read once its lock is held, so a policy change that ran meanwhile is not undone from an
+        older plan. A model that fails to load (a corrupted artifact, counted each time and audited once per
         artifact and process; Triton refusing or timing out) is logged and skipped: the models after it are still
         brought in step."""
         models = await self._database.transaction(_models_with_policies)
@@ -190,13 +197,19 @@ class TrafficController:
                 if plan is None:
                     continue
                 served = await self._triton.served_versions(plan.model)
-                missing, unneeded = set(plan.artifacts) - served, served - set(plan.artifacts)
+                missing = set(plan.artifacts) - served
+                unneeded = self._unneeded_past_grace(model, served - set(plan.artifacts))
                 if not missing and not unneeded:
                     continue
                 if missing:
                     logger.info("Triton lacks versions %s of %s; reloading", sorted(missing), plan.model)
                 if unneeded:
-                    logger.info("no policy of %s needs v%s now; reloading without it", plan.model, sorted(unneeded))
+                    logger.info("no policy of %s has needed v%s for %gs; reloading without it", plan.model,
+                                sorted(unneeded), self._unneeded_grace_s)
+                within_grace = served - set(plan.artifacts) - unneeded
+                if within_grace:
+                    plan = await self._database.transaction(_model_plan, model=model, now=utcnow(), keep=within_grace)
+                    assert plan is not None
                 try:
                     await self._load(plan, actor=RECONCILER,
                                      attempt={"action": "reconcile", "versions": sorted(plan.artifacts)})
@@ -205,6 +218,14 @@ class TrafficController:
                     continue
                 reloaded.append(plan.model)
         return reloaded
+
+    def _unneeded_past_grace(self, model: str, unneeded: set[int]) -> set[int]:
+        """Of ``model``'s versions served but unneeded now, those unneeded for ``unneeded_grace_s``."""
+        now = self._clock()
+        for key in [key for key in self._unneeded_since if key[0] == model and key[1] not in unneeded]:
+            del self._unneeded_since[key]  # needed again, or unloaded
+        since = {version: self._unneeded_since.setdefault((model, version), now) for version in unneeded}
+        return {version for version, first in since.items() if now - first >= self._unneeded_grace_s}
 
     async def keep_triton_in_step(self, interval_s: float) -> None:
         """Run :meth:`reconcile` now and every ``interval_s``, logging (never raising) failures."""
@@ -309,20 +330,22 @@ def _audit_corrupted(session: Session, *, model: str, version: int, sha256: str,
                          detail={"sha256": sha256, "error": error, "attempted": attempt})
 
 
-def _plan_of(session: Session, policy: TrafficPolicy, now: datetime) -> LoadPlan:
-    return _load_plan(policy.model.name,
-                      repository.get_versions(session, model=policy.model, versions=policy.loaded_versions(now)))
+def _plan_of(session: Session, policy: TrafficPolicy, now: datetime, keep: Collection[int] = ()) -> LoadPlan:
+    """What ``policy`` needs served, and ``keep`` (versions no policy needs, served a while longer)."""
+    needed = set(policy.loaded_versions(now))
+    rows = repository.get_versions(session, model=policy.model, versions=needed | set(keep))
+    return _load_plan(policy.model.name, rows, needed=needed & set(rows))
 
 
 def _models_with_policies(session: Session) -> list[str]:
     return [policy.model.name for policy in repository.list_policies(session)]
 
 
-def _model_plan(session: Session, *, model: str, now: datetime) -> LoadPlan | None:
-    """The plan of ``model``'s policy as it is now; ``None`` when it has none."""
+def _model_plan(session: Session, *, model: str, now: datetime, keep: Collection[int] = ()) -> LoadPlan | None:
+    """The plan of ``model``'s policy as it is now (and ``keep``); ``None`` when it has none."""
     registered = repository.get_model(session, name=model)
     policy = repository.get_policy(session, model=registered) if registered is not None else None
-    return _plan_of(session, policy, now) if policy is not None else None
+    return _plan_of(session, policy, now, keep) if policy is not None else None
 
 
 def _routing_table(session: Session, *, now: datetime) -> RoutingTable:

@@ -103,5 +103,9 @@ async def test_a_join_key_only_the_batch_lookup_could_check_fails_its_own_reques
     np.testing.assert_array_equal(first, [[1.0, 10.0, 1]])
     np.testing.assert_array_equal(third, [[3.0, 30.0, 3]])
     assert lookup.calls == [[1, "x", 3], [1], ["x"], [3]], "the batch once, then each request alone"
-    with pytest.raises(InvalidInput):  # a lone request gets its error as before
-        await predictor._tensors(SIGNATURE, [jobs[1]])
+    [alone] = await predictor._tensors(SIGNATURE, [jobs[1]])
+    assert isinstance(alone, InvalidInput)
+    inferred_before = job({"user_id": 4, "amount": 4.0})  # a shadow's job arrives with its tensor built
+    inferred_before.tensor = np.array([[4.0, 40.0, 4]])
+    built, failed = await predictor._tensors(SIGNATURE, [inferred_before, jobs[1]])
+    assert built is inferred_before.tensor and isinstance(failed, InvalidInput)

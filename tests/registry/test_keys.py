@@ -78,7 +78,7 @@ async def test_bad_key_requests_are_422(admin):
     assert_problem(await admin.post("/v1/keys", json={"name": "x", "role": "root"}), 422, "invalid-input")
     assert_problem(await admin.post("/v1/keys", json={"name": "", "role": "viewer"}), 422, "invalid-input")
     assert_problem(await admin.delete("/v1/keys/zero"), 422, "invalid-input")
-    for system_actor in (CONTROLLER, RECONCILER, "Controller"):  # the registry's own loops' names
+    for system_actor in (CONTROLLER, RECONCILER, "registry", "Controller"):  # what the registry's own writes use
         refused = await admin.post("/v1/keys", json={"name": system_actor, "role": "deployer"})
         assert_problem(refused, 422, "invalid-input")
         assert "audited under" in refused.text

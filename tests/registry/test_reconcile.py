@@ -4,6 +4,7 @@ PostgreSQL), a scripted Triton (what it serves, and which loads fail or wait).""
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -71,9 +72,11 @@ def with_policy(database: Database, versions: list[int], *, stable: int = 1, can
     return name
 
 
-def controller(database: Database, triton: ScriptedTriton) -> TrafficController:
+def controller(database: Database, triton: ScriptedTriton, *, grace_s: float = 0.0,
+               clock=time.monotonic) -> TrafficController:
     return TrafficController(database=database, artifacts=Artifacts(), triton=triton, publisher=Publisher(),
-                             metrics=RegistryMetrics.create(CollectorRegistry()), previous_stable_retention_s=600)
+                             metrics=RegistryMetrics.create(CollectorRegistry()), previous_stable_retention_s=600,
+                             unneeded_grace_s=grace_s, clock=clock)
 
 
 async def test_a_model_that_fails_to_load_does_not_stop_the_others(database):
@@ -147,3 +150,40 @@ async def test_a_rollouts_end_is_a_policy_write_and_the_canary_it_left_is_unload
     assert triton.loads == [], "the switch waited for no load"
     assert model in await traffic.reconcile()
     assert triton.served[model] == {1}
+
+
+async def test_an_unneeded_version_stays_loaded_for_its_grace_and_a_reload_meanwhile_keeps_it(database):
+    """The grace covers another replica that loaded a version for a change it has not written yet, and gateways
+    that missed the change that left it."""
+    now = [1000.0]
+    model = with_policy(database, [1, 2, 3])
+    triton = ScriptedTriton()
+    triton.served[model] = {1, 2}
+    traffic = controller(database, triton, grace_s=60, clock=lambda: now[0])
+    assert model not in await traffic.reconcile(), "first seen unneeded: kept"
+    now[0] += 30
+    triton.served[model] = {2}  # Triton lost v1 (restarted, say) while v2 is still within its grace
+    assert model in await traffic.reconcile()
+    assert triton.served[model] == {1, 2}, "the reload for v1 kept v2"
+    now[0] += 29
+    assert model not in await traffic.reconcile()
+    now[0] += 2
+    assert model in await traffic.reconcile()
+    assert triton.served[model] == {1}, "unloaded once unneeded for the whole grace"
+
+    triton.served[model] = {1, 3}
+    assert model not in await traffic.reconcile()
+    now[0] += 50
+    with database._sessions.begin() as session:  # v3 becomes the canary: needed again, its grace starts over
+        registered = repository.get_model(session, name=model)
+        repository.save_policy(session, model=registered, stable=1, canary=3, canary_percent=10.0, shadow=None,
+                               previous_stable=None, previous_stable_until=None,
+                               revision=repository.next_policy_revision(session))
+    assert model not in await traffic.reconcile()
+    with database._sessions.begin() as session:
+        registered = repository.get_model(session, name=model)
+        repository.save_policy(session, model=registered, stable=1, canary=None, canary_percent=0.0, shadow=None,
+                               previous_stable=None, previous_stable_until=None,
+                               revision=repository.next_policy_revision(session))
+    now[0] += 30
+    assert model not in await traffic.reconcile(), "unneeded again 0 s ago, not 80"

@@ -29,7 +29,7 @@ async def routed_versions(client, model: str) -> list[int]:
 async def test_the_previous_stable_is_unloaded_after_its_retention_and_a_later_rollback_reloads_it(
         sqlite_settings, triton, trained, trained_v2):
     settings = sqlite_settings.model_copy(update={"previous_stable_retention_s": RETENTION_S,
-                                                  "reconcile_interval_s": 0.25})
+                                                  "reconcile_interval_s": 0.25, "unneeded_version_grace_s": 0.5})
     async with running_registry(settings) as client:
         name = model_name()
         await create_model(client, name)
