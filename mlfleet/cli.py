@@ -95,14 +95,18 @@ def demo(exit_after: bool = typer.Option(False, "--exit", help="Stop the fleet a
          seed: int = typer.Option(7, help="Seed of the synthetic data set."),
          shift: bool = typer.Option(False, help="Serve traffic from the post-2020 shifted distribution."),
          canary_percent: float = typer.Option(10.0, min=0.0, max=100.0, help="Share of users on version 2."),
+         story: bool = typer.Option(True, "--story/--no-story",
+                                    help="Then roll version 2 out as a judged canary and shift the data until the "
+                                         "monitor pages (about a minute)."),
          home: Path = typer.Option(None, help="State folder (default .mlfleet or MLFLEET_HOME)."),
          redis_url: str = typer.Option(None, help="Redis URL (default MLFLEET_REDIS_URL).")) -> None:
-    """Start the fleet, train and register two fraud models, canary the second, send traffic, summarise."""
+    """Start the fleet, train and register two fraud models, canary the second, send traffic, summarise; then roll
+    the second out (judged and promoted or rolled back on its own) and shift the data until the monitor pages."""
     from mlfleet.demo.run import run_demo
 
     def body(fleet: Fleet) -> None:
         summary = run_demo(fleet.config, seed=seed, shift=shift, requests=requests,
-                           canary_percent=canary_percent, echo=_echo)
+                           canary_percent=canary_percent, story=story, echo=_echo)
         if summary.errors:
             raise typer.Exit(code=1)
         if not exit_after:

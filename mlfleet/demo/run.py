@@ -1,4 +1,5 @@
-"""The demo: data → Feast → two trained versions → registry → canary → traffic → summary."""
+"""The demo: data → Feast → two trained versions → registry → canary → traffic → summary; then (``story``,
+:mod:`mlfleet.demo.story`) version 2 rolled out and judged on its own, and drift paged."""
 
 from __future__ import annotations
 
@@ -33,6 +34,17 @@ class TrafficSummary:
 
     def percentile(self, q: float) -> float:
         return float(np.percentile(self.latencies_ms, q)) if self.latencies_ms else float("nan")
+
+    def add(self, other: TrafficSummary) -> None:
+        """Count ``other``'s requests in this summary too."""
+        self.requests += other.requests
+        self.errors += other.errors
+        self.error_statuses.update(other.error_statuses)
+        self.latencies_ms += other.latencies_ms
+        self.versions.update(other.versions)
+        self.variants.update(other.variants)
+        self.frauds_flagged += other.frauds_flagged
+        self.elapsed_s += other.elapsed_s
 
 
 def prepare_features(config: FleetConfig, *, seed: int, shift: bool, echo) -> object:
@@ -74,8 +86,13 @@ def register_versions(config: FleetConfig, dataset, *, seed: int, echo) -> list[
 
 
 def deploy(config: FleetConfig, stable: int, canary: int, canary_percent: float, echo) -> int:
-    """Set the split and return its policy revision once the gateway serves it."""
+    """Set the split and return its policy revision once the gateway serves it (after aborting a rollout an earlier
+    run left going: it owns the traffic while it runs)."""
     with fleet_client(config) as fleet:
+        left = fleet.latest_rollout(MODEL)
+        if left is not None and not left.state.finished:
+            fleet.abort_rollout(MODEL, left.id, reason="a new demo run sets the traffic")
+            echo(f"rollout    aborted #{left.id}, which an earlier demo run left {left.state.value}")
         revision = fleet.set_traffic(MODEL, stable=stable, canary=canary, canary_percent=canary_percent).revision
         echo(f"traffic    stable v{stable}, canary v{canary} at {canary_percent:g} % (policy revision {revision})")
         fleet.wait_until_served(MODEL, revision)
@@ -154,7 +171,8 @@ def format_summary(summary: TrafficSummary, monitor: dict) -> str:
     return "\n".join(lines)
 
 
-def run_demo(config: FleetConfig, *, seed: int, shift: bool, requests: int, canary_percent: float, echo) -> TrafficSummary:
+def run_demo(config: FleetConfig, *, seed: int, shift: bool, requests: int, canary_percent: float, story: bool = False,
+             echo) -> TrafficSummary:
     dataset = prepare_features(config, seed=seed, shift=shift, echo=echo)
     stable, canary = register_versions(config, dataset, seed=seed, echo=echo)
     deploy(config, stable, canary, canary_percent, echo)
@@ -162,4 +180,10 @@ def run_demo(config: FleetConfig, *, seed: int, shift: bool, requests: int, cana
     echo(f"traffic    sending {requests:,} predictions through {config.url('gateway')} (16 at a time)…")
     summary = asyncio.run(send_traffic(config.url("gateway"), instances))
     echo(format_summary(summary, monitor_counts(config, summary.requests - summary.errors)))
+    if story:
+        from mlfleet.demo.story import page_on_drift, roll_out
+
+        echo("")
+        roll_out(config, canary, sample_instances(dataset, 2_000, seed + 1), echo)
+        page_on_drift(config, seed=seed, echo=echo)
     return summary
