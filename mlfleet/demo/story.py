@@ -33,6 +33,7 @@ class SteadyTraffic:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="demo-steady-traffic", daemon=True)
         self.summary = TrafficSummary()
+        self.error: Exception | None = None
 
     def __enter__(self) -> SteadyTraffic:
         self._thread.start()
@@ -43,13 +44,26 @@ class SteadyTraffic:
         self._stop.set()
         self._thread.join()
 
+    def wait_for(self, requests: int, timeout_s: float = 30.0) -> None:
+        """Until ``requests`` have been answered; raises what stopped the traffic, or ``TimeoutError``."""
+        deadline = time.monotonic() + timeout_s
+        while self.summary.requests < requests:
+            if self.error is not None:
+                raise self.error
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.summary.requests} of {requests} requests answered in {timeout_s:g} s")
+            time.sleep(0.1)
+
     def _run(self) -> None:
         chunk = 200
         offset = 0
-        while not self._stop.is_set():
-            part = self._instances[offset:offset + chunk] or self._instances[:chunk]
-            offset = (offset + chunk) % len(self._instances)
-            self.summary.add(asyncio.run(send_traffic(self._url, part, concurrency=self._concurrency)))
+        try:
+            while not self._stop.is_set():
+                part = self._instances[offset:offset + chunk] or self._instances[:chunk]
+                offset = (offset + chunk) % len(self._instances)
+                self.summary.add(asyncio.run(send_traffic(self._url, part, concurrency=self._concurrency)))
+        except Exception as exc:  # reported by wait_for and after the rollout
+            self.error = exc
 
 
 def steps_line(step: m.RolloutStepPublic) -> str:
@@ -64,14 +78,15 @@ def steps_line(step: m.RolloutStepPublic) -> str:
 def roll_out(config: FleetConfig, candidate: int, instances: list[dict], echo) -> m.RolloutPublic:
     """Roll ``candidate`` out under steady traffic and report each verdict; the rollout as it ended."""
     with fleet_client(config) as fleet, SteadyTraffic(config.url("gateway"), instances) as traffic:
-        while traffic.summary.requests < 50:
-            time.sleep(0.1)
+        traffic.wait_for(50)
         rollout = fleet.start_rollout(MODEL, candidate, **ROLLOUT)
         echo(f"rollout    #{rollout.id}: v{candidate} against v{rollout.baseline} as a canary at "
              f"{' → '.join(f'{s:g}' for s in rollout.steps)} %, each step judged by the registry on "
              f"{rollout.interval_s:g} s of live traffic (error rate, p99 latency, accuracy against stable)")
         rollout = follow(fleet, rollout, echo)
     answered = f"{traffic.summary.requests:,} predictions answered meanwhile, {traffic.summary.errors} errors"
+    if traffic.error is not None:
+        answered += f"; the traffic stopped: {traffic.error!r}"
     if rollout.state is m.RolloutState.promoted:
         echo(f"rollout    promoted on its own: v{rollout.candidate} is stable ({answered})")
     else:
