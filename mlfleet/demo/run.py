@@ -138,12 +138,14 @@ def sample_instances(dataset, n: int, seed: int) -> list[dict]:
     ]
 
 
-def monitor_counts(config: FleetConfig, expected: int, timeout_s: float = 20) -> dict:
-    """The monitor's per-version counts once it has consumed ``expected`` requests (or the timeout)."""
+def monitor_counts(config: FleetConfig, expected: int, *, since: float, timeout_s: float = 20) -> dict:
+    """The monitor's per-version counts since ``since`` (unix seconds; it counts in whole 10 s buckets) once it has
+    consumed ``expected`` requests (or the timeout); not the last hour's, which would count an earlier run's too."""
     deadline = time.monotonic() + timeout_s
     body: dict = {}
     while time.monotonic() < deadline:
-        response = httpx.get(f"{config.url('monitor')}/v1/models/{MODEL}/metrics", params={"window_s": 3600}, timeout=5)
+        response = httpx.get(f"{config.url('monitor')}/v1/models/{MODEL}/metrics",
+                             params={"start": since, "end": time.time() + 1}, timeout=5)
         if response.status_code == 200:
             body = response.json()
             if sum(v["requests"] for v in body["versions"]) >= expected:
@@ -178,8 +180,9 @@ def run_demo(config: FleetConfig, *, seed: int, shift: bool, requests: int, cana
     deploy(config, stable, canary, canary_percent, echo)
     instances = sample_instances(dataset, requests, seed)
     echo(f"traffic    sending {requests:,} predictions through {config.url('gateway')} (16 at a time)…")
+    sent_from = time.time()
     summary = asyncio.run(send_traffic(config.url("gateway"), instances))
-    echo(format_summary(summary, monitor_counts(config, summary.requests - summary.errors)))
+    echo(format_summary(summary, monitor_counts(config, summary.requests - summary.errors, since=sent_from)))
     if story:
         from mlfleet.demo.story import page_on_drift, roll_out
 
