@@ -20,6 +20,7 @@ from starlette.routing import Route
 from services.common.errors import PROBLEM_JSON, MlfleetError, PayloadTooLarge
 from services.gateway.deps import GatewayDep
 from services.gateway.hot_path import answer_prediction, check_body_size, request_ids
+from services.gateway.kserve_request import check_infer_request
 from services.gateway.passthrough import Forwarded
 from services.gateway.predictions import RequestContext
 from services.gateway.resources import Gateway
@@ -144,9 +145,10 @@ async def model_config(gateway: GatewayDep, model: str, version: str | None = No
         return _answer(await gateway.passthrough.model(gateway.predictor.book(), model, version, "/config"))
 
 
-@v2_router.post("/models/{model}/infer", operation_id="kserve-v2-model-infer")
+@v2_router.post("/models/{model}/infer", operation_id="kserve-v2-model-infer",
+                responses=_problems(400, 413, 415, 422))
 @v2_router.post("/models/{model}/versions/{version}/infer", operation_id="kserve-v2-model-version-infer",
-                responses=_problems(401, 403))
+                responses=_problems(400, 401, 403, 413, 415, 422))
 async def model_infer(
     request: Request,
     gateway: GatewayDep,
@@ -162,6 +164,7 @@ async def model_infer(
         if version is not None:
             await gateway.pinning.authorize(authorization)
         body = await read_body(request, gateway.settings.max_body_bytes)
+        check_infer_request(body, request.headers, max_bytes=gateway.settings.max_body_bytes)
         ctx = RequestContext.begin(*request_ids(request.headers))
         forwarded = await gateway.passthrough.infer(gateway.predictor.book(), model, version, body, request.headers,
                                                     x_mlfleet_routing_key, ctx)

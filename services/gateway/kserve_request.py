@@ -1,0 +1,140 @@
+"""A KServe v2 inference request checked at the gateway before Triton sees it.
+
+The pass-through forwards bodies unchanged, so Triton's own parser is the first to read them,
+and it trusts a tensor's ``shape``: one request declaring a shape of 10¹² elements with a
+single value made Triton allocate for the shape and abort (``std::bad_alloc``), taking every
+model down until it restarted. Malformed bodies came back as Triton's 500s, which the gateway
+reported as 502s, and ``NaN`` (which JSON does not have) was passed to the model. Here each
+input's ``shape`` must match the values it carries (JSON ``data``, or its ``binary_data_size``
+bytes after the JSON header), so a request can declare no more than its body holds, and the
+caller's mistakes are answered 400, 415 or 422 like ``/v1``'s.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+from services.common.errors import BadRequest, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+
+BINARY_HEADER = "inference-header-content-length"
+ELEMENT_BYTES = {"BOOL": 1, "UINT8": 1, "UINT16": 2, "UINT32": 4, "UINT64": 8, "INT8": 1, "INT16": 2, "INT32": 4,
+                 "INT64": 8, "FP16": 2, "FP32": 4, "FP64": 8, "BF16": 2}
+DATATYPES = frozenset(ELEMENT_BYTES) | {"BYTES"}
+DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
+"""``Content-Encoding`` → zlib's window bits (what ``tritonclient.http`` compresses requests with)."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def leaf_check(datatype: str) -> Callable[[Any], bool]:
+    """Whether a JSON value may be an element of a ``datatype`` tensor."""
+    if datatype == "BYTES":
+        return lambda value: isinstance(value, str)
+    if datatype == "BOOL":
+        return lambda value: isinstance(value, bool)
+    return _is_number
+
+
+def check_infer_request(body: bytes, headers: Mapping[str, str], *, max_bytes: int) -> None:
+    """Raise the caller's error for a request Triton must not be handed; return when it is well formed. A compressed
+    body is checked as it inflates, refused (413) past ``max_bytes``."""
+    body = _decoded(body, headers.get("content-encoding"), max_bytes)
+    header_length = _binary_header_length(headers, len(body))
+    if header_length is None:
+        content_type = headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
+        if content_type != "application/json":
+            raise UnsupportedMediaType(f"expected application/json (or binary tensors with {BINARY_HEADER}), "
+                                       f"got {content_type}")
+    document = body if header_length is None else body[:header_length]
+    try:
+        request = orjson.loads(document)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the inference request is not valid JSON: {exc}") from None
+    if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
+        raise InvalidInput("an inference request is an object with a non-empty list of `inputs`")
+    binary_bytes = sum(_checked_input(tensor, index) for index, tensor in enumerate(request["inputs"]))
+    carried = 0 if header_length is None else len(body) - header_length
+    if binary_bytes != carried:
+        raise InvalidInput(f"the inputs' binary_data_size add up to {binary_bytes} bytes, the body carries {carried} "
+                           f"after the JSON header")
+
+
+def _decoded(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
+    if encoding is None or encoding.strip().lower() == "identity":
+        return body
+    window = DECODERS.get(encoding.strip().lower())
+    if window is None:
+        raise UnsupportedMediaType(f"Content-Encoding {encoding!r} is not supported (gzip, deflate or none)")
+    inflater = zlib.decompressobj(window)
+    try:
+        decoded = inflater.decompress(body, max_bytes + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"the body is not valid {encoding}: {exc}") from None
+    if len(decoded) > max_bytes or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"the body inflates beyond the limit of {max_bytes} bytes", limit=max_bytes)
+    return decoded
+
+
+def _binary_header_length(headers: Mapping[str, str], body_length: int) -> int | None:
+    declared = headers.get(BINARY_HEADER)
+    if declared is None:
+        return None
+    if not declared.isdigit() or int(declared) > body_length:
+        raise BadRequest(f"{BINARY_HEADER} must be the length of the JSON header, at most the body's {body_length} "
+                         f"bytes; got {declared!r}")
+    return int(declared)
+
+
+def _checked_input(tensor: Any, index: int) -> int:
+    """Check one input; the bytes of binary data it takes from after the JSON header (0 for JSON ``data``)."""
+    where = f"inputs[{index}]"
+    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+        raise InvalidInput(f"{where} must be an object with a `name`")
+    datatype, shape = tensor.get("datatype"), tensor.get("shape")
+    if datatype not in DATATYPES:
+        raise InvalidInput(f"{where}.datatype must be one of {', '.join(sorted(DATATYPES))}; got {datatype!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise InvalidInput(f"{where}.shape must be a list of non-negative integers; got {shape!r}")
+    elements = math.prod(shape)
+    parameters = tensor.get("parameters") or {}
+    binary_size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    if binary_size is not None:
+        if not isinstance(binary_size, int) or isinstance(binary_size, bool) or binary_size < 0:
+            raise InvalidInput(f"{where}.parameters.binary_data_size must be a non-negative integer")
+        if datatype != "BYTES" and binary_size != elements * ELEMENT_BYTES[datatype]:
+            raise InvalidInput(f"{where}: shape {shape} of {datatype} is {elements * ELEMENT_BYTES[datatype]} bytes, "
+                               f"binary_data_size says {binary_size}")
+        if datatype == "BYTES" and elements * 4 > binary_size:  # each element is a 4-byte length, then its bytes
+            raise InvalidInput(f"{where}: shape {shape} of BYTES needs at least {elements * 4} bytes, "
+                               f"binary_data_size says {binary_size}")
+        return binary_size
+    if "data" not in tensor:
+        raise InvalidInput(f"{where} has neither `data` nor `parameters.binary_data_size`")
+    values = _count_values(tensor["data"], where, leaf_check(datatype), datatype)
+    if values != elements:
+        raise InvalidInput(f"{where}: shape {shape} holds {elements} values, `data` has {values}")
+    return 0
+
+
+def _count_values(data: Any, where: str, is_element: Callable[[Any], bool], datatype: str) -> int:
+    """The values of ``data``, flat or nested row-major, each one a ``datatype`` element."""
+    if not isinstance(data, list):
+        raise InvalidInput(f"{where}.data must be a list of values")
+    count, stack = 0, [data]
+    while stack:
+        for item in stack.pop():
+            if isinstance(item, list):
+                stack.append(item)
+            elif is_element(item):
+                count += 1
+            else:
+                raise InvalidInput(f"{where}.data holds {item!r}, not a {datatype} value")
+    return count
