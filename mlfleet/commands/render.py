@@ -191,11 +191,14 @@ def identity(answer: m.Identity, out: Console) -> None:
 
 
 def key_created(answer: m.KeyCreated, out: Console) -> None:
-    """The new key's fields, then its secret alone on a line (never wrapped), labelled as shown once."""
+    """The new key's fields and a label on standard error, its secret alone on standard output (never wrapped): so
+    ``mlfleet keys create … > ci.key`` writes a key file holding the key and nothing else."""
+    told = Console(stderr=True, highlight=False, soft_wrap=False)
     limit = [("rate limit", f"{answer.rate_limit_per_minute}/min")] if answer.rate_limit_per_minute else []
-    out.print(fields(f"key #{answer.id} created", [("name", answer.name), ("role", answer.role.value),
-                                                    ("created", when(answer.created_at)), *limit]))
-    out.print("API key (shown only this once; store it now, e.g. in MLFLEET_API_KEY_FILE):", style="bold yellow")
+    told.print(fields(f"key #{answer.id} created", [("name", answer.name), ("role", answer.role.value),
+                                                     ("created", when(answer.created_at)), *limit]))
+    told.print("API key (shown only this once, on standard output; store it now, e.g. in MLFLEET_API_KEY_FILE):",
+               style="bold yellow")
     out.print(answer.key, markup=False, soft_wrap=True)
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.common.auth import Identity, Role, generate_key, hash_key, key_matches
-from services.common.errors import NotFound, Unauthorized
+from services.common.errors import Conflict, NotFound, Unauthorized
 from services.registry import repository
 from services.registry.database import Database
 from services.registry.models import ApiKey, utcnow
@@ -71,11 +71,16 @@ class KeyStore:
         return KeyList(data=keys, count=len(keys))
 
     async def revoke(self, key_id: int, *, actor: str) -> KeyPublic:
-        """Revoke a key; revoking it again changes nothing."""
+        """Revoke a key; revoking it again changes nothing. The last unrevoked admin key is refused (409): nobody
+        could create keys any more, and the bootstrap key, once revoked, stays revoked across restarts."""
         def work(session: Session) -> KeyPublic:
+            admins = repository.lock_active_keys(session, role=Role.admin.value)
             row = repository.get_key(session, key_id=key_id)
             if row is None:
                 raise NotFound(f"there is no API key {key_id}")
+            if row.revoked_at is None and [admin.id for admin in admins] == [row.id]:
+                raise Conflict(f"key {key_id} ({row.name}) is the last admin key: create another admin key first, "
+                               "or no one could manage keys again")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
                 repository.add_audit(session, actor=actor, action="key.revoke", model=None,

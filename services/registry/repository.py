@@ -164,6 +164,12 @@ def list_keys(session: Session) -> list[ApiKey]:
     return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
 
 
+def lock_active_keys(session: Session, *, role: str) -> list[ApiKey]:
+    """The unrevoked keys of ``role``, locked until the transaction ends (so two revocations queue up)."""
+    query = select(ApiKey).where(ApiKey.role == role, ApiKey.revoked_at.is_(None)).order_by(ApiKey.id)
+    return list(session.scalars(query.with_for_update()))
+
+
 # --- Rollouts -----------------------------------------------------------------------------------
 
 def add_rollout(session: Session, **fields: Any) -> Rollout:

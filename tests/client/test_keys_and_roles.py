@@ -15,9 +15,10 @@ from tests.client.conftest import MODEL, as_json
 
 def test_a_new_key_is_printed_once_on_stdout_and_works(cli, api, client_fleet):
     created = cli("keys", "create", "cli-analyst", "--role", "viewer")
-    secret = created.stdout.splitlines()[-1].strip()
-    assert secret.startswith("mlf_") and "shown only this once" in created.stdout
-    assert created.stdout.count(secret) == 1 and secret not in created.stderr
+    secret = created.stdout.strip()
+    assert created.stdout == secret + "\n", "standard output holds the key alone: `> file` makes a key file"
+    assert secret.startswith("mlf_") and "shown only this once" in created.stderr and "cli-analyst" in created.stderr
+    assert secret not in created.stderr
     as_analyst = client_fleet.env(api_key=secret)
     assert as_json(cli("whoami", "--output", "json", env=as_analyst)) == {"name": "cli-analyst", "role": "viewer"}
     assert "cli-analyst" in cli("whoami", env=as_analyst).stdout
@@ -47,7 +48,7 @@ def test_a_rate_limited_key_from_the_cli_and_from_the_client(cli, client_fleet):
     body = as_json(cli("keys", "create", "cli-throttled", "--role", "viewer", "--rate-limit", "120",
                        "--output", "json"))
     assert body["rate_limit_per_minute"] == 120
-    assert "60/min" in cli("keys", "create", "cli-throttled-table", "--role", "viewer", "--rate-limit", "60").stdout
+    assert "60/min" in cli("keys", "create", "cli-throttled-table", "--role", "viewer", "--rate-limit", "60").stderr
     with Fleet(config=client_fleet.config()) as fleet:
         created = fleet.create_key("client-throttled", "viewer", rate_limit_per_minute=30)
         unlimited = fleet.create_key("client-unlimited", "viewer")

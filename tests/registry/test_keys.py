@@ -107,9 +107,13 @@ async def test_the_bootstrap_key_comes_from_a_secret_file_and_its_revocation_sti
     async with running_registry(settings) as client:
         me = (await client.get("/v1/auth/whoami")).json()
         assert me == {"name": "bootstrap-admin", "role": "admin"}
-        other = (await client.post("/v1/keys", json={"name": "root2", "role": "admin"})).json()
         bootstrap = next(k for k in (await client.get("/v1/keys")).json()["data"] if k["name"] == "bootstrap-admin")
+        last = await client.delete(f"/v1/keys/{bootstrap['id']}")
+        assert_problem(last, 409, "conflict")  # the only admin: nobody could manage keys any more
+        assert "last admin key" in last.json()["detail"]
+        other = (await client.post("/v1/keys", json={"name": "root2", "role": "admin"})).json()
         assert (await client.delete(f"/v1/keys/{bootstrap['id']}", headers=bearer(other["key"]))).status_code == 200
+        assert_problem(await client.delete(f"/v1/keys/{other['id']}", headers=bearer(other["key"])), 409, "conflict")
     async with running_registry(settings) as client:
         assert_problem(await client.get("/v1/auth/whoami"), 401, "unauthorized")
         assert (await client.get("/v1/auth/whoami", headers=bearer(other["key"]))).json()["role"] == "admin"
