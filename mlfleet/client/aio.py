@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -12,6 +13,7 @@ from mlfleet.client import calls
 from mlfleet.client import models as m
 from mlfleet.client.calls import Call
 from mlfleet.client.config import ClientConfig
+from mlfleet.client.feedback import FEEDBACK_WAIT_S, merged_feedback, pending_feedback
 from mlfleet.client.errors import Conflict, FleetUnreachable, ModelNotFound
 from mlfleet.client.transport import Backoff, answer, default_headers, request_kwargs, should_retry
 
@@ -184,11 +186,23 @@ class AsyncFleet:
         rows = [dict(instances)] if isinstance(instances, Mapping) else [dict(i) for i in instances]
         return await self.send(calls.predict(model, rows, routing_key=routing_key, version=version))
 
-    async def feedback(self, request_id: str, label: int, *, instance: int = 0) -> m.FeedbackReport:
-        return await self.send(calls.feedback([m.FeedbackItem(request_id=request_id, label=label, instance=instance)]))
+    async def feedback(self, request_id: str, label: int, *, instance: int = 0,
+                       wait_s: float = FEEDBACK_WAIT_S) -> m.FeedbackReport:
+        return await self.feedback_batch([m.FeedbackItem(request_id=request_id, label=label, instance=instance)],
+                                         wait_s=wait_s)
 
-    async def feedback_batch(self, items: Iterable[m.FeedbackItem | Mapping[str, Any]]) -> m.FeedbackReport:
-        return await self.send(calls.feedback([m.FeedbackItem.model_validate(i) for i in items]))
+    async def feedback_batch(self, items: Iterable[m.FeedbackItem | Mapping[str, Any]], *,
+                             wait_s: float = FEEDBACK_WAIT_S) -> m.FeedbackReport:
+        """As :meth:`mlfleet.client.Fleet.feedback_batch`: ``pending`` labels are sent again for up to ``wait_s``."""
+        batch = [m.FeedbackItem.model_validate(i) for i in items]
+        report = await self.send(calls.feedback(batch))
+        deadline, delay = time.monotonic() + wait_s, 0.1
+        while (positions := pending_feedback(batch, report)) and time.monotonic() + delay < deadline:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            again = await self.send(calls.feedback([batch[p] for p in positions]))
+            report = merged_feedback(report, positions, again)
+        return report
 
     async def metrics(self, model: str, *, window_s: float | None = None) -> m.ModelMetrics:
         return await self.send(calls.metrics(model, window_s=window_s))

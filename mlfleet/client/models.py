@@ -405,7 +405,8 @@ class FeedbackItem(RequestModel):
 class FeedbackResult(ApiModel):
     request_id: str
     instance: int
-    outcome: str = Field(description="`accepted`, `duplicate`, `late`, `unknown` or `invalid`.")
+    outcome: str = Field(description="`accepted`, `duplicate`, `late`, `pending` (still so after the client's "
+                                     "retries), `unknown` or `invalid`.")
     versions: list[int]
 
 

@@ -12,6 +12,7 @@ from mlfleet.client import calls
 from mlfleet.client import models as m
 from mlfleet.client.calls import Call
 from mlfleet.client.config import ClientConfig
+from mlfleet.client.feedback import FEEDBACK_WAIT_S, merged_feedback, pending_feedback
 from mlfleet.client.errors import Conflict, FleetUnreachable, ModelNotFound
 from mlfleet.client.transport import Backoff, answer, default_headers, request_kwargs, should_retry
 
@@ -214,12 +215,26 @@ class Fleet:
         rows = [dict(instances)] if isinstance(instances, Mapping) else [dict(i) for i in instances]
         return self.send(calls.predict(model, rows, routing_key=routing_key, version=version))
 
-    def feedback(self, request_id: str, label: int, *, instance: int = 0) -> m.FeedbackReport:
-        """The true label of a prediction, so the monitor can measure accuracy."""
-        return self.send(calls.feedback([m.FeedbackItem(request_id=request_id, label=label, instance=instance)]))
+    def feedback(self, request_id: str, label: int, *, instance: int = 0,
+                 wait_s: float = FEEDBACK_WAIT_S) -> m.FeedbackReport:
+        """The true label of a prediction, so the monitor can measure accuracy (see :meth:`feedback_batch`)."""
+        return self.feedback_batch([m.FeedbackItem(request_id=request_id, label=label, instance=instance)],
+                                   wait_s=wait_s)
 
-    def feedback_batch(self, items: Iterable[m.FeedbackItem | Mapping[str, Any]]) -> m.FeedbackReport:
-        return self.send(calls.feedback([m.FeedbackItem.model_validate(i) for i in items]))
+    def feedback_batch(self, items: Iterable[m.FeedbackItem | Mapping[str, Any]], *,
+                       wait_s: float = FEEDBACK_WAIT_S) -> m.FeedbackReport:
+        """True labels, one outcome per item. A label sent right after its prediction may find the prediction's
+        event still on its way to the monitor (``pending``): those are sent again, backing off, for up to
+        ``wait_s``."""
+        batch = [m.FeedbackItem.model_validate(i) for i in items]
+        report = self.send(calls.feedback(batch))
+        deadline, delay = time.monotonic() + wait_s, 0.1
+        while (positions := pending_feedback(batch, report)) and time.monotonic() + delay < deadline:
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            again = self.send(calls.feedback([batch[p] for p in positions]))
+            report = merged_feedback(report, positions, again)
+        return report
 
     def metrics(self, model: str, *, window_s: float | None = None) -> m.ModelMetrics:
         return self.send(calls.metrics(model, window_s=window_s))

@@ -26,7 +26,7 @@ import numpy as np
 import orjson
 import redis.asyncio as aioredis
 
-from services.common.request_ids import made_at
+from services.common.request_ids import DATED_WITHIN_S, made_at
 from services.monitor.samples import prediction_key, seen_key
 from services.monitor.schemas import FeedbackItem, FeedbackReport, FeedbackResult, Quality
 from services.monitor.stats import BUCKET_S
@@ -80,15 +80,25 @@ def quality(rows: Sequence[tuple[float, int, int]]) -> Quality | None:
     )
 
 
+PENDING_S = 30.0
+"""How long after a UUIDv7 request id was made a label that finds no prediction is ``pending``, not ``unknown``."""
+
+
 def unjoined_outcome(request_id: str, seen: bool, now: float, *, prediction_ttl_s: float, seen_ttl_s: float) -> str:
-    """``late`` or ``unknown``, for a label that found no prediction to join: ``late`` when the monitor kept a seen
-    marker for the id (``seen``), or when the id is a UUIDv7 made more than ``prediction_ttl_s`` and less than
-    ``seen_ttl_s`` ago (the monitor kept no marker for an id that dated its prediction)."""
+    """``late``, ``pending`` or ``unknown``, for a label that found no prediction to join: ``late`` when the monitor
+    kept a seen marker for the id (``seen``), or when the id is a UUIDv7 made more than ``prediction_ttl_s`` and less
+    than ``seen_ttl_s`` ago (the monitor kept no marker for an id that dated its prediction); ``pending`` when the
+    id is a UUIDv7 made less than :data:`PENDING_S` ago (or, clocks apart, up to a minute ahead): its prediction is
+    most likely still on its way through the event stream, and the label can be sent again in a moment."""
     if seen:
         return "late"
     made = made_at(request_id)
-    return "late" if made is not None and prediction_ttl_s <= now - made < max(seen_ttl_s, prediction_ttl_s) \
-        else "unknown"
+    if made is None:
+        return "unknown"
+    age = now - made
+    if prediction_ttl_s <= age:
+        return "late" if age < max(seen_ttl_s, prediction_ttl_s) else "unknown"
+    return "pending" if -DATED_WITHIN_S <= age < PENDING_S else "unknown"
 
 
 class FeedbackStore:

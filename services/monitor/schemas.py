@@ -116,7 +116,7 @@ class FeedbackBatch(BaseModel):
     items: list[FeedbackItem] = Field(min_length=1)
 
 
-FeedbackOutcome = Literal["accepted", "duplicate", "late", "unknown", "invalid"]
+FeedbackOutcome = Literal["accepted", "duplicate", "late", "pending", "unknown", "invalid"]
 
 
 class FeedbackResult(BaseModel):
@@ -124,8 +124,10 @@ class FeedbackResult(BaseModel):
     instance: int
     outcome: FeedbackOutcome = Field(
         description="`accepted`; `duplicate` (already labelled); `late` (the prediction expired; for a UUIDv7 "
-                    "request id, one made longer ago than the prediction is kept); `unknown` (never predicted, or "
-                    "forgotten); `invalid` (no such instance)."
+                    "request id, one made longer ago than the prediction is kept); `pending` (a UUIDv7 request id "
+                    "made less than 30 s ago whose prediction has not reached the monitor yet: send the label again "
+                    "in a moment; the Python client does); `unknown` (never predicted, or forgotten); `invalid` (no "
+                    "such instance)."
     )
     versions: list[int] = Field(default_factory=list, description="Versions whose prediction the label joined.")
 

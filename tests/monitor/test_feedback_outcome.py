@@ -1,4 +1,4 @@
-"""How the monitor reports a label it cannot join with a prediction: ``late`` or ``unknown``."""
+"""How the monitor reports a label it cannot join with a prediction: ``late``, ``pending`` or ``unknown``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ DAY, WEEK = 24 * 3600, 7 * 24 * 3600
 
 
 @pytest.mark.parametrize(("age_s", "outcome"), [
-    (60, "unknown"),  # its prediction should still be kept: it was never made, or not recorded yet
+    (0.5, "pending"),  # sent right after its prediction, whose event is still on its way through the stream
+    (29, "pending"),
+    (-30, "pending"),  # the caller's clock half a minute ahead of the monitor's
+    (60, "unknown"),  # its prediction should be here by now: it was never made, or not recorded
     (DAY + 60, "late"),  # kept a day, asked for after it
     (WEEK + 60, "unknown"),  # past the week anything is remembered
     (-3600, "unknown"),  # a time in the future is no prediction of ours

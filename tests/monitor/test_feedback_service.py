@@ -112,10 +112,10 @@ def test_feedback_after_the_prediction_expired_is_late(demo_registry, run_monito
         markers = {key.decode().rsplit(":", 1)[1] for key in stream_client.scan_iter(match="mlfleet:monitor:seen:*")}
         assert markers == {e.request_id for e in untimed}
         time.sleep(1.5)
-        never_made = new_request_id()
+        just_made, never_made = new_request_id(), uuid.uuid4().hex
         response = client.post("/v1/feedback", json=[{"request_id": e.request_id, "label": 1} for e in untimed + timed]
-                               + [{"request_id": never_made, "label": 1}])
-        assert response.json()["counts"] == {"late": 10, "unknown": 1}
+                               + [{"request_id": just_made, "label": 1}, {"request_id": never_made, "label": 1}])
+        assert response.json()["counts"] == {"late": 10, "pending": 1, "unknown": 1}
         metrics = client.get("/v1/models/fraud/metrics").json()
         assert metrics["versions"][0]["quality"] is None
 
