@@ -144,6 +144,8 @@ class Fleet:
             # gives the monitor a viewer key instead).
             settings["registry_url"] = c.url("registry")
             settings["registry_api_key_file"] = c.admin_key_file.resolve()
+        if service == "features":
+            settings["registry_url"] = c.url("registry")  # the keys of callers that push or materialize
         if service == "gateway":
             settings["registry_url"] = c.url("registry")
             settings["triton_http_url"] = f"{c.host}:{c.triton_http_port}"

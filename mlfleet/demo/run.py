@@ -55,7 +55,8 @@ def prepare_features(config: FleetConfig, *, seed: int, shift: bool, echo) -> ob
          f"{dataset.merchants.merchant_id.nunique():,} merchants{' (shifted, post-2020)' if shift else ''} → {data_dir}")
     end = datetime.now(UTC) + timedelta(minutes=1)
     response = httpx.post(f"{config.url('features')}/v1/materialize",
-                          json={"start": (end - timedelta(days=3650)).isoformat(), "end": end.isoformat()}, timeout=300)
+                          json={"start": (end - timedelta(days=3650)).isoformat(), "end": end.isoformat()},
+                          headers={"Authorization": f"Bearer {config.admin_key()}"}, timeout=300)
     response.raise_for_status()
     views = ", ".join(f"{v['name']} {v['rows']:,} rows" for v in response.json()["data"])
     echo(f"features   materialized into Redis: {views}")

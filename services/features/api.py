@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from services.common.errors import PROBLEM_JSON
 from services.features import catalog as checks
 from services.features.catalog import ViewSpec
-from services.features.deps import CatalogDep, ResourcesDep
+from services.features.deps import CatalogDep, ResourcesDep, WriterDep
 from services.features.materialization import materialize
 from services.features.schemas import (
     FeatureViewList,
@@ -29,10 +29,13 @@ from services.features.schemas import (
 
 def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     descriptions = {
+        401: "No valid API key",
+        403: "The key's role is below deployer",
         404: "Not found",
         409: "Conflict",
         422: "Invalid input",
-        503: "Online store unavailable",
+        429: "The key's rate limit is exceeded",
+        503: "Online store (or, for a key, the registry) unavailable",
     }
     return {s: {"description": descriptions[s], "content": {PROBLEM_JSON: {}}} for s in statuses}
 
@@ -72,11 +75,12 @@ async def online_features(
     "/{push_source}",
     operation_id="push-rows",
     response_model=PushResult,
-    responses=_problems(404, 422, 503),
+    responses=_problems(401, 403, 404, 422, 429, 503),
 )
 async def push_rows(
-    push_source: str, body: PushRequest, catalog: CatalogDep, resources: ResourcesDep
+    push_source: str, body: PushRequest, catalog: CatalogDep, resources: ResourcesDep, _writer: WriterDep
 ) -> PushResult:
+    """Write rows to the online store through a push source (a deployer key: every model scores on them)."""
     view = catalog.view_for_push(push_source)
     frame = checks.push_frame(view, body.rows, now=datetime.now(UTC))
     await resources.store.push(push_source, frame)
@@ -88,11 +92,12 @@ async def push_rows(
     "",
     operation_id="materialize-run",
     response_model=MaterializeResult,
-    responses=_problems(409, 422, 503),
+    responses=_problems(401, 403, 409, 422, 429, 503),
 )
 async def materialize_views(
-    body: MaterializeRequest, catalog: CatalogDep, resources: ResourcesDep
+    body: MaterializeRequest, catalog: CatalogDep, resources: ResourcesDep, _writer: WriterDep
 ) -> MaterializeResult:
+    """Load the offline sources into the online store (a deployer key)."""
     done = await materialize(
         resources.store, catalog, start=body.start, end=body.end, now=datetime.now(UTC)
     )

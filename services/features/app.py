@@ -16,10 +16,11 @@ from services.common.http_security import install_http_security
 from services.common.logs import configure_logging
 from services.common.metrics import instrument
 from services.common.redis import connect
+from services.common.remote_auth import RemoteAuthorizer
 from services.common.telemetry import Tracing
 from services.features.api import features_router, materialize_router, push_router
 from services.features.definitions import feature_repo
-from services.features.deps import FeaturesResources
+from services.features.deps import WRITER_ROLE, FeaturesResources
 from services.features.metrics import FeatureMetrics
 from services.features.settings import FeaturesSettings
 from services.features.store import FeastStore
@@ -39,8 +40,10 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
         store = FeastStore(feast, feature_repo(settings.data_dir))
         redis = connect(settings.redis_url)
         tracing.instrument_redis(redis)
+        writers = RemoteAuthorizer(registry_url=settings.registry_url, role=WRITER_ROLE,
+                                   timeout_s=settings.registry_timeout_s, ttl_s=settings.auth_ttl_s)
         resources = FeaturesResources(
-            settings=settings, store=store, redis=redis, metrics=FeatureMetrics(registry)
+            settings=settings, store=store, redis=redis, metrics=FeatureMetrics(registry), writers=writers
         )
         app.state.resources = resources
         try:
@@ -48,6 +51,7 @@ def create_app(settings: FeaturesSettings | None = None) -> FastAPI:
             yield
         finally:
             await store.close()
+            await writers.close()
             await redis.aclose()
             tracing.shutdown()
 

@@ -28,6 +28,15 @@ class FeaturesSettings(ServiceSettings):
         description="SQLAlchemy URL of Feast's SQL registry, e.g. `postgresql+psycopg://…` (shared with the gateways "
         "when they run on other machines); empty: the file registry under `feast_dir`.",
     )
+    registry_url: str = Field(
+        default="http://127.0.0.1:8081",
+        description="Base URL of the registry, asked about the API keys of callers that push or materialize.",
+    )
+    registry_timeout_s: float = Field(default=5.0, gt=0, description="Deadline of one call to the registry.")
+    auth_ttl_s: float = Field(
+        default=30.0, gt=0,
+        description="How long the registry's answer about a caller's API key is cached (revocation delay).",
+    )
     data_dir: Path | None = Field(
         default=None,
         description="Folder of the offline sources `users.parquet` and `merchants.parquet`; "

@@ -76,7 +76,8 @@ def client_fleet(workdir, redis_url, triton) -> Iterator[ClientFleet]:
     registry_port, monitor_port = free_port(), free_port()
     with ThreadPoolExecutor(3) as pool:
         starting = {
-            "features": pool.submit(start_service, "features", {"redis_url": redis}, home / "features"),
+            "features": pool.submit(start_service, "features", {
+                "redis_url": redis, "registry_url": f"http://127.0.0.1:{registry_port}"}, home / "features"),
             "registry": pool.submit(start_service, "registry", {
                 "triton_grpc_url": triton.grpc_url, "redis_url": redis, "bootstrap_admin_key_file": admin_key_file,
                 "monitor_url": f"http://127.0.0.1:{monitor_port}", "rollout_tick_s": 0.2}, home / "registry",
@@ -89,7 +90,8 @@ def client_fleet(workdir, redis_url, triton) -> Iterator[ClientFleet]:
         started = {name: future.result() for name, future in starting.items()}
     gateway = None
     try:
-        httpx.post(f"{started['features'].url}/v1/materialize", json={}, timeout=120).raise_for_status()
+        httpx.post(f"{started['features'].url}/v1/materialize", json={}, timeout=120,
+                   headers={"Authorization": f"Bearer {admin_key}"}).raise_for_status()
         gateway = start_service("gateway", {
             "registry_url": started["registry"].url, "triton_grpc_url": triton.grpc_url,
             "triton_http_url": triton.http_url, "redis_url": redis, "feast_dir": home / "features" / "feast",

@@ -1,4 +1,5 @@
-"""Fixtures of the features tests: a demo data set, its offline files, a real features service."""
+"""Fixtures of the features tests: a demo data set, its offline files, a real features service, and a real registry
+that checks the keys of callers that write the online store."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 
 from mlfleet.demo.data import FraudDataset, generate_dataset, write_offline_source
-from tests.conftest import ServiceProcess, start_service
+from tests.conftest import ServiceProcess, start_service, write_key_file
 
 FEATURES_REDIS_DB = 6
 """The features tests keep their online store in a Redis database of their own."""
@@ -35,16 +36,30 @@ def features_home(workdir, fraud_dataset) -> Path:
 
 
 @pytest.fixture(scope="session")
-def features_service(features_home, features_redis_url) -> Iterator[ServiceProcess]:
+def features_registry(workdir, triton, redis_url, admin_key) -> Iterator[ServiceProcess]:
+    """A registry whose bootstrap admin key is ``admin_key``: the features service asks it about writers' keys."""
+    home = workdir / "features-registry"
+    key_file = write_key_file(home / "admin.key", admin_key)
+    registry = start_service("registry", {"triton_grpc_url": triton.grpc_url, "redis_url": redis_url,
+                                          "bootstrap_admin_key_file": key_file}, home)
+    yield registry
+    registry.stop()
+
+
+@pytest.fixture(scope="session")
+def features_service(features_home, features_redis_url, features_registry) -> Iterator[ServiceProcess]:
     """The features service as its own process, its offline source already written."""
-    service = start_service("features", {"redis_url": features_redis_url}, features_home)
+    service = start_service("features", {"redis_url": features_redis_url, "registry_url": features_registry.url},
+                            features_home)
     yield service
     service.stop()
 
 
 @pytest.fixture(scope="session")
-def features_client(features_service) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=features_service.url, timeout=60) as client:
+def features_client(features_service, admin_key) -> Iterator[httpx.Client]:
+    """A client of the features service that sends the admin key (pushing and materializing need a deployer's)."""
+    with httpx.Client(base_url=features_service.url, timeout=60,
+                      headers={"Authorization": f"Bearer {admin_key}"}) as client:
         yield client
 
 

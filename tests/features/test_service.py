@@ -242,12 +242,14 @@ def test_materialize_rejects_moments_outside_the_stores_range(features_client, b
     assert "between 1970 and 2200" in str(problem["errors"])
 
 
-def test_materialize_without_offline_data_is_a_conflict(workdir, features_redis_url):
+def test_materialize_without_offline_data_is_a_conflict(workdir, features_redis_url, features_registry, admin_key):
     service = start_service(
-        "features", {"redis_url": features_redis_url}, workdir / "features-empty"
+        "features", {"redis_url": features_redis_url, "registry_url": features_registry.url},
+        workdir / "features-empty"
     )
     try:
-        response = httpx.post(f"{service.url}/v1/materialize", json={}, timeout=60)
+        response = httpx.post(f"{service.url}/v1/materialize", json={}, timeout=60,
+                              headers={"Authorization": f"Bearer {admin_key}"})
         problem = _problem(response, 409)
         assert problem["detail"] == "no offline data; run the demo or write the source"
         assert len(problem["missing"]) == 2
@@ -283,3 +285,21 @@ def test_without_redis_not_ready_and_lookups_unavailable(workdir, features_home)
         assert _problem(lookup, 503)["code"] == "backend-unavailable"
     finally:
         service.stop()
+
+
+def test_writing_the_online_store_needs_a_deployer_key(materialized, features_service, features_registry, admin_key):
+    """Every model scores on what is pushed or materialized: a deployer's action; reads stay open."""
+    def as_key(key: str | None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    viewer = httpx.post(f"{features_registry.url}/v1/keys", json={"name": "features-viewer", "role": "viewer"},
+                        headers=as_key(admin_key), timeout=30).json()["key"]
+    row = {"user_id": 7, "avg_amount_30d": 1.0, "txn_count_7d": 987_654, "account_age_days": 1, "chargeback_rate": 0.0}
+    for path, body in (("/v1/push/user_stats_push", {"rows": [row]}), ("/v1/materialize", {})):
+        assert "key" in _problem(httpx.post(features_service.url + path, json=body, timeout=30), 401)["detail"]
+        forbidden = _problem(httpx.post(features_service.url + path, json=body, headers=as_key(viewer), timeout=30),
+                             403)
+        assert "deployer" in forbidden["detail"]
+    online = httpx.post(f"{features_service.url}/v1/features/online", timeout=30,
+                        json={"features": ["user_stats:txn_count_7d"], "entities": {"user_id": [7]}})
+    assert online.status_code == 200 and online.json()["features"]["user_stats:txn_count_7d"] != [987_654]

@@ -108,7 +108,8 @@ def traced_fleet(workdir, redis_url, receiver) -> Iterator[TracedFleet]:
             }, home / "monitor")
             started.append(monitor)
             base, _, _ = redis_url.rpartition("/")
-            features = start_service("features", {"redis_url": f"{base}/{FEATURES_REDIS_DB}"}, features_home)
+            features = start_service("features", {"redis_url": f"{base}/{FEATURES_REDIS_DB}",
+                                                  "registry_url": registry.url}, features_home)
             started.append(features)
         yield TracedFleet(receiver, triton, registry, gateway, monitor, features, admin_key)
     finally:

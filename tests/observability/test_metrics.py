@@ -40,7 +40,8 @@ def traffic(traced_fleet, gateway_client) -> None:
         assert response.status_code == 200, response.text
         request_ids.append(response.json()["request_id"])
     give_feedback(traced_fleet.monitor.url, traced_fleet.admin_key, request_ids)
-    with httpx.Client(base_url=traced_fleet.features.url, timeout=30) as features:
+    with httpx.Client(base_url=traced_fleet.features.url, timeout=30,
+                      headers={"Authorization": f"Bearer {traced_fleet.admin_key}"}) as features:
         online = features.post("/v1/features/online", json={"features": ["user_stats:avg_amount_30d"],
                                                              "entities": {"user_id": [1, 2]}})
         assert online.status_code == 200, online.text

@@ -211,7 +211,8 @@ def test_redis_restart_events_are_dropped_never_block_and_resume(fault_fleet, in
     # The restarted Redis is empty: put the features back, as an operator would.
     end = datetime.now(UTC) + timedelta(minutes=1)
     response = httpx.post(f"{config.url('features')}/v1/materialize", timeout=120,
-                          json={"start": (end - timedelta(days=3650)).isoformat(), "end": end.isoformat()})
+                          json={"start": (end - timedelta(days=3650)).isoformat(), "end": end.isoformat()},
+                          headers={"Authorization": f"Bearer {config.admin_key()}"})
     assert response.status_code == 200, response.text
     wait_for(lambda: predict_ok(fault_fleet, instances[0]), timeout_s=RECOVERY_BOUND_S,
              what="predictions after Redis returned")

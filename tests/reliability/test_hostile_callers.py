@@ -57,7 +57,7 @@ def fleet(tmp_path_factory, redis_url, triton, admin_key) -> Iterator[Fleet]:
             "gateway": {"registry_url": registry_url,
                         "triton_http_url": triton.http_url, "redis_url": redis, "feast_dir": home / "feast",
                         "max_body_bytes": 16_384, "max_instances": 4, "policy_poll_s": 60},
-            "features": {"redis_url": redis, "max_body_bytes": BODY_LIMIT},
+            "features": {"redis_url": redis, "registry_url": registry_url, "max_body_bytes": BODY_LIMIT},
             "monitor": {"redis_url": redis, "registry_url": registry_url, "block_ms": 200,
                         "max_body_bytes": BODY_LIMIT},
         }
