@@ -15,7 +15,7 @@ import typer
 
 from mlfleet.commands import install
 from mlfleet.commands.context import Connection
-from mlfleet.fleet import Fleet, FleetConfig
+from mlfleet.fleet import Fleet, FleetConfig, PortsBusy
 
 app = typer.Typer(help="mlfleet: serve models on Triton with canaries, Feast features and drift monitoring.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_show_locals=False)
@@ -68,17 +68,22 @@ def _serve_until_stopped(fleet: Fleet) -> None:
 
 def _run(config: FleetConfig, body) -> None:
     previous = signal.signal(signal.SIGTERM, _raise_stop)
-    fleet = Fleet(config, echo=_echo)
+    fleet, started = Fleet(config, echo=_echo), True
     try:
         fleet.start()
         typer.echo(fleet.where_to_look())
         body(fleet)
+    except PortsBusy as exc:  # checked before anything starts
+        started = False
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from None
     except (KeyboardInterrupt, _Stop):
         typer.echo("\nStopping…")
     finally:
-        fleet.stop()
         signal.signal(signal.SIGTERM, previous)
-        typer.echo("Fleet stopped.")
+        if started:
+            fleet.stop()
+            typer.echo("Fleet stopped.")
 
 
 @app.command()

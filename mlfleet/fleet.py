@@ -114,6 +114,10 @@ class Child:
     log_file: Path | None = None
 
 
+class PortsBusy(RuntimeError):
+    """A port the fleet needs is taken: nothing was started."""
+
+
 @dataclass
 class Fleet:
     config: FleetConfig
@@ -166,7 +170,8 @@ class Fleet:
             if port_open(c.host, port)
         ]
         if busy:
-            raise RuntimeError("ports already in use: " + ", ".join(busy) + " — is another fleet running?")
+            raise PortsBusy("ports already in use: " + ", ".join(busy) + " — is another fleet running? "
+                            "(MLFLEET_<SERVICE>_PORT moves a service)")
 
     def _triton_child(self) -> Child:
         c = self.config

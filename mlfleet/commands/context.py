@@ -125,6 +125,9 @@ def report(error: Exception, output: Output) -> None:
         return
     err = Console(stderr=True, highlight=False)
     err.print(f"[bold red]error:[/] {error}", markup=True)
+    if isinstance(error, e.Unauthorized):
+        err.print("  the CLI sends the key in MLFLEET_API_KEY, MLFLEET_API_KEY_FILE or the config file's "
+                  "api_key_file; a local fleet's admin key is .mlfleet/secrets/admin.key", markup=False)
     for reason in getattr(error, "reasons", []):
         err.print(f"  - {reason}", markup=False)
     for field_error in getattr(error, "errors", []):

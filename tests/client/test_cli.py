@@ -106,6 +106,7 @@ def test_errors_exit_with_meaningful_codes_and_problem_json(cli, client_fleet, r
     assert "127.0.0.1:9" in unreachable.stderr
     denied = cli("models", "list", env=client_fleet.env(api_key="mlf_not-a-key"), expect=ExitCode.denied)
     assert client_fleet.admin_key not in denied.stdout + denied.stderr
+    assert "MLFLEET_API_KEY_FILE" in denied.stderr, "a 401 says where the CLI takes its key from"
 
 
 def test_rollout_with_the_cli_watch_it_approve_it_then_roll_back(cli, api, fleet_client, registered, instances,

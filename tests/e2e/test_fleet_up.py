@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import stat
 import subprocess
 import time
@@ -64,3 +65,15 @@ def test_up_starts_everything_and_stops_cleanly(fleet_env, mlfleet_command):
     all_ports = [int(v) for k, v in fleet_env.items() if k.startswith("MLFLEET_") and k.endswith("_PORT")]
     all_ports.append(int(fleet_env["MLFLEET_REDIS_URL"].rsplit(":", 1)[1].split("/")[0]))
     assert not [p for p in all_ports if port_open("127.0.0.1", p)], "a port is still in use after stop"
+
+
+def test_a_second_fleet_on_busy_ports_says_so_in_one_line_and_starts_nothing(fleet_env, mlfleet_command):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", int(fleet_env["MLFLEET_GATEWAY_PORT"])))
+        taken.listen()
+        result = subprocess.run(mlfleet_command + ["up"], env=fleet_env, capture_output=True, text=True,
+                                timeout=60, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ports already in use: gateway") and "another fleet" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr and "Fleet stopped." not in result.stdout
+    assert not (Path(fleet_env["MLFLEET_HOME"]) / "secrets").exists(), "nothing was written or started"
