@@ -19,6 +19,10 @@ PROBLEM_JSON = "application/problem+json"
 logger = logging.getLogger("mlfleet.errors")
 
 
+STANDARD_MEMBERS = frozenset({"type", "title", "status", "detail", "instance"})
+"""RFC 9457's members of a problem document."""
+
+
 class MlfleetError(Exception):
     """Base of every error the fleet reports to a caller."""
 
@@ -43,7 +47,8 @@ class MlfleetError(Exception):
         }
         if instance:
             body["instance"] = instance
-        body.update(self.extra)
+        # extension members never stand in for RFC 9457's (``instance`` is the occurrence's URI, not an index)
+        body.update((name, value) for name, value in self.extra.items() if name not in STANDARD_MEMBERS)
         return body
 
 

@@ -26,10 +26,10 @@ def entity_rows(signature: Signature, instances: Sequence[Mapping[str, Any]]) ->
         for entity in signature.entities:
             value = instance.get(entity)
             if value is None:
-                raise InvalidInput(f"instance {index} lacks entity key {entity!r}", field=entity, instance=index)
+                raise InvalidInput(f"instance {index} lacks entity key {entity!r}", field=entity, instance_index=index)
             if isinstance(value, bool) or not isinstance(value, (int, str)):
                 raise InvalidInput(f"instance {index}: entity key {entity!r} must be an integer or a string",
-                                   field=entity, instance=index)
+                                   field=entity, instance_index=index)
             row[entity] = value
         rows.append(row)
     return rows
@@ -84,7 +84,7 @@ def _fill_value_by_value(tensor: np.ndarray, signature: Signature, instances: Se
             if spec.source is InputSource.request:
                 value = instance.get(spec.name)
                 if value is None and spec.default is None:
-                    raise InvalidInput(f"instance {row} lacks field {spec.name!r}", field=spec.name, instance=row)
+                    raise InvalidInput(f"instance {row} lacks field {spec.name!r}", field=spec.name, instance_index=row)
             else:
                 value = features[spec.feature][row]
                 if value is None and spec.default is None:
@@ -100,10 +100,10 @@ def _fill_value_by_value(tensor: np.ndarray, signature: Signature, instances: Se
 
 def _number(value: Any, name: str, row: int) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InvalidInput(f"instance {row}: {name!r} must be a number, got {type(value).__name__}", field=name, instance=row)
+        raise InvalidInput(f"instance {row}: {name!r} must be a number, got {type(value).__name__}", field=name, instance_index=row)
     number = float(value)
     if not math.isfinite(number):
-        raise InvalidInput(f"instance {row}: {name!r} must be finite, got {value}", field=name, instance=row)
+        raise InvalidInput(f"instance {row}: {name!r} must be finite, got {value}", field=name, instance_index=row)
     return number
 
 

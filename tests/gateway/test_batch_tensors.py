@@ -62,7 +62,7 @@ def test_an_invalid_job_fails_alone_and_the_others_keep_their_rows(bad, error):
     first, failed, third = build_tensors(SIGNATURE, jobs, found)
     assert isinstance(failed, error)
     if error is InvalidInput:  # the instance is numbered within its own request, not within the batch
-        assert failed.extra["instance"] == 0
+        assert failed.extra["instance_index"] == 0
     else:
         assert [m["instance"] for m in failed.extra["missing"]] == [0]
     np.testing.assert_array_equal(first, build_tensor(SIGNATURE, jobs[0].instances,

@@ -44,9 +44,10 @@ def test_wrong_request_shape_is_422(gateway_client, payload):
 
 
 def test_non_numeric_field_is_422_naming_it(gateway_client):
-    body = assert_problem(gateway_client.post(PREDICT, json={"instances": [{"user_id": 1, "amount": "lots"}]}),
-                          422, "invalid-input")
-    assert body["field"] == "amount"
+    instances = [{"user_id": 1, "amount": 1.0}, {"user_id": 1, "amount": "lots"}]
+    body = assert_problem(gateway_client.post(PREDICT, json={"instances": instances}), 422, "invalid-input")
+    assert body["field"] == "amount" and body["instance_index"] == 1
+    assert body["instance"] == PREDICT, "RFC 9457's `instance` is the occurrence's URI, not the instance's index"
 
 
 def test_missing_request_field_is_422_naming_it(gateway_client):

@@ -44,7 +44,7 @@ def test_missing_features_without_default_name_features_and_entity():
 def test_missing_request_field_names_it():
     with pytest.raises(InvalidInput) as caught:
         build_tensor(signature(), [{"user_id": 1}, INSTANCES[1]], FEATURES)
-    assert caught.value.extra == {"field": "amount", "instance": 0}
+    assert caught.value.extra == {"field": "amount", "instance_index": 0}
 
 
 @pytest.mark.parametrize("bad", ["12", True, float("nan"), float("inf"), [1], {"a": 1}])
