@@ -21,6 +21,7 @@ from mlfleet.client.errors import (
     ModelNotFound,
     NotFound,
     PackagingError,
+    RateLimited,
     RolloutConflict,
     ServerError,
     ServiceUnavailable,
@@ -33,6 +34,6 @@ from mlfleet.client.sync import Fleet
 __all__ = [
     "ApiError", "AsyncFleet", "BadRequest", "ClientConfig", "ConfigError", "Conflict", "Fleet", "FleetError",
     "FleetUnreachable", "Forbidden", "GatewayTimeout", "InvalidInput", "ModelNotFound", "NotFound",
-    "PackagingError", "RolloutConflict", "ServerError", "ServiceUnavailable", "Unauthorized", "VersionNotFound",
+    "PackagingError", "RateLimited", "RolloutConflict", "ServerError", "ServiceUnavailable", "Unauthorized", "VersionNotFound",
     "VersionRejected",
 ]

@@ -94,6 +94,10 @@ class GatewayTimeout(ServerError):
     """504."""
 
 
+class RateLimited(ApiError):
+    """429: the key's rate limit is spent for now (the problem's ``Retry-After`` says for how long)."""
+
+
 _BY_CODE: dict[str, type[ApiError]] = {
     "model-not-found": ModelNotFound,
     "version-not-found": VersionNotFound,
@@ -102,7 +106,7 @@ _BY_CODE: dict[str, type[ApiError]] = {
 }
 _BY_STATUS: dict[int, type[ApiError]] = {
     400: BadRequest, 401: Unauthorized, 403: Forbidden, 404: NotFound, 409: Conflict, 413: BadRequest,
-    415: BadRequest, 422: InvalidInput, 503: ServiceUnavailable, 504: GatewayTimeout,
+    415: BadRequest, 422: InvalidInput, 429: RateLimited, 503: ServiceUnavailable, 504: GatewayTimeout,
 }
 
 

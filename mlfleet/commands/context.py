@@ -110,7 +110,7 @@ def exit_code(error: Exception) -> ExitCode:
         return ExitCode.conflict
     if isinstance(error, e.InvalidInput | e.BadRequest | e.PackagingError):
         return ExitCode.refused
-    if isinstance(error, e.FleetUnreachable | e.ServiceUnavailable | e.GatewayTimeout):
+    if isinstance(error, e.FleetUnreachable | e.ServiceUnavailable | e.GatewayTimeout | e.RateLimited):
         return ExitCode.unavailable
     if isinstance(error, ConfigError):
         return ExitCode.usage

@@ -49,6 +49,11 @@ def test_a_rate_limited_key_from_the_cli_and_from_the_client(cli, client_fleet):
                        "--output", "json"))
     assert body["rate_limit_per_minute"] == 120
     assert "60/min" in cli("keys", "create", "cli-throttled-table", "--role", "viewer", "--rate-limit", "60").stderr
+    once = as_json(cli("keys", "create", "cli-once", "--role", "viewer", "--rate-limit", "1", "--output", "json"))
+    as_once = client_fleet.env(api_key=once["key"])
+    cli("models", "list", env=as_once)
+    throttled = cli("models", "list", env=as_once, expect=ExitCode.unavailable)  # try again later, like a 503
+    assert "429" in throttled.stderr and "1 requests a minute" in throttled.stderr
     with Fleet(config=client_fleet.config()) as fleet:
         created = fleet.create_key("client-throttled", "viewer", rate_limit_per_minute=30)
         unlimited = fleet.create_key("client-unlimited", "viewer")
