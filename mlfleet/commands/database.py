@@ -52,6 +52,10 @@ def current(database_url: DatabaseUrlOption = None, home: HomeOption = Path(".ml
     """Print the database's revision and whether it is the newest one."""
     from services.registry import migrations
 
+    if database_url is None and not (home / "registry.db").exists():
+        typer.echo(f"no registry database at {(home / 'registry.db').resolve()} (the default SQLite one): give "
+                   "--database-url or --home (MLFLEET_HOME), or run `mlfleet db upgrade` to create it", err=True)
+        raise typer.Exit(code=3)
     database = _open(database_url, home)
     try:
         revision = migrations.current_revision(database.engine)

@@ -92,6 +92,9 @@ def test_mlfleet_db_upgrade_migrates_and_is_idempotent(empty_database_url):
 
 def test_mlfleet_db_upgrade_defaults_to_sqlite_under_the_home(tmp_path):
     home = tmp_path / "home"
+    absent = CliRunner().invoke(cli_app, ["db", "current"], env={**NO_DATABASE_ENV, "MLFLEET_HOME": str(home)})
+    assert absent.exit_code == 3 and "no registry database at" in absent.output, absent.output
+    assert not (home / "registry.db").exists(), "asking creates no database"
     result = CliRunner().invoke(cli_app, ["db", "upgrade"], env={**NO_DATABASE_ENV, "MLFLEET_HOME": str(home)})
     assert result.exit_code == 0, result.output
     assert str(home / "registry.db") in result.output
