@@ -51,9 +51,10 @@ class RegistrySettings(ServiceSettings):
         default=False, description="Run models on GPU (`KIND_GPU` instance group); needs `triton_platform: onnxruntime`.",
     )
     reconcile_interval_s: float = Field(
-        default=30.0, gt=0,
+        default=10.0, gt=0,
         description="How often the registry checks that Triton serves every version a policy needs, and only those: "
-                    "it reloads what is missing, and unloads what no policy needs (first check at startup).",
+                    "it reloads what is missing (after a Triton restart, say), and unloads what no policy needs "
+                    "(first check at startup). A pass asks Triton one index per model.",
     )
     unneeded_version_grace_s: float = Field(
         default=180.0, ge=0,
