@@ -20,7 +20,7 @@ from starlette.routing import Route
 from services.common.errors import PROBLEM_JSON, MlfleetError, PayloadTooLarge
 from services.gateway.deps import GatewayDep
 from services.gateway.hot_path import answer_prediction, check_body_size, request_ids
-from services.gateway.kserve_request import check_infer_request
+from services.gateway.kserve_request import REPLACED_HEADERS, checked_infer_request
 from services.gateway.passthrough import Forwarded
 from services.gateway.predictions import RequestContext
 from services.gateway.resources import Gateway
@@ -164,10 +164,11 @@ async def model_infer(
         if version is not None:
             await gateway.pinning.authorize(authorization)
         body = await read_body(request, gateway.settings.max_body_bytes)
-        check_infer_request(body, request.headers, max_bytes=gateway.settings.max_body_bytes)
+        checked = checked_infer_request(body, request.headers, max_bytes=gateway.settings.max_body_bytes)
+        headers = {name: value for name, value in request.headers.items() if name not in REPLACED_HEADERS}
         ctx = RequestContext.begin(*request_ids(request.headers))
-        forwarded = await gateway.passthrough.infer(gateway.predictor.book(), model, version, body, request.headers,
-                                                    x_mlfleet_routing_key, ctx)
+        forwarded = await gateway.passthrough.infer(gateway.predictor.book(), model, version, checked.body,
+                                                    headers | checked.headers, x_mlfleet_routing_key, ctx)
         return _answer(forwarded)
 
 

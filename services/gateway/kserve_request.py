@@ -1,20 +1,24 @@
-"""A KServe v2 inference request checked at the gateway before Triton sees it.
+"""A KServe v2 inference request checked at the gateway, and forwarded to Triton in the form that was checked.
 
-The pass-through forwards bodies unchanged, so Triton's own parser is the first to read them,
-and it trusts a tensor's ``shape``: one request declaring a shape of 10¹² elements with a
-single value made Triton allocate for the shape and abort (``std::bad_alloc``), taking every
-model down until it restarted. Malformed bodies came back as Triton's 500s, which the gateway
-reported as 502s, and ``NaN`` (which JSON does not have) was passed to the model. Here each
-input's ``shape`` must match the values it carries (JSON ``data``, or its ``binary_data_size``
-bytes after the JSON header), so a request can declare no more than its body holds, and the
-caller's mistakes are answered 400, 415 or 422 like ``/v1``'s.
+The pass-through used to forward bodies unchanged, so Triton's own parser was the first to
+read them, and it trusts a tensor's ``shape``: one request declaring a shape of 10¹² elements
+with a single value made Triton allocate for the shape and abort (``std::bad_alloc``), taking
+every model down until it restarted. Malformed bodies came back as Triton's 500s, which the
+gateway reported as 502s, and ``NaN`` (which JSON does not have) was passed to the model.
+
+Here each input's ``shape`` must match the values it carries (JSON ``data``, or its
+``binary_data_size`` bytes after the JSON header), so a request can declare no more than its
+body holds, and the caller's mistakes are answered 400, 413, 415 or 422 like ``/v1``'s. What
+goes to Triton is the JSON header as this module parsed it, re-serialized (then the binary
+tensors, inflated when the request was compressed): two parsers must not read one body two
+ways — with a key repeated, orjson keeps the last value and Triton's parser the first.
 """
 
 from __future__ import annotations
 
-import math
 import zlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -27,6 +31,16 @@ ELEMENT_BYTES = {"BOOL": 1, "UINT8": 1, "UINT16": 2, "UINT32": 4, "UINT64": 8, "
 DATATYPES = frozenset(ELEMENT_BYTES) | {"BYTES"}
 DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 """``Content-Encoding`` → zlib's window bits (what ``tritonclient.http`` compresses requests with)."""
+REPLACED_HEADERS = ("content-type", "content-encoding", BINARY_HEADER)
+"""The caller's headers that :class:`CheckedRequest` replaces (its body is re-serialized, never compressed)."""
+
+
+@dataclass(frozen=True)
+class CheckedRequest:
+    """What to send Triton: the checked request and the headers that describe it."""
+
+    body: bytes
+    headers: dict[str, str]
 
 
 def _is_number(value: Any) -> bool:
@@ -42,16 +56,12 @@ def leaf_check(datatype: str) -> Callable[[Any], bool]:
     return _is_number
 
 
-def check_infer_request(body: bytes, headers: Mapping[str, str], *, max_bytes: int) -> None:
-    """Raise the caller's error for a request Triton must not be handed; return when it is well formed. A compressed
-    body is checked as it inflates, refused (413) past ``max_bytes``."""
+def checked_infer_request(body: bytes, headers: Mapping[str, str], *, max_bytes: int) -> CheckedRequest:
+    """The request to forward, or the caller's error for one Triton must not be handed. A compressed body is checked
+    as it inflates, refused (413) past ``max_bytes``. The content type is not checked (Triton reads the body as JSON
+    whatever it says, and ``tritonclient.http.aio`` sends JSON as ``application/octet-stream``)."""
     body = _decoded(body, headers.get("content-encoding"), max_bytes)
     header_length = _binary_header_length(headers, len(body))
-    if header_length is None:
-        content_type = headers.get("content-type", "application/json").split(";", 1)[0].strip().lower()
-        if content_type != "application/json":
-            raise UnsupportedMediaType(f"expected application/json (or binary tensors with {BINARY_HEADER}), "
-                                       f"got {content_type}")
     document = body if header_length is None else body[:header_length]
     try:
         request = orjson.loads(document)
@@ -59,11 +69,16 @@ def check_infer_request(body: bytes, headers: Mapping[str, str], *, max_bytes: i
         raise BadRequest(f"the inference request is not valid JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise InvalidInput("an inference request is an object with a non-empty list of `inputs`")
-    binary_bytes = sum(_checked_input(tensor, index) for index, tensor in enumerate(request["inputs"]))
+    binary_bytes = sum(_checked_input(tensor, index, max_bytes) for index, tensor in enumerate(request["inputs"]))
     carried = 0 if header_length is None else len(body) - header_length
     if binary_bytes != carried:
         raise InvalidInput(f"the inputs' binary_data_size add up to {binary_bytes} bytes, the body carries {carried} "
                            f"after the JSON header")
+    canonical = orjson.dumps(request)
+    if header_length is None:
+        return CheckedRequest(canonical, {"content-type": "application/json"})
+    return CheckedRequest(canonical + body[header_length:], {"content-type": "application/octet-stream",
+                                                             BINARY_HEADER: str(len(canonical))})
 
 
 def _decoded(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
@@ -79,6 +94,8 @@ def _decoded(body: bytes, encoding: str | None, max_bytes: int) -> bytes:
         raise BadRequest(f"the body is not valid {encoding}: {exc}") from None
     if len(decoded) > max_bytes or inflater.unconsumed_tail:
         raise PayloadTooLarge(f"the body inflates beyond the limit of {max_bytes} bytes", limit=max_bytes)
+    if not inflater.eof or inflater.unused_data:
+        raise BadRequest(f"the body is not one whole {encoding} stream")
     return decoded
 
 
@@ -86,41 +103,59 @@ def _binary_header_length(headers: Mapping[str, str], body_length: int) -> int |
     declared = headers.get(BINARY_HEADER)
     if declared is None:
         return None
-    if not declared.isdigit() or int(declared) > body_length:
+    if not (declared.isascii() and declared.isdigit()) or int(declared) > body_length:
         raise BadRequest(f"{BINARY_HEADER} must be the length of the JSON header, at most the body's {body_length} "
-                         f"bytes; got {declared!r}")
+                         f"bytes; got {declared[:40]!r}")
     return int(declared)
 
 
-def _checked_input(tensor: Any, index: int) -> int:
+def short(shape: list[int]) -> str:
+    """A shape for a message: its first dimensions."""
+    return str(shape) if len(shape) <= 8 else f"[{', '.join(map(str, shape[:8]))}, … ({len(shape)} dimensions)]"
+
+
+def _elements(shape: list[int], where: str, limit: int) -> int:
+    """The values ``shape`` holds; refused once past ``limit`` (no body under the limit carries more)."""
+    if 0 in shape:
+        return 0
+    count = 1
+    for dimension in shape:
+        count *= dimension
+        if count > limit:
+            raise InvalidInput(f"{where}.shape {short(shape)} declares more values than a request body of at most "
+                               f"{limit} bytes can carry")
+    return count
+
+
+def _checked_input(tensor: Any, index: int, max_bytes: int) -> int:
     """Check one input; the bytes of binary data it takes from after the JSON header (0 for JSON ``data``)."""
     where = f"inputs[{index}]"
     if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
         raise InvalidInput(f"{where} must be an object with a `name`")
     datatype, shape = tensor.get("datatype"), tensor.get("shape")
-    if datatype not in DATATYPES:
-        raise InvalidInput(f"{where}.datatype must be one of {', '.join(sorted(DATATYPES))}; got {datatype!r}")
+    if not isinstance(datatype, str) or datatype not in DATATYPES:
+        raise InvalidInput(f"{where}.datatype must be one of {', '.join(sorted(DATATYPES))}; got {datatype!r:.40}")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
                                               for d in shape):
-        raise InvalidInput(f"{where}.shape must be a list of non-negative integers; got {shape!r}")
-    elements = math.prod(shape)
+        raise InvalidInput(f"{where}.shape must be a list of non-negative integers")
+    elements = _elements(shape, where, max_bytes)
     parameters = tensor.get("parameters") or {}
     binary_size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
     if binary_size is not None:
         if not isinstance(binary_size, int) or isinstance(binary_size, bool) or binary_size < 0:
             raise InvalidInput(f"{where}.parameters.binary_data_size must be a non-negative integer")
         if datatype != "BYTES" and binary_size != elements * ELEMENT_BYTES[datatype]:
-            raise InvalidInput(f"{where}: shape {shape} of {datatype} is {elements * ELEMENT_BYTES[datatype]} bytes, "
+            raise InvalidInput(f"{where}: shape {short(shape)} of {datatype} is {elements * ELEMENT_BYTES[datatype]} bytes, "
                                f"binary_data_size says {binary_size}")
         if datatype == "BYTES" and elements * 4 > binary_size:  # each element is a 4-byte length, then its bytes
-            raise InvalidInput(f"{where}: shape {shape} of BYTES needs at least {elements * 4} bytes, "
+            raise InvalidInput(f"{where}: shape {short(shape)} of BYTES needs at least {elements * 4} bytes, "
                                f"binary_data_size says {binary_size}")
         return binary_size
     if "data" not in tensor:
         raise InvalidInput(f"{where} has neither `data` nor `parameters.binary_data_size`")
     values = _count_values(tensor["data"], where, leaf_check(datatype), datatype)
     if values != elements:
-        raise InvalidInput(f"{where}: shape {shape} holds {elements} values, `data` has {values}")
+        raise InvalidInput(f"{where}: shape {short(shape)} holds {elements} values, `data` has {values}")
     return 0
 
 
@@ -136,5 +171,5 @@ def _count_values(data: Any, where: str, is_element: Callable[[Any], bool], data
             elif is_element(item):
                 count += 1
             else:
-                raise InvalidInput(f"{where}.data holds {item!r}, not a {datatype} value")
+                raise InvalidInput(f"{where}.data holds {item!r:.40}, not a {datatype} value")
     return count

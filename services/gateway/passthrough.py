@@ -1,7 +1,8 @@
 """KServe v2 / Triton HTTP pass-through for the models in the routing table.
 
-Bodies and the binary-tensor header ``Inference-Header-Content-Length`` go through
-unchanged (so ``tritonclient.http`` works against the gateway); unversioned ``infer``
+Metadata and health calls go through unchanged; an ``infer`` body is checked first and sent
+in the form that was checked, JSON header and binary tensors (:mod:`services.gateway.
+kserve_request`), so ``tritonclient.http`` works against the gateway; unversioned ``infer``
 calls get the same canary routing as ``/v1`` predictions.
 """
 
