@@ -10,11 +10,12 @@ A label whose prediction is no longer kept is ``late`` when the prediction was m
 ``prediction_ttl_s`` and less than ``seen_ttl_s`` ago, else ``unknown``: known from the seen marker
 the monitor kept for the id, or, for an id that dated its prediction (a UUIDv7 as the gateway makes
 them: :mod:`services.common.request_ids`), from the id's own time. So a well-formed UUIDv7 that was
-never used for a prediction, older than ``prediction_ttl_s``, is reported ``late``.
+never used for a prediction, older than ``prediction_ttl_s``, is reported ``late``. One made less than
+:data:`PENDING_S` ago is ``pending``: its prediction's event is most likely still on its way.
 
 Keys: ``mlfleet:monitor:fb:{request_id}:{instance}`` (applied marker, ``seen_ttl_s``),
 ``mlfleet:monitor:labels:{model}:{version}:{bucket}`` (list of ``score,predicted,label``,
-``bucket_ttl_s``), ``mlfleet:monitor:feedback`` (hash of outcome totals).
+``bucket_ttl_s``). Outcomes are counted in ``mlfleet_monitor_feedback_total``.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from services.monitor.schemas import FeedbackItem, FeedbackReport, FeedbackResul
 from services.monitor.stats import BUCKET_S
 from services.monitor.store import PREFIX
 
-TOTALS_KEY = f"{PREFIX}:feedback"
 
 _APPLY_ONCE = """
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
@@ -138,12 +138,7 @@ class FeedbackStore:
             results[index] = FeedbackResult(request_id=item.request_id, instance=item.instance,
                                             outcome="accepted" if ok else "duplicate", versions=versions if ok else [])
         final = [r for r in results if r is not None]
-        counts = Counter(r.outcome for r in final)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for outcome, count in counts.items():
-                pipe.hincrby(TOTALS_KEY, outcome, count)
-            await pipe.execute()
-        return FeedbackReport(counts=dict(counts), results=final)
+        return FeedbackReport(counts=dict(Counter(r.outcome for r in final)), results=final)
 
     def _join(self, item: FeedbackItem, predictions: dict[bytes, bytes], seen: bool, bucket: int,
               now: float) -> tuple[str | None, list[str], list[str], list[int]]:
@@ -177,9 +172,6 @@ class FeedbackStore:
                 pipe.lrange(labels_key(model, version, bucket), 0, -1)
             replies = await pipe.execute()
         return [[_row(raw) for raw in reply] for reply in replies]
-
-    async def totals(self) -> dict[str, int]:
-        return {k.decode(): int(v) for k, v in (await self._redis.hgetall(TOTALS_KEY)).items()}
 
 
 def _row(raw: bytes) -> tuple[float, int, int]:
