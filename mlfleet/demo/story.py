@@ -55,7 +55,7 @@ class SteadyTraffic:
             time.sleep(0.1)
 
     def _run(self) -> None:
-        chunk = 200
+        chunk = 64  # the summary grows a chunk at a time
         offset = 0
         try:
             while not self._stop.is_set():
