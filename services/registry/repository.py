@@ -83,6 +83,12 @@ def get_versions(session: Session, *, model: RegisteredModel, versions: Iterable
     return {row.version: row for row in session.scalars(statement)}
 
 
+def version_numbers(session: Session, *, model: RegisteredModel) -> list[int]:
+    """Every registered version of ``model``, ascending (the numbers only)."""
+    statement = select(ModelVersion.version).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version)
+    return list(session.scalars(statement))
+
+
 def list_versions(session: Session, *, model: RegisteredModel) -> list[ModelVersion]:
     statement = select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version)
     return list(session.scalars(statement))

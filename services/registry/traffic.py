@@ -8,10 +8,12 @@ model without it; a rollback after that reloads it first (about as long as any l
 
 A change makes before it breaks: the versions it adds are loaded beside the ones Triton
 serves, the policy is written, and the reconcile loop unloads every version Triton serves
-that no policy has needed for ``unneeded_grace_s`` (read from Triton's repository index, so
-a restarted registry still finds what its predecessor left loaded). A change refused after
-its load therefore leaves the versions the old policy routes to still served, and the grace
-keeps a version that another replica has just loaded for a change it has not written yet.
+that no policy has needed for ``unneeded_grace_s``. It asks Triton about every registered
+version of the model, so a restarted registry still finds what its predecessor left loaded
+(Triton's repository index lists the models of its repository folder, not those loaded
+through its API). A change refused after its load therefore leaves the versions the old
+policy routes to still served, and the grace keeps a version that another replica has just
+loaded for a change it has not written yet.
 
 Every policy write first locks its model's row, so writes of one model queue up across
 registry replicas; work that must be atomic with the write (a rollout's state change) runs
@@ -193,10 +195,11 @@ class TrafficController:
         reloaded = []
         for model in models:
             async with self._locks[model]:
-                plan = await self._database.transaction(_model_plan, model=model, now=utcnow())
-                if plan is None:
+                state = await self._database.transaction(_model_state, model=model, now=utcnow())
+                if state is None:
                     continue
-                served = await self._triton.served_versions(plan.model)
+                plan, registered = state
+                served = await self._triton.ready_versions(plan.model, registered)
                 missing = set(plan.artifacts) - served
                 unneeded = self._unneeded_past_grace(model, served - set(plan.artifacts))
                 if not missing and not unneeded:
@@ -339,6 +342,15 @@ def _plan_of(session: Session, policy: TrafficPolicy, now: datetime, keep: Colle
 
 def _models_with_policies(session: Session) -> list[str]:
     return [policy.model.name for policy in repository.list_policies(session)]
+
+
+def _model_state(session: Session, *, model: str, now: datetime) -> tuple[LoadPlan, list[int]] | None:
+    """The plan of ``model``'s policy as it is now and every registered version; ``None`` without a policy."""
+    registered = repository.get_model(session, name=model)
+    policy = repository.get_policy(session, model=registered) if registered is not None else None
+    if policy is None:
+        return None
+    return _plan_of(session, policy, now), repository.version_numbers(session, model=registered)
 
 
 def _model_plan(session: Session, *, model: str, now: datetime, keep: Collection[int] = ()) -> LoadPlan | None:

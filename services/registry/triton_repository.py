@@ -186,15 +186,6 @@ class TritonRepository:
             raise self._error(exc, f"checking readiness of {model}") from None
         return {v for v, ready in zip(versions, answers, strict=True) if ready}
 
-    async def served_versions(self, model: str) -> set[int]:
-        """The versions of ``model`` Triton reports ready, from its repository index (whatever loaded them)."""
-        try:
-            index = await self._client.get_model_repository_index(as_json=True, client_timeout=self._timeout_s)
-        except InferenceServerException as exc:
-            raise self._error(exc, "reading the model repository index") from None
-        return {int(entry["version"]) for entry in index.get("models", [])
-                if entry.get("name") == model and entry.get("state") == "READY" and entry.get("version", "").isdigit()}
-
     async def live(self) -> bool:
         try:
             return bool(await self._client.is_server_live(client_timeout=self._timeout_s))

@@ -32,9 +32,6 @@ class ScriptedTriton:
     async def ready_versions(self, model: str, versions) -> set[int]:
         return self.served.get(model, set()) & set(versions)
 
-    async def served_versions(self, model: str) -> set[int]:
-        return set(self.served.get(model, set()))
-
     async def load(self, model: str, artifacts, faults) -> None:
         self.loads.append((model, sorted(artifacts)))
         if self.gate is not None:

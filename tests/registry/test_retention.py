@@ -57,5 +57,18 @@ async def test_the_previous_stable_is_unloaded_after_its_retention_and_a_later_r
         while await ready_versions(triton, name) != {1}:
             assert time.monotonic() - rolled_back_at < 20, "v2 still loaded long after the rollback"
             await asyncio.sleep(0.2)
+
         event = (await client.get("/v1/audit", params={"model": name, "limit": 1})).json()["data"][0]
         assert (event["action"], event["detail"]["loaded_versions"]) == ("traffic.rollback", [1])
+
+        # in step, the reconcile loop leaves Triton alone: no reload pass after pass
+        loads = await triton_loads(client)
+        await asyncio.sleep(2.0)  # eight passes
+        assert await triton_loads(client) == loads
+
+
+async def triton_loads(client) -> float:
+    """How many loads the registry has made on Triton, from its metrics."""
+    text = (await client.get("/metrics")).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("mlfleet_registry_triton_load_seconds_count"))
