@@ -64,7 +64,11 @@ class TritonPassthrough:
         try:
             forwarded = await self._forward("POST", path, headers, body)
         except MlfleetError as exc:
-            self._record(ctx, model, choice, status="error", error_code=exc.code)
+            if exc.status < 500:  # Triton refused the caller's tensors: not the version's failure (see Predictor)
+                self._metrics.predictions.labels(model, str(choice.version.version), choice.variant.value,
+                                                 "invalid").inc()
+            else:
+                self._record(ctx, model, choice, status="error", error_code=exc.code)
             raise
         ok = forwarded.status == 200
         self._record(ctx, model, choice, status="ok" if ok else "error", error_code=None if ok else f"triton-{forwarded.status}")

@@ -285,7 +285,7 @@ class Predictor:
         try:
             inferred = await self._submit(model, shadow, Variant.shadow, instances, tensor)
         except MlfleetError as exc:
-            self._record(shadow_ctx, model, choice, error=exc)
+            self._record_failure(shadow_ctx, model, choice, exc)
             return
         except Exception as exc:  # a shadow must never surface; log it and record the failure
             logger.exception("shadow inference on %s v%d failed", model, shadow.version)
@@ -294,10 +294,17 @@ class Predictor:
         self._record(shadow_ctx, model, choice, tensor=inferred.tensor, predictions=inferred.predictions)
 
     def _record_failure(self, ctx: RequestContext, model: str, choice: Choice, error: MlfleetError) -> None:
-        """Record ``error`` against ``choice``, unless the request was shed: that is the gateway's capacity (counted
-        in ``mlfleet_gateway_shed_total``), not the version's failure."""
-        if not isinstance(error, Overloaded):
-            self._record(ctx, model, choice, error=error)
+        """Record ``error`` against ``choice`` when it is the version's or its backends' (a 5xx). A request shed for a
+        full queue is the gateway's capacity (counted in ``mlfleet_gateway_shed_total``), and one refused for its own
+        input (a 4xx: invalid fields, features missing for its entities) the caller's: counted as ``invalid``, with
+        no event. Neither is the version's failure, and counting them as errors would let any caller fail a healthy
+        canary (or mask a failing one) by sending bad requests its way."""
+        if isinstance(error, Overloaded):
+            return
+        if error.status < 500:
+            self._predictions(model, str(choice.version.version), choice.variant.value, "invalid").inc()
+            return
+        self._record(ctx, model, choice, error=error)
 
     def _record(self, ctx: RequestContext, model: str, choice: Choice, *, tensor: np.ndarray | None = None,
                 predictions: list[Scored] | None = None, error: MlfleetError | None = None) -> None:

@@ -171,3 +171,29 @@ def test_an_overloaded_version_sheds_requests_at_once_with_retry_after(narrow_ga
     wait_until(lambda: all(events_of(redis_url, i) for i in answered_ids), timeout_s=10, what="the answers' events")
     shed_ids = {r.headers["x-request-id"] for r in shed}
     assert not any(events_of(redis_url, i) for i in shed_ids), "a shed request is no failure of the version"
+
+
+def invalid_total(gateway_url: str) -> float:
+    pattern = rf'^mlfleet_gateway_predictions_total{{model="{MODEL}",status="invalid",variant="\w+",version="\d+"}} (\S+)$'
+    return sum(float(m.group(1)) for m in re.finditer(pattern, httpx.get(f"{gateway_url}/metrics").text, re.MULTILINE))
+
+
+def test_a_request_refused_for_its_own_input_is_no_failure_of_the_version(fleet, gateway_client, redis_url):
+    """Else any caller could fail a healthy canary by sending it bad requests (its routing key picks the variant)."""
+    before = invalid_total(fleet.gateway.url)
+    bad = [uuid.uuid4().hex for _ in range(3)]
+    for request_id in bad[:2]:
+        refused = gateway_client.post(PREDICT, json={"instances": [{"user_id": 1, "amount": "lots"}]},
+                                      headers={"X-Request-Id": request_id})
+        assert_problem(refused, 422, "invalid-input")
+    wrong_width = {"inputs": [{"name": "input", "shape": [1, 7], "datatype": "FP32", "data": [1.0] * 7}]}
+    refused = httpx.post(f"{fleet.gateway.url}/v2/models/{MODEL}/infer", json=wrong_width, timeout=10,
+                         headers={"X-Request-Id": bad[2]})
+    assert_problem(refused, 400, "triton-rejected")
+    good = uuid.uuid4().hex
+    answered = gateway_client.post(PREDICT, json={"instances": [{"user_id": 1, "amount": 5.0}]},
+                                   headers={"X-Request-Id": good})
+    assert answered.status_code == 200, answered.text
+    wait_until(lambda: events_of(redis_url, good), timeout_s=10, what="the good request's event")
+    assert not any(events_of(redis_url, i) for i in bad), "no error event for the caller's own mistakes"
+    assert invalid_total(fleet.gateway.url) == before + 3
