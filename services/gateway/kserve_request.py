@@ -31,6 +31,11 @@ ELEMENT_BYTES = {"BOOL": 1, "UINT8": 1, "UINT16": 2, "UINT32": 4, "UINT64": 8, "
 DATATYPES = frozenset(ELEMENT_BYTES) | {"BYTES"}
 DECODERS = {"gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 """``Content-Encoding`` → zlib's window bits (what ``tritonclient.http`` compresses requests with)."""
+INTEGER_RANGES = {"INT8": (-2**7, 2**7 - 1), "INT16": (-2**15, 2**15 - 1), "INT32": (-2**31, 2**31 - 1),
+                  "INT64": (-2**63, 2**63 - 1), "UINT8": (0, 2**8 - 1), "UINT16": (0, 2**16 - 1),
+                  "UINT32": (0, 2**32 - 1), "UINT64": (0, 2**64 - 1)}
+COUNTS = frozenset({"classification", "priority", "timeout", "sequence_id", "binary_data_size"})
+"""Parameters Triton reads as non-negative integers (a negative one made it answer 500)."""
 REPLACED_HEADERS = ("content-type", "content-encoding", BINARY_HEADER)
 """The caller's headers that :class:`CheckedRequest` replaces (its body is re-serialized, never compressed)."""
 
@@ -48,12 +53,43 @@ def _is_number(value: Any) -> bool:
 
 
 def leaf_check(datatype: str) -> Callable[[Any], bool]:
-    """Whether a JSON value may be an element of a ``datatype`` tensor."""
+    """Whether a JSON value may be an element of a ``datatype`` tensor (an integer type's: an integer in its range)."""
     if datatype == "BYTES":
         return lambda value: isinstance(value, str)
     if datatype == "BOOL":
         return lambda value: isinstance(value, bool)
+    if datatype in INTEGER_RANGES:
+        low, high = INTEGER_RANGES[datatype]
+        return lambda value: isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
     return _is_number
+
+
+def _checked_parameters(parameters: Any, where: str) -> dict[str, Any]:
+    """``parameters``: an object of scalar values, those Triton counts with non-negative integers."""
+    if parameters is None:
+        return {}
+    if not isinstance(parameters, dict):
+        raise InvalidInput(f"{where}.parameters must be an object")
+    for name, value in parameters.items():
+        if not isinstance(value, (str, int, float, bool)):
+            raise InvalidInput(f"{where}.parameters.{name:.40} must be a string, number or boolean")
+        if name in COUNTS and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            raise InvalidInput(f"{where}.parameters.{name} must be a non-negative integer")
+    return parameters
+
+
+def _check_request_fields(request: dict[str, Any]) -> None:
+    """What Triton reads besides the inputs: the id, the request's parameters and the outputs asked for."""
+    if "id" in request and not isinstance(request["id"], str):
+        raise InvalidInput("`id` must be a string")
+    _checked_parameters(request.get("parameters"), "request")
+    outputs = request.get("outputs", [])
+    if not isinstance(outputs, list):
+        raise InvalidInput("`outputs` must be a list of objects with a `name`")
+    for index, output in enumerate(outputs):
+        if not isinstance(output, dict) or not isinstance(output.get("name"), str):
+            raise InvalidInput(f"outputs[{index}] must be an object with a `name`")
+        _checked_parameters(output.get("parameters"), f"outputs[{index}]")
 
 
 def checked_infer_request(body: bytes, headers: Mapping[str, str], *, max_bytes: int) -> CheckedRequest:
@@ -69,12 +105,16 @@ def checked_infer_request(body: bytes, headers: Mapping[str, str], *, max_bytes:
         raise BadRequest(f"the inference request is not valid JSON: {exc}") from None
     if not isinstance(request, dict) or not isinstance(request.get("inputs"), list) or not request["inputs"]:
         raise InvalidInput("an inference request is an object with a non-empty list of `inputs`")
+    _check_request_fields(request)
     binary_bytes = sum(_checked_input(tensor, index, max_bytes) for index, tensor in enumerate(request["inputs"]))
     carried = 0 if header_length is None else len(body) - header_length
     if binary_bytes != carried:
         raise InvalidInput(f"the inputs' binary_data_size add up to {binary_bytes} bytes, the body carries {carried} "
                            f"after the JSON header")
-    canonical = orjson.dumps(request)
+    try:
+        canonical = orjson.dumps(request)
+    except orjson.JSONEncodeError as exc:  # e.g. nested deeper than orjson writes, in a field Triton ignores
+        raise InvalidInput(f"the inference request cannot be forwarded: {exc}") from None
     if header_length is None:
         return CheckedRequest(canonical, {"content-type": "application/json"})
     return CheckedRequest(canonical + body[header_length:], {"content-type": "application/octet-stream",
@@ -139,11 +179,8 @@ def _checked_input(tensor: Any, index: int, max_bytes: int) -> int:
                                               for d in shape):
         raise InvalidInput(f"{where}.shape must be a list of non-negative integers")
     elements = _elements(shape, where, max_bytes)
-    parameters = tensor.get("parameters") or {}
-    binary_size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
+    binary_size = _checked_parameters(tensor.get("parameters"), where).get("binary_data_size")
     if binary_size is not None:
-        if not isinstance(binary_size, int) or isinstance(binary_size, bool) or binary_size < 0:
-            raise InvalidInput(f"{where}.parameters.binary_data_size must be a non-negative integer")
         if datatype != "BYTES" and binary_size != elements * ELEMENT_BYTES[datatype]:
             raise InvalidInput(f"{where}: shape {short(shape)} of {datatype} is {elements * ELEMENT_BYTES[datatype]} bytes, "
                                f"binary_data_size says {binary_size}")
@@ -153,21 +190,26 @@ def _checked_input(tensor: Any, index: int, max_bytes: int) -> int:
         return binary_size
     if "data" not in tensor:
         raise InvalidInput(f"{where} has neither `data` nor `parameters.binary_data_size`")
-    values = _count_values(tensor["data"], where, leaf_check(datatype), datatype)
+    values = _count_values(tensor["data"], where, leaf_check(datatype), datatype, max_depth=max(len(shape), 1))
     if values != elements:
         raise InvalidInput(f"{where}: shape {short(shape)} holds {elements} values, `data` has {values}")
     return 0
 
 
-def _count_values(data: Any, where: str, is_element: Callable[[Any], bool], datatype: str) -> int:
-    """The values of ``data``, flat or nested row-major, each one a ``datatype`` element."""
+def _count_values(data: Any, where: str, is_element: Callable[[Any], bool], datatype: str, *,
+                  max_depth: int) -> int:
+    """The values of ``data``, flat or nested row-major (no deeper than the shape), each one a ``datatype``
+    element."""
     if not isinstance(data, list):
         raise InvalidInput(f"{where}.data must be a list of values")
-    count, stack = 0, [data]
+    count, stack = 0, [(data, 1)]
     while stack:
-        for item in stack.pop():
+        values, depth = stack.pop()
+        for item in values:
             if isinstance(item, list):
-                stack.append(item)
+                if depth >= max_depth:
+                    raise InvalidInput(f"{where}.data is nested deeper than its shape's {max_depth} dimensions")
+                stack.append((item, depth + 1))
             elif is_element(item):
                 count += 1
             else:
