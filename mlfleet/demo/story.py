@@ -81,8 +81,9 @@ def roll_out(config: FleetConfig, candidate: int, instances: list[dict], echo) -
         traffic.wait_for(50)
         rollout = fleet.start_rollout(MODEL, candidate, **ROLLOUT)
         echo(f"rollout    #{rollout.id}: v{candidate} against v{rollout.baseline} as a canary at "
-             f"{' → '.join(f'{s:g}' for s in rollout.steps)} %, each step judged by the registry on "
-             f"{rollout.interval_s:g} s of live traffic (error rate, p99 latency, accuracy against stable)")
+             f"{' → '.join(f'{s:g}' for s in rollout.steps)} %, each step judged by the registry after "
+             f"{rollout.interval_s:g} s on the monitor's live numbers (error rate, p99 latency, accuracy against "
+             f"stable; counted in 10 s buckets, so a step this short also sees the traffic just before it)")
         rollout = follow(fleet, rollout, echo)
     answered = f"{traffic.summary.requests:,} predictions answered meanwhile, {traffic.summary.errors} errors"
     if traffic.error is not None:
@@ -128,7 +129,7 @@ def page_on_drift(config: FleetConfig, *, seed: int, echo) -> m.AlertPublic | No
             alert = next((a for a in alerts if a.fired_at >= started), None)
             if alert is not None:
                 echo(f"drift      paged after {alert.fired_at - started:.1f} s: {alert.severity} — {alert.summary} "
-                     f"(action: {alert.action})")
+                     f"(the monitor recommends: {alert.action}; it pages, it does not change the traffic)")
                 echo(f"           alerts go to Alertmanager, Slack or PagerDuty through "
                      f"MLFLEET_MONITOR_ALERT_WEBHOOK_URLS; every alert: {config.url('monitor')}/v1/alerts")
                 return alert
@@ -136,9 +137,10 @@ def page_on_drift(config: FleetConfig, *, seed: int, echo) -> m.AlertPublic | No
             shifted_window = report.verdict in ("retrain", "rollback") and (report.window.end or 0) >= started
             drifted_since = (drifted_since or time.monotonic()) if shifted_window else None
             if alerts and drifted_since is not None and time.monotonic() - drifted_since > COOLDOWN_EVIDENCE_S:
-                echo(f"drift      verdict {report.verdict}: {', '.join(report.drifted_features)} moved; the page "
-                     f"for it went out {time.time() - alerts[0].fired_at:,.0f} s ago (an earlier run's) and is not "
-                     f"repeated within MLFLEET_MONITOR_ALERT_COOLDOWN_S")
+                echo(f"drift      {', '.join(report.drifted_features)} moved (the monitor recommends: "
+                     f"{report.verdict}); no new page: a drift page for {MODEL} v{stable} already went out "
+                     f"{time.time() - alerts[0].fired_at:,.0f} s ago (an earlier run, or another fleet on this "
+                     f"Redis), and the same page is not sent again within MLFLEET_MONITOR_ALERT_COOLDOWN_S")
                 return None
             time.sleep(0.5)
     echo(f"drift      no alert within {DRIFT_TIMEOUT_S:g} s; see {config.url('monitor')}/dashboard")

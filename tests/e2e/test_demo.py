@@ -34,7 +34,8 @@ def test_demo_runs_end_to_end_and_exits_zero(fleet_env, mlfleet_command):
                          r"(\d+) errors\)", output)
     assert promoted and int(promoted.group(2)) == 0, output[-3000:]
     # then the data shifts, and the monitor pages about the features that moved
-    paged = re.search(r"drift      paged after [\d.]+ s: critical — fraud v2: data drift in (.*) \(action: (\w+)\)", output)
+    paged = re.search(r"drift      paged after [\d.]+ s: critical — fraud v2: data drift in (.*) \(the monitor "
+                      r"recommends: (\w+);", output)
     assert paged, output[-3000:]
     assert {"amount", "distance_from_home_km"} <= set(paged.group(1).split(", ")) and paged.group(2) == "rollback"
     assert "Fleet stopped." in output
