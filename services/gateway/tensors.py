@@ -35,6 +35,9 @@ def entity_rows(signature: Signature, instances: Sequence[Mapping[str, Any]]) ->
     return rows
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def build_tensor(signature: Signature, instances: Sequence[Mapping[str, Any]], features: FeatureColumns) -> np.ndarray:
     """A ``[len(instances), len(signature.inputs)]`` FP32 array.
 
@@ -62,16 +65,16 @@ def build_tensor(signature: Signature, instances: Sequence[Mapping[str, Any]], f
 
 
 def numeric_matrix(columns: Sequence[Sequence[Any]]) -> np.ndarray | None:
-    """``columns`` (of equal length) as one float64 array, checked in one pass, when every value is a finite ``int``
-    or ``float`` (the common case); ``None`` when any needs a closer look (absent, a default, not a number, not
-    finite). One call for a whole micro-batch costs about what one column used to."""
+    """``columns`` (of equal length) as one float64 array, checked in one pass, when every value is an ``int`` or
+    ``float`` that FP32 holds (the common case); ``None`` when any needs a closer look (absent, a default, not a
+    number, not finite, beyond FP32's range). One call for a whole micro-batch costs about what one column used to."""
     if not all(type(value) is float or type(value) is int for values in columns for value in values):
         return None
     try:
         array = np.array(columns, dtype=np.float64)
     except OverflowError:
         return None
-    return array if np.isfinite(array).all() else None
+    return array if np.isfinite(array).all() and np.abs(array).max(initial=0.0) <= FLOAT32_MAX else None
 
 
 def _fill_value_by_value(tensor: np.ndarray, signature: Signature, instances: Sequence[Mapping[str, Any]],
@@ -101,9 +104,16 @@ def _fill_value_by_value(tensor: np.ndarray, signature: Signature, instances: Se
 def _number(value: Any, name: str, row: int) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidInput(f"instance {row}: {name!r} must be a number, got {type(value).__name__}", field=name, instance_index=row)
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond any float
+        number = math.inf
     if not math.isfinite(number):
-        raise InvalidInput(f"instance {row}: {name!r} must be finite, got {value}", field=name, instance_index=row)
+        raise InvalidInput(f"instance {row}: {name!r} must be finite, got {value!r:.40}", field=name,
+                           instance_index=row)
+    if abs(number) > FLOAT32_MAX:  # a feature value too: stored, it would reach the model as infinity
+        raise InvalidInput(f"instance {row}: {name!r} is {number:.6g}, beyond the model's FP32 inputs",
+                           field=name, instance_index=row)
     return number
 
 

@@ -47,7 +47,7 @@ def test_missing_request_field_names_it():
     assert caught.value.extra == {"field": "amount", "instance_index": 0}
 
 
-@pytest.mark.parametrize("bad", ["12", True, float("nan"), float("inf"), [1], {"a": 1}])
+@pytest.mark.parametrize("bad", ["12", True, float("nan"), float("inf"), [1], {"a": 1}, 1e39, -(10**400)])
 def test_non_numeric_or_non_finite_values_are_refused(bad):
     with pytest.raises(InvalidInput) as caught:
         build_tensor(signature(), [{"user_id": 1, "amount": bad}, INSTANCES[1]], FEATURES)
@@ -85,3 +85,12 @@ def test_every_cell_is_its_value_or_its_default_whichever_path_builds_the_column
     tensor = build_tensor(signature(amount_default=-1.0, avg_default=0.5), instances, features)
     expected = [[-1.0 if a is None else a, 0.5 if v is None else v, c] for a, v, c in rows]
     np.testing.assert_array_equal(tensor, np.array(expected, dtype=np.float64).astype(np.float32))
+
+
+def test_a_stored_feature_beyond_fp32_is_refused_not_sent_to_the_model_as_infinity():
+    features = {name: list(values) for name, values in FEATURES.items()}
+    features["user_stats:avg_amount_30d"][1] = 1e39  # pushed to the online store: a float64 FP32 cannot hold
+    with pytest.raises(InvalidInput) as caught:
+        build_tensor(signature(), INSTANCES, features)
+    assert caught.value.extra == {"field": "avg_amount_30d", "instance_index": 1}
+    assert "beyond the model's FP32 inputs" in caught.value.detail
