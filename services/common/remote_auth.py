@@ -11,8 +11,11 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 
 import httpx
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.common.auth import Identity, Role, bearer_key, enforce_rate_limit, hash_key, require_role
 from services.common.errors import BackendUnavailable, Unauthorized
@@ -68,3 +71,17 @@ class RemoteAuthorizer:
 
     async def close(self) -> None:
         await self._http.aclose()
+
+
+def remote_caller(role: Role, authorizer_of: Callable[[Request], RemoteAuthorizer]) -> Callable[..., Awaitable[Identity]]:
+    """A route dependency: the caller's identity, checked by the request's authorizer (``authorizer_of``, which
+    requires ``role``); the OpenAPI docs show the route's bearer authentication."""
+    bearer = HTTPBearer(auto_error=False, description=f"An mlfleet API key of role {role.value} or above.")
+
+    # a default, not ``Annotated[…, Depends(bearer)]``: postponed annotations are resolved in the module's globals,
+    # where this function's ``bearer`` is not
+    async def caller(request: Request, _credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> Identity:
+        """401 without a valid key, 403 below the role, 503 when the registry cannot be asked."""
+        return await authorizer_of(request).authorize(request.headers.get("authorization"))
+
+    return caller

@@ -7,11 +7,10 @@ from typing import Annotated
 
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.common.auth import Identity, Role
 from services.common.errors import BackendUnavailable
-from services.common.remote_auth import RemoteAuthorizer
+from services.common.remote_auth import RemoteAuthorizer, remote_caller
 from services.features.catalog import Catalog
 from services.features.metrics import FeatureMetrics
 from services.features.settings import FeaturesSettings
@@ -44,14 +43,7 @@ def get_catalog(resources: Annotated[FeaturesResources, Depends(get_resources)])
 
 WRITER_ROLE = Role.deployer
 """Writing the online store changes what every model scores on: the role that changes production."""
-_bearer = HTTPBearer(auto_error=False, description="An mlfleet API key of role deployer or above.")
-
-
-async def get_writer(
-    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Identity:
-    """The caller's identity, checked against the registry: 401 without a valid key, 403 below deployer."""
-    return await get_resources(request).writers.authorize(request.headers.get("authorization"))
+get_writer = remote_caller(WRITER_ROLE, lambda request: get_resources(request).writers)
 
 
 ResourcesDep = Annotated[FeaturesResources, Depends(get_resources)]

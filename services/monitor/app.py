@@ -15,7 +15,6 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CollectorRegistry
 from redis.exceptions import RedisError
 
-from services.common.auth import Role
 from services.common.errors import BackendUnavailable, install_error_handlers, problem_response
 from services.common.health import health_router
 from services.common.heap import freeze_startup_heap
@@ -29,6 +28,7 @@ from services.common.telemetry import Tracing
 from services.monitor import api
 from services.monitor.alerts import AlertCenter
 from services.monitor.consumer import ConsumerConfig, EventConsumer
+from services.monitor.deps import FEEDBACK_ROLE
 from services.monitor.feedback import FeedbackStore
 from services.monitor.registry_client import RegistryClient
 from services.monitor.reports import DriftReporter
@@ -39,9 +39,6 @@ from services.monitor.store import AggregateStore
 from services.monitor.telemetry import MonitorMetrics
 from services.monitor.watcher import Watcher
 
-
-FEEDBACK_ROLE = Role.deployer
-"""Labelling predictions is an ML engineer's action; the read APIs and the dashboard stay open."""
 
 
 @dataclass

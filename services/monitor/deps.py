@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from services.common.auth import Identity
+from services.common.auth import Identity, Role
+from services.common.remote_auth import remote_caller
 from services.monitor.alerts import AlertCenter
 from services.monitor.consumer import EventConsumer
 from services.monitor.feedback import FeedbackStore
@@ -57,14 +57,9 @@ def get_metrics(request: Request) -> MonitorMetrics:
     return request.app.state.metrics
 
 
-_bearer = HTTPBearer(auto_error=False, description="An mlfleet API key of role deployer or above.")
-
-
-async def get_feedback_caller(
-    request: Request, _credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Identity:
-    """The caller's identity, checked against the registry: 401 without a valid key, 403 below deployer."""
-    return await get_resources(request).feedback_auth.authorize(request.headers.get("authorization"))
+FEEDBACK_ROLE = Role.deployer
+"""Labelling predictions is an ML engineer's action; the read APIs and the dashboard stay open."""
+get_feedback_caller = remote_caller(FEEDBACK_ROLE, lambda request: get_resources(request).feedback_auth)
 
 
 SettingsDep = Annotated[MonitorSettings, Depends(get_settings)]
