@@ -54,7 +54,7 @@ class RegistrySettings(ServiceSettings):
         default=10.0, gt=0,
         description="How often the registry checks that Triton serves every version a policy needs, and only those: "
                     "it reloads what is missing (after a Triton restart, say), and unloads what no policy needs "
-                    "(first check at startup). A pass asks Triton one index per model.",
+                    "(first check at startup). A pass asks Triton about every registered version of each model.",
     )
     unneeded_version_grace_s: float = Field(
         default=180.0, ge=0,

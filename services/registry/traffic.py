@@ -211,8 +211,10 @@ class TrafficController:
                                 sorted(unneeded), self._unneeded_grace_s)
                 within_grace = served - set(plan.artifacts) - unneeded
                 if within_grace:
-                    plan = await self._database.transaction(_model_plan, model=model, now=utcnow(), keep=within_grace)
-                    assert plan is not None
+                    state = await self._database.transaction(_model_state, model=model, now=utcnow(),
+                                                             keep=within_grace)
+                    assert state is not None
+                    plan = state[0]
                 try:
                     await self._load(plan, actor=RECONCILER,
                                      attempt={"action": "reconcile", "versions": sorted(plan.artifacts)})
@@ -344,20 +346,15 @@ def _models_with_policies(session: Session) -> list[str]:
     return [policy.model.name for policy in repository.list_policies(session)]
 
 
-def _model_state(session: Session, *, model: str, now: datetime) -> tuple[LoadPlan, list[int]] | None:
-    """The plan of ``model``'s policy as it is now and every registered version; ``None`` without a policy."""
+def _model_state(session: Session, *, model: str, now: datetime,
+                 keep: Collection[int] = ()) -> tuple[LoadPlan, list[int]] | None:
+    """The plan of ``model``'s policy as it is now (and ``keep``), and every registered version; ``None`` without a
+    policy."""
     registered = repository.get_model(session, name=model)
     policy = repository.get_policy(session, model=registered) if registered is not None else None
     if policy is None:
         return None
-    return _plan_of(session, policy, now), repository.version_numbers(session, model=registered)
-
-
-def _model_plan(session: Session, *, model: str, now: datetime, keep: Collection[int] = ()) -> LoadPlan | None:
-    """The plan of ``model``'s policy as it is now (and ``keep``); ``None`` when it has none."""
-    registered = repository.get_model(session, name=model)
-    policy = repository.get_policy(session, model=registered) if registered is not None else None
-    return _plan_of(session, policy, now, keep) if policy is not None else None
+    return _plan_of(session, policy, now, keep), repository.version_numbers(session, model=registered)
 
 
 def _routing_table(session: Session, *, now: datetime) -> RoutingTable:
