@@ -165,3 +165,7 @@ class PredictionEvent(BaseModel):
     feature_names: list[str] = Field(default_factory=list)
     scores: list[float] = Field(default_factory=list, description="Positive-class probability per instance.")
     labels: list[Any] = Field(default_factory=list, description="Predicted class per instance.")
+    positive_label: ClassLabel | None = Field(
+        default=None, description="The model's positive class (its output's `positive_class_index`), whose probability "
+                                  "`scores` are: an instance was predicted positive when its label is this one."
+    )

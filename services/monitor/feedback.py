@@ -53,10 +53,15 @@ def applied_key(request_id: str, instance: int) -> str:
     return f"{PREFIX}:fb:{request_id}:{instance}"
 
 
-def predicted_class(labels: Sequence, scores: Sequence[float], instance: int) -> int:
-    """The predicted class as 0/1: the logged label when it is one, else the score against 0.5."""
-    if instance < len(labels) and str(labels[instance]).lower() in {"0", "1", "true", "false"}:
-        return int(str(labels[instance]).lower() in {"1", "true"})
+def predicted_class(labels: Sequence, scores: Sequence[float], instance: int, positive: object = None) -> int:
+    """1 when the instance was predicted the positive class, else 0: its logged label against the model's ``positive``
+    class when the event named it; for events that did not, the logged label when it reads as 0/1, else the score
+    against 0.5."""
+    if instance < len(labels):
+        if positive is not None:
+            return int(labels[instance] == positive)
+        if str(labels[instance]).lower() in {"0", "1", "true", "false"}:
+            return int(str(labels[instance]).lower() in {"1", "true"})
     return int(scores[instance] >= 0.5)
 
 
@@ -154,7 +159,7 @@ class FeedbackStore:
             if item.instance >= len(scores):
                 continue
             version = int(version_field)
-            predicted = predicted_class(labels, scores, item.instance)
+            predicted = predicted_class(labels, scores, item.instance, prediction.get("p"))
             keys.append(labels_key(prediction["m"], version, bucket))
             rows.append(f"{float(scores[item.instance])!r},{predicted},{item.label}")
             versions.append(version)

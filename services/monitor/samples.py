@@ -14,8 +14,8 @@ Keys:
   events/s a 5,000-entry stream written in full held the last second only, and ~90 % of what
   was written was trimmed unread. Drift windows ("the last N instances", ``last_request_id``)
   are then of the newest *sampled* instances.
-- ``mlfleet:monitor:pred:{request_id}`` — hash ``version → {"m","t","s","l"}`` (model, time,
-  scores, predicted labels), expiring ``prediction_ttl_s`` after the prediction: what feedback
+- ``mlfleet:monitor:pred:{request_id}`` — hash ``version → {"m","t","s","l","p"}`` (model, time,
+  scores, predicted labels, the positive class), expiring ``prediction_ttl_s`` after the prediction: what feedback
   joins with. A shadow version's prediction of the same request is a second field. Every
   successful event gets one, sampled or not.
 - ``mlfleet:monitor:seen:{request_id}`` — marker kept ``seen_ttl_s``, so feedback arriving after
@@ -153,7 +153,8 @@ def _sample(event: PredictionEvent) -> bytes:
 
 
 def _prediction(event: PredictionEvent) -> bytes:
-    return orjson.dumps({"m": event.model, "t": event.timestamp, "s": event.scores, "l": event.labels})
+    return orjson.dumps({"m": event.model, "t": event.timestamp, "s": event.scores, "l": event.labels,
+                         "p": event.positive_label})
 
 
 class SampleStore:

@@ -110,7 +110,9 @@ async def test_closing_writes_what_the_writer_holds_during_its_linger(redis_url)
 
 
 def test_the_gateways_event_json_is_a_prediction_event_with_every_field():
-    choice = Choice(VersionRoute(version=3, signature=signature()), Variant.canary)
+    positive_first = signature().output.model_copy(update={"classes": ["fraud", "legit"], "positive_class_index": 0})
+    choice = Choice(VersionRoute(version=3, signature=signature().model_copy(update={"output": positive_first})),
+                    Variant.canary)
     ctx = RequestContext.begin("req-1", "a" * 32)
     tensor = np.array([[1.5, 2.0, 3.0]], dtype=np.float32)
     ok = json.loads(event_json(ctx, "fraud", choice, "ok", 1.25, tensor, [Prediction(score=0.75, label=1, probabilities=[0.25, 0.75])], None,
@@ -122,8 +124,9 @@ def test_the_gateways_event_json_is_a_prediction_event_with_every_field():
     assert (event.timestamp, event.latency_ms, event.status, event.instances) == (ctx.arrived, 1.25, "ok", 1)
     assert event.features == [[1.5, 2.0, 3.0]] and event.feature_names == [i.name for i in signature().inputs]
     assert (event.scores, event.labels, event.error_code) == ([0.75], [1], None)
+    assert event.positive_label == "fraud"
 
     failed = PredictionEvent.model_validate_json(event_json(ctx, "fraud", choice, "error", 2.0, None, [],
                                                             InvalidInput("bad"), None))
     assert (failed.status, failed.error_code) == ("error", InvalidInput("x").code)
-    assert (failed.features, failed.instances) == ([], 0)
+    assert (failed.features, failed.instances, failed.positive_label) == ([], 0, None)

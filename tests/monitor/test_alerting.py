@@ -120,6 +120,13 @@ def test_the_predicted_class_is_the_logged_label_or_the_score(labels, scores, ex
     assert predicted_class(labels, scores, 0) == expected
 
 
+@pytest.mark.parametrize(("labels", "positive", "expected"), [([0], 0, 1), ([1], 0, 0), (["fraud"], "fraud", 1),
+                                                               (["ok"], "fraud", 0), (["b"], "c", 0)])
+def test_the_predicted_class_is_positive_when_the_label_is_the_models_positive_class(labels, positive, expected):
+    """A model whose positive class is 0 (or one of three): the logged label alone would read "0" as negative."""
+    assert predicted_class(labels, [0.4], 0, positive) == expected
+
+
 async def test_a_sink_that_cannot_send_one_alert_counts_it_failed_and_sends_the_next():
     """An alert whose body or URL cannot be used (httpx's InvalidURL is no HTTPError) must not end the sink's
     worker: every later alert of that sink would be queued and never sent."""

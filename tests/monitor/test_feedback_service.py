@@ -98,6 +98,25 @@ def test_feedback_joins_predictions_and_quality_equals_scikit_learn(demo_registr
         assert 'mlfleet_monitor_feedback_total{outcome="accepted"} 201.0' in text
 
 
+def test_quality_reads_predictions_against_the_models_positive_class(demo_registry, run_monitor, stream_client):
+    """A model whose positive class is 0 (its events name it): a prediction labelled 0 is a positive one. Read as
+    "0 is negative", every prediction below would have counted wrong and accuracy would be 0, not 1."""
+    monitor = run_monitor(**demo_registry.monitor_settings())
+    scores = [0.9, 0.8, 0.3, 0.1, 0.7, 0.2]
+    events = [make_event("fraud", 4, scores=[s]).model_copy(update={"labels": [0 if s >= 0.5 else 1],
+                                                                     "positive_label": 0}) for s in scores]
+    publish(stream_client, PREDICTIONS_STREAM, events)
+    with httpx.Client(base_url=monitor.url, timeout=10, headers=demo_registry.deployer()) as client:
+        counted(client, len(events))
+        truth = [int(s >= 0.5) for s in scores]
+        response = client.post("/v1/feedback", json=[{"request_id": e.request_id, "label": t}
+                                                     for e, t in zip(events, truth)])
+        assert response.json()["counts"] == {"accepted": len(events)}
+        quality = next(v["quality"] for v in client.get("/v1/models/fraud/metrics").json()["versions"]
+                       if v["version"] == 4)
+        assert (quality["labelled"], quality["accuracy"], quality["precision"], quality["recall"]) == (6, 1.0, 1.0, 1.0)
+
+
 def test_feedback_after_the_prediction_expired_is_late(demo_registry, run_monitor, stream_client):
     """Late, whether the request id carries its time (a UUIDv7, as the gateway makes them: no marker kept) or not (a
     caller's own id: a seen marker kept for it)."""
