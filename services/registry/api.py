@@ -184,8 +184,8 @@ def _rollout_action(name: str, summary: str):
 
 
 _rollout_action("pause", "Pause: keep the split, stop judging")
-_rollout_action("resume", "Resume a paused rollout with a fresh interval")
-_rollout_action("approve", "Approve the final step (promotes now if the rollout waits for it)")
+_rollout_action("resume", "Resume a paused rollout with a fresh interval (a running one is left as it is)")
+_rollout_action("approve", "Approve the final step of a `require_approval` rollout (promotes now if it waits)")
 _rollout_action("promote", "Promote the candidate to stable now")
 _rollout_action("abort", "Abort: back to the baseline, the candidate not marked failed")
 

@@ -166,6 +166,8 @@ class RolloutController:
     async def resume(self, *, model: str, rollout_id: int, actor: str, reason: str) -> RolloutPublic:
         async with self._locks[model]:
             current = await self._active(model, rollout_id)
+            if current.public.state is RolloutState.running:
+                return current.public
             if current.public.state is not RolloutState.paused:
                 raise RolloutConflict(f"rollout {rollout_id} is {current.public.state.value}, not paused")
             return await self._database.transaction(
@@ -174,9 +176,13 @@ class RolloutController:
                 restart_interval=True)
 
     async def approve(self, *, model: str, rollout_id: int, actor: str, reason: str) -> RolloutPublic:
-        """Approve the final step: promote now if the rollout waits for it, otherwise when it gets there."""
+        """Approve the final step: promote now if the rollout waits for it, otherwise when it gets there. Only for a
+        rollout started with ``require_approval``: the others promote on their own, and ``promote`` promotes now."""
         async with self._locks[model]:
             current = await self._active(model, rollout_id)
+            if not current.public.require_approval:
+                raise RolloutConflict(f"rollout {rollout_id} was started without require_approval: it promotes on its "
+                                      "own after its last step; promote it to promote now")
             if current.public.state is RolloutState.awaiting_approval:
                 _, public = await self._finish(current, Move.promote, actor=actor, reason=reason or "approved")
                 return public

@@ -76,7 +76,8 @@ async def test_start_conflicts_and_manual_moves(settings, trained, trained_v2):
         assert_problem(await client.post(f"/v1/models/{model_name()}/rollouts", json={"candidate": 2}), 404,
                        "model-not-found")
 
-        started = await client.post(rollouts, json={"candidate": 2, "steps": [5, 50], "interval_s": 600})
+        started = await client.post(rollouts, json={"candidate": 2, "steps": [5, 50], "interval_s": 600,
+                                                     "require_approval": True})
         assert started.status_code == 201, started.text
         rollout = started.json()
         assert (rollout["state"], rollout["baseline"], rollout["candidate"], rollout["canary_percent"]) == (
@@ -86,10 +87,10 @@ async def test_start_conflicts_and_manual_moves(settings, trained, trained_v2):
         assert_problem(await client.post(rollouts, json={"candidate": 2}), 409, "rollout-conflict")
         assert_problem(await client.put(f"/v1/models/{name}/traffic", json={"stable": 2}), 409, "rollout-conflict")
         assert_problem(await client.get(f"{rollouts}/999999"), 404, "not-found")
-        assert_problem(await client.post(f"{rollouts}/{rollout['id']}/resume"), 409, "rollout-conflict")
-
         one = f"{rollouts}/{rollout['id']}"
+        assert (await client.post(f"{one}/resume")).json()["state"] == "running", "resuming a running one: a no-op"
         assert (await client.post(f"{one}/pause")).json()["state"] == "paused"
+        assert (await client.post(f"{one}/pause")).json()["state"] == "paused", "as pausing a paused one is"
         assert (await client.post(f"{one}/resume", json={"reason": "back"})).json()["state"] == "running"
         assert (await client.post(f"{one}/approve")).json()["approved"] is True
         promoted = (await client.post(f"{one}/promote", json={"reason": "looks good"})).json()
@@ -116,6 +117,10 @@ async def test_rollback_during_a_rollout_clears_the_canary_and_keeps_the_version
         name = await two_versions(client, trained, trained_v2)
         assert_problem(await client.post(f"/v1/models/{name}/rollback"), 409, "conflict")
         rollout = (await client.post(f"/v1/models/{name}/rollouts", json={"candidate": 2, "interval_s": 600})).json()
+        refused = await client.post(f"/v1/models/{name}/rollouts/{rollout['id']}/approve", json={"reason": "ok"})
+        assert_problem(refused, 409, "rollout-conflict")  # nothing waits for an approval; its reason stays
+        assert "require_approval" in refused.json()["detail"]
+        assert (await client.get(f"/v1/models/{name}/rollouts/{rollout['id']}")).json()["reason"] != "ok"
         back = (await client.post(f"/v1/models/{name}/rollback")).json()
         assert (back["stable"], back["canary"], back["canary_percent"]) == (1, None, 0)
         after = (await client.get(f"/v1/models/{name}/rollouts/{rollout['id']}")).json()
