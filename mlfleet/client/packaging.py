@@ -143,6 +143,12 @@ def estimator_to_onnx(estimator: Any, x: np.ndarray) -> bytes:
         onnx_model = to_onnx(estimator, x[:1], options={"zipmap": False}, target_opset=ONNX_OPSETS)
     except Exception as exc:  # skl2onnx raises many kinds for unsupported estimators
         raise PackagingError(f"skl2onnx cannot convert {type(estimator).__name__}: {exc}") from exc
+    # skl2onnx lists the opsets a model imports in the order of a set of their domains, which varies with the
+    # process's string hashing: sorted, one model converts to the same bytes in every process, so registering it
+    # again is recognised as the version already registered (by its digest) instead of becoming a new one.
+    opsets = sorted(onnx_model.opset_import, key=lambda opset: opset.domain)
+    del onnx_model.opset_import[:]
+    onnx_model.opset_import.extend(opsets)
     return onnx_model.SerializeToString()
 
 
