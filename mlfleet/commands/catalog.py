@@ -38,9 +38,10 @@ def show_model(ctx: typer.Context, model: ModelArg, output: OutputOption = Outpu
 @versions_app.command("list")
 @fleet_command
 def list_versions(ctx: typer.Context, model: ModelArg, output: OutputOption = Output.table) -> None:
-    """A model's versions with their metrics and provenance."""
-    answer = connect(ctx).list_versions(model)
-    emit(output, answer, lambda out: render.versions(answer, out))
+    """A model's versions with their metrics and provenance, and which of them serve (the table's SERVING column)."""
+    fleet = connect(ctx)
+    answer = fleet.list_versions(model)
+    emit(output, answer, lambda out: render.versions(answer, out, fleet.get_traffic(model)))
 
 
 @versions_app.command("show")

@@ -56,13 +56,22 @@ def model(answer: m.ModelPublic, out: Console) -> None:
                                    ("created", when(answer.created_at))]))
 
 
-def versions(answer: m.VersionList, out: Console) -> None:
-    table = Table("VERSION", "STATUS", "AUC", "ACCURACY", "INPUTS", "SHA256", "CODE", "CREATED",
+def serving(traffic: m.TrafficPublic, version: int) -> str:
+    """What share of traffic ``version`` gets: ``stable``, ``canary 10 %``, ``shadow`` (its status is its validation
+    state, not this)."""
+    if version == traffic.canary:
+        return f"canary {traffic.canary_percent:g} %"
+    roles = [role for role, number in (("stable", traffic.stable), ("shadow", traffic.shadow)) if number == version]
+    return ", ".join(roles) or "-"
+
+
+def versions(answer: m.VersionList, out: Console, traffic: m.TrafficPublic) -> None:
+    table = Table("VERSION", "STATUS", "SERVING", "AUC", "ACCURACY", "INPUTS", "SHA256", "CODE", "CREATED",
                   title=f"{answer.count} versions", title_justify="left")
     for v in answer.data:
-        table.add_row(str(v.version), v.status, number(v.metrics.get("auc")), number(v.metrics.get("accuracy")),
-                      str(len(v.signature.inputs)), v.sha256[:12], (v.lineage.code_revision or "-")[:12],
-                      when(v.created_at))
+        table.add_row(str(v.version), v.status, serving(traffic, v.version), number(v.metrics.get("auc")),
+                      number(v.metrics.get("accuracy")), str(len(v.signature.inputs)), v.sha256[:12],
+                      (v.lineage.code_revision or "-")[:12], when(v.created_at))
     out.print(table)
 
 

@@ -48,9 +48,12 @@ def test_read_commands_print_the_apis_answer(cli, api, client_fleet, registered,
     assert as_json(result) == api(service, path, **params)
 
 
-def test_read_commands_draw_tables_for_people(cli, registered):
+def test_read_commands_draw_tables_for_people(cli, registered, fleet_client):
     listing = cli("versions", "list", MODEL).stdout
     assert "VERSION" in listing and registered.sha256[:12] in listing
+    stable = fleet_client.get_version(MODEL, fleet_client.get_traffic(MODEL).stable)
+    row = next(line for line in listing.splitlines() if stable.sha256[:12] in line)
+    assert "stable" in row and "registered" in row, listing  # serving, and its validation state beside it
     shown = cli("versions", "show", MODEL, "1").stdout
     assert "user_stats:avg_amount_30d" in shown and "feast" in shown
 
