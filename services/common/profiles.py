@@ -4,6 +4,13 @@ Built when a version is registered (by the client) and compared with live traffi
 monitor. Numbers get quantile bin edges, the training frequency in each bin and a sample;
 categories (low-cardinality codes such as ``is_online``) get each category's frequency; the
 prediction scores get a fixed histogram over [0, 1] and a sample.
+
+Training values and live ones are binned by one function (:func:`bin_counts`) at one precision
+(:func:`as_model_input`, the FP32 the model reads), and the edges are stored at that precision:
+a value on an edge lands in the same bin at registration and in the monitor, so unchanged
+traffic has a PSI of ~0. A value the training data repeats across several quantiles (the zeros
+of a sparse feature, both values of a 0/1 flag) gets a bin of its own rather than sharing one
+with everything else.
 """
 
 from __future__ import annotations
@@ -23,16 +30,38 @@ def _sample(data: np.ndarray) -> list[float]:
     return [float(v) for v in np.random.default_rng(0).choice(data, size=min(SAMPLE_SIZE, data.size), replace=False)]
 
 
+def as_model_input(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Finite values at the precision the model reads them (FP32 tensors), as float64: a training value and the same
+    value logged live then compare equal, and so do a bin edge and a value on it."""
+    array = np.asarray(values, dtype=np.float64).astype(np.float32).astype(np.float64)
+    return array[np.isfinite(array)]
+
+
+def bin_counts(edges: Sequence[float] | np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Counts per bin, ``[edge_i, edge_i+1)``; values beyond the outer edges fall in the outer bins."""
+    inner = np.asarray(edges[1:-1], dtype=np.float64)
+    return np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(edges) - 1)
+
+
+def quantile_edges(data: np.ndarray, bins: int) -> np.ndarray:
+    """Quantile bin edges at model precision. A value at two or more quantiles (an atom: the zeros of a sparse
+    feature) is closed off by an edge just above it, so it is a bin of its own: merged into one bin with the rest,
+    a change in its share could never show."""
+    quantiles = as_model_input(np.quantile(data, np.linspace(0.0, 1.0, bins + 1)))
+    values, repeats = np.unique(quantiles, return_counts=True)
+    above_atoms = np.nextafter(values[repeats > 1].astype(np.float32), np.float32(np.inf)).astype(np.float64)
+    edges = np.unique(np.concatenate([values, above_atoms[above_atoms < values[-1]]]))
+    if edges.size < 2:
+        edges = as_model_input([edges[0] - 0.5, edges[0] + 0.5])
+    return edges
+
+
 def numeric_profile(values: Sequence[float], *, bins: int = 10) -> dict:
-    data = np.asarray(values, dtype=np.float64)
-    data = data[np.isfinite(data)]
+    data = as_model_input(values)
     if data.size == 0:
         raise ValueError("cannot profile an empty column")
-    edges = np.unique(np.quantile(data, np.linspace(0.0, 1.0, bins + 1)))
-    if edges.size < 2:
-        edges = np.array([edges[0] - 0.5, edges[0] + 0.5])
-    inner = edges[1:-1]
-    counts = np.bincount(np.searchsorted(inner, data, side="right"), minlength=edges.size - 1)
+    edges = quantile_edges(data, bins)
+    counts = bin_counts(edges, data)
     return {
         "kind": "numeric",
         "count": int(data.size),
@@ -62,9 +91,9 @@ def categorical_profile(values: Sequence[float]) -> dict:
 
 
 def score_profile(scores: Sequence[float]) -> dict:
-    data = np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
-    edges = np.linspace(0.0, 1.0, SCORE_BINS + 1)
-    counts, _ = np.histogram(data, bins=edges)
+    data = np.clip(as_model_input(scores), 0.0, 1.0)
+    edges = as_model_input(np.linspace(0.0, 1.0, SCORE_BINS + 1))
+    counts = bin_counts(edges, data)
     return {
         "kind": "score",
         "count": int(data.size),

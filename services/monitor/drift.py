@@ -22,6 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
+from services.common.profiles import as_model_input, bin_counts
+
 PSI_EPSILON = 1e-4
 """Floor of a bin's frequency in PSI and chi-square, so an empty bin does not make them infinite."""
 
@@ -131,20 +133,6 @@ def population_stability_index(reference: np.ndarray, live: np.ndarray) -> float
     ref = np.maximum(reference, PSI_EPSILON)
     act = np.maximum(live, PSI_EPSILON)
     return float(np.sum((act - ref) * np.log(act / ref)))
-
-
-def bin_counts(edges: Sequence[float], values: np.ndarray) -> np.ndarray:
-    """Counts per reference bin; values beyond the outer edges fall in the outer bins (as in the profile)."""
-    inner = np.asarray(edges[1:-1], dtype=np.float64)
-    return np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(edges) - 1)
-
-
-def as_model_input(values: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Values at the precision the model reads them (FP32 tensors), so a training value and the
-    same value logged live compare equal: a bin edge or an atom of a lumpy feature shifted by
-    float rounding would otherwise look like drift."""
-    array = np.asarray(values, dtype=np.float64).astype(np.float32).astype(np.float64)
-    return array[np.isfinite(array)]
 
 
 def numeric_drift(name: str, reference: NumericReference, live: np.ndarray) -> FeatureDrift:

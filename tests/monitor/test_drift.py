@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy import stats
 
-from services.common.profiles import build_reference_profile, categorical_profile, numeric_profile
+from services.common.profiles import bin_counts, build_reference_profile, categorical_profile, numeric_profile
 from services.monitor.drift import (
-    SCORE_FEATURE, DriftThresholds, FeatureDrift, Histogram, bin_counts, categorical_drift, compare, judge,
+    SCORE_FEATURE, DriftThresholds, FeatureDrift, Histogram, categorical_drift, compare, judge,
     numeric_drift, parse_reference, population_stability_index, verdict,
 )
 
@@ -51,6 +51,35 @@ def test_float32_rounding_of_live_inputs_is_not_drift():
     ref = reference(atoms.astype(np.float32))
     result = numeric_drift("x", ref, np.random.default_rng(1).choice(atoms, 1000))
     assert result.ks < 0.06 and result.psi < 0.05
+
+
+@pytest.mark.parametrize("steps", [10, 20])
+def test_scores_on_the_bin_edges_are_binned_alike_in_the_profile_and_live(steps):
+    """Scores in steps of 1/10 or 1/20 (a forest of 10 or 20 trees, kNN), as onnxruntime's FP32 gives them: several
+    sit exactly on an edge (0.35, 0.7, 0.95, …). Binned one way at registration and another live, unchanged traffic
+    had a PSI of 1–2.4, and the monitor asked for a rollback."""
+    values = (np.arange(steps + 1) / steps).astype(np.float32).astype(np.float64)
+    rng = np.random.default_rng(steps)
+    ref = parse_reference(build_reference_profile({}, rng.choice(values, 20_000))).scores
+    result = numeric_drift(SCORE_FEATURE, ref, rng.choice(values, 2_000))
+    assert result.psi < 0.02 and result.histogram.live == pytest.approx(result.histogram.reference, abs=0.02)
+
+
+def test_a_value_repeated_across_quantiles_gets_a_bin_of_its_own():
+    """A 0/1 flag, or a feature that is mostly zeros: merged into one bin, a change in the share of its ones (or
+    zeros) had a PSI of 0 and could never ask for a rollback."""
+    rng = np.random.default_rng(8)
+    flag = reference((rng.random(50_000) < 0.3).astype(float))
+    assert flag.frequencies == pytest.approx([0.7, 0.3], abs=0.01)
+    assert numeric_drift("x", flag, (rng.random(2_000) < 0.3).astype(float)).psi < 0.01
+    assert numeric_drift("x", flag, (rng.random(2_000) < 0.9).astype(float)).psi > 1.0
+
+    def sparse(n: int, zeros: float) -> np.ndarray:
+        return np.where(rng.random(n) < zeros, 0.0, rng.exponential(100, n))
+    mostly_zero = reference(sparse(50_000, 0.95))
+    assert mostly_zero.frequencies[0] == pytest.approx(0.95, abs=0.01), "the zeros alone in the first bin"
+    assert numeric_drift("x", mostly_zero, sparse(2_000, 0.95)).psi < 0.05
+    assert numeric_drift("x", mostly_zero, sparse(2_000, 0.5)).psi > 1.0
 
 
 def test_categorical_drift_uses_chi_square_and_jensen_shannon():
