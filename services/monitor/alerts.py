@@ -22,6 +22,7 @@ import orjson
 import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.monitor.drift import SCORE_FEATURE, FeatureDrift
 from services.monitor.schemas import AlertPublic, DriftReport, VersionMetrics
 from services.monitor.store import PREFIX
 
@@ -95,21 +96,27 @@ def metric_alerts(model: str, metrics: VersionMetrics, rules: AlertRules, *, win
 
 
 def drift_alert(report: DriftReport, *, now: float) -> AlertPublic | None:
-    """A drift alert when the window's verdict asks to retrain or roll back."""
+    """A drift alert when the window's verdict asks to retrain or roll back, named for what asked for that action:
+    the input features, the prediction scores, or both. The statistics of everything that moved are in its values."""
     if report.verdict not in ("retrain", "rollback"):
         return None
-    moved = ", ".join(report.drifted_features) or "the prediction scores"
-    stats = {f.feature: f for f in report.features}
-    values = {f"ks:{n}": stats[n].ks for n in report.drifted_features if stats[n].ks is not None}
-    values |= {f"js:{n}": stats[n].js for n in report.drifted_features if stats[n].js is not None}
-    values |= {f"psi:{n}": stats[n].psi for n in report.drifted_features}
+    moved = [f for f in report.features + ([report.scores] if report.scores else []) if f.action != "none"]
+    causes = ", ".join(_drift_subject(f) for f in moved if f.action == report.verdict)
+    lesser = ", ".join(_drift_subject(f) for f in moved if f.action != report.verdict)
+    values = {f"{statistic}:{f.feature}": value for f in moved
+              for statistic, value in (("ks", f.ks), ("js", f.js), ("psi", f.psi)) if value is not None}
     return _alert(
         "drift", "critical" if report.verdict == "rollback" else "warning", report.model, report.version,
-        f"{report.model} v{report.version}: data drift in {moved}",
-        f"Over the last {report.window.n} sampled instances, {moved} moved away from the training data "
-        f"(KS > {report.thresholds.ks} asks to retrain, PSI > {report.thresholds.psi} to roll back).",
+        f"{report.model} v{report.version}: data drift in {causes}",
+        f"Over the last {report.window.n} sampled instances, {causes} moved away from the training data "
+        f"(KS > {report.thresholds.ks} asks to retrain, PSI > {report.thresholds.psi} to roll back)"
+        + (f"; {lesser} moved less (asks to retrain)." if lesser else "."),
         now=now, action=report.verdict, values=values, features=report.drifted_features,
         window_start=report.window.start, window_end=report.window.end)
+
+
+def _drift_subject(result: FeatureDrift) -> str:
+    return "the prediction scores" if result.feature == SCORE_FEATURE else result.feature
 
 
 class AlertCenter:

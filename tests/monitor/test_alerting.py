@@ -10,9 +10,11 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from mlfleet.runtime.processes import free_port
-from services.monitor.alerts import AlertRules, fingerprint, metric_alerts
+from services.common.profiles import build_reference_profile
+from services.monitor.alerts import AlertRules, drift_alert, fingerprint, metric_alerts
+from services.monitor.drift import DriftThresholds, compare, parse_reference, verdict
 from services.monitor.feedback import predicted_class, quality
-from services.monitor.schemas import AlertPublic, LatencySummary, Quality
+from services.monitor.schemas import AlertPublic, DriftReport, LatencySummary, LiveWindowInfo, Quality
 from services.monitor.settings import MonitorSettings
 from services.monitor.sinks import (PipelineRef, RetryPolicy, Sink, SinkDispatcher, alertmanager_body, build_sinks,
                                     retrain_body)
@@ -125,6 +127,28 @@ def test_the_predicted_class_is_the_logged_label_or_the_score(labels, scores, ex
 def test_the_predicted_class_is_positive_when_the_label_is_the_models_positive_class(labels, positive, expected):
     """A model whose positive class is 0 (or one of three): the logged label alone would read "0" as negative."""
     assert predicted_class(labels, [0.4], 0, positive) == expected
+
+
+def test_a_drift_alert_names_what_asked_for_its_action():
+    """The scores ask for a rollback (PSI far above 0.25) and one input only for retraining: the page must send the
+    on-call to the scores, with their statistics, not to the input."""
+    rng = np.random.default_rng(4)
+    thresholds = DriftThresholds()
+    reference = parse_reference(build_reference_profile({"x": rng.normal(size=50_000)}, rng.beta(2, 5, 50_000)))
+    features, scores = compare(reference, {"x": rng.normal(0.45, 1, 1_000)}, rng.beta(5, 2, 1_000), thresholds)
+    assert ([f.action for f in features], scores.action) == (["retrain"], "rollback")
+    outcome = verdict([*features, scores], n=1_000, thresholds=thresholds, has_reference=True)
+    report = DriftReport(model="m", version=1, evaluated_at=0.0, thresholds=thresholds, corrected_alpha=0.025,
+                         window=LiveWindowInfo(kind="count", size=1_000, window_s=None, n=1_000, start=None, end=None,
+                                               last_request_id=None),
+                         verdict=outcome, drifted_features=["x"], features=features, scores=scores, examples=[],
+                         worst_window=None, history=[])
+    alert = drift_alert(report, now=0.0)
+    assert (alert.severity, alert.action, alert.summary) == ("critical", "rollback",
+                                                             "m v1: data drift in the prediction scores")
+    assert "x moved less (asks to retrain)" in alert.description
+    assert alert.values["psi:__score__"] == pytest.approx(scores.psi) and alert.values["ks:x"] == pytest.approx(features[0].ks)
+    assert alert.features == ["x"]
 
 
 async def test_a_sink_that_cannot_send_one_alert_counts_it_failed_and_sends_the_next():
