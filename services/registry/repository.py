@@ -206,6 +206,11 @@ def active_rollout(session: Session, *, model: RegisteredModel, states: Iterable
     return session.scalars(statement.order_by(Rollout.id.desc()).limit(1)).one_or_none()
 
 
+def latest_rollout(session: Session, *, model: RegisteredModel) -> Rollout | None:
+    statement = select(Rollout).where(Rollout.model_id == model.id).order_by(Rollout.id.desc()).limit(1)
+    return session.scalars(statement).unique().one_or_none()
+
+
 def rollouts_in(session: Session, *, states: Iterable[str]) -> list[Rollout]:
     return list(session.scalars(select(Rollout).where(Rollout.state.in_(list(states))).order_by(Rollout.id)))
 

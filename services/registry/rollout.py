@@ -551,8 +551,17 @@ def _end(session: Session, before: TrafficPublic, *, snapshot: Snapshot, state: 
 
 
 def _rollback_target(session: Session, *, model: str) -> tuple[TrafficPublic, int]:
+    """The policy and the previous stable to go back to; 409 when there is none, or when the model's last traffic
+    change was a rollout's rollback or abort: that already undid the change a caller meant (a second click, a second
+    operator, or a click after the controller's own rollback), and going on would demote the stable it kept."""
     registered = require_model(session, name=model)
     row = repository.get_policy(session, model=registered)
     if row is None or row.previous_stable is None:
         raise Conflict(f"model {model!r} has no previous stable version to roll back to")
+    latest = repository.latest_rollout(session, model=registered)
+    if (latest is not None and latest.state in (RolloutState.rolled_back.value, RolloutState.aborted.value)
+            and latest.updated_at >= row.updated_at):
+        raise Conflict(f"the last traffic change of {model!r} was rollout {latest.id}'s end ({latest.state}): its "
+                       f"canary v{latest.candidate} is already off; rolling back again would take stable v{row.stable} "
+                       f"back to v{row.previous_stable}: set the traffic for that")
     return traffic_public(model, row), row.previous_stable

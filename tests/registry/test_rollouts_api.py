@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from sqlalchemy import create_engine, text
 
 from services.registry.schemas import RolloutCreate
-from tests.registry.factories import model_name
+from tests.registry.factories import model_name, train_classifier
 from tests.registry.harness import dead_address, running_registry
 from tests.registry.test_api import assert_problem, create_model, register
 
@@ -126,6 +126,27 @@ async def test_rollback_during_a_rollout_clears_the_canary_and_keeps_the_version
         after = (await client.get(f"/v1/models/{name}/rollouts/{rollout['id']}")).json()
         assert after["state"] == "rolled_back"
         assert (await client.get(f"/v1/models/{name}/versions/2")).json()["status"] == "registered"
+
+
+async def test_a_second_rollback_after_a_rollouts_rollback_keeps_the_stable(settings, trained, trained_v2):
+    """Stable v2 (v1 before it), a rollout of v3 rolled back: a second click must not also demote v2 to v1."""
+    async with running_registry(settings) as client:
+        name = await two_versions(client, trained, trained_v2)
+        await register(client, name, train_classifier(seed=2).onnx)
+        assert (await client.put(f"/v1/models/{name}/traffic", json={"stable": 2})).status_code == 200
+        rollout = (await client.post(f"/v1/models/{name}/rollouts", json={"candidate": 3, "interval_s": 600})).json()
+        assert (await client.post(f"/v1/models/{name}/rollback")).json()["canary"] is None
+        again = await client.post(f"/v1/models/{name}/rollback", json={"reason": "double click"})
+        assert_problem(again, 409, "conflict")
+        assert f"rollout {rollout['id']}" in again.json()["detail"]
+        assert (await client.get(f"/v1/models/{name}/traffic")).json()["stable"] == 2
+        aborted = (await client.post(f"/v1/models/{name}/rollouts", json={"candidate": 3, "interval_s": 600})).json()
+        await client.post(f"/v1/models/{name}/rollouts/{aborted['id']}/abort")
+        assert_problem(await client.post(f"/v1/models/{name}/rollback"), 409, "conflict")
+
+        assert (await client.put(f"/v1/models/{name}/traffic", json={"stable": 2, "shadow": 3})).status_code == 200
+        back = await client.post(f"/v1/models/{name}/rollback")  # the traffic changed since: a rollback undoes it
+        assert back.status_code == 200 and back.json()["stable"] == 1, back.text
 
 
 async def test_the_controller_holds_without_a_monitor_and_resumes_after_a_restart(settings, trained, trained_v2):
