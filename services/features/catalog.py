@@ -17,6 +17,7 @@ import pandas as pd
 
 from services.common.errors import InvalidInput, NotFound
 from services.features.definitions import CREATED_TIMESTAMP, EVENT_TIMESTAMP
+from services.features.schemas import EPOCH
 
 
 @dataclass(frozen=True)
@@ -155,14 +156,24 @@ _CHECKS = {
 }
 
 
+PUSH_CLOCK_SKEW = timedelta(minutes=5)
+"""How far past this service's clock a pushed ``event_timestamp`` may lie (the pusher's clock running ahead)."""
+
+
 def _timestamps(values: list[Any], now: datetime) -> pd.Series:
-    """Each row's ``event_timestamp`` (ISO 8601, UTC without an offset), ``now`` when absent."""
+    """Each row's ``event_timestamp`` (ISO 8601, UTC without an offset), ``now`` when absent: from 1970 on, and no
+    later than :data:`PUSH_CLOCK_SKEW` past ``now``. The online store keeps a key's newest row, so a row dated in the
+    future would hide every later push of its key, answered with success, until that date."""
     problems = []
     parsed = []
+    latest = pd.Timestamp(now + PUSH_CLOCK_SKEW)
     for index, value in enumerate(values):
         stamp = pd.Timestamp(now) if value is None else _parse_time(value)
         if stamp is None:
             problems.append(f"row {index}: {EVENT_TIMESTAMP} {value!r} is not an ISO 8601 time")
+        elif not pd.Timestamp(EPOCH) <= stamp <= latest:
+            problems.append(f"row {index}: {EVENT_TIMESTAMP} {value!r} must lie between 1970 and now "
+                            f"(at most {PUSH_CLOCK_SKEW.seconds // 60} minutes ahead of {latest - PUSH_CLOCK_SKEW})")
         parsed.append(stamp)
     if problems:
         raise InvalidInput("; ".join(problems), problems=problems)

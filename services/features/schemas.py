@@ -80,7 +80,7 @@ class PushRequest(BaseModel):
         min_length=1,
         max_length=MAX_ROWS,
         description="Join keys and every field of the view; `event_timestamp` (ISO 8601) "
-        "defaults to now. "
+        "defaults to now, and may lie from 1970 to 5 minutes past the service's clock. "
         "A row older than the value already online is ignored by the online store.",
         examples=[
             [
