@@ -67,11 +67,12 @@ def metrics(
 def drift(
     ctx: typer.Context,
     model: ModelArg,
-    version: Annotated[int | None, typer.Option(min=1, help="Version (default: the stable one).")] = None,
+    version: Annotated[int | None, typer.Option(min=1, help="Version (default: the stable one; the newest seen when there is none).")] = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Live inputs and scores compared with the version's training profile."""
-    answer = connect(ctx).drift(model, version=version)
+    fleet = connect(ctx)
+    answer = fleet.drift(model, version=version if version is not None else fleet.get_traffic(model).stable)
     emit(output, answer, lambda out: render.drift(answer, out))
 
 
