@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
@@ -138,12 +139,24 @@ def report(error: Exception, output: Output) -> None:
 HANDLED = (e.FleetError,)
 
 
+def refuse_non_finite(args: tuple[Any, ...], options: dict[str, Any]) -> None:
+    """A usage error (exit 2) for a number option given as ``nan`` or ``inf``, which click accepts as floats and no
+    fleet API does."""
+    command = next((a.command for a in (*args, *options.values()) if hasattr(a, "command")), None)
+    for name, value in options.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            params = command.params if command is not None else []
+            raise typer.BadParameter(f"{value} is not a finite number",
+                                     param=next((p for p in params if p.name == name), None))
+
+
 def fleet_command(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Run a command, turning client errors into a report on stderr and a meaningful exit code."""
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         output = kwargs.get("output", Output.table)
+        refuse_non_finite(args, kwargs)
         try:
             return fn(*args, **kwargs)
         except HANDLED as error:

@@ -21,7 +21,10 @@ def read_instances(text: str) -> tuple[list[dict[str, Any]], str | None]:
     if text == "-":
         text = sys.stdin.read()
     elif text.startswith("@"):
-        text = Path(text[1:]).read_text()
+        try:
+            text = Path(text[1:]).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise typer.BadParameter(f"cannot read {text[1:]}: {exc}", param_hint="--json") from None
     try:
         body = json.loads(text)
     except json.JSONDecodeError as exc:

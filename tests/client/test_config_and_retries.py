@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
+from mlfleet.cli import app
 from mlfleet.client import ClientConfig, ConfigError, Fleet, ServiceUnavailable, ServerError
 from mlfleet.client.transport import Backoff
 
@@ -62,3 +64,18 @@ def test_503_gives_up_after_the_retries_and_500_is_not_retried():
     with pytest.raises(ServerError) as failed:
         fleet_answering(500, 200, seen=seen).list_models()
     assert len(seen) == 1 and failed.value.status == 500 and failed.value.detail == "d"
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["rollout", "start", "fraud", "--candidate", "3", "--interval", "inf"], "--interval"),
+    (["rollout", "start", "fraud", "--candidate", "3", "--max-p99-latency-ratio", "nan"], "--max-p99-latency-ratio"),
+])
+def test_a_number_option_that_is_not_finite_is_a_usage_error(args, option):
+    """click parses `nan` and `inf` as floats; sent on, they made the CLI crash with a traceback (JSON has neither)."""
+    result = CliRunner().invoke(app, ["--url", "http://127.0.0.1:9", *args])
+    assert result.exit_code == 2 and f"'{option}'" in result.output and "not a finite number" in result.output
+
+
+def test_predict_from_a_file_that_cannot_be_read_is_a_usage_error(tmp_path):
+    result = CliRunner().invoke(app, ["predict", "fraud", "--json", f"@{tmp_path / 'absent.json'}"])
+    assert result.exit_code == 2 and "cannot read" in result.output and "Traceback" not in result.output
