@@ -20,6 +20,8 @@ _RANDOM_A_BITS, _RANDOM_B_BITS = 12, 62
 _VERSION, _VARIANT = 0x7, 0b10
 _UUID7 = re.compile(r"[0-9a-f]{12}7[0-9a-f]{3}[89ab][0-9a-f]{15}", re.IGNORECASE)
 _UUID7_DASHED = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", re.IGNORECASE)
+MAX_REQUEST_ID_LENGTH = 128
+"""The longest request id a caller may give (``X-Request-Id``): feedback names predictions by it."""
 DATED_WITHIN_S = 60.0
 """How far an id's time may be from its prediction's for the id to date it (clocks of callers and gateways)."""
 

@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from services.common.errors import PROBLEM_JSON, BadRequest, InvalidInput, MlfleetError, PayloadTooLarge, UnsupportedMediaType
 from services.common.http_security import API_HEADERS
-from services.common.request_ids import new_request_id
+from services.common.request_ids import MAX_REQUEST_ID_LENGTH, new_request_id
 from services.common.telemetry import current_trace_id
 from services.gateway.predictions import RequestContext
 from services.gateway.resources import Gateway
@@ -60,6 +60,9 @@ def request_ids(headers: Mapping[str, str]) -> tuple[str, str]:
     """``X-Request-Id`` (or a new UUIDv7, which tells the monitor when it was made) and the trace id: the server
     span's when tracing is on, else the W3C ``traceparent`` header's (or a new one)."""
     request_id = headers.get("x-request-id") or new_request_id()
+    if len(request_id) > MAX_REQUEST_ID_LENGTH:
+        raise BadRequest(f"X-Request-Id is {len(request_id)} characters long; at most {MAX_REQUEST_ID_LENGTH} "
+                         "(feedback names a prediction by it)")
     traced = current_trace_id()
     if traced is not None:
         return request_id, traced

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.common.request_ids import MAX_REQUEST_ID_LENGTH
 from services.monitor.drift import DriftThresholds, FeatureDrift, Verdict
 
 
@@ -105,7 +106,7 @@ class ConsumerStats(BaseModel):
 class FeedbackItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(min_length=1, max_length=128, description="`request_id` of the prediction.")
+    request_id: str = Field(min_length=1, max_length=MAX_REQUEST_ID_LENGTH, description="`request_id` of the prediction.")
     label: Literal[0, 1] = Field(description="Ground truth: 1 for the positive class (e.g. fraud).")
     instance: int = Field(default=0, ge=0, le=1_000_000, description="Which instance of a multi-instance request.")
 

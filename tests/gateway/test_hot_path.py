@@ -85,3 +85,14 @@ def test_a_request_without_an_id_gets_a_uuid7_of_its_time(gateway_client):
     minted = uuid.UUID(request_id)
     assert (minted.version, minted.variant, minted.hex) == (7, uuid.RFC_4122, request_id)
     assert int(before * 1000) / 1000 <= made_at(request_id) <= after
+
+
+def test_a_request_id_longer_than_feedback_accepts_is_refused(gateway_client):
+    """Feedback names a prediction by its id, up to 128 characters: a longer one would make a prediction that could
+    never be labelled."""
+    body = {"instances": [{"user_id": 7, "amount": 10.0}]}
+    longest = gateway_client.post(f"/v1/models/{MODEL}/predict", json=body, headers={"X-Request-Id": "r" * 128})
+    too_long = gateway_client.post(f"/v1/models/{MODEL}/predict", json=body, headers={"X-Request-Id": "r" * 129})
+    assert longest.status_code == 200, longest.text
+    assert too_long.status_code == 400 and too_long.headers["content-type"] == "application/problem+json"
+    assert "at most 128" in too_long.json()["detail"]
