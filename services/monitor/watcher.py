@@ -19,8 +19,8 @@ from services.monitor import queries
 from services.monitor.alerts import AlertCenter, drift_alert, metric_alerts
 from services.monitor.cancellation import stop_if_cancelled
 from services.monitor.feedback import FeedbackStore
-from services.monitor.reports import DriftReporter, WindowSpec, gauge_values
-from services.monitor.schemas import Quality
+from services.monitor.reports import JUDGED, DriftReporter, WindowSpec, gauge_values
+from services.monitor.schemas import DriftReport, Quality
 from services.monitor.settings import MonitorSettings
 from services.monitor.store import AggregateStore
 from services.monitor.telemetry import MonitorMetrics
@@ -72,18 +72,29 @@ class Watcher:
     async def check_drift(self) -> None:
         """Judge each version's current window; record it and alert once per new window."""
         spec = default_window(self._settings)
+        reports: list[DriftReport] = []
         for model, version in await self._versions():
             report, window = await self._reporter.report(model, version, spec, self._settings.drift_thresholds(model))
-            labels = {"model": model, "version": str(version)}
-            self._metrics.drift_verdict.labels(**labels).set(VERDICT_GAUGE.get(report.verdict, -1))
-            self._metrics.drift_window.labels(**labels).set(report.window.n)
-            for (feature, statistic), value in gauge_values(report).items():
-                self._metrics.drift.labels(**labels, feature=feature, statistic=statistic).set(value)
+            reports.append(report)
             if await self._reporter.record(report, window):
                 alert = drift_alert(report, now=time.time())
                 if alert is not None:
                     await self._alerts.fire(alert)
+        self._export_drift(reports)
         self.drift_passes += 1
+
+    def _export_drift(self, reports: list[DriftReport]) -> None:
+        """Replace the drift gauges at once: versions no longer listed drop out, and a window too small to judge
+        exports its verdict (-1) and size but no statistics (a PSI over 20 instances is noise, not drift)."""
+        for gauge in (self._metrics.drift_verdict, self._metrics.drift_window, self._metrics.drift):
+            gauge.clear()
+        for report in reports:
+            labels = {"model": report.model, "version": str(report.version)}
+            self._metrics.drift_verdict.labels(**labels).set(VERDICT_GAUGE.get(report.verdict, -1))
+            self._metrics.drift_window.labels(**labels).set(report.window.n)
+            if report.verdict in JUDGED:
+                for (feature, statistic), value in gauge_values(report).items():
+                    self._metrics.drift.labels(**labels, feature=feature, statistic=statistic).set(value)
 
     async def check_rules(self) -> None:
         """Accuracy, error-rate and latency rules over each model's recent window; live-accuracy gauges."""

@@ -74,7 +74,7 @@ def test_alert_rules_pass_promtool_and_fire_on_their_series():
               for r in g["rules"] if "alert" in r}
     rules = [r["expr"] for g in yaml.safe_load((PROMETHEUS / "rules.yml").read_text())["groups"] for r in g["rules"]]
     assert not undocumented_metrics(rules), "alert rules use metrics docs/metrics.md does not list"
-    assert {"MlfleetHighP99Latency", "MlfleetHighErrorRate", "MlfleetFeatureDriftRetrain", "MlfleetFeatureDriftRollback",
+    assert {"MlfleetHighP99Latency", "MlfleetHighErrorRate", "MlfleetDataDriftRetrain", "MlfleetDataDriftRollback",
             "MlfleetRollbackHappened"} <= alerts
 
 

@@ -168,3 +168,18 @@ def test_a_version_without_a_reference_gets_no_verdict_and_unknown_ones_are_404(
         assert client.get("/v1/models/nothing/drift").json()["code"] == "model-not-found"
         bad = client.get("/v1/models/unregistered/drift", params={"window": "sliding"})
         assert (bad.status_code, bad.json()["code"]) == (422, "invalid-input")
+
+
+def test_a_window_too_small_to_judge_exports_no_drift_statistics(demo_registry, run_monitor, stream_client):
+    """A PSI over 20 instances is noise (above 0.25 in most such windows of unchanged traffic): exported, it paged
+    through a Prometheus rule on the raw statistic for every quiet canary."""
+    model, version, demo = demo_registry.model, demo_registry.version, demo_registry.demo
+    monitor = run_monitor(**demo_registry.monitor_settings(), drift_interval_s=0.1, samples_per_s=0)
+    publish(stream_client, PREDICTIONS_STREAM, demo.events(demo.holdout.iloc[:20], model=model, version=version))
+    labels = f'model="{model}",version="{version}"'
+    with httpx.Client(base_url=monitor.url, timeout=10) as client:
+        wait_until(lambda: f"mlfleet_monitor_drift_window_instances{{{labels}}} 20.0" in client.get("/metrics").text,
+                   timeout_s=30, what="a drift pass over the 20 instances")
+        metrics = client.get("/metrics").text
+    assert f"mlfleet_monitor_drift_verdict{{{labels}}} -1.0" in metrics
+    assert not re.search(r"^mlfleet_monitor_drift\{[^}]*" + re.escape(f'version="{version}"'), metrics, re.MULTILINE)
