@@ -51,6 +51,14 @@ async def model_metrics(store: AggregateStore, model: str, *, window_s: float | 
     return ModelMetrics(model=model, window=buckets.window(), versions=metrics)
 
 
+def observed_s(step: range, now: float) -> float:
+    """Seconds of traffic a step's buckets hold: the whole step, except for one that ends after ``now`` (the bucket
+    still filling), which holds up to ``now``: dividing its requests by the whole step made the newest point's rate
+    drop by up to half."""
+    start, end = step.start * BUCKET_S, step.stop * BUCKET_S
+    return max(min(end, now) - start, 1.0)
+
+
 async def model_series(store: AggregateStore, feedback: FeedbackStore, model: str, *, window_s: float,
                        step_s: int, now: float, retention_s: float) -> ModelSeries:
     """Request rate, error rate, latency percentiles and accuracy per version, step by step."""
@@ -72,7 +80,7 @@ async def model_series(store: AggregateStore, feedback: FeedbackStore, model: st
             latency = latency_summary(histogram(total, "lat", len(LATENCY_EDGES_MS)), int(total.get("lat_sum_us", 0)))
             joined = quality([row for rows in labels[i * per_step:i * per_step + len(step)] for row in rows])
             points.append(SeriesPoint(
-                t=step.start * BUCKET_S, requests=requests, request_rate=requests / (len(step) * BUCKET_S),
+                t=step.start * BUCKET_S, requests=requests, request_rate=requests / observed_s(step, now),
                 error_rate=int(total.get("errors", 0)) / requests if requests else None,
                 p50_ms=latency.p50 if latency else None, p95_ms=latency.p95 if latency else None,
                 p99_ms=latency.p99 if latency else None, accuracy=joined.accuracy if joined else None,
