@@ -14,14 +14,16 @@ not race take row locks (``SELECT ... FOR UPDATE``).
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import Engine, create_engine, event, insert, select, text
+from sqlalchemy import Engine, create_engine, event, func, insert, select, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -100,6 +102,43 @@ class Database:
             logger.warning("database is not reachable", exc_info=True)
             return False
         return True
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[None]:
+        """Hold ``name`` exclusively across the fleet's registry replicas while the block runs, awaits included (a
+        Triton load between reading a plan and writing a policy). On PostgreSQL a session-level advisory lock on a
+        connection of its own; on SQLite, which one registry process serves, nothing more than the caller's own
+        locks."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+        connection = await anyio.to_thread.run_sync(partial(self._advisory_lock, key))
+        try:
+            yield
+        finally:
+            await anyio.to_thread.run_sync(partial(self._advisory_unlock, connection, key))
+
+    def _advisory_lock(self, key: int) -> Connection:
+        connection = self.engine.connect()
+        try:
+            connection.execute(select(func.pg_advisory_lock(key)))
+            connection.commit()  # a session-level lock outlives the transaction: nothing stays "idle in transaction"
+        except BaseException:
+            connection.close()
+            raise
+        return connection
+
+    @staticmethod
+    def _advisory_unlock(connection: Connection, key: int) -> None:
+        try:
+            connection.execute(select(func.pg_advisory_unlock(key)))
+            connection.commit()
+        except BaseException:
+            connection.invalidate()  # closed for good, not pooled: the server drops its lock with it
+            raise
+        finally:
+            connection.close()
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -116,6 +116,13 @@ def versions_to_load(policy: TrafficPolicy | None, update: TrafficUpdate, *, now
     return update.versions | ({kept} if kept is not None and until is not None and now < until else set())
 
 
+def triton_lock_name(model: str) -> str:
+    """The fleet-wide lock a replica holds from reading a model's plan to loading it on Triton and writing its policy:
+    without it, one replica's reconcile could finish loading an older plan after another replica wrote a policy that
+    needs a version the load dropped."""
+    return f"mlfleet:triton-load:{model}"
+
+
 class TrafficController:
     def __init__(self, *, database: Database, artifacts: ArtifactStore, triton: TritonRepository,
                  publisher: PolicyPublisher, metrics: RegistryMetrics, previous_stable_retention_s: float,
@@ -159,15 +166,16 @@ class TrafficController:
         policy served. When Triton already serves every version needed (a percentage change,
         a rollback to the previous stable within its retention, a rollout's end), nothing is
         reloaded and the change is only a policy write. Versions no longer needed are unloaded
-        by the reconcile loop (:meth:`keep_triton_in_step`), which also brings Triton back in
-        step when another replica loaded between this load and this write. Changes of one
-        model are serialised in this process by a lock and across replicas by the model's row
-        lock.
+        by the reconcile loop (:meth:`keep_triton_in_step`). A model's plan, load and write
+        (and the reconcile loop's plan and load) are serialised in this process by a lock and
+        across replicas by the database's exclusive lock of :func:`triton_lock_name` (PostgreSQL),
+        so no replica loads from a plan older than the policy another one wrote meanwhile; the
+        write itself also takes the model's row lock.
 
         ``keep_previous_stable=False`` (a rollback) leaves no rollback target: the stable it replaces is the version
         rolled back from, and a second rollback must not put it back.
         """
-        async with self._locks[model]:
+        async with self._locks[model], self._database.exclusive(triton_lock_name(model)):
             plan = await self._database.transaction(_plan, model=model, update=update, now=utcnow(),
                                                     retention_s=self._retention_s if keep_previous_stable else None)
             served = await self._triton.ready_versions(plan.model, plan.artifacts)
@@ -194,7 +202,7 @@ class TrafficController:
         models = await self._database.transaction(_models_with_policies)
         reloaded = []
         for model in models:
-            async with self._locks[model]:
+            async with self._locks[model], self._database.exclusive(triton_lock_name(model)):
                 state = await self._database.transaction(_model_state, model=model, now=utcnow())
                 if state is None:
                     continue

@@ -184,3 +184,28 @@ async def test_an_unneeded_version_stays_loaded_for_its_grace_and_a_reload_meanw
                                revision=repository.next_policy_revision(session))
     now[0] += 30
     assert model not in await traffic.reconcile(), "unneeded again 0 s ago, not 80"
+
+
+async def test_a_policy_written_on_one_replica_waits_for_another_replicas_reconcile_load(postgres_url):
+    """Replica B's reconcile loads the plan {2} (v1 unneeded past its grace) on Triton; meanwhile replica A sets stable
+    v1. A saw v1 served and skipped its load, so B's load, finishing after A's write, left Triton without the
+    version every request was now routed to. A must wait for B's load, then load v1 itself."""
+    database = Database(postgres_url)
+    database.migrate()
+    try:
+        model = with_policy(database, [1, 2], stable=2)
+        gate = asyncio.Event()
+        triton = ScriptedTriton(gate=gate)
+        triton.served[model] = {1, 2}
+        replica_a, replica_b = controller(database, triton, grace_s=180), controller(database, triton, grace_s=0)
+        reconciling = asyncio.create_task(replica_b.reconcile())
+        while not any(load[0] == model for load in triton.loads):
+            await asyncio.sleep(0.01)
+        change = asyncio.create_task(replica_a.set(model=model, update=TrafficUpdate(stable=1), actor="alice"))
+        await asyncio.sleep(0.5)
+        assert not change.done(), "A wrote its policy while B's load of an older plan was in flight"
+        gate.set()
+        assert (await change).stable == 1 and model in await reconciling
+        assert 1 in triton.served[model], triton.loads
+    finally:
+        database.dispose()
