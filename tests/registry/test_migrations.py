@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -14,7 +15,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from pydantic import SecretStr
-from sqlalchemy import create_engine, delete, insert, inspect, select, update
+from sqlalchemy import create_engine, delete, insert, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from typer.testing import CliRunner
@@ -34,6 +35,15 @@ def empty_database_url(request, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
+    yield from empty_postgres_database(request)
+
+
+@pytest.fixture
+def empty_postgres_url(request) -> Iterator[str]:
+    yield from empty_postgres_database(request)
+
+
+def empty_postgres_database(request) -> Iterator[str]:
     admin_url = request.getfixturevalue("postgres_admin_url")
     name = f"mlfleet_migrations_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as connection:
@@ -128,3 +138,50 @@ def test_audit_events_are_append_only_from_revision_0003(empty_database_url):
             assert connection.execute(delete(AuditEvent)).rowcount == 1
     finally:
         engine.dispose()
+
+
+def test_two_active_rollouts_of_one_model_left_by_an_older_release_keep_the_newest(empty_database_url):
+    """Before 0002's one-active-rollout index two replicas could each start one: the index could not be built on such
+    a database, and no replica could start."""
+    engine = create_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            command.upgrade(migrations.alembic_config(connection), "0001")
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO models (id, name, description, gates, last_version, created_at) "
+                                    "VALUES (1, 'm', '', '{}', 2, CURRENT_TIMESTAMP)"))
+            for rollout_id in (1, 2, 3):
+                connection.execute(text(
+                    "INSERT INTO rollouts (id, model_id, candidate, baseline, state, step_index, canary_percent, steps, "
+                    "interval_s, min_requests, checks, max_failures, failures, require_approval, approved, "
+                    "step_started_at, reason, created_by, created_at, updated_at) VALUES (:id, 1, 2, 1, :state, 0, 10, "
+                    "'[10]', 60, 10, '{}', 1, 0, false, false, CURRENT_TIMESTAMP, '', 'a', CURRENT_TIMESTAMP, "
+                    "CURRENT_TIMESTAMP)"), {"id": rollout_id, "state": "paused" if rollout_id == 1 else "running"})
+        migrations.upgrade(engine)
+        assert migrations.current_revision(engine) == migrations.head_revision()
+        with engine.connect() as connection:
+            states = dict(connection.execute(text("SELECT id, state FROM rollouts ORDER BY id")).all())
+            reason = connection.execute(text("SELECT reason FROM rollouts WHERE id = 1")).scalar_one()
+        assert states == {1: "aborted", 2: "aborted", 3: "running"} and "migration 0002" in reason
+    finally:
+        engine.dispose()
+
+
+def test_replicas_migrating_a_pre_migrations_database_together_both_start(empty_postgres_url):
+    """Both complete the legacy schema and stamp it unless the first holds the migration lock throughout: the second
+    failed on a column or trigger the first had just added."""
+    engine = create_engine(empty_postgres_url)
+    try:
+        Base.metadata.create_all(engine)  # as a release from before migrations left it, lacking 0004's column
+        with engine.begin() as connection:
+            connection.execute(text("ALTER TABLE rollouts DROP COLUMN progress_deadline_s"))
+        replicas = [create_engine(empty_postgres_url) for _ in range(2)]
+        with ThreadPoolExecutor(2) as pool:
+            for outcome in [pool.submit(migrations.upgrade, replica) for replica in replicas]:
+                outcome.result()
+        for replica in replicas:
+            replica.dispose()
+        assert migrations.current_revision(engine) == migrations.head_revision()
+    finally:
+        engine.dispose()
+    assert differences(empty_postgres_url) == []

@@ -46,9 +46,18 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+MIGRATION_LOCK_ID = 0x6D6C666C  # "mlfl"
+"""PostgreSQL advisory lock that serialises replicas migrating at the same time."""
+
+
 def upgrade(engine: Engine) -> None:
-    """Migrate ``engine``'s database to the newest revision, in one transaction (idempotent)."""
+    """Migrate ``engine``'s database to the newest revision, in one transaction (idempotent). On PostgreSQL the
+    transaction first takes :data:`MIGRATION_LOCK_ID`, so a second replica starting at once waits, then finds the
+    newest revision and has nothing to do: that includes completing and stamping a pre-migrations database, which
+    two replicas doing together made one of them fail on columns and triggers the other had just added."""
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         config = alembic_config(connection)
         if _created_before_migrations(connection):
             _complete_legacy_schema(connection)

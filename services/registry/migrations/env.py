@@ -9,9 +9,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
+from services.registry.migrations import MIGRATION_LOCK_ID
 from services.registry.models import Base
-
-MIGRATION_LOCK_ID = 0x6D6C666C  # "mlfl"
 
 connection = context.config.attributes.get("connection")
 if connection is None:

@@ -29,6 +29,12 @@ def upgrade() -> None:
         with op.batch_alter_table("api_keys") as batch:
             batch.add_column(sa.Column("rate_limit_per_minute", sa.Integer(), nullable=True))
     if "uq_rollouts_one_active_per_model" not in {i["name"] for i in schema.get_indexes("rollouts")}:
+        # Before this index, two replicas could each start a rollout of one model: keep the newest active one.
+        op.execute(sa.text(
+            f"UPDATE rollouts SET state = 'aborted', updated_at = CURRENT_TIMESTAMP, reason = :reason "
+            f"WHERE {ACTIVE_STATES_SQL} AND id NOT IN "
+            f"(SELECT MAX(id) FROM rollouts WHERE {ACTIVE_STATES_SQL} GROUP BY model_id)"
+        ).bindparams(reason="aborted by migration 0002: a newer rollout of this model was active, and only one may be"))
         op.create_index("uq_rollouts_one_active_per_model", "rollouts", ["model_id"], unique=True,
                         sqlite_where=sa.text(ACTIVE_STATES_SQL), postgresql_where=sa.text(ACTIVE_STATES_SQL))
 
