@@ -107,6 +107,11 @@ def webhook_body(notice: RolloutNotice, *, external_url: str = "") -> dict[str, 
 
 
 class WebhookNotifier:
+    """Delivers each URL's events in the order they happened, one at a time, retrying the oldest before sending the
+    next: a receiver sees ``advanced`` before ``promoted`` even when ``advanced`` needed a retry (the two share a
+    fingerprint, so the other order would leave its alert firing). Each URL has a queue and a worker of its own, so a
+    slow receiver holds up only itself."""
+
     def __init__(self, urls: Sequence[str], *, timeout_s: float, max_attempts: int, backoff_s: float,
                  deliveries: Counter, external_url: str = "") -> None:
         self.urls = list(urls)
@@ -115,45 +120,50 @@ class WebhookNotifier:
         self._backoff_s = backoff_s
         self._deliveries = deliveries
         self._external_url = external_url
-        self._queue: asyncio.Queue[RolloutNotice] = asyncio.Queue(QUEUE_SIZE)
+        self._queues: dict[str, asyncio.Queue[dict[str, Any]]] = {url: asyncio.Queue(QUEUE_SIZE) for url in self.urls}
         self._http: httpx.AsyncClient | None = None
-        self._worker: asyncio.Task | None = None
-        self._deliveries_in_flight: set[asyncio.Task] = set()
+        self._workers: list[asyncio.Task] = []
 
     def notify(self, notice: RolloutNotice) -> None:
-        """Queue ``notice`` for every URL; dropped (and counted) when the queue is full."""
+        """Queue ``notice`` for every URL; dropped (and counted) for a URL whose queue is full."""
         if not self.urls:
             return
-        try:
-            self._queue.put_nowait(notice)
-        except asyncio.QueueFull:
-            self._deliveries.labels(outcome="dropped").inc(len(self.urls))
-            logger.warning("webhook queue full; %s of %s rollout %d dropped", notice.event, notice.model,
-                           notice.rollout_id)
+        body = webhook_body(notice, external_url=self._external_url)
+        for url, queue in self._queues.items():
+            try:
+                queue.put_nowait(body)
+            except asyncio.QueueFull:
+                self._deliveries.labels(outcome="dropped").inc()
+                logger.warning("webhook queue of %s full; %s of %s rollout %d dropped", url, notice.event,
+                               notice.model, notice.rollout_id)
 
     def start(self) -> None:
         self._http = httpx.AsyncClient(timeout=self._timeout_s)
-        self._worker = asyncio.create_task(self._run(), name="registry-webhooks")
+        self._workers = [asyncio.create_task(self._run(url, queue), name=f"registry-webhooks-{index}")
+                         for index, (url, queue) in enumerate(self._queues.items())]
 
     async def close(self) -> None:
-        tasks = [t for t in (self._worker, *self._deliveries_in_flight) if t is not None]
-        for task in tasks:
+        """Stop delivering; the events still queued, and those being delivered, are counted as dropped."""
+        for task in self._workers:
             task.cancel()
-        for task in tasks:
+        for task in self._workers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        left = sum(queue.qsize() for queue in self._queues.values())
+        if left:
+            self._deliveries.labels(outcome="dropped").inc(left)
+            logger.warning("%d webhook deliveries dropped at shutdown", left)
         if self._http is not None:
             await self._http.aclose()
 
-    async def _run(self) -> None:
-        """Hand each event to one delivery task per URL, so a slow receiver never holds up another."""
+    async def _run(self, url: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
         while True:
-            notice = await self._queue.get()
-            body = webhook_body(notice, external_url=self._external_url)
-            for url in self.urls:
-                task = asyncio.create_task(self._deliver(url, body))
-                self._deliveries_in_flight.add(task)
-                task.add_done_callback(self._deliveries_in_flight.discard)
+            body = await queue.get()
+            try:
+                await self._deliver(url, body)
+            except asyncio.CancelledError:
+                self._deliveries.labels(outcome="dropped").inc()
+                raise
 
     async def _deliver(self, url: str, body: dict[str, Any]) -> None:
         assert self._http is not None

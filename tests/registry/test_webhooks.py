@@ -80,3 +80,36 @@ async def test_an_unreachable_receiver_gives_up_after_the_last_attempt():
         assert counter.labels(outcome="retried")._value.get() == 1
     finally:
         await notifier.close()
+
+
+async def test_a_urls_events_arrive_in_order_even_when_the_first_needs_a_retry():
+    """`advanced` failing once, then `promoted`: delivered side by side, `promoted` arrived first and the retried
+    `advanced` after it, re-opening an alert the receiver had just resolved."""
+    receiver = WebhookReceiver(fail_first=1)
+    counter = deliveries()
+    notifier = WebhookNotifier([receiver.url], timeout_s=2, max_attempts=3, backoff_s=0.2, deliveries=counter)
+    notifier.start()
+    try:
+        notifier.notify(notice(RolloutEvent.advanced))
+        notifier.notify(notice(RolloutEvent.promoted))
+        async with asyncio.timeout(10):
+            while counter.labels(outcome="delivered")._value.get() < 2:
+                await asyncio.sleep(0.02)
+        assert receiver.events("fraud") == ["advanced", "promoted"]
+    finally:
+        await notifier.close()
+        receiver.close()
+
+
+async def test_events_left_undelivered_at_shutdown_are_counted_as_dropped():
+    counter = deliveries()
+    notifier = WebhookNotifier([f"http://{dead_address()}/hook"], timeout_s=1, max_attempts=5, backoff_s=10,
+                               deliveries=counter)
+    notifier.start()
+    for _ in range(3):
+        notifier.notify(notice())
+    async with asyncio.timeout(10):  # the first one failed once and waits to be retried
+        while counter.labels(outcome="retried")._value.get() < 1:
+            await asyncio.sleep(0.02)
+    await notifier.close()
+    assert counter.labels(outcome="dropped")._value.get() == 3
