@@ -504,6 +504,9 @@ class AlertPublic(ApiModel):
     window_start: float | None = None
     window_end: float | None = None
     fired_at: float
+    status: str = Field(default="firing", description="`firing` or `resolved`.")
+    started_at: float | None = None
+    resolved_at: float | None = None
 
 
 class AlertList(ApiModel):

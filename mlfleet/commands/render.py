@@ -186,11 +186,12 @@ def drift(answer: m.DriftReport, out: Console) -> None:
 
 
 def alerts(answer: m.AlertList, out: Console) -> None:
-    table = Table("FIRED", "SEVERITY", "RULE", "MODEL", "VERSION", "ACTION", "SUMMARY", title=f"{answer.count} alerts",
-                  title_justify="left")
+    table = Table("FIRED", "STATUS", "SEVERITY", "RULE", "MODEL", "VERSION", "ACTION", "SUMMARY",
+                  title=f"{answer.count} alerts", title_justify="left")
     for a in answer.data:
-        table.add_row(when(a.fired_at), a.severity, a.rule, a.model, "-" if a.version is None else f"v{a.version}",
-                      a.action or "-", compact(a.summary, 70))
+        status = f"resolved {when(a.resolved_at)}" if a.status == "resolved" and a.resolved_at else a.status
+        table.add_row(when(a.fired_at), status, a.severity, a.rule, a.model,
+                      "-" if a.version is None else f"v{a.version}", a.action or "-", compact(a.summary, 70))
     out.print(table)
 
 

@@ -125,7 +125,8 @@ def page_on_drift(config: FleetConfig, *, seed: int, echo) -> m.AlertPublic | No
              f"1,000 sampled instances with v{stable}'s training data every 10 s")
         deadline, drifted_since = time.monotonic() + DRIFT_TIMEOUT_S, None
         while time.monotonic() < deadline:
-            alerts = [a for a in fleet.alerts(model=MODEL, rule="drift").data if a.version == stable]
+            alerts = [a for a in fleet.alerts(model=MODEL, rule="drift").data
+                      if a.version == stable and a.status == "firing"]
             alert = next((a for a in alerts if a.fired_at >= started), None)
             if alert is not None:
                 echo(f"drift      paged after {alert.fired_at - started:.1f} s: {alert.severity} — {alert.summary} "

@@ -1,4 +1,4 @@
-"""Alert rules, deduplication with a cooldown, and the alert history — shared by all replicas.
+"""Alert rules, deduplication with a cooldown, resolution, and the alert history — shared by all replicas.
 
 Rules are pure functions of a version's metrics (:func:`metric_alerts`) or of a drift
 report (:func:`drift_alert`). :class:`AlertCenter` fires an alert only when its fingerprint
@@ -8,7 +8,13 @@ history and hands it to the sinks (which never block the caller). The cooldown a
 history entry are written by one script: an alert whose entry could not be written leaves no
 cooldown behind to silence it when it fires again.
 
-Keys: ``mlfleet:monitor:alerts`` (list, newest first, capped), ``mlfleet:monitor:alert:cooldown:{fp}``.
+A fired alert stays active until a check finds its rule no longer broken (:meth:`AlertCenter.
+resolve_cleared`): then it is resolved once (whichever replica gets there first), recorded, sent
+as ``resolved`` with its ``endsAt``, and its cooldown lifted, so a new breach pages at once. While
+it stays active the cooldown only spaces out reminders, which keep the incident's ``started_at``.
+
+Keys: ``mlfleet:monitor:alerts`` (list, newest first, capped), ``mlfleet:monitor:alert:cooldown:{fp}``,
+``mlfleet:monitor:alerts:active`` (hash, fingerprint → the incident's first alert).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 import orjson
 import redis.asyncio as aioredis
@@ -39,11 +45,24 @@ if type(pushed) == 'table' and pushed.err then
   return redis.error_reply(pushed.err)
 end
 redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
+redis.call('HSETNX', KEYS[3], ARGV[5], ARGV[3])
 return 1
 """
-"""KEYS[1] the cooldown, KEYS[2] the history; ARGV[1] the alert's id, ARGV[2] the cooldown in ms (0: none), ARGV[3]
-the alert, ARGV[4] the history's length. 0 when cooling down; an error (and no cooldown) when the history refused the
-entry."""
+"""KEYS[1] the cooldown, KEYS[2] the history, KEYS[3] the active alerts; ARGV[1] the alert's id, ARGV[2] the cooldown
+in ms (0: none), ARGV[3] the alert, ARGV[4] the history's length, ARGV[5] its fingerprint. 0 when cooling down; an
+error (and no cooldown) when the history refused the entry."""
+
+_RESOLVE_ONCE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('DEL', KEYS[2])
+redis.call('LPUSH', KEYS[3], ARGV[2])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
+return 1
+"""
+"""KEYS[1] the active alerts, KEYS[2] the cooldown, KEYS[3] the history; ARGV[1] the fingerprint, ARGV[2] the resolved
+alert, ARGV[3] the history's length. 0 when another replica resolved it first."""
+ACTIVE_KEY = f"{PREFIX}:alerts:active"
+METRIC_RULES = frozenset({"accuracy", "error_rate", "latency"})
 
 
 class AlertRules(BaseModel):
@@ -121,19 +140,27 @@ def _drift_subject(result: FeatureDrift) -> str:
 
 class AlertCenter:
     def __init__(self, redis: aioredis.Redis, *, cooldown_s: float, history_max: int,
-                 dispatch: Callable[[AlertPublic], None], on_fired: Callable[[AlertPublic, bool], None]) -> None:
+                 dispatch: Callable[[AlertPublic], None], on_fired: Callable[[AlertPublic, bool], None],
+                 on_resolved: Callable[[AlertPublic], None] = lambda alert: None) -> None:
         self._redis = redis
         self._cooldown_s = cooldown_s
         self._history_max = history_max
         self._dispatch = dispatch
         self._on_fired = on_fired
+        self._on_resolved = on_resolved
         self._fire_once = redis.register_script(_FIRE_ONCE)
+        self._resolve_once = redis.register_script(_RESOLVE_ONCE)
 
     async def fire(self, alert: AlertPublic) -> bool:
-        """Record and send ``alert`` unless the same fingerprint fired within the cooldown."""
+        """Record and send ``alert`` unless the same fingerprint fired within the cooldown; an alert of an incident
+        still active keeps the incident's ``started_at``."""
         cooldown_ms = max(int(self._cooldown_s * 1000), 1) if self._cooldown_s > 0 else 0
-        fresh = await self._fire_once(keys=[f"{PREFIX}:alert:cooldown:{alert.fingerprint}", HISTORY_KEY],
-                                      args=[alert.id, cooldown_ms, alert.model_dump_json(), self._history_max])
+        ongoing = await self._redis.hget(ACTIVE_KEY, alert.fingerprint)
+        started_at = AlertPublic.model_validate_json(ongoing).started_at if ongoing else None
+        alert = alert.model_copy(update={"started_at": started_at or alert.fired_at})
+        fresh = await self._fire_once(keys=[self._cooldown_key(alert.fingerprint), HISTORY_KEY, ACTIVE_KEY],
+                                      args=[alert.id, cooldown_ms, alert.model_dump_json(), self._history_max,
+                                            alert.fingerprint])
         if not fresh:
             self._on_fired(alert, False)
             return False
@@ -144,6 +171,28 @@ class AlertCenter:
 
     async def fire_all(self, alerts: Sequence[AlertPublic]) -> int:
         return sum([await self.fire(alert) for alert in alerts])
+
+    async def resolve_cleared(self, *, checked: Callable[[AlertPublic], bool], breached: Collection[str],
+                              now: float) -> list[AlertPublic]:
+        """Resolve the active alerts this pass ``checked`` whose fingerprint is not among those ``breached`` now; the
+        resolutions this replica made (recorded, sent as ``resolved``, their cooldown lifted)."""
+        resolved = []
+        for raw in (await self._redis.hgetall(ACTIVE_KEY)).values():
+            active = AlertPublic.model_validate_json(raw)
+            if active.fingerprint in breached or not checked(active):
+                continue
+            resolution = active.model_copy(update={"id": uuid.uuid4().hex, "status": "resolved", "resolved_at": now})
+            if await self._resolve_once(keys=[ACTIVE_KEY, self._cooldown_key(active.fingerprint), HISTORY_KEY],
+                                        args=[active.fingerprint, resolution.model_dump_json(), self._history_max]):
+                logger.info("alert %s resolved: %s", active.rule, active.summary)
+                self._on_resolved(resolution)
+                self._dispatch(resolution)
+                resolved.append(resolution)
+        return resolved
+
+    @staticmethod
+    def _cooldown_key(fingerprint: str) -> str:
+        return f"{PREFIX}:alert:cooldown:{fingerprint}"
 
     async def history(self, *, model: str | None = None, rule: str | None = None, limit: int = 100) -> list[AlertPublic]:
         alerts = [AlertPublic.model_validate(orjson.loads(raw)) for raw in await self._redis.lrange(HISTORY_KEY, 0, -1)]

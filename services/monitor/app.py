@@ -108,6 +108,8 @@ def _watching_resources(settings: MonitorSettings, metrics: MonitorMetrics, redi
         dispatch=dispatcher.submit,
         on_fired=lambda alert, fired: metrics.alerts.labels(
             rule=alert.rule, severity=alert.severity, outcome="fired" if fired else "suppressed").inc(),
+        on_resolved=lambda alert: metrics.alerts.labels(rule=alert.rule, severity=alert.severity,
+                                                        outcome="resolved").inc(),
     )
     watcher = Watcher(settings, store, reporter, feedback, alerts, metrics)
     feedback_auth = RemoteAuthorizer(registry_url=settings.registry_url, role=FEEDBACK_ROLE,

@@ -201,7 +201,14 @@ class AlertPublic(BaseModel):
     features: list[str] = Field(default_factory=list, description="Drifted features (drift alerts).")
     window_start: float | None = None
     window_end: float | None = None
-    fired_at: float
+    fired_at: float = Field(description="When this alert fired (for a resolution: when the resolved one fired).")
+    status: Literal["firing", "resolved"] = Field(
+        default="firing", description="`resolved`: a later check found the rule no longer broken."
+    )
+    started_at: float | None = Field(
+        default=None, description="When the incident began: the first alert of its fingerprint since it was last resolved."
+    )
+    resolved_at: float | None = Field(default=None, description="When the incident was resolved.")
 
 
 class AlertList(BaseModel):

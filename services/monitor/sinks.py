@@ -37,7 +37,7 @@ def rfc3339(unix_s: float | None) -> str:
 
 
 def alertmanager_body(alert: AlertPublic, *, monitor_url: str) -> dict[str, Any]:
-    """An Alertmanager webhook payload (version 4) holding one firing alert."""
+    """An Alertmanager webhook payload (version 4) holding one alert, firing or resolved."""
     labels = {"alertname": f"Mlfleet{alert.rule.title().replace('_', '')}", "severity": alert.severity,
               "model": alert.model, "version": str(alert.version) if alert.version is not None else "none",
               "rule": alert.rule, "service": "mlfleet-monitor"}
@@ -51,15 +51,16 @@ def alertmanager_body(alert: AlertPublic, *, monitor_url: str) -> dict[str, Any]
         "version": "4",
         "groupKey": f"{{}}:{{alertname=\"{labels['alertname']}\", model=\"{alert.model}\"}}",
         "truncatedAlerts": 0,
-        "status": "firing",
+        "status": alert.status,
         "receiver": "mlfleet",
         "groupLabels": {"alertname": labels["alertname"], "model": alert.model},
         "commonLabels": labels,
         "commonAnnotations": annotations,
         "externalURL": monitor_url,
         "alerts": [{
-            "status": "firing", "labels": labels, "annotations": annotations, "startsAt": rfc3339(alert.fired_at),
-            "endsAt": ZERO_TIME, "generatorURL": link, "fingerprint": alert.fingerprint,
+            "status": alert.status, "labels": labels, "annotations": annotations,
+            "startsAt": rfc3339(alert.started_at or alert.fired_at), "endsAt": rfc3339(alert.resolved_at),
+            "generatorURL": link, "fingerprint": alert.fingerprint,
         }],
     }
 
@@ -198,5 +199,5 @@ def build_sinks(*, webhook_urls: list[str], retrain_url: str | None, pipeline: P
              for i, url in enumerate(webhook_urls)]
     if retrain_url:
         sinks.append(Sink("retrain", retrain_url, lambda alert: retrain_body(alert, pipeline),
-                          accepts=lambda alert: alert.rule in RETRAIN_RULES))
+                          accepts=lambda alert: alert.rule in RETRAIN_RULES and alert.status == "firing"))
     return sinks

@@ -70,7 +70,8 @@ class MonitorMetrics:
                 ["outcome"], registry=registry,
             ),
             alerts=Counter(
-                "mlfleet_monitor_alerts", "Alerts by rule and severity; `suppressed` ones were within their cooldown.",
+                "mlfleet_monitor_alerts", "Alerts by rule and severity; `suppressed` ones were within their cooldown, `resolved` "
+                "ones no longer broken.",
                 ["rule", "severity", "outcome"], registry=registry,
             ),
             deliveries=Counter(

@@ -10,17 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
 from services.common.errors import MlfleetError
 from services.monitor import queries
-from services.monitor.alerts import AlertCenter, drift_alert, metric_alerts
+from services.monitor.alerts import METRIC_RULES, AlertCenter, drift_alert, metric_alerts
 from services.monitor.cancellation import stop_if_cancelled
 from services.monitor.feedback import FeedbackStore
 from services.monitor.reports import JUDGED, DriftReporter, WindowSpec, gauge_values
-from services.monitor.schemas import DriftReport, Quality
+from services.monitor.schemas import AlertPublic, DriftReport, Quality
 from services.monitor.settings import MonitorSettings
 from services.monitor.store import AggregateStore
 from services.monitor.telemetry import MonitorMetrics
@@ -80,6 +81,9 @@ class Watcher:
                 alert = drift_alert(report, now=time.time())
                 if alert is not None:
                     await self._alerts.fire(alert)
+                await self._alerts.resolve_cleared(  # a new window judged: drift alerts it no longer bears out
+                    checked=partial(_drift_alert_of, model, version), now=time.time(),
+                    breached={alert.fingerprint} if alert is not None else set())
         self._export_drift(reports)
         self.drift_passes += 1
 
@@ -100,6 +104,8 @@ class Watcher:
         """Accuracy, error-rate and latency rules over each model's recent window; live-accuracy gauges."""
         now = time.time()
         quality: dict[tuple[str, str], Quality] = {}
+        checked: set[str] = set()
+        breached: set[str] = set()
         for model in await self._store.models():
             rules = self._settings.rules(model)
             try:
@@ -109,11 +115,15 @@ class Watcher:
             except MlfleetError as exc:  # e.g. a model's rules asking for a window longer than the data is kept
                 logger.warning("rules of %s not checked: %s", model, exc.detail)
                 continue
+            checked.add(model)
             for version in metrics.versions:
                 if version.version is not None and version.quality is not None:
                     quality[(model, str(version.version))] = version.quality
-                await self._alerts.fire_all(metric_alerts(model, version, rules, window=(now - rules.window_s, now),
-                                                          now=now))
+                alerts = metric_alerts(model, version, rules, window=(now - rules.window_s, now), now=now)
+                breached.update(alert.fingerprint for alert in alerts)
+                await self._alerts.fire_all(alerts)
+        await self._alerts.resolve_cleared(checked=lambda alert: alert.rule in METRIC_RULES and alert.model in checked,
+                                           breached=breached, now=now)
         self._export_quality(quality)
 
     def _export_quality(self, quality: dict[tuple[str, str], Quality]) -> None:
@@ -123,3 +133,7 @@ class Watcher:
         for (model, version), q in quality.items():
             self._metrics.live_accuracy.labels(model=model, version=version).set(q.accuracy)
             self._metrics.live_labelled.labels(model=model, version=version).set(q.labelled)
+
+
+def _drift_alert_of(model: str, version: int, alert: AlertPublic) -> bool:
+    return alert.rule == "drift" and alert.model == model and alert.version == version

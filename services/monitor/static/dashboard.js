@@ -171,7 +171,9 @@ function renderAlerts(alerts) {
   for (const a of alerts.data.slice(0, 10)) {
     const row = el("tr");
     row.append(el("td", {}, new Date(a.fired_at * 1000).toLocaleTimeString()),
-               el("td", { class: `sev-${a.severity}` }, a.severity), el("td", {}, a.rule),
+               el("td", { class: a.status === "resolved" ? "resolved" : `sev-${a.severity}` },
+                  a.status === "resolved" ? `resolved ${new Date(a.resolved_at * 1000).toLocaleTimeString()}` : a.severity),
+               el("td", {}, a.rule),
                el("td", {}, `${a.model} v${a.version ?? "–"}`), el("td", {}, a.summary));
     body.append(row);
   }

@@ -1,0 +1,88 @@
+"""Alerts resolve: once a check finds the rule no longer broken the alert is resolved once, sent as `resolved` with the
+incident's start and end, and a new breach pages at once (real Redis; a real monitor and webhook receiver)."""
+
+from __future__ import annotations
+
+
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from mlfleet.runtime.processes import wait_until
+from services.common.redis import PREDICTIONS_STREAM
+from services.monitor.alerts import AlertCenter, _alert
+from services.monitor.sinks import ZERO_TIME, PipelineRef, alertmanager_body, build_sinks, rfc3339
+from tests.monitor.factories import make_event, publish
+
+
+@pytest.fixture
+async def redis_client(monitor_redis_url, stream_client):
+    client = aioredis.from_url(monitor_redis_url)
+    yield client
+    await client.aclose()
+
+
+def breach(model: str, now: float):
+    return _alert("error_rate", "critical", model, 3, f"{model} v3 errs", "too many errors", now=now)
+
+
+def center(redis_client, sent: list) -> AlertCenter:
+    return AlertCenter(redis_client, cooldown_s=900, history_max=50, dispatch=sent.append, on_fired=lambda a, f: None)
+
+
+async def test_an_incident_fires_reminds_with_its_start_resolves_once_and_a_new_breach_pages_at_once(redis_client):
+    sent: list = []
+    replica, other_replica = center(redis_client, sent), center(redis_client, sent)
+    first = breach("m", now=1000.0)
+    assert await replica.fire(first)
+    assert not await other_replica.fire(breach("m", now=1010.0)), "one incident pages once, from any replica"
+    assert await replica.resolve_cleared(checked=lambda a: a.model == "other", breached=set(), now=1020.0) == []
+    assert await replica.resolve_cleared(checked=lambda a: a.model == "m", breached={first.fingerprint},
+                                         now=1020.0) == [], "still broken"
+
+    both = [await r.resolve_cleared(checked=lambda a: a.model == "m", breached=set(), now=1030.0)
+            for r in (replica, other_replica)]
+    resolved = both[0] + both[1]
+    assert len(resolved) == 1, "resolved once across replicas"
+    assert (resolved[0].status, resolved[0].started_at, resolved[0].resolved_at) == ("resolved", 1000.0, 1030.0)
+    assert [a.status for a in sent] == ["firing", "resolved"]
+
+    again = breach("m", now=1040.0)
+    assert await replica.fire(again), "the cooldown went with the incident"
+    assert sent[-1].started_at == 1040.0
+    history = await replica.history(model="m")
+    assert [(a.status, a.fired_at) for a in history] == [("firing", 1040.0), ("resolved", 1000.0), ("firing", 1000.0)]
+
+
+def test_a_resolution_reads_as_alertmanagers_and_starts_no_retraining():
+    firing = breach("m", now=1000.0).model_copy(update={"started_at": 900.0})
+    resolved = firing.model_copy(update={"status": "resolved", "resolved_at": 1100.0})
+    body = alertmanager_body(resolved, monitor_url="http://monitor")
+    assert (body["status"], body["alerts"][0]["status"]) == ("resolved", "resolved")
+    assert (body["alerts"][0]["startsAt"], body["alerts"][0]["endsAt"]) == (rfc3339(900.0), rfc3339(1100.0))
+    assert alertmanager_body(firing, monitor_url="http://monitor")["alerts"][0]["endsAt"] == ZERO_TIME
+    retrain = next(s for s in build_sinks(webhook_urls=[], retrain_url="http://kfp", pipeline=PipelineRef("p"),
+                                          monitor_url="http://monitor") if s.name == "retrain")
+    drift = _alert("drift", "warning", "m", 3, "drift", "moved", now=1000.0, action="retrain")
+    assert retrain.accepts(drift) and not retrain.accepts(drift.model_copy(update={"status": "resolved"}))
+
+
+def test_an_error_rate_alert_resolves_when_the_errors_are_diluted(run_monitor, stream_client, receiver):
+    monitor = run_monitor(alert_interval_s=0.2, alert_webhook_urls=receiver.url("/alerts"),
+                          alert_rules='{"min_requests": 10, "max_error_rate": 0.05}')
+    publish(stream_client, PREDICTIONS_STREAM, [make_event("fraud", 3, status="error", error_code="backend")
+                                                for _ in range(20)])
+    wait_until(lambda: receiver.on("/alerts"), timeout_s=30, what="the error-rate page")
+    page = receiver.on("/alerts")[0]
+    assert (page["status"], page["alerts"][0]["labels"]["rule"]) == ("firing", "error_rate")
+    publish(stream_client, PREDICTIONS_STREAM, [make_event("fraud", 3) for _ in range(1000)])  # 20 in 1020: 2 %
+    wait_until(lambda: len(receiver.on("/alerts")) >= 2, timeout_s=30, what="the resolution")
+    resolution = receiver.on("/alerts")[1]["alerts"][0]
+    assert resolution["status"] == "resolved" and resolution["startsAt"] == page["alerts"][0]["startsAt"]
+    assert resolution["endsAt"] != ZERO_TIME and resolution["fingerprint"] == page["alerts"][0]["fingerprint"]
+    with httpx.Client(base_url=monitor.url, timeout=10) as client:
+        history = client.get("/v1/alerts", params={"rule": "error_rate"}).json()["data"]
+        assert [a["status"] for a in history] == ["resolved", "firing"]
+        assert 'mlfleet_monitor_alerts_total{outcome="resolved",rule="error_rate",severity="critical"} 1.0' in \
+            client.get("/metrics").text
