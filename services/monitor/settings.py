@@ -132,7 +132,8 @@ class MonitorSettings(ServiceSettings):
     )
     alert_interval_s: float = Field(default=15.0, gt=0, description="How often the metric rules are checked.")
     alert_cooldown_s: float = Field(
-        default=900.0, ge=0, description="An alert (rule, model, version, action) fires at most once per cooldown."
+        default=900.0, ge=0, description="An alert (rule, model, version, action) pages at most once per cooldown while "
+                                        "it holds (reminders); resolving it lifts the cooldown."
     )
     alert_history_max: int = Field(default=1000, ge=1, description="Alerts kept in the history.")
     alert_webhook_urls: Annotated[list[str], NoDecode] = Field(
