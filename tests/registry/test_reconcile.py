@@ -21,20 +21,23 @@ SIGNATURE = {"inputs": [{"name": "x0"}], "output": {}}
 
 
 class ScriptedTriton:
-    """Serves what it was last loaded with; loads of ``failing`` models fail, and a load waits for ``gate``."""
+    """Serves what it was last loaded with; loads of ``failing`` models fail, and a load (of a ``gated`` model, when
+    given) waits for ``gate``."""
 
-    def __init__(self, *, failing: set[str] = frozenset(), gate: asyncio.Event | None = None) -> None:
+    def __init__(self, *, failing: set[str] = frozenset(), gate: asyncio.Event | None = None,
+                 gated: set[str] | None = None) -> None:
         self.served: dict[str, set[int]] = {}
         self.loads: list[tuple[str, list[int]]] = []
         self.failing = failing
         self.gate = gate
+        self.gated = gated
 
     async def ready_versions(self, model: str, versions) -> set[int]:
         return self.served.get(model, set()) & set(versions)
 
     async def load(self, model: str, artifacts, faults) -> None:
         self.loads.append((model, sorted(artifacts)))
-        if self.gate is not None:
+        if self.gate is not None and (self.gated is None or model in self.gated):
             await self.gate.wait()
         if model in self.failing:
             raise ModelLoadFailed(f"Triton could not load {model}")
@@ -195,7 +198,7 @@ async def test_a_policy_written_on_one_replica_waits_for_another_replicas_reconc
     try:
         model = with_policy(database, [1, 2], stable=2)
         gate = asyncio.Event()
-        triton = ScriptedTriton(gate=gate)
+        triton = ScriptedTriton(gate=gate, gated={model})  # the session's other models load at once
         triton.served[model] = {1, 2}
         replica_a, replica_b = controller(database, triton, grace_s=180), controller(database, triton, grace_s=0)
         reconciling = asyncio.create_task(replica_b.reconcile())
