@@ -19,6 +19,7 @@ from mlfleet.client.errors import (
     GatewayTimeout,
     InvalidInput,
     ModelNotFound,
+    NotConfirmed,
     NotFound,
     PackagingError,
     RateLimited,
@@ -33,7 +34,7 @@ from mlfleet.client.sync import Fleet
 
 __all__ = [
     "ApiError", "AsyncFleet", "BadRequest", "ClientConfig", "ConfigError", "Conflict", "Fleet", "FleetError",
-    "FleetUnreachable", "Forbidden", "GatewayTimeout", "InvalidInput", "ModelNotFound", "NotFound",
+    "FleetUnreachable", "Forbidden", "GatewayTimeout", "InvalidInput", "ModelNotFound", "NotConfirmed", "NotFound",
     "PackagingError", "RateLimited", "RolloutConflict", "ServerError", "ServiceUnavailable", "Unauthorized", "VersionNotFound",
     "VersionRejected",
 ]

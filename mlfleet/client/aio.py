@@ -14,7 +14,7 @@ from mlfleet.client import models as m
 from mlfleet.client.calls import Call
 from mlfleet.client.config import ClientConfig
 from mlfleet.client.feedback import FEEDBACK_WAIT_S, merged_feedback, pending_feedback
-from mlfleet.client.errors import Conflict, FleetUnreachable, ModelNotFound
+from mlfleet.client.errors import Conflict, FleetError, FleetUnreachable, ModelNotFound, NotConfirmed
 from mlfleet.client.transport import Backoff, answer, default_headers, request_kwargs, should_retry
 
 if TYPE_CHECKING:
@@ -131,9 +131,15 @@ class AsyncFleet:
 
     async def wait_until_served(self, model: str, revision: int, *, timeout_s: float = 30.0) -> None:
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while not (await self.send(calls.gateway_routes())).serves(model, revision):
+        while True:
+            try:
+                routes = await self.send(calls.gateway_routes())
+            except FleetError as exc:
+                raise NotConfirmed(model, revision, str(exc)) from exc
+            if routes.serves(model, revision):
+                return
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"the gateway did not serve {model} revision {revision} within {timeout_s:g} s")
+                raise NotConfirmed(model, revision, f"not served within {timeout_s:g} s")
             await asyncio.sleep(0.05)
 
     async def start_rollout(self, model: str, candidate: int, **settings: Any) -> m.RolloutPublic:

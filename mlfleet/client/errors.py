@@ -24,6 +24,17 @@ class FleetUnreachable(FleetError):
         self.cause = cause
 
 
+class NotConfirmed(FleetError, TimeoutError):
+    """A traffic change the registry applied whose revision the gateway did not confirm serving (it was stalled,
+    unreachable, or slower than the wait): sending the change again is not needed."""
+
+    def __init__(self, model: str, revision: int, why: str) -> None:
+        super().__init__(f"the registry applied revision {revision} of {model}; the gateway has not confirmed serving "
+                         f"it: {why}")
+        self.model = model
+        self.revision = revision
+
+
 class ApiError(FleetError):
     """A service answered with an error; the fields are those of its RFC 9457 problem."""
 

@@ -13,7 +13,7 @@ from mlfleet.client import models as m
 from mlfleet.client.calls import Call
 from mlfleet.client.config import ClientConfig
 from mlfleet.client.feedback import FEEDBACK_WAIT_S, merged_feedback, pending_feedback
-from mlfleet.client.errors import Conflict, FleetUnreachable, ModelNotFound
+from mlfleet.client.errors import Conflict, FleetError, FleetUnreachable, ModelNotFound, NotConfirmed
 from mlfleet.client.transport import Backoff, answer, default_headers, request_kwargs, should_retry
 
 if TYPE_CHECKING:
@@ -152,11 +152,18 @@ class Fleet:
         return policy
 
     def wait_until_served(self, model: str, revision: int, *, timeout_s: float = 30.0) -> None:
-        """Until the gateway serves ``model`` at policy ``revision`` or later; ``TimeoutError`` otherwise."""
+        """Until the gateway serves ``model`` at policy ``revision`` or later; :class:`NotConfirmed` (a
+        ``TimeoutError``) when it does not within ``timeout_s`` or cannot be asked."""
         deadline = time.monotonic() + timeout_s
-        while not self.send(calls.gateway_routes()).serves(model, revision):
+        while True:
+            try:
+                routes = self.send(calls.gateway_routes())
+            except FleetError as exc:
+                raise NotConfirmed(model, revision, str(exc)) from exc
+            if routes.serves(model, revision):
+                return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the gateway did not serve {model} revision {revision} within {timeout_s:g} s")
+                raise NotConfirmed(model, revision, f"not served within {timeout_s:g} s")
             time.sleep(0.05)
 
     def start_rollout(self, model: str, candidate: int, **settings: Any) -> m.RolloutPublic:

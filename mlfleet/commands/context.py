@@ -46,6 +46,7 @@ class ExitCode(IntEnum):
     refused = 6
     unavailable = 7
     rollout_failed = 8
+    not_confirmed = 9
 
 
 class Output(StrEnum):
@@ -111,6 +112,8 @@ def exit_code(error: Exception) -> ExitCode:
         return ExitCode.conflict
     if isinstance(error, e.InvalidInput | e.BadRequest | e.PackagingError):
         return ExitCode.refused
+    if isinstance(error, e.NotConfirmed):
+        return ExitCode.not_confirmed
     if isinstance(error, e.FleetUnreachable | e.ServiceUnavailable | e.GatewayTimeout | e.RateLimited):
         return ExitCode.unavailable
     if isinstance(error, ConfigError):

@@ -7,8 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from mlfleet.cli import app
-from mlfleet.client import ClientConfig, ConfigError, Fleet, ServiceUnavailable, ServerError
+from mlfleet.client import ClientConfig, ConfigError, Fleet, NotConfirmed, ServiceUnavailable, ServerError
 from mlfleet.client.transport import Backoff
+from mlfleet.commands.context import ExitCode, exit_code
 
 
 def test_arguments_beat_environment_beat_config_file(tmp_path):
@@ -79,3 +80,23 @@ def test_a_number_option_that_is_not_finite_is_a_usage_error(args, option):
 def test_predict_from_a_file_that_cannot_be_read_is_a_usage_error(tmp_path):
     result = CliRunner().invoke(app, ["predict", "fraud", "--json", f"@{tmp_path / 'absent.json'}"])
     assert result.exit_code == 2 and "cannot read" in result.output and "Traceback" not in result.output
+
+
+def test_a_traffic_change_the_gateway_does_not_confirm_says_it_was_applied():
+    """The registry wrote revision 41; the gateway (stalled) cannot be asked. The caller must learn the change is in
+    place, not get a bare timeout that tells a script to send it again."""
+    policy = {"model": "fraud", "stable": 3, "canary": 5, "canary_percent": 20.0, "shadow": None, "revision": 41,
+              "updated_at": None}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "gateway.test":
+            raise httpx.ReadTimeout("stalled", request=request)
+        return httpx.Response(200, json=policy)
+
+    config = ClientConfig(registry_url="http://registry.test", gateway_url="http://gateway.test", retries=0)
+    fleet = Fleet(config=config, transport=httpx.MockTransport(handler))
+    with pytest.raises(NotConfirmed) as raised:
+        fleet.set_traffic("fraud", stable=3, canary=5, canary_percent=20, wait=True)
+    assert raised.value.revision == 41 and "applied revision 41 of fraud" in str(raised.value)
+    assert isinstance(raised.value, TimeoutError), "what wait_until_served raised before"
+    assert exit_code(raised.value) == ExitCode.not_confirmed == 9
