@@ -122,9 +122,9 @@ class AsyncFleet:
         return await self.send(calls.get_traffic(model))
 
     async def set_traffic(self, model: str, *, stable: int, canary: int | None = None, canary_percent: float = 0.0,
-                          shadow: int | None = None, wait: bool = False) -> m.TrafficPublic:
+                          shadow: int | None = None, wait: bool = False, allow_failed: bool = False) -> m.TrafficPublic:
         update = m.TrafficUpdate(stable=stable, canary=canary, canary_percent=canary_percent, shadow=shadow)
-        policy = await self.send(calls.set_traffic(model, update))
+        policy = await self.send(calls.set_traffic(model, update, allow_failed=allow_failed))
         if wait:
             await self.wait_until_served(model, policy.revision)
         return policy
@@ -142,8 +142,10 @@ class AsyncFleet:
                 raise NotConfirmed(model, revision, f"not served within {timeout_s:g} s")
             await asyncio.sleep(0.05)
 
-    async def start_rollout(self, model: str, candidate: int, **settings: Any) -> m.RolloutPublic:
-        return await self.send(calls.start_rollout(model, m.RolloutCreate(candidate=candidate, **settings)))
+    async def start_rollout(self, model: str, candidate: int, *, allow_failed: bool = False,
+                            **settings: Any) -> m.RolloutPublic:
+        return await self.send(calls.start_rollout(model, m.RolloutCreate(candidate=candidate, **settings),
+                                                   allow_failed=allow_failed))
 
     async def list_rollouts(self, model: str) -> m.RolloutList:
         return await self.send(calls.list_rollouts(model))

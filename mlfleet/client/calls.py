@@ -100,16 +100,17 @@ def get_traffic(model: str) -> Call[m.TrafficPublic]:
     return Call("registry", "GET", f"/v1/models/{_seg(model)}/traffic", m.TrafficPublic)
 
 
-def set_traffic(model: str, update: m.TrafficUpdate) -> Call[m.TrafficPublic]:
+def set_traffic(model: str, update: m.TrafficUpdate, *, allow_failed: bool = False) -> Call[m.TrafficPublic]:
     return Call("registry", "PUT", f"/v1/models/{_seg(model)}/traffic", m.TrafficPublic,
-                json=update.model_dump(mode="json"), timeout_s=LONG_TIMEOUT_S)
+                params={"allow_failed": "true"} if allow_failed else {}, json=update.model_dump(mode="json"),
+                timeout_s=LONG_TIMEOUT_S)
 
 
-def start_rollout(model: str, rollout: m.RolloutCreate) -> Call[m.RolloutPublic]:
+def start_rollout(model: str, rollout: m.RolloutCreate, *, allow_failed: bool = False) -> Call[m.RolloutPublic]:
     """Only the fields the caller set are sent, so the registry's defaults apply to the rest."""
     body = rollout.model_dump(mode="json", exclude_unset=True, exclude_none=True)
     return Call("registry", "POST", f"/v1/models/{_seg(model)}/rollouts", m.RolloutPublic,
-                json=body, timeout_s=LONG_TIMEOUT_S)
+                params={"allow_failed": "true"} if allow_failed else {}, json=body, timeout_s=LONG_TIMEOUT_S)
 
 
 def list_rollouts(model: str) -> Call[m.RolloutList]:

@@ -140,13 +140,14 @@ class Fleet:
         return self.send(calls.get_traffic(model))
 
     def set_traffic(self, model: str, *, stable: int, canary: int | None = None, canary_percent: float = 0.0,
-                    shadow: int | None = None, wait: bool = False) -> m.TrafficPublic:
+                    shadow: int | None = None, wait: bool = False, allow_failed: bool = False) -> m.TrafficPublic:
         """Set the split; the registry loads the versions into Triton before it answers.
 
-        With ``wait``, return only once the gateway serves the new policy (it propagates in under a second).
+        With ``wait``, return only once the gateway serves the new policy (it propagates in under a second). A version
+        a rollout failed is refused (:class:`Conflict`) unless ``allow_failed``.
         """
         update = m.TrafficUpdate(stable=stable, canary=canary, canary_percent=canary_percent, shadow=shadow)
-        policy = self.send(calls.set_traffic(model, update))
+        policy = self.send(calls.set_traffic(model, update, allow_failed=allow_failed))
         if wait:
             self.wait_until_served(model, policy.revision)
         return policy
@@ -166,9 +167,12 @@ class Fleet:
                 raise NotConfirmed(model, revision, f"not served within {timeout_s:g} s")
             time.sleep(0.05)
 
-    def start_rollout(self, model: str, candidate: int, **settings: Any) -> m.RolloutPublic:
-        """Canary ``candidate`` step by step; ``settings`` are :class:`~mlfleet.client.models.RolloutCreate` fields."""
-        return self.send(calls.start_rollout(model, m.RolloutCreate(candidate=candidate, **settings)))
+    def start_rollout(self, model: str, candidate: int, *, allow_failed: bool = False,
+                      **settings: Any) -> m.RolloutPublic:
+        """Canary ``candidate`` step by step; ``settings`` are :class:`~mlfleet.client.models.RolloutCreate` fields.
+        A candidate a rollout failed before is refused (:class:`Conflict`) unless ``allow_failed``."""
+        return self.send(calls.start_rollout(model, m.RolloutCreate(candidate=candidate, **settings),
+                                             allow_failed=allow_failed))
 
     def list_rollouts(self, model: str) -> m.RolloutList:
         return self.send(calls.list_rollouts(model))

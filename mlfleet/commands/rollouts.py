@@ -62,6 +62,7 @@ def start(
     require_approval: Annotated[bool, typer.Option(help="Wait for `approve` before promoting.")] = False,
     progress_deadline_s: Annotated[float | None, typer.Option(
         "--progress-deadline", help="Seconds a step may hold without a verdict before the rollout aborts.")] = None,
+    allow_failed: Annotated[bool, typer.Option(help="Roll out a candidate that failed a rollout before.")] = False,
     output: OutputOption = Output.table,
 ) -> None:
     """Start a canary rollout of a version; unset options keep the registry's defaults."""
@@ -72,7 +73,8 @@ def start(
                 "max_failures": max_failures, "require_approval": require_approval or None,
                 "progress_deadline_s": progress_deadline_s,
                 "checks": checks if checks.model_dump(exclude_none=True) else None}
-    answer = connect(ctx).start_rollout(model, candidate, **{k: v for k, v in settings.items() if v is not None})
+    answer = connect(ctx).start_rollout(model, candidate, allow_failed=allow_failed,
+                                        **{k: v for k, v in settings.items() if v is not None})
     show(output, answer)
 
 

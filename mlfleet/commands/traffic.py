@@ -33,11 +33,12 @@ def set_(
                                                   help="Share of traffic on the canary.")] = 0.0,
     shadow: Annotated[int | None, typer.Option(min=1, help="Version mirrored every request (answers discarded).")] = None,
     wait: Annotated[bool, typer.Option(help="Return once the gateway serves the new split.")] = True,
+    allow_failed: Annotated[bool, typer.Option(help="Serve a version a rollout failed anyway.")] = False,
     output: OutputOption = Output.table,
 ) -> None:
     """Set the split; returns once Triton serves every version it names (and the gateway routes by it)."""
     answer = connect(ctx).set_traffic(model, stable=stable, canary=canary, canary_percent=canary_percent,
-                                      shadow=shadow, wait=wait)
+                                      shadow=shadow, wait=wait, allow_failed=allow_failed)
     emit(output, answer, lambda out: render.traffic(answer, out))
 
 

@@ -47,6 +47,8 @@ ModelName = Annotated[str, Path(pattern=MODEL_NAME_PATTERN, description="Registe
 VersionNumber = Annotated[int, Path(ge=1, le=2**31 - 1, description="Version number within the model.")]
 RolloutId = Annotated[int, Path(ge=1, le=2**63 - 1, description="Rollout id.")]
 KeyId = Annotated[int, Path(ge=1, le=2**63 - 1, description="API key id.")]
+AllowFailed = Annotated[bool, Query(description="Serve a version a rollout failed (the controller rolled it back) "
+                                                "anyway, e.g. once what failed it is fixed.")]
 
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -127,9 +129,11 @@ async def get_traffic(model: ModelName, controller: TrafficDep, _: ViewerDep) ->
 
 
 @traffic.put("", operation_id="traffic-set", responses=problems(404, 409, 422, 502, 503))
-async def set_traffic(model: ModelName, body: TrafficUpdate, controller: RolloutsDep, caller: DeployerDep) -> TrafficPublic:
-    """Set the split by hand; refused (409) while a rollout owns the model's traffic."""
-    return await controller.set_traffic(model=model, update=body, actor=caller.name)
+async def set_traffic(model: ModelName, body: TrafficUpdate, controller: RolloutsDep, caller: DeployerDep,
+                      allow_failed: AllowFailed = False) -> TrafficPublic:
+    """Set the split by hand; refused (409) while a rollout owns the model's traffic, or when it newly names a version
+    a rollout failed (unless `allow_failed`)."""
+    return await controller.set_traffic(model=model, update=body, actor=caller.name, allow_failed=allow_failed)
 
 
 @routes.get("", operation_id="routes-get")
@@ -158,9 +162,10 @@ async def rollback(model: ModelName, controller: RolloutsDep, caller: DeployerDe
 @rollouts.post("", operation_id="rollouts-start", status_code=status.HTTP_201_CREATED,
                responses=problems(404, 409, 422, 502, 503))
 async def start_rollout(model: ModelName, body: RolloutCreate, controller: RolloutsDep,
-                        caller: DeployerDep) -> RolloutPublic:
-    """Start a progressive rollout of `candidate` against the current stable (409 if one is active)."""
-    return await controller.start(model=model, body=body, actor=caller.name)
+                        caller: DeployerDep, allow_failed: AllowFailed = False) -> RolloutPublic:
+    """Start a progressive rollout of `candidate` against the current stable (409 if one is active, or if the
+    candidate failed a rollout before, unless `allow_failed`)."""
+    return await controller.start(model=model, body=body, actor=caller.name, allow_failed=allow_failed)
 
 
 @rollouts.get("", operation_id="rollouts-list", responses=problems(404, 422))

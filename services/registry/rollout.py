@@ -136,7 +136,7 @@ class RolloutController:
 
     # --- admin actions ---------------------------------------------------------------------------
 
-    async def start(self, *, model: str, body: RolloutCreate, actor: str) -> RolloutPublic:
+    async def start(self, *, model: str, body: RolloutCreate, actor: str, allow_failed: bool = False) -> RolloutPublic:
         """Put ``body.candidate`` on the first step against the current stable; 409 if a rollout is active.
 
         The rollout and its first split are written in one transaction, only if no rollout
@@ -144,7 +144,8 @@ class RolloutController:
         once, on any replica, one wins and the others get 409 and change nothing.
         """
         async with self._locks[model]:
-            policy = await self._database.transaction(_startable, model=model, candidate=body.candidate)
+            policy = await self._database.transaction(_startable, model=model, candidate=body.candidate,
+                                                      allow_failed=allow_failed)
             update = policy_update(policy, stable=policy.stable, canary=body.candidate, canary_percent=body.steps[0])
             reason = f"rollout of v{body.candidate} started against v{policy.stable}"
             _, public = await self._traffic.apply(
@@ -225,9 +226,13 @@ class RolloutController:
             self._metrics.rollbacks.labels(model=model, trigger="manual").inc()
             return rolled_back
 
-    async def set_traffic(self, *, model: str, update: TrafficUpdate, actor: str) -> TrafficPublic:
-        """A manual traffic change; refused while a rollout owns the model's traffic."""
+    async def set_traffic(self, *, model: str, update: TrafficUpdate, actor: str,
+                          allow_failed: bool = False) -> TrafficPublic:
+        """A manual traffic change; refused while a rollout owns the model's traffic, and when it names a version a
+        rollout failed that the current policy does not serve, unless ``allow_failed``."""
         async with self._locks[model]:
+            if not allow_failed:
+                await self._database.transaction(_refuse_failed, model=model, update=update)
             active = await self._database.transaction(_active_of, model=model)
             if active is not None:
                 raise RolloutConflict(f"rollout {active.public.id} of {model!r} is {active.public.state.value}; "
@@ -389,20 +394,36 @@ def _active_of(session: Session, *, model: str) -> Snapshot | None:
     return Snapshot(rollout_public(row), row.step_started_at) if row is not None else None
 
 
-def _startable(session: Session, *, model: str, candidate: int) -> TrafficPublic:
+def _startable(session: Session, *, model: str, candidate: int, allow_failed: bool) -> TrafficPublic:
     """The model's policy, if a rollout of ``candidate`` may start on it."""
     registered = require_model(session, name=model)
     active = repository.active_rollout(session, model=registered, states=ACTIVE)
     if active is not None:
         raise RolloutConflict(f"rollout {active.id} of {model!r} is already {active.state}", rollout_id=active.id)
-    if repository.get_version(session, model=registered, version=candidate) is None:
+    row = repository.get_version(session, model=registered, version=candidate)
+    if row is None:
         raise VersionNotFound(f"model {model!r} has no version {candidate}")
+    if row.status == VersionStatus.failed.value and not allow_failed:
+        raise Conflict(f"version {candidate} of {model!r} failed a rollout (the controller rolled it back): "
+                       "start with allow_failed=true to try it again")
     policy = traffic_public(model, repository.get_policy(session, model=registered))
     if policy.stable is None:
         raise Conflict(f"model {model!r} has no stable version yet: set its traffic before rolling out")
     if policy.stable == candidate:
         raise Conflict(f"version {candidate} is already the stable version of {model!r}")
     return policy
+
+
+def _refuse_failed(session: Session, *, model: str, update: TrafficUpdate) -> None:
+    """409 when ``update`` names a version a rollout failed that the current policy does not already serve."""
+    registered = require_model(session, name=model)
+    policy = repository.get_policy(session, model=registered)
+    served = {v for v in (policy.stable, policy.canary, policy.shadow) if v is not None} if policy else set()
+    rows = repository.get_versions(session, model=registered, versions=update.versions - served)
+    failed = sorted(v for v, row in rows.items() if row.status == VersionStatus.failed.value)
+    if failed:
+        raise Conflict(f"version {', '.join(map(str, failed))} of {model!r} failed a rollout (the controller rolled it "
+                       "back): set the traffic with allow_failed=true to serve it anyway")
 
 
 def _no_active_rollout(session: Session, before: TrafficPublic, *, model: str) -> None:
@@ -541,6 +562,9 @@ def _end(session: Session, before: TrafficPublic, *, snapshot: Snapshot, state: 
     row.state, row.reason, row.updated_at = state.value, reason, utcnow()
     if mark_failed:
         repository.set_version_status(session, model=row.model, version=row.candidate, status=VersionStatus.failed.value)
+    elif state is RolloutState.promoted:  # a candidate that failed before and was tried again has passed now
+        repository.set_version_status(session, model=row.model, version=row.candidate,
+                                      status=VersionStatus.registered.value)
     action = {RolloutState.promoted: "rollout.promote", RolloutState.rolled_back: "rollout.rollback",
               RolloutState.aborted: "rollout.abort"}[state]
     repository.add_audit(session, actor=actor, action=action, model=row.model.name, version=row.candidate,

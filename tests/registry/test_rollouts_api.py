@@ -199,6 +199,43 @@ async def test_a_rollout_without_a_verdict_past_its_progress_deadline_is_aborted
         assert (audit[0]["action"], audit[0]["actor"]) == ("rollout.abort", "controller")
 
 
+async def test_a_version_a_rollout_failed_is_served_again_only_when_allowed(settings, trained, trained_v2):
+    """A version the controller rolled back serves again only on purpose (`allow_failed`); promoted, it passed."""
+    async with running_registry(settings) as client:
+        name = await two_versions(client, trained, trained_v2)
+        mark_failed(settings.database_url, name, 2)
+        traffic, rollouts = f"/v1/models/{name}/traffic", f"/v1/models/{name}/rollouts"
+        refused = await client.put(traffic, json={"stable": 1, "canary": 2, "canary_percent": 10})
+        assert_problem(refused, 409, "conflict")
+        assert "allow_failed" in refused.json()["detail"]
+        assert_problem(await client.post(rollouts, json={"candidate": 2}), 409, "conflict")
+        assert (await client.get(traffic)).json()["canary"] is None, "nothing changed"
+
+        allowed = await client.put(traffic, params={"allow_failed": "true"},
+                                   json={"stable": 1, "canary": 2, "canary_percent": 10})
+        assert allowed.status_code == 200 and allowed.json()["canary"] == 2, allowed.text
+        served = await client.put(traffic, json={"stable": 1, "canary": 2, "canary_percent": 20})
+        assert served.status_code == 200, "a version the policy already serves needs no flag again"
+        assert (await client.put(traffic, json={"stable": 1})).status_code == 200
+
+        started = await client.post(rollouts, params={"allow_failed": "true"}, json={"candidate": 2, "interval_s": 600})
+        assert started.status_code == 201, started.text
+        await client.post(f"{rollouts}/{started.json()['id']}/promote")
+        assert (await client.get(f"/v1/models/{name}/versions/2")).json()["status"] == "registered"
+
+
+def mark_failed(database_url: str, model: str, version: int) -> None:
+    """As the controller's rollback marks a candidate (set in the database: judging a real failing canary is
+    tests/rollouts' work)."""
+    engine = create_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("UPDATE model_versions SET status = 'failed' WHERE version = :version AND model_id = "
+                                    "(SELECT id FROM models WHERE name = :model)"), {"version": version, "model": model})
+    finally:
+        engine.dispose()
+
+
 def recorded_steps(database_url: str, rollout_id: int) -> list[datetime]:
     """When each step was last judged, read from the database while no registry runs."""
     engine = create_engine(database_url)
