@@ -80,7 +80,8 @@ class MonitorClient:
         try:
             response = await self._http.get(f"/v1/models/{model}/metrics", params={"start": start, "end": end})
         except httpx.HTTPError as exc:
-            raise BackendUnavailable(f"the monitor at {self.url} is not reachable: {exc}") from None
+            raise BackendUnavailable(f"the monitor at {self.url} is not reachable: {type(exc).__name__}"
+                                     + (f": {exc}" if str(exc) else "")) from None
         if response.status_code == 404:
             return {}
         if response.status_code != 200:

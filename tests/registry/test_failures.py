@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import httpx
+import pytest
+
+from services.common.errors import BackendUnavailable
+from services.registry.monitor_client import MonitorClient
 from tests.registry.factories import model_name, upload_parts, version_metadata
 from tests.registry.harness import dead_address, running_registry
 from tests.registry.test_api import assert_problem
@@ -53,3 +58,17 @@ async def test_a_corrupted_artifact_is_never_loaded(sqlite_settings, trained):
         path.write_bytes(b"tampered")
         assert_problem(await client.put(f"/v1/models/{name}/traffic", json={"stable": 1}), 500, "artifact-corrupted")
         assert_problem(await client.get(f"/v1/models/{name}/versions/1/artifact"), 500, "artifact-corrupted")
+
+
+async def test_a_monitor_that_does_not_answer_is_named_with_the_reason_it_failed():
+    """A stalled monitor times out with an exception that prints as nothing: the rollout's hold reason ended in
+    "is not reachable: " and said no more."""
+    client = MonitorClient("http://monitor.test", timeout_s=1)
+
+    def stalled(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("", request=request)
+
+    client._http = httpx.AsyncClient(base_url="http://monitor.test", transport=httpx.MockTransport(stalled))
+    with pytest.raises(BackendUnavailable, match=r"the monitor at http://monitor.test is not reachable: ReadTimeout$"):
+        await client.window("fraud", start=0, end=10)
+    await client._http.aclose()
