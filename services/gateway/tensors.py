@@ -88,7 +88,9 @@ def _fill_value_by_value(tensor: np.ndarray, signature: Signature, instances: Se
             if spec.source is InputSource.request:
                 value = instance.get(spec.name)
                 if value is None and spec.default is None:
-                    raise InvalidInput(f"instance {row} lacks field {spec.name!r}", field=spec.name, instance_index=row)
+                    why = "is null" if spec.name in instance else "is missing"
+                    raise InvalidInput(f"instance {row}: field {spec.name!r} {why} (the model needs a number, and the "
+                                       "signature gives it no default)", field=spec.name, instance_index=row)
             else:
                 value = features[spec.feature][row]
                 if value is None and spec.default is None:

@@ -45,6 +45,10 @@ def test_missing_request_field_names_it():
     with pytest.raises(InvalidInput) as caught:
         build_tensor(signature(), [{"user_id": 1}, INSTANCES[1]], FEATURES)
     assert caught.value.extra == {"field": "amount", "instance_index": 0}
+    assert "'amount' is missing" in caught.value.detail
+    with pytest.raises(InvalidInput) as null:
+        build_tensor(signature(), [{"user_id": 1, "amount": None}, INSTANCES[1]], FEATURES)
+    assert "'amount' is null" in null.value.detail, "a null value was reported as a field the instance lacks"
 
 
 @pytest.mark.parametrize("bad", ["12", True, float("nan"), float("inf"), [1], {"a": 1}, 1e39, -(10**400)])
