@@ -12,6 +12,7 @@ Exit codes (stable, for scripts):
 6     refused: invalid input, a version the validation gate rejects (400, 413, 415, 422)
 7     unreachable or unavailable: no answer, 503 after retries, 504
 8     a watched rollout ended without promotion (rolled back or aborted)
+9     a traffic change the registry applied that the gateway did not confirm serving in time
 ====  =====================================================================================
 """
 

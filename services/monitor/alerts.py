@@ -126,7 +126,7 @@ def drift_alert(report: DriftReport, *, now: float) -> AlertPublic | None:
               for statistic, value in (("ks", f.ks), ("js", f.js), ("psi", f.psi)) if value is not None}
     return _alert(
         "drift", "critical" if report.verdict == "rollback" else "warning", report.model, report.version,
-        f"{report.model} v{report.version}: data drift in {causes}",
+        f"{report.model} v{report.version}: data drift in {causes}" + (f"; less in {lesser}" if lesser else ""),
         f"Over the last {report.window.n} sampled instances, {causes} moved away from the training data "
         f"(KS > {report.thresholds.ks} asks to retrain, PSI > {report.thresholds.psi} to roll back)"
         + (f"; {lesser} moved less (asks to retrain)." if lesser else "."),

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import httpx
 import pytest
 from typer.testing import CliRunner
 
 from mlfleet.cli import app
-from mlfleet.client import ClientConfig, ConfigError, Fleet, NotConfirmed, ServiceUnavailable, ServerError
+from mlfleet.client import ClientConfig, ConfigError, Fleet, FleetUnreachable, NotConfirmed, ServiceUnavailable, ServerError
 from mlfleet.client.transport import Backoff
+from mlfleet.commands import observe
 from mlfleet.commands.context import ExitCode, exit_code
 
 
@@ -100,3 +103,21 @@ def test_a_traffic_change_the_gateway_does_not_confirm_says_it_was_applied():
     assert raised.value.revision == 41 and "applied revision 41 of fraud" in str(raised.value)
     assert isinstance(raised.value, TimeoutError), "what wait_until_served raised before"
     assert exit_code(raised.value) == ExitCode.not_confirmed == 9
+
+
+def test_drift_without_a_version_asks_for_the_stable_one(monkeypatch):
+    """The monitor's own default is the newest version it has seen, which after a rollback is the failed canary."""
+    asked: list = []
+
+    class Fleet:
+        def get_traffic(self, model: str):
+            return SimpleNamespace(stable=2)
+
+        def drift(self, model: str, *, version: int | None = None):
+            asked.append(version)
+            raise FleetUnreachable("http://monitor.test", ConnectionError("not needed"))
+
+    monkeypatch.setattr(observe, "connect", lambda ctx: Fleet())
+    assert CliRunner().invoke(app, ["drift", "fraud"]).exit_code == 7
+    assert CliRunner().invoke(app, ["drift", "fraud", "--version", "5"]).exit_code == 7
+    assert asked == [2, 5]

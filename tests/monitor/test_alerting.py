@@ -145,7 +145,7 @@ def test_a_drift_alert_names_what_asked_for_its_action():
                          worst_window=None, history=[])
     alert = drift_alert(report, now=0.0)
     assert (alert.severity, alert.action, alert.summary) == ("critical", "rollback",
-                                                             "m v1: data drift in the prediction scores")
+                                                             "m v1: data drift in the prediction scores; less in x")
     assert "x moved less (asks to retrain)" in alert.description
     assert alert.values["psi:__score__"] == pytest.approx(scores.psi) and alert.values["ks:x"] == pytest.approx(features[0].ks)
     assert alert.features == ["x"]

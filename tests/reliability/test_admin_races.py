@@ -113,11 +113,12 @@ def deploy(replicas: Replicas, seeds: tuple[int, ...] = (1, 2)) -> str:
 
 
 def lock_waiters(database_url: str) -> int:
-    """Registry transactions queued on a model's row lock."""
+    """Registry writes queued on a model: on its row lock, or on the fleet-wide lock of its Triton loads that the
+    write queued on the row lock holds (``services.registry.traffic.triton_lock_name``)."""
     with psycopg.connect(libpq(database_url), autocommit=True) as connection:
         return connection.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            " AND query ILIKE '%FROM models%FOR NO KEY UPDATE%'").fetchone()[0]
+            " AND (query ILIKE '%FROM models%FOR NO KEY UPDATE%' OR query ILIKE '%pg_advisory_lock%')").fetchone()[0]
 
 
 def race(replicas: Replicas, model: str, calls: list[Callable[[], httpx.Response]]) -> list[httpx.Response]:
@@ -127,7 +128,7 @@ def race(replicas: Replicas, model: str, calls: list[Callable[[], httpx.Response
             holder.execute("SELECT id FROM models WHERE name = %s FOR UPDATE", (model,))
             futures = [pool.submit(call) for call in calls]
             wait_until(lambda: lock_waiters(replicas.database_url) >= 2, timeout_s=30,
-                       what="a write of each replica queued on the model's row lock")
+                       what="a write of each replica queued on the model's locks")
         return [future.result() for future in futures]
 
 

@@ -135,7 +135,7 @@ def test_admin_actions_need_the_right_key_and_are_all_audited(rollout_fleet):
     with rollout_fleet.admin() as admin:
         keys = {role: admin.post("/v1/keys", json={"name": f"{role}-ro", "role": role}).json()["key"]
                 for role in ("viewer", "deployer")}
-        start = {"candidate": 2, "interval_s": 60, "min_requests": 5}
+        start = {"candidate": 2, "interval_s": 60, "min_requests": 5, "require_approval": True}
         missing = httpx.post(f"{registry}/v1/models/{model}/rollouts", json=start)
         assert (missing.status_code, missing.headers["content-type"]) == (401, "application/problem+json")
         assert missing.headers["www-authenticate"].startswith("Bearer")
