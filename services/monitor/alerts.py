@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 import redis.asyncio as aioredis
@@ -37,8 +37,12 @@ logger = logging.getLogger("mlfleet.monitor.alerts")
 HISTORY_KEY = f"{PREFIX}:alerts"
 
 _FIRE_ONCE = """
+if (redis.call('HGET', KEYS[3], ARGV[5]) or '') ~= ARGV[6] then return -1 end
 local cooling = ARGV[2] ~= '0'
-if cooling and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+if cooling and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('HSETNX', KEYS[3], ARGV[5], ARGV[3])
+  return 0
+end
 local pushed = redis.pcall('LPUSH', KEYS[2], ARGV[3])
 if type(pushed) == 'table' and pushed.err then
   if cooling then redis.call('DEL', KEYS[1]) end
@@ -49,19 +53,25 @@ redis.call('HSETNX', KEYS[3], ARGV[5], ARGV[3])
 return 1
 """
 """KEYS[1] the cooldown, KEYS[2] the history, KEYS[3] the active alerts; ARGV[1] the alert's id, ARGV[2] the cooldown
-in ms (0: none), ARGV[3] the alert, ARGV[4] the history's length, ARGV[5] its fingerprint. 0 when cooling down; an
-error (and no cooldown) when the history refused the entry."""
+in ms (0: none), ARGV[3] the alert, ARGV[4] the history's length, ARGV[5] its fingerprint, ARGV[6] its active entry as
+the caller read it ('' for none). -1 when that entry changed since (read it again); 0 when cooling down (an incident
+with no active entry, paged before alerts were resolved, is adopted as active then, so it resolves); an error (and no
+cooldown) when the history refused the entry."""
 
 _RESOLVE_ONCE = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[4] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('LPUSH', KEYS[3], ARGV[2])
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
 return 1
 """
 """KEYS[1] the active alerts, KEYS[2] the cooldown, KEYS[3] the history; ARGV[1] the fingerprint, ARGV[2] the resolved
-alert, ARGV[3] the history's length. 0 when another replica resolved it first."""
+alert, ARGV[3] the history's length, ARGV[4] the active entry as the caller read it. 0 when that entry is gone or
+changed: another replica resolved it first, or a new incident began."""
 ACTIVE_KEY = f"{PREFIX}:alerts:active"
+FIRE_ATTEMPTS = 5
+"""Reads of an incident's active entry before firing gives up (each retry means another replica changed it)."""
 METRIC_RULES = frozenset({"accuracy", "error_rate", "latency"})
 
 
@@ -114,6 +124,19 @@ def metric_alerts(model: str, metrics: VersionMetrics, rules: AlertRules, *, win
     return alerts
 
 
+def judged_fingerprints(model: str, metrics: VersionMetrics, rules: AlertRules) -> set[str]:
+    """The metric rules a version's window judged, broken or not: with enough requests (or labels) to judge, or
+    none at all (a version that serves nothing breaks no rule). Too few to judge is neither breach nor all-clear: an
+    active alert stays active, so a rule whose evidence hovers around its minimum does not fire and resolve by turns."""
+    judged = set()
+    if metrics.quality is None or metrics.quality.labelled >= rules.min_labelled:
+        judged.add(fingerprint("accuracy", model, metrics.version, "retrain"))
+    if metrics.requests == 0 or metrics.requests >= rules.min_requests:
+        judged |= {fingerprint("error_rate", model, metrics.version, None),
+                   fingerprint("latency", model, metrics.version, None)}
+    return judged
+
+
 def drift_alert(report: DriftReport, *, now: float) -> AlertPublic | None:
     """A drift alert when the window's verdict asks to retrain or roll back, named for what asked for that action:
     the input features, the prediction scores, or both. The statistics of everything that moved are in its values."""
@@ -155,12 +178,17 @@ class AlertCenter:
         """Record and send ``alert`` unless the same fingerprint fired within the cooldown; an alert of an incident
         still active keeps the incident's ``started_at``."""
         cooldown_ms = max(int(self._cooldown_s * 1000), 1) if self._cooldown_s > 0 else 0
-        ongoing = await self._redis.hget(ACTIVE_KEY, alert.fingerprint)
-        started_at = AlertPublic.model_validate_json(ongoing).started_at if ongoing else None
-        alert = alert.model_copy(update={"started_at": started_at or alert.fired_at})
-        fresh = await self._fire_once(keys=[self._cooldown_key(alert.fingerprint), HISTORY_KEY, ACTIVE_KEY],
-                                      args=[alert.id, cooldown_ms, alert.model_dump_json(), self._history_max,
-                                            alert.fingerprint])
+        for _ in range(FIRE_ATTEMPTS):
+            ongoing = await self._redis.hget(ACTIVE_KEY, alert.fingerprint)
+            started_at = AlertPublic.model_validate_json(ongoing).started_at if ongoing else None
+            alert = alert.model_copy(update={"started_at": started_at or alert.fired_at})
+            fresh = await self._fire_once(keys=[self._cooldown_key(alert.fingerprint), HISTORY_KEY, ACTIVE_KEY],
+                                          args=[alert.id, cooldown_ms, alert.model_dump_json(), self._history_max,
+                                                alert.fingerprint, ongoing or b""])
+            if fresh != -1:
+                break
+        else:
+            raise RuntimeError(f"alert {alert.fingerprint} changed under {FIRE_ATTEMPTS} attempts to fire it")
         if not fresh:
             self._on_fired(alert, False)
             return False
@@ -172,18 +200,19 @@ class AlertCenter:
     async def fire_all(self, alerts: Sequence[AlertPublic]) -> int:
         return sum([await self.fire(alert) for alert in alerts])
 
-    async def resolve_cleared(self, *, checked: Callable[[AlertPublic], bool], breached: Collection[str],
-                              now: float) -> list[AlertPublic]:
-        """Resolve the active alerts this pass ``checked`` whose fingerprint is not among those ``breached`` now; the
-        resolutions this replica made (recorded, sent as ``resolved``, their cooldown lifted)."""
+    async def resolve_cleared(self, clear: Callable[[AlertPublic], bool], *, now: float) -> list[AlertPublic]:
+        """Resolve the active alerts for which ``clear`` holds (a check at ``now`` judged their rule and found it no
+        longer broken, or their version is no longer listed), unless they began after ``now`` (another replica's
+        newer check); the resolutions this replica made: recorded, sent as ``resolved``, their cooldown lifted."""
         resolved = []
         for raw in (await self._redis.hgetall(ACTIVE_KEY)).values():
             active = AlertPublic.model_validate_json(raw)
-            if active.fingerprint in breached or not checked(active):
+            if (active.started_at or active.fired_at) > now or not clear(active):
                 continue
             resolution = active.model_copy(update={"id": uuid.uuid4().hex, "status": "resolved", "resolved_at": now})
             if await self._resolve_once(keys=[ACTIVE_KEY, self._cooldown_key(active.fingerprint), HISTORY_KEY],
-                                        args=[active.fingerprint, resolution.model_dump_json(), self._history_max]):
+                                        args=[active.fingerprint, resolution.model_dump_json(), self._history_max,
+                                              raw]):
                 logger.info("alert %s resolved: %s", active.rule, active.summary)
                 self._on_resolved(resolution)
                 self._dispatch(resolution)

@@ -10,18 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from functools import partial
 from collections.abc import Awaitable, Callable
 
 from redis.exceptions import RedisError
 
 from services.common.errors import MlfleetError
 from services.monitor import queries
-from services.monitor.alerts import METRIC_RULES, AlertCenter, drift_alert, metric_alerts
+from services.monitor.alerts import METRIC_RULES, AlertCenter, drift_alert, judged_fingerprints, metric_alerts
 from services.monitor.cancellation import stop_if_cancelled
 from services.monitor.feedback import FeedbackStore
 from services.monitor.reports import JUDGED, DriftReporter, WindowSpec, gauge_values
-from services.monitor.schemas import AlertPublic, DriftReport, Quality
+from services.monitor.schemas import DriftReport, Quality
 from services.monitor.settings import MonitorSettings
 from services.monitor.store import AggregateStore
 from services.monitor.telemetry import MonitorMetrics
@@ -74,16 +73,21 @@ class Watcher:
         """Judge each version's current window; record it and alert once per new window."""
         spec = default_window(self._settings)
         reports: list[DriftReport] = []
-        for model, version in await self._versions():
+        listed = await self._versions()
+        for model, version in listed:
             report, window = await self._reporter.report(model, version, spec, self._settings.drift_thresholds(model))
             reports.append(report)
             if await self._reporter.record(report, window):
                 alert = drift_alert(report, now=time.time())
                 if alert is not None:
                     await self._alerts.fire(alert)
+                firing = alert.fingerprint if alert is not None else None
                 await self._alerts.resolve_cleared(  # a new window judged: drift alerts it no longer bears out
-                    checked=partial(_drift_alert_of, model, version), now=time.time(),
-                    breached={alert.fingerprint} if alert is not None else set())
+                    lambda a, model=model, version=version, firing=firing: (
+                        a.rule == "drift" and (a.model, a.version) == (model, version) and a.fingerprint != firing),
+                    now=time.time())
+        await self._alerts.resolve_cleared(  # versions the monitor no longer lists (their events expired)
+            lambda a: a.rule == "drift" and (a.model, a.version) not in listed, now=time.time())
         self._export_drift(reports)
         self.drift_passes += 1
 
@@ -104,8 +108,9 @@ class Watcher:
         """Accuracy, error-rate and latency rules over each model's recent window; live-accuracy gauges."""
         now = time.time()
         quality: dict[tuple[str, str], Quality] = {}
+        clear: set[str] = set()
+        listed: set[tuple[str, int | None]] = set()
         checked: set[str] = set()
-        breached: set[str] = set()
         for model in await self._store.models():
             rules = self._settings.rules(model)
             try:
@@ -117,13 +122,15 @@ class Watcher:
                 continue
             checked.add(model)
             for version in metrics.versions:
+                listed.add((model, version.version))
                 if version.version is not None and version.quality is not None:
                     quality[(model, str(version.version))] = version.quality
                 alerts = metric_alerts(model, version, rules, window=(now - rules.window_s, now), now=now)
-                breached.update(alert.fingerprint for alert in alerts)
+                clear |= judged_fingerprints(model, version, rules) - {alert.fingerprint for alert in alerts}
                 await self._alerts.fire_all(alerts)
-        await self._alerts.resolve_cleared(checked=lambda alert: alert.rule in METRIC_RULES and alert.model in checked,
-                                           breached=breached, now=now)
+        await self._alerts.resolve_cleared(
+            lambda a: a.rule in METRIC_RULES and a.model in checked and (
+                a.fingerprint in clear or (a.model, a.version) not in listed), now=now)
         self._export_quality(quality)
 
     def _export_quality(self, quality: dict[tuple[str, str], Quality]) -> None:
@@ -134,6 +141,3 @@ class Watcher:
             self._metrics.live_accuracy.labels(model=model, version=version).set(q.accuracy)
             self._metrics.live_labelled.labels(model=model, version=version).set(q.labelled)
 
-
-def _drift_alert_of(model: str, version: int, alert: AlertPublic) -> bool:
-    return alert.rule == "drift" and alert.model == model and alert.version == version

@@ -11,7 +11,9 @@ import redis.asyncio as aioredis
 
 from mlfleet.runtime.processes import wait_until
 from services.common.redis import PREDICTIONS_STREAM
-from services.monitor.alerts import AlertCenter, _alert
+from services.monitor.alerts import AlertCenter, AlertRules, _alert, fingerprint, judged_fingerprints
+from services.monitor.schemas import Quality
+from services.monitor.stats import summarize
 from services.monitor.sinks import ZERO_TIME, PipelineRef, alertmanager_body, build_sinks, rfc3339
 from tests.monitor.factories import make_event, publish
 
@@ -37,12 +39,11 @@ async def test_an_incident_fires_reminds_with_its_start_resolves_once_and_a_new_
     first = breach("m", now=1000.0)
     assert await replica.fire(first)
     assert not await other_replica.fire(breach("m", now=1010.0)), "one incident pages once, from any replica"
-    assert await replica.resolve_cleared(checked=lambda a: a.model == "other", breached=set(), now=1020.0) == []
-    assert await replica.resolve_cleared(checked=lambda a: a.model == "m", breached={first.fingerprint},
-                                         now=1020.0) == [], "still broken"
+    assert await replica.resolve_cleared(lambda a: a.model == "other", now=1020.0) == []
+    assert await replica.resolve_cleared(lambda a: a.model == "m", now=990.0) == [], \
+        "a check older than the incident (another replica's slower pass) cannot resolve it"
 
-    both = [await r.resolve_cleared(checked=lambda a: a.model == "m", breached=set(), now=1030.0)
-            for r in (replica, other_replica)]
+    both = [await r.resolve_cleared(lambda a: a.model == "m", now=1030.0) for r in (replica, other_replica)]
     resolved = both[0] + both[1]
     assert len(resolved) == 1, "resolved once across replicas"
     assert (resolved[0].status, resolved[0].started_at, resolved[0].resolved_at) == ("resolved", 1000.0, 1030.0)
@@ -53,6 +54,29 @@ async def test_an_incident_fires_reminds_with_its_start_resolves_once_and_a_new_
     assert sent[-1].started_at == 1040.0
     history = await replica.history(model="m")
     assert [(a.status, a.fired_at) for a in history] == [("firing", 1040.0), ("resolved", 1000.0), ("firing", 1000.0)]
+
+
+async def test_an_incident_paged_before_alerts_resolved_is_adopted_and_resolves(redis_client):
+    """The previous release left a cooldown and no active entry: the breach was silenced and never resolved."""
+    sent: list = []
+    alerts = center(redis_client, sent)
+    old = breach("m", now=1000.0)
+    await redis_client.set(alerts._cooldown_key(old.fingerprint), "paged-by-the-previous-release", px=900_000)
+    assert not await alerts.fire(breach("m", now=1010.0)), "still within the old page's cooldown"
+    assert [a.status for a in await alerts.resolve_cleared(lambda a: True, now=1020.0)] == ["resolved"]
+    assert await alerts.fire(breach("m", now=1030.0)), "a new breach pages at once"
+
+
+def test_a_rule_too_thin_to_judge_neither_breaks_nor_clears():
+    """Labels hovering around `min_labelled`: below it the accuracy rule is not judged, so its alert stays active
+    instead of resolving and firing (and starting a retraining run) by turns."""
+    rules = AlertRules(min_labelled=50, min_requests=10)
+    thin = summarize(3, {"requests": 5, "errors": 0})
+    thin.quality = Quality(labelled=45, accuracy=0.7, precision=0.5, recall=0.5, f1=0.5, roc_auc=None)
+    assert judged_fingerprints("m", thin, rules) == set()
+    idle = summarize(3, {"requests": 0, "errors": 0})
+    assert judged_fingerprints("m", idle, rules) == {fingerprint(rule, "m", 3, action) for rule, action in
+                                                     (("accuracy", "retrain"), ("error_rate", None), ("latency", None))}
 
 
 def test_a_resolution_reads_as_alertmanagers_and_starts_no_retraining():
