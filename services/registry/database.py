@@ -14,6 +14,7 @@ not race take row locks (``SELECT ... FOR UPDATE``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -106,39 +107,34 @@ class Database:
     @contextlib.asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[None]:
         """Hold ``name`` exclusively across the fleet's registry replicas while the block runs, awaits included (a
-        Triton load between reading a plan and writing a policy). On PostgreSQL a session-level advisory lock on a
-        connection of its own; on SQLite, which one registry process serves, nothing more than the caller's own
-        locks."""
+        Triton load between reading a plan and writing a policy). On PostgreSQL a session-level advisory lock, taken
+        by polling (so a cancelled waiter leaves nothing behind) on a connection of its own that is closed, not
+        pooled, afterwards: closing the session releases the lock whatever happened, while a pooled connection would
+        have kept it. On SQLite, which one registry process serves, nothing more than the caller's own locks."""
         if self.engine.dialect.name != "postgresql":
             yield
             return
         key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
-        connection = await anyio.to_thread.run_sync(partial(self._advisory_lock, key))
+        connection = await anyio.to_thread.run_sync(self._autocommit_connection)
         try:
+            while not await anyio.to_thread.run_sync(partial(_try_advisory_lock, connection, key)):
+                await asyncio.sleep(EXCLUSIVE_POLL_S)
             yield
         finally:
-            await anyio.to_thread.run_sync(partial(self._advisory_unlock, connection, key))
+            with contextlib.suppress(SQLAlchemyError):
+                await anyio.to_thread.run_sync(connection.invalidate)
+            await anyio.to_thread.run_sync(connection.close)
 
-    def _advisory_lock(self, key: int) -> Connection:
-        connection = self.engine.connect()
-        try:
-            connection.execute(select(func.pg_advisory_lock(key)))
-            connection.commit()  # a session-level lock outlives the transaction: nothing stays "idle in transaction"
-        except BaseException:
-            connection.close()
-            raise
-        return connection
-
-    @staticmethod
-    def _advisory_unlock(connection: Connection, key: int) -> None:
-        try:
-            connection.execute(select(func.pg_advisory_unlock(key)))
-            connection.commit()
-        except BaseException:
-            connection.invalidate()  # closed for good, not pooled: the server drops its lock with it
-            raise
-        finally:
-            connection.close()
+    def _autocommit_connection(self) -> Connection:
+        return self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+EXCLUSIVE_POLL_S = 0.05
+"""How often a replica waiting for another's exclusive hold asks again."""
+
+
+def _try_advisory_lock(connection: Connection, key: int) -> bool:
+    return bool(connection.execute(select(func.pg_try_advisory_lock(key))).scalar_one())

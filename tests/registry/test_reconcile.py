@@ -212,3 +212,27 @@ async def test_a_policy_written_on_one_replica_waits_for_another_replicas_reconc
         assert 1 in triton.served[model], triton.loads
     finally:
         database.dispose()
+
+
+async def test_a_cancelled_wait_for_the_fleet_wide_lock_leaves_it_free(postgres_url):
+    """A replica stopping while it waits (shutdown cancels its reconcile loop) must not take the lock with it into the
+    connection pool: every replica would then wait for good."""
+    one, other = Database(postgres_url), Database(postgres_url)
+    try:
+        async with one.exclusive("test-lock"):
+            waiter = asyncio.create_task(enter_and_leave(other))
+            await asyncio.sleep(0.3)
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+        async with asyncio.timeout(5):
+            await enter_and_leave(one)
+            await enter_and_leave(other)
+    finally:
+        one.dispose()
+        other.dispose()
+
+
+async def enter_and_leave(database: Database) -> None:
+    async with database.exclusive("test-lock"):
+        pass

@@ -113,12 +113,16 @@ def deploy(replicas: Replicas, seeds: tuple[int, ...] = (1, 2)) -> str:
 
 
 def lock_waiters(database_url: str) -> int:
-    """Registry writes queued on a model: on its row lock, or on the fleet-wide lock of its Triton loads that the
-    write queued on the row lock holds (``services.registry.traffic.triton_lock_name``)."""
+    """Registry writes queued on a model: on its row lock, or on the fleet-wide lock of its Triton loads
+    (``services.registry.traffic.triton_lock_name``), which the write queued on the row lock holds. A replica waits
+    for that one by polling ``pg_try_advisory_lock`` on a connection of its own, so the holder's and each waiter's
+    such connection show it as their last query: all but one of them wait."""
     with psycopg.connect(libpq(database_url), autocommit=True) as connection:
-        return connection.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-            " AND (query ILIKE '%FROM models%FOR NO KEY UPDATE%' OR query ILIKE '%pg_advisory_lock%')").fetchone()[0]
+        row_waiters, lock_sessions = connection.execute(
+            "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock' AND query ILIKE '%FROM models%FOR NO KEY UPDATE%'),"
+            " count(*) FILTER (WHERE query ILIKE '%pg_try_advisory_lock%')"
+            " FROM pg_stat_activity WHERE datname = current_database()").fetchone()
+        return row_waiters + max(lock_sessions - 1, 0)
 
 
 def race(replicas: Replicas, model: str, calls: list[Callable[[], httpx.Response]]) -> list[httpx.Response]:
