@@ -202,35 +202,45 @@ class TrafficController:
         models = await self._database.transaction(_models_with_policies)
         reloaded = []
         for model in models:
-            async with self._locks[model], self._database.exclusive(triton_lock_name(model)):
-                state = await self._database.transaction(_model_state, model=model, now=utcnow())
-                if state is None:
-                    continue
-                plan, registered = state
-                served = await self._triton.ready_versions(plan.model, registered)
-                missing = set(plan.artifacts) - served
-                unneeded = self._unneeded_past_grace(model, served - set(plan.artifacts))
-                if not missing and not unneeded:
-                    continue
-                if missing:
-                    logger.info("Triton lacks versions %s of %s; reloading", sorted(missing), plan.model)
-                if unneeded:
-                    logger.info("no policy of %s has needed v%s for %gs; reloading without it", plan.model,
-                                sorted(unneeded), self._unneeded_grace_s)
-                within_grace = served - set(plan.artifacts) - unneeded
-                if within_grace:
-                    state = await self._database.transaction(_model_state, model=model, now=utcnow(),
-                                                             keep=within_grace)
-                    assert state is not None
-                    plan = state[0]
-                try:
-                    await self._load(plan, actor=RECONCILER,
-                                     attempt={"action": "reconcile", "versions": sorted(plan.artifacts)})
-                except MlfleetError as exc:
-                    logger.warning("%s not reloaded: %s", plan.model, exc.detail)
-                    continue
-                reloaded.append(plan.model)
+            async with self._locks[model]:
+                if await self._out_of_step(model) is None:
+                    continue  # the common case, checked without the fleet-wide lock (a connection of its own)
+                async with self._database.exclusive(triton_lock_name(model)):
+                    out_of_step = await self._out_of_step(model)  # again: another replica may have moved it meanwhile
+                    if out_of_step is None:
+                        continue
+                    plan, served, missing, unneeded = out_of_step
+                    if missing:
+                        logger.info("Triton lacks versions %s of %s; reloading", sorted(missing), plan.model)
+                    if unneeded:
+                        logger.info("no policy of %s has needed v%s for %gs; reloading without it", plan.model,
+                                    sorted(unneeded), self._unneeded_grace_s)
+                    within_grace = served - set(plan.artifacts) - unneeded
+                    if within_grace:
+                        state = await self._database.transaction(_model_state, model=model, now=utcnow(),
+                                                                 keep=within_grace)
+                        assert state is not None
+                        plan = state[0]
+                    try:
+                        await self._load(plan, actor=RECONCILER,
+                                         attempt={"action": "reconcile", "versions": sorted(plan.artifacts)})
+                    except MlfleetError as exc:
+                        logger.warning("%s not reloaded: %s", plan.model, exc.detail)
+                        continue
+                    reloaded.append(plan.model)
         return reloaded
+
+    async def _out_of_step(self, model: str) -> tuple[LoadPlan, set[int], set[int], set[int]] | None:
+        """``(plan, served, missing, unneeded)`` when Triton lacks a version ``model``'s policy needs or has served one
+        it does not need past the grace; ``None`` when it is in step (or the model has no policy)."""
+        state = await self._database.transaction(_model_state, model=model, now=utcnow())
+        if state is None:
+            return None
+        plan, registered = state
+        served = await self._triton.ready_versions(plan.model, registered)
+        missing = set(plan.artifacts) - served
+        unneeded = self._unneeded_past_grace(model, served - set(plan.artifacts))
+        return (plan, served, missing, unneeded) if missing or unneeded else None
 
     def _unneeded_past_grace(self, model: str, unneeded: set[int]) -> set[int]:
         """Of ``model``'s versions served but unneeded now, those unneeded for ``unneeded_grace_s``."""
