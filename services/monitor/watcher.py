@@ -140,4 +140,3 @@ class Watcher:
         for (model, version), q in quality.items():
             self._metrics.live_accuracy.labels(model=model, version=version).set(q.accuracy)
             self._metrics.live_labelled.labels(model=model, version=version).set(q.labelled)
-
