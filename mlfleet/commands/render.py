@@ -160,9 +160,10 @@ def prediction(answer: m.PredictResponse, out: Console) -> None:
 
 
 def metrics(answer: m.ModelMetrics, out: Console) -> None:
-    span = answer.window.end - answer.window.start
+    window = answer.window
+    title = f"{answer.model}, {when(window.start)} to {when(window.end)} ({window.bucket_s} s buckets)"
     table = Table("VERSION", "REQUESTS", "ERRORS", "ERROR RATE", "P50 MS", "P99 MS", "ACCURACY", "LABELLED",
-                  title=f"{answer.model}, last {span:g} s", title_justify="left")
+                  title=title, title_justify="left")
     for v in answer.versions:
         latency = v.latency_ms
         table.add_row("-" if v.version is None else f"v{v.version}", f"{v.requests:,}", f"{v.errors:,}",

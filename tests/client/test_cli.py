@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from mlfleet.commands.context import ExitCode
+from mlfleet.commands.render import when
 from mlfleet.runtime.processes import wait_until
 from tests.client.conftest import MODEL, as_json, sending_traffic
 
@@ -48,12 +49,18 @@ def test_read_commands_print_the_apis_answer(cli, api, client_fleet, registered,
     assert as_json(result) == api(service, path, **params)
 
 
-def test_read_commands_draw_tables_for_people(cli, registered, fleet_client):
+def test_read_commands_draw_tables_for_people(cli, registered, fleet_client, client_fleet, api, instances):
     listing = cli("versions", "list", MODEL).stdout
     assert "VERSION" in listing and registered.sha256[:12] in listing
     stable = fleet_client.get_version(MODEL, fleet_client.get_traffic(MODEL).stable)
     row = next(line for line in listing.splitlines() if stable.sha256[:12] in line)
     assert "stable" in row and "registered" in row, listing  # serving, and its validation state beside it
+    fleet_client.predict(MODEL, instances[:1])
+    wait_until(lambda: events_counted(client_fleet, api), timeout_s=30, what="the prediction counted")
+    before = fleet_client.metrics(MODEL).window.start  # the window's edges, as the monitor rounds them to buckets
+    drawn = cli("metrics", MODEL).stdout.replace("\n", " ")
+    after = fleet_client.metrics(MODEL).window.start  # (a bucket may end while the CLI runs)
+    assert any(f"{when(start)} to " in drawn for start in (before, after)) and "10 s buckets" in drawn, drawn
     shown = cli("versions", "show", MODEL, "1").stdout
     assert "user_stats:avg_amount_30d" in shown and "feast" in shown
 
