@@ -24,6 +24,13 @@ def deliveries() -> Counter:
     return Counter("deliveries", "test", ["outcome"], registry=CollectorRegistry())
 
 
+async def until_counted(counter: Counter, outcome: str, n: int) -> None:
+    """Until ``counter`` has counted ``n`` deliveries of ``outcome`` (10 s at most)."""
+    async with asyncio.timeout(10):
+        while counter.labels(outcome=outcome)._value.get() < n:
+            await asyncio.sleep(0.02)
+
+
 def test_the_body_reads_as_alertmanager_and_flagger():
     body = webhook_body(notice(), external_url="http://registry:8081")
     assert (body["version"], body["status"], body["receiver"]) == ("4", "firing", "mlfleet")
@@ -55,9 +62,7 @@ async def test_failed_posts_are_retried_with_backoff_until_delivered():
         started = time.monotonic()
         notifier.notify(notice())
         assert time.monotonic() - started < 0.01, "notify must not wait for the delivery"
-        async with asyncio.timeout(10):  # the receiver has the body a moment before the notifier reads its answer
-            while counter.labels(outcome="delivered")._value.get() < 1:
-                await asyncio.sleep(0.02)
+        await until_counted(counter, "delivered", 1)  # the receiver has the body a moment before the notifier reads its answer
         assert time.monotonic() - started >= 0.3, "two retries wait 0.1 s then 0.2 s"
         assert receiver.attempts == 3 and receiver.bodies[0]["metadata"]["rollout_id"] == "7"
         assert counter.labels(outcome="retried")._value.get() == 2
@@ -74,9 +79,7 @@ async def test_an_unreachable_receiver_gives_up_after_the_last_attempt():
     notifier.start()
     try:
         notifier.notify(notice())
-        async with asyncio.timeout(10):
-            while counter.labels(outcome="failed")._value.get() < 1:
-                await asyncio.sleep(0.02)
+        await until_counted(counter, "failed", 1)
         assert counter.labels(outcome="retried")._value.get() == 1
     finally:
         await notifier.close()
@@ -92,9 +95,7 @@ async def test_a_urls_events_arrive_in_order_even_when_the_first_needs_a_retry()
     try:
         notifier.notify(notice(RolloutEvent.advanced))
         notifier.notify(notice(RolloutEvent.promoted))
-        async with asyncio.timeout(10):
-            while counter.labels(outcome="delivered")._value.get() < 2:
-                await asyncio.sleep(0.02)
+        await until_counted(counter, "delivered", 2)
         assert receiver.events("fraud") == ["advanced", "promoted"]
     finally:
         await notifier.close()
@@ -108,8 +109,6 @@ async def test_events_left_undelivered_at_shutdown_are_counted_as_dropped():
     notifier.start()
     for _ in range(3):
         notifier.notify(notice())
-    async with asyncio.timeout(10):  # the first one failed once and waits to be retried
-        while counter.labels(outcome="retried")._value.get() < 1:
-            await asyncio.sleep(0.02)
+    await until_counted(counter, "retried", 1)  # the first one failed once and waits to be retried
     await notifier.close()
     assert counter.labels(outcome="dropped")._value.get() == 3
