@@ -115,14 +115,16 @@ def deploy(replicas: Replicas, seeds: tuple[int, ...] = (1, 2)) -> str:
 def lock_waiters(database_url: str) -> int:
     """Registry writes queued on a model: on its row lock, or on the fleet-wide lock of its Triton loads
     (``services.registry.traffic.triton_lock_name``), which the write queued on the row lock holds. A replica waits
-    for that one by polling ``pg_try_advisory_lock`` on a connection of its own, so the holder's and each waiter's
-    such connection show it as their last query: all but one of them wait."""
+    for that one by polling ``pg_try_advisory_lock`` on a connection of its own: a waiter is such a connection that
+    holds no advisory lock. This query's own text names both patterns, so its own backend is left out (counting it
+    let the race go with one write queued, and the other call then read the state the first one wrote)."""
     with psycopg.connect(libpq(database_url), autocommit=True) as connection:
-        row_waiters, lock_sessions = connection.execute(
+        row_waiters, lock_pollers = connection.execute(
             "SELECT count(*) FILTER (WHERE wait_event_type = 'Lock' AND query ILIKE '%FROM models%FOR NO KEY UPDATE%'),"
-            " count(*) FILTER (WHERE query ILIKE '%pg_try_advisory_lock%')"
-            " FROM pg_stat_activity WHERE datname = current_database()").fetchone()
-        return row_waiters + max(lock_sessions - 1, 0)
+            " count(*) FILTER (WHERE query ILIKE 'SELECT pg_try_advisory_lock%' AND pid NOT IN"
+            "  (SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted))"
+            " FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()").fetchone()
+        return row_waiters + lock_pollers
 
 
 def race(replicas: Replicas, model: str, calls: list[Callable[[], httpx.Response]]) -> list[httpx.Response]:
