@@ -3,9 +3,11 @@ each case runs in a fresh interpreter, since this one imported Feast long ago.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
+from mlfleet.runtime.processes import INHERITED_BY_ACCIDENT
 from tests.conftest import ROOT
 
 INSTRUMENTED = """
@@ -18,10 +20,17 @@ print("check_argument_types_internal" in names)
 """
 
 
+def python(script: str) -> str:
+    """The last line ``script`` prints in a fresh interpreter, whose environment is not the one this process's own
+    import of Feast changed."""
+    env = {k: v for k, v in os.environ.items() if k not in INHERITED_BY_ACCIDENT}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
 def feast_is_instrumented(first: str) -> bool:
-    done = subprocess.run([sys.executable, "-c", INSTRUMENTED.format(first=first)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120, check=True)
-    return done.stdout.strip().splitlines()[-1] == "True"
+    return python(INSTRUMENTED.format(first=first)) == "True"
 
 
 def test_feast_imported_on_its_own_is_instrumented_by_typeguard():
@@ -33,8 +42,4 @@ def test_feast_imported_after_the_services_package_is_not():
 
 
 def test_the_services_package_keeps_feast_from_switching_metrics_to_multiprocess_mode():
-    script = ("import services, feast, prometheus_client.values as v;"
-              " print(v.ValueClass.__name__)")
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          check=True)
-    assert done.stdout.strip().splitlines()[-1] == "MutexValue"
+    assert python("import services, feast, prometheus_client.values as v; print(v.ValueClass.__name__)") == "MutexValue"
