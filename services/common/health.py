@@ -1,4 +1,5 @@
-"""``/healthz`` (cheap, no dependency) and ``/readyz`` (503 until dependencies answer)."""
+"""``/healthz`` (cheap, no dependency) and ``/readyz`` (503 until the dependencies a service cannot work without
+answer; the others are reported, as ``degraded``, without taking the service out of its load balancer)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from services.common.errors import PROBLEM_JSON
 
@@ -20,9 +21,12 @@ class Health(BaseModel):
 class Readiness(BaseModel):
     status: str
     checks: dict[str, bool]
+    degraded: list[str] = Field(default_factory=list, description="Dependencies that do not answer but that the "
+                                "service stays ready without: what needs them fails with a problem of its own.")
 
 
-def health_router(readiness: ReadinessCheck) -> APIRouter:
+def health_router(readiness: ReadinessCheck, *, optional: frozenset[str] = frozenset()) -> APIRouter:
+    """``optional`` names the checks that do not gate readiness."""
     router = APIRouter(tags=["health"])
 
     @router.get("/healthz", operation_id="health-live", response_model=Health)
@@ -37,13 +41,14 @@ def health_router(readiness: ReadinessCheck) -> APIRouter:
     )
     async def readyz(request: Request):
         checks = await readiness(request)
-        if all(checks.values()):
-            return Readiness(status="ready", checks=checks)
+        failing = [name for name, ok in checks.items() if not ok]
+        if all(name in optional for name in failing):
+            return Readiness(status="ready", checks=checks, degraded=failing)
         body = {
             "type": "https://mlfleet.dev/problems/not-ready",
             "title": "Not ready",
             "status": 503,
-            "detail": "unreachable: " + ", ".join(k for k, ok in checks.items() if not ok),
+            "detail": "unreachable: " + ", ".join(failing),
             "checks": checks,
         }
         return JSONResponse(body, status_code=503, media_type=PROBLEM_JSON)

@@ -25,7 +25,14 @@ from services.registry.settings import RegistrySettings
 from services.registry.telemetry import RegistryMetrics
 
 
+OPTIONAL_CHECKS = frozenset({"triton"})
+"""Triton down does not take the registry out of its Service: during that incident the routing table the gateways
+refresh from, the keys the gateway and the monitor check callers against, reads and the audit log still work, and a
+change that needs Triton answers 503 ``backend-unavailable`` itself."""
+
+
 async def readiness(request: Request) -> dict[str, bool]:
+    """The database gates readiness; Triton is reported only (:data:`OPTIONAL_CHECKS`)."""
     registry: Registry | None = getattr(request.app.state, "registry", None)
     if registry is None:
         return {"database": False, "triton": False}
@@ -74,7 +81,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     app.state.rate_limiter = KeyRateLimiter(on_limited=metrics.rate_limited.inc)
     instrument(app, metrics_registry)
     tracing.instrument_app(app)
-    app.include_router(health_router(readiness))
+    app.include_router(health_router(readiness, optional=OPTIONAL_CHECKS))
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -24,8 +24,9 @@ async def test_triton_down_refuses_the_change_and_keeps_the_policy(sqlite_settin
     settings = sqlite_settings.model_copy(update={"triton_grpc_url": dead_address()})
     async with running_registry(settings) as client:
         ready = await client.get("/readyz")
-        assert ready.status_code == 503
-        assert ready.json()["checks"] == {"database": True, "triton": False}
+        assert ready.status_code == 200, "Triton is reported, not gating: the registry serves what needs no load"
+        assert ready.json() == {"status": "ready", "checks": {"database": True, "triton": False},
+                                "degraded": ["triton"]}
         assert (await client.get("/healthz")).status_code == 200
 
         name = await _model_with_version(client, trained.onnx)
