@@ -17,9 +17,12 @@ BUCKETS = 10_000
 """Buckets per 100 %: 0.01 % resolution."""
 
 
-def bucket_of(routing_key: str) -> float:
-    """The key's fixed position in [0, 100), in steps of 0.01."""
-    digest = hashlib.blake2b(routing_key.encode("utf-8"), digest_size=8).digest()
+def bucket_of(model: str, routing_key: str) -> float:
+    """The key's fixed position in [0, 100) for ``model``, in steps of 0.01. The model is hashed with the key, so each
+    model's canary takes a different share of the callers: one key (a user) is not in every model's canary at once,
+    where a bad canary would harm the same people each time and the models' canaries would be judged on each other's
+    effects."""
+    digest = hashlib.blake2b(f"{model}\x00{routing_key}".encode(), digest_size=8).digest()
     return (int.from_bytes(digest, "big") % BUCKETS) / 100
 
 
@@ -35,7 +38,7 @@ def choose(route: ModelRoute, routing_key: str) -> Choice:
     """Canary for keys whose bucket is below ``canary_percent``, stable for the rest."""
     canary = route.version_route(route.canary) if route.canary is not None else None
     stable = route.version_route(route.stable) if route.stable is not None else None
-    if canary is not None and (stable is None or bucket_of(routing_key) < route.canary_percent):
+    if canary is not None and (stable is None or bucket_of(route.model, routing_key) < route.canary_percent):
         return Choice(canary, Variant.canary)
     if stable is None:
         raise BackendUnavailable(f"model {route.model!r} has no version in service")

@@ -73,7 +73,7 @@ def test_versioned_infer_needs_a_deployer_key(fleet, via_gateway, direct):
 
 def test_unversioned_infer_is_routed_by_the_routing_key(via_gateway, direct):
     for key in ("alice", "bob", "carol", "dave", "erin", "frank"):
-        expected_version = "2" if bucket_of(key) < 50 else "1"
+        expected_version = "2" if bucket_of(MODEL, key) < 50 else "1"
         got = probabilities(via_gateway, headers={"X-Mlfleet-Routing-Key": key})
         np.testing.assert_array_equal(got, probabilities(direct, version=expected_version))
 

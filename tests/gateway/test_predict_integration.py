@@ -55,7 +55,7 @@ def test_unpinned_requests_follow_the_routing_key_hash(fleet, gateway_client):
         response = gateway_client.post(f"/v1/models/{MODEL}/predict", json={"instances": [{"user_id": user_id, "amount": 10}]})
         assert response.status_code == 200, response.text
         body = response.json()
-        expected = ("canary", 2) if bucket_of(str(user_id)) < 50 else ("stable", 1)
+        expected = ("canary", 2) if bucket_of(MODEL, str(user_id)) < 50 else ("stable", 1)
         assert (body["variant"], body["version"]) == expected
         seen.add(body["variant"])
     assert seen == {"canary", "stable"}

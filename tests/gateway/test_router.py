@@ -33,9 +33,20 @@ def test_raising_percent_only_moves_stable_users_to_canary():
     assert 14 <= moved / len(KEYS) * 100 <= 16
 
 
+def test_each_models_canary_takes_its_own_share_of_the_callers():
+    """At 10 % each, two models share about 1 % of the keys in their canaries (independent), not all 10 %."""
+    in_canary = {model: {key for key in KEYS
+                         if choose(model_route(stable=1, canary=2, canary_percent=10, model=model), key).variant
+                         is Variant.canary}
+                 for model in ("fraud", "churn")}
+    shared = len(in_canary["fraud"] & in_canary["churn"]) / len(KEYS) * 100
+    assert all(9 <= len(keys) / len(KEYS) * 100 <= 11 for keys in in_canary.values())
+    assert 0.5 <= shared <= 1.5, shared
+
+
 @given(st.text(max_size=64))
 def test_bucket_is_in_range_with_hundredth_resolution(key):
-    bucket = bucket_of(key)
+    bucket = bucket_of("fraud", key)
     assert 0 <= bucket < 100
     assert round(bucket * 100) == pytest.approx(bucket * 100)
 
