@@ -22,7 +22,14 @@ import numpy as np
 import orjson
 from opentelemetry.trace import SpanKind, Tracer
 
-from services.common.errors import BackendUnavailable, InferenceFailed, InvalidInput, MlfleetError, Overloaded
+from services.common.errors import (
+    BackendUnavailable,
+    InferenceFailed,
+    InvalidInput,
+    MissingFeatures,
+    MlfleetError,
+    Overloaded,
+)
 from services.common.redis import PREDICTIONS_STREAM
 from services.common.schemas import ModelRoute, Signature, Variant, VersionRoute
 from services.common.telemetry import current_traceparent, span
@@ -157,23 +164,40 @@ class Predictor:
         model failing; not a lookup that timed out, which stable would wait for as long) is answered by stable,
         counted as a fallback. Each failure is recorded (counted, and its event queued) against the version that
         failed; a request shed for a full queue is not (it is the gateway's capacity, counted in
-        ``mlfleet_gateway_shed_total``, and counting it against a canary would fail a healthy one under load)."""
+        ``mlfleet_gateway_shed_total``, and counting it against a canary would fail a healthy one under load).
+
+        A canary missing features for the request's entities is tried on stable too, which says whose fault that is:
+        when stable answers, the canary needs features the store does not hold for entities stable serves (a view
+        not materialized, a view past its TTL), so the miss is the canary's failure, recorded as an error and judged
+        by its rollout; when stable misses features too (or fails), the miss counts as the caller's, as it would
+        for stable alone.
+        """
         try:
             return choice, await self._submit(route.model, choice.version, choice.variant, instances)
         except MlfleetError as exc:
-            self._record_failure(ctx, route.model, choice, exc)
             stable = router.stable_of(route)
-            if not isinstance(exc, (BackendUnavailable, InferenceFailed)) or choice.variant is not Variant.canary \
-                    or stable is None:
+            missing = isinstance(exc, MissingFeatures)
+            if not isinstance(exc, (BackendUnavailable, InferenceFailed, MissingFeatures)) \
+                    or choice.variant is not Variant.canary or stable is None:
+                self._record_failure(ctx, route.model, choice, exc)
                 raise
-            self._metrics.fallbacks.labels(route.model).inc()
-            logger.warning("canary %s v%d failed, answering from stable: %s", route.model, choice.version.version, exc)
+            if not missing:
+                self._record_failure(ctx, route.model, choice, exc)
+            canary_error = exc
         fallback = Choice(stable, Variant.stable)
         try:
-            return fallback, await self._submit(route.model, stable, Variant.stable, instances)
+            answer = fallback, await self._submit(route.model, stable, Variant.stable, instances)
         except MlfleetError as exc:
+            if missing:  # stable could not say whether it holds the entities' features: the caller's, as before
+                self._record_failure(ctx, route.model, choice, canary_error)
             self._record_failure(ctx, route.model, fallback, exc)
             raise
+        if missing:
+            self._record_failure(ctx, route.model, choice, canary_error, canarys_own=True)
+        self._metrics.fallbacks.labels(route.model).inc()
+        logger.warning("canary %s v%d failed, answered by stable: %s", route.model, choice.version.version,
+                       canary_error)
+        return answer
 
     async def _submit(self, model: str, version: VersionRoute, variant: Variant, instances: Instances,
                       tensor: np.ndarray | None = None) -> Inferred:
@@ -293,16 +317,19 @@ class Predictor:
             return
         self._record(shadow_ctx, model, choice, tensor=inferred.tensor, predictions=inferred.predictions)
 
-    def _record_failure(self, ctx: RequestContext, model: str, choice: Choice, error: MlfleetError) -> None:
-        """Record ``error`` against ``choice`` when it is the version's or its backends' (a 5xx). A request shed for a
-        full queue is the gateway's capacity (counted in ``mlfleet_gateway_shed_total``), and one refused for its own
-        input (a 4xx: invalid fields, features missing for its entities) the caller's: counted as ``invalid``, with
-        no event. Neither is the version's failure, and counting them as errors would let any caller fail a healthy
-        canary (or mask a failing one) by sending bad requests its way."""
+    def _record_failure(self, ctx: RequestContext, model: str, choice: Choice, error: MlfleetError, *,
+                        canarys_own: bool = False) -> None:
+        """Record ``error`` against ``choice`` when it is the version's or its backends' (a 5xx, or features only
+        a canary misses: ``canarys_own``). A request shed for a full queue is the gateway's capacity (counted in
+        ``mlfleet_gateway_shed_total``), and one refused for its own input (a 4xx: invalid fields, features missing
+        for its entities) the caller's: counted as ``invalid`` or ``missing_features``, with no event. Neither is the
+        version's failure, and counting them as errors would let any caller fail a healthy canary (or mask a failing
+        one) by sending bad requests its way."""
         if isinstance(error, Overloaded):
             return
-        if error.status < 500:
-            self._predictions(model, str(choice.version.version), choice.variant.value, "invalid").inc()
+        if error.status < 500 and not canarys_own:
+            status = "missing_features" if isinstance(error, MissingFeatures) else "invalid"
+            self._predictions(model, str(choice.version.version), choice.variant.value, status).inc()
             return
         self._record(ctx, model, choice, error=error)
 

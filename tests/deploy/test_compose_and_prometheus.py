@@ -74,8 +74,8 @@ def test_alert_rules_pass_promtool_and_fire_on_their_series():
               for r in g["rules"] if "alert" in r}
     rules = [r["expr"] for g in yaml.safe_load((PROMETHEUS / "rules.yml").read_text())["groups"] for r in g["rules"]]
     assert not undocumented_metrics(rules), "alert rules use metrics docs/metrics.md does not list"
-    assert {"MlfleetHighP99Latency", "MlfleetHighErrorRate", "MlfleetDataDriftRetrain", "MlfleetDataDriftRollback",
-            "MlfleetRollbackHappened"} <= alerts
+    assert {"MlfleetHighP99Latency", "MlfleetHighErrorRate", "MlfleetFeaturesMissing", "MlfleetDataDriftRetrain",
+            "MlfleetDataDriftRollback", "MlfleetRollbackHappened"} <= alerts
 
 
 def test_grafana_dashboard_has_the_case_study_panels():

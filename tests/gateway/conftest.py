@@ -22,6 +22,7 @@ from skl2onnx import to_onnx
 from mlfleet.runtime.processes import free_port
 from services.common.feature_store import open_feature_store
 from services.common.redis import PREDICTIONS_STREAM
+from services.common.schemas import Signature
 from tests.conftest import ServiceProcess, start_service, write_key_file
 from tests.gateway.factories import signature
 
@@ -89,13 +90,15 @@ def events_of(redis_url: str, request_id: str) -> list[dict]:
 
 
 def register(registry_url: str, model: str, artifacts: dict[int, bytes], *, key: str,
-             faults: dict[int, dict] | None = None, **policy) -> None:
+             faults: dict[int, dict] | None = None, signatures: dict[int, Signature] | None = None,
+             **policy) -> None:
     """Register ``model`` and its versions through the registry's API under ``key``, then set its traffic
-    (loads Triton) unless no ``policy`` is given. ``faults`` maps a version to its fault injection."""
+    (loads Triton) unless no ``policy`` is given. ``faults`` maps a version to its fault injection, ``signatures`` to
+    its signature (else :func:`~tests.gateway.factories.signature`'s default)."""
     with httpx.Client(base_url=registry_url, timeout=120, headers=bearer(key)) as client:
         client.post("/v1/models", json={"name": model, "gates": {"min_auc": None, "min_accuracy": None}}).raise_for_status()
         for version, artifact in artifacts.items():
-            metadata = {"signature": signature().model_dump(mode="json"), "metrics": {"auc": 0.95, "accuracy": 0.9},
+            metadata = {"signature": (signatures or {}).get(version, signature()).model_dump(mode="json"), "metrics": {"auc": 0.95, "accuracy": 0.9},
                         "reference_profile": {}, "lineage": {}, "fault_injection": (faults or {}).get(version, {})}
             response = client.post(f"/v1/models/{model}/versions", files={"artifact": ("model.onnx", artifact)},
                                    data={"metadata": json.dumps(metadata)})

@@ -5,13 +5,14 @@ from __future__ import annotations
 from services.common.schemas import ModelRoute, Signature, SignatureInput, VersionRoute
 
 
-def signature(*, amount_default: float | None = None, avg_default: float | None = None) -> Signature:
+def signature(*, amount_default: float | None = None, avg_default: float | None = None,
+              txn_default: float | None = None) -> Signature:
     """``amount`` (request), ``avg_amount_30d`` and ``txn_count_7d`` (Feast), joined on ``user_id``."""
     return Signature(
         inputs=[
             SignatureInput(name="amount", source="request", default=amount_default),
             SignatureInput(name="avg_amount_30d", source="feast", feature="user_stats:avg_amount_30d", default=avg_default),
-            SignatureInput(name="txn_count_7d", source="feast", feature="user_stats:txn_count_7d"),
+            SignatureInput(name="txn_count_7d", source="feast", feature="user_stats:txn_count_7d", default=txn_default),
         ],
         entities=["user_id"],
     )

@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from mlfleet.runtime.processes import wait_until
 from services.gateway.router import bucket_of
 from tests.gateway.conftest import DEFAULT_POLICY, MODEL, events_of, register, set_traffic, train_onnx
+from tests.gateway.factories import signature
 
 FLAKY = "gw-flaky"
 
@@ -26,7 +27,7 @@ def served_policy(gateway_client, model: str) -> dict | None:
 
 
 def stable_user() -> int:
-    return next(u for u in range(1, 41) if bucket_of(str(u)) >= 50)
+    return next(u for u in range(1, 41) if bucket_of(MODEL, str(u)) >= 50)
 
 
 def wrong_width_onnx() -> bytes:
@@ -74,8 +75,8 @@ def flaky_model(fleet, gateway_client):
     return FLAKY
 
 
-def fallbacks(gateway_client) -> float:
-    match = re.search(rf'mlfleet_gateway_fallbacks_total{{model="{FLAKY}"}} (\S+)', gateway_client.get("/metrics").text)
+def fallbacks(gateway_client, model: str = FLAKY) -> float:
+    match = re.search(rf'mlfleet_gateway_fallbacks_total{{model="{model}"}} (\S+)', gateway_client.get("/metrics").text)
     return float(match.group(1)) if match else 0.0
 
 
@@ -116,3 +117,63 @@ def test_pinned_failing_version_is_a_problem_not_a_500(flaky_model, gateway_clie
     assert response.status_code == 502
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["code"] == "inference-failed"
+
+
+PARTIAL = "gw-partial"
+UNKNOWN_USER = 9_999
+"""No feature of this user is in the online store."""
+
+
+@pytest.fixture(scope="module")
+def canary_needing_features(fleet, gateway_client):
+    """Stable v1 fills missing features with defaults; canary v2, at 100 %, needs them."""
+    register(fleet.registry.url, PARTIAL, {1: train_onnx(1), 2: train_onnx(2)}, key=fleet.admin_key,
+             signatures={1: signature(avg_default=100.0, txn_default=0.0)}, stable=1, canary=2, canary_percent=100)
+    wait_until(lambda: served_policy(gateway_client, PARTIAL) is not None, timeout_s=15, what="partial model routed")
+    return PARTIAL
+
+
+def predictions_counted(gateway_client, model: str) -> dict[tuple[str, str], float]:
+    """``mlfleet_gateway_predictions_total`` of ``model`` by (variant, status)."""
+    found = re.findall(rf'mlfleet_gateway_predictions_total{{model="{model}",status="(\w+)",variant="(\w+)",'
+                       r'version="\d+"} (\S+)', gateway_client.get("/metrics").text)
+    return {(variant, status): float(value) for status, variant, value in found}
+
+
+def test_a_canary_missing_features_that_stable_does_without_is_answered_by_stable_and_judged(
+        canary_needing_features, gateway_client, redis_url):
+    before, fallen_back = predictions_counted(gateway_client, PARTIAL), fallbacks(gateway_client, PARTIAL)
+    request_id = uuid.uuid4().hex
+    response = gateway_client.post(f"/v1/models/{PARTIAL}/predict", headers={"X-Request-Id": request_id},
+                                   json={"instances": [{"user_id": UNKNOWN_USER, "amount": 10}]})
+
+    assert response.status_code == 200, response.text
+    assert (response.json()["version"], response.json()["variant"]) == (1, "stable")
+    assert fallbacks(gateway_client, PARTIAL) == fallen_back + 1
+    wait_until(lambda: len(events_of(redis_url, request_id)) == 2, timeout_s=10, what="canary error and stable events")
+    by_variant = {e["variant"]: e for e in events_of(redis_url, request_id)}
+    assert (by_variant["canary"]["version"], by_variant["canary"]["status"]) == (2, "error")
+    assert by_variant["canary"]["error_code"] == "missing-features"
+    assert by_variant["stable"]["status"] == "ok"
+    after = predictions_counted(gateway_client, PARTIAL)
+    assert after[("canary", "error")] == before.get(("canary", "error"), 0) + 1
+    assert after.get(("canary", "missing_features"), 0) == before.get(("canary", "missing_features"), 0)
+
+
+def test_features_missing_on_stable_too_are_the_callers_and_counted_as_such(fleet, gateway_client, redis_url):
+    model = "gw-unknown-entity"
+    register(fleet.registry.url, model, {1: train_onnx(1), 2: train_onnx(2)}, key=fleet.admin_key, stable=1, canary=2,
+             canary_percent=100)
+    wait_until(lambda: served_policy(gateway_client, model) is not None, timeout_s=15, what="model routed")
+    before = predictions_counted(gateway_client, model)
+    request_id = uuid.uuid4().hex
+    response = gateway_client.post(f"/v1/models/{model}/predict", headers={"X-Request-Id": request_id},
+                                   json={"instances": [{"user_id": UNKNOWN_USER, "amount": 10}]})
+
+    assert response.status_code == 422, response.text
+    assert response.json()["code"] == "missing-features"
+    after = predictions_counted(gateway_client, model)
+    for variant in ("canary", "stable"):
+        assert after[(variant, "missing_features")] == before.get((variant, "missing_features"), 0) + 1
+        assert after.get((variant, "error"), 0) == before.get((variant, "error"), 0)
+    assert events_of(redis_url, request_id) == [], "a caller's miss is no version's failure"
