@@ -8,13 +8,17 @@ history and hands it to the sinks (which never block the caller). The cooldown a
 history entry are written by one script: an alert whose entry could not be written leaves no
 cooldown behind to silence it when it fires again.
 
-A fired alert stays active until a check finds its rule no longer broken (:meth:`AlertCenter.
-resolve_cleared`): then it is resolved once (whichever replica gets there first), recorded, sent
-as ``resolved`` with its ``endsAt``, and its cooldown lifted, so a new breach pages at once. While
-it stays active the cooldown only spaces out reminders, which keep the incident's ``started_at``.
+A fired alert stays active until checks have found its rule no longer broken for ``resolve_after_s``
+(:meth:`AlertCenter.resolve_cleared`; Prometheus's ``keep_firing_for``), so a metric hovering around its threshold
+is one incident, not a page at every crossing; an alert whose version is gone resolves at once
+(:meth:`AlertCenter.resolve_gone`). It is resolved once (whichever replica gets there first), recorded, sent as
+``resolved`` with its ``endsAt``, and its cooldown lifted, so a new breach pages at once. While it stays active the
+cooldown only spaces out reminders, which keep the incident's ``started_at``; a breach while it is clearing starts
+the hold again.
 
 Keys: ``mlfleet:monitor:alerts`` (list, newest first, capped), ``mlfleet:monitor:alert:cooldown:{fp}``,
-``mlfleet:monitor:alerts:active`` (hash, fingerprint → the incident's first alert).
+``mlfleet:monitor:alerts:active`` (hash, fingerprint → the incident's first alert), ``mlfleet:monitor:alerts:clearing``
+(hash, fingerprint → when checks first found an active alert's rule clear).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ HISTORY_KEY = f"{PREFIX}:alerts"
 
 _FIRE_ONCE = """
 if (redis.call('HGET', KEYS[3], ARGV[5]) or '') ~= ARGV[6] then return -1 end
+redis.call('HDEL', KEYS[4], ARGV[5])
 local cooling = ARGV[2] ~= '0'
 if cooling and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('HSETNX', KEYS[3], ARGV[5], ARGV[3])
@@ -52,24 +57,36 @@ redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
 redis.call('HSETNX', KEYS[3], ARGV[5], ARGV[3])
 return 1
 """
-"""KEYS[1] the cooldown, KEYS[2] the history, KEYS[3] the active alerts; ARGV[1] the alert's id, ARGV[2] the cooldown
+"""KEYS[1] the cooldown, KEYS[2] the history, KEYS[3] the active alerts, KEYS[4] the clearing ones; ARGV[1] the alert's id, ARGV[2] the cooldown
 in ms (0: none), ARGV[3] the alert, ARGV[4] the history's length, ARGV[5] its fingerprint, ARGV[6] its active entry as
-the caller read it ('' for none). -1 when that entry changed since (read it again); 0 when cooling down (an incident
+the caller read it ('' for none). A breach ends any hold before its incident resolves. -1 when that entry changed since (read it again); 0 when cooling down (an incident
 with no active entry, paged before alerts were resolved, is adopted as active then, so it resolves); an error (and no
 cooldown) when the history refused the entry."""
 
 _RESOLVE_ONCE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[4] then return 0 end
+if tonumber(ARGV[6]) > 0 then
+  local since = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '')
+  if not since then
+    redis.call('HSET', KEYS[4], ARGV[1], ARGV[5])
+    return 2
+  end
+  if tonumber(ARGV[5]) - since < tonumber(ARGV[6]) then return 2 end
+end
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[4], ARGV[1])
 redis.call('DEL', KEYS[2])
 redis.call('LPUSH', KEYS[3], ARGV[2])
 redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[3]) - 1)
 return 1
 """
-"""KEYS[1] the active alerts, KEYS[2] the cooldown, KEYS[3] the history; ARGV[1] the fingerprint, ARGV[2] the resolved
-alert, ARGV[3] the history's length, ARGV[4] the active entry as the caller read it. 0 when that entry is gone or
-changed: another replica resolved it first, or a new incident began."""
+"""KEYS[1] the active alerts, KEYS[2] the cooldown, KEYS[3] the history, KEYS[4] the clearing alerts; ARGV[1] the
+fingerprint, ARGV[2] the resolved alert, ARGV[3] the history's length, ARGV[4] the active entry as the caller read it,
+ARGV[5] the check's time (Unix seconds), ARGV[6] the hold (seconds; 0: none). 1 when resolved; 2 when still held (the
+first clear check starts the hold); 0 when the entry is gone or changed: another replica resolved it first, or a new
+incident began."""
 ACTIVE_KEY = f"{PREFIX}:alerts:active"
+CLEARING_KEY = f"{PREFIX}:alerts:clearing"
 FIRE_ATTEMPTS = 5
 """Reads of an incident's active entry before firing gives up (each retry means another replica changed it)."""
 METRIC_RULES = frozenset({"accuracy", "error_rate", "latency"})
@@ -164,9 +181,10 @@ def _drift_subject(result: FeatureDrift) -> str:
 class AlertCenter:
     def __init__(self, redis: aioredis.Redis, *, cooldown_s: float, history_max: int,
                  dispatch: Callable[[AlertPublic], None], on_fired: Callable[[AlertPublic, bool], None],
-                 on_resolved: Callable[[AlertPublic], None] = lambda alert: None) -> None:
+                 on_resolved: Callable[[AlertPublic], None] = lambda alert: None, resolve_after_s: float = 0.0) -> None:
         self._redis = redis
         self._cooldown_s = cooldown_s
+        self._resolve_after_s = resolve_after_s
         self._history_max = history_max
         self._dispatch = dispatch
         self._on_fired = on_fired
@@ -182,7 +200,8 @@ class AlertCenter:
             ongoing = await self._redis.hget(ACTIVE_KEY, alert.fingerprint)
             started_at = AlertPublic.model_validate_json(ongoing).started_at if ongoing else None
             alert = alert.model_copy(update={"started_at": started_at or alert.fired_at})
-            fresh = await self._fire_once(keys=[self._cooldown_key(alert.fingerprint), HISTORY_KEY, ACTIVE_KEY],
+            fresh = await self._fire_once(keys=[self._cooldown_key(alert.fingerprint), HISTORY_KEY, ACTIVE_KEY,
+                                                CLEARING_KEY],
                                           args=[alert.id, cooldown_ms, alert.model_dump_json(), self._history_max,
                                                 alert.fingerprint, ongoing or b""])
             if fresh != -1:
@@ -201,18 +220,29 @@ class AlertCenter:
         return sum([await self.fire(alert) for alert in alerts])
 
     async def resolve_cleared(self, clear: Callable[[AlertPublic], bool], *, now: float) -> list[AlertPublic]:
-        """Resolve the active alerts for which ``clear`` holds (a check at ``now`` judged their rule and found it no
-        longer broken, or their version is no longer listed), unless they began after ``now`` (another replica's
-        newer check); the resolutions this replica made: recorded, sent as ``resolved``, their cooldown lifted."""
+        """Resolve the active alerts whose rule a check at ``now`` judged and found no longer broken (``clear``), once
+        checks have found it so for ``resolve_after_s``; the resolutions this replica made."""
+        return await self._resolve(clear, now=now, hold_s=self._resolve_after_s)
+
+    async def resolve_gone(self, gone: Callable[[AlertPublic], bool], *, now: float) -> list[AlertPublic]:
+        """Resolve at once the active alerts whose version is gone (``gone``: no longer listed), with no hold: nothing
+        of it is left to breach the rule again."""
+        return await self._resolve(gone, now=now, hold_s=0.0)
+
+    async def _resolve(self, predicate: Callable[[AlertPublic], bool], *, now: float,
+                       hold_s: float) -> list[AlertPublic]:
+        """Resolve the active alerts ``predicate`` picks, unless they began after ``now`` (another replica's newer
+        check): recorded, sent as ``resolved``, their cooldown lifted."""
         resolved = []
         for raw in (await self._redis.hgetall(ACTIVE_KEY)).values():
             active = AlertPublic.model_validate_json(raw)
-            if (active.started_at or active.fired_at) > now or not clear(active):
+            if (active.started_at or active.fired_at) > now or not predicate(active):
                 continue
             resolution = active.model_copy(update={"id": uuid.uuid4().hex, "status": "resolved", "resolved_at": now})
-            if await self._resolve_once(keys=[ACTIVE_KEY, self._cooldown_key(active.fingerprint), HISTORY_KEY],
-                                        args=[active.fingerprint, resolution.model_dump_json(), self._history_max,
-                                              raw]):
+            outcome = await self._resolve_once(
+                keys=[ACTIVE_KEY, self._cooldown_key(active.fingerprint), HISTORY_KEY, CLEARING_KEY],
+                args=[active.fingerprint, resolution.model_dump_json(), self._history_max, raw, repr(now), hold_s])
+            if outcome == 1:
                 logger.info("alert %s resolved: %s", active.rule, active.summary)
                 self._on_resolved(resolution)
                 self._dispatch(resolution)

@@ -105,6 +105,7 @@ def _watching_resources(settings: MonitorSettings, metrics: MonitorMetrics, redi
     )
     alerts = AlertCenter(
         redis, cooldown_s=settings.alert_cooldown_s, history_max=settings.alert_history_max,
+        resolve_after_s=settings.alert_resolve_after_s,
         dispatch=dispatcher.submit,
         on_fired=lambda alert, fired: metrics.alerts.labels(
             rule=alert.rule, severity=alert.severity, outcome="fired" if fired else "suppressed").inc(),

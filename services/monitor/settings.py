@@ -135,6 +135,13 @@ class MonitorSettings(ServiceSettings):
         default=900.0, ge=0, description="An alert (rule, model, version, action) pages at most once per cooldown while "
                                         "it holds (reminders); resolving it lifts the cooldown."
     )
+    alert_resolve_after_s: float = Field(
+        default=300.0, ge=0,
+        description="An active alert resolves once checks have found its rule clear for this long (Prometheus's "
+                    "`keep_firing_for`): a metric hovering around its threshold is one incident, not a page and a "
+                    "resolution at every crossing. A breach meanwhile starts the hold again; an alert whose version "
+                    "is no longer listed resolves at once. 0: at the first clear check.",
+    )
     alert_history_max: int = Field(default=1000, ge=1, description="Alerts kept in the history.")
     alert_webhook_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Webhooks receiving Alertmanager-compatible bodies (comma-separated or JSON)."

@@ -86,7 +86,7 @@ class Watcher:
                     lambda a, model=model, version=version, firing=firing: (
                         a.rule == "drift" and (a.model, a.version) == (model, version) and a.fingerprint != firing),
                     now=time.time())
-        await self._alerts.resolve_cleared(  # versions the monitor no longer lists (their events expired)
+        await self._alerts.resolve_gone(  # versions the monitor no longer lists (their events expired)
             lambda a: a.rule == "drift" and (a.model, a.version) not in listed, now=time.time())
         self._export_drift(reports)
         self.drift_passes += 1
@@ -128,9 +128,10 @@ class Watcher:
                 alerts = metric_alerts(model, version, rules, window=(now - rules.window_s, now), now=now)
                 clear |= judged_fingerprints(model, version, rules) - {alert.fingerprint for alert in alerts}
                 await self._alerts.fire_all(alerts)
+        await self._alerts.resolve_gone(
+            lambda a: a.rule in METRIC_RULES and a.model in checked and (a.model, a.version) not in listed, now=now)
         await self._alerts.resolve_cleared(
-            lambda a: a.rule in METRIC_RULES and a.model in checked and (
-                a.fingerprint in clear or (a.model, a.version) not in listed), now=now)
+            lambda a: a.rule in METRIC_RULES and a.model in checked and a.fingerprint in clear, now=now)
         self._export_quality(quality)
 
     def _export_quality(self, quality: dict[tuple[str, str], Quality]) -> None:

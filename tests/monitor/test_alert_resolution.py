@@ -29,8 +29,9 @@ def breach(model: str, now: float):
     return _alert("error_rate", "critical", model, 3, f"{model} v3 errs", "too many errors", now=now)
 
 
-def center(redis_client, sent: list) -> AlertCenter:
-    return AlertCenter(redis_client, cooldown_s=900, history_max=50, dispatch=sent.append, on_fired=lambda a, f: None)
+def center(redis_client, sent: list, *, resolve_after_s: float = 0.0) -> AlertCenter:
+    return AlertCenter(redis_client, cooldown_s=900, history_max=50, dispatch=sent.append, on_fired=lambda a, f: None,
+                       resolve_after_s=resolve_after_s)
 
 
 async def test_an_incident_fires_reminds_with_its_start_resolves_once_and_a_new_breach_pages_at_once(redis_client):
@@ -54,6 +55,25 @@ async def test_an_incident_fires_reminds_with_its_start_resolves_once_and_a_new_
     assert sent[-1].started_at == 1040.0
     history = await replica.history(model="m")
     assert [(a.status, a.fired_at) for a in history] == [("firing", 1040.0), ("resolved", 1000.0), ("firing", 1000.0)]
+
+
+async def test_an_alert_resolves_only_after_its_rule_stays_clear_for_the_hold_and_a_breach_restarts_it(redis_client):
+    sent: list = []
+    replica, other_replica = (center(redis_client, sent, resolve_after_s=60) for _ in range(2))
+    assert await replica.fire(breach("h", now=1000.0))
+    assert await replica.resolve_cleared(lambda a: a.model == "h", now=1010.0) == [], "the first clear check holds"
+    assert await other_replica.resolve_cleared(lambda a: a.model == "h", now=1060.0) == [], "50 s clear of 60"
+    assert not await other_replica.fire(breach("h", now=1065.0)), "a breach while clearing is the same incident"
+    assert await replica.resolve_cleared(lambda a: a.model == "h", now=1080.0) == [], "the breach restarted the hold"
+    assert await replica.resolve_cleared(lambda a: a.model == "h", now=1130.0) == []
+    resolved = await other_replica.resolve_cleared(lambda a: a.model == "h", now=1140.0)
+    assert [(a.status, a.started_at, a.resolved_at) for a in resolved] == [("resolved", 1000.0, 1140.0)]
+    assert [a.status for a in sent] == ["firing", "resolved"], "one page and one resolution across the flapping"
+
+    assert await replica.fire(breach("h", now=1150.0)), "resolved: a new breach pages at once"
+    assert await replica.resolve_cleared(lambda a: a.model == "h", now=1160.0) == [], "and holds afresh"
+    gone = await replica.resolve_gone(lambda a: a.model == "h", now=1161.0)
+    assert [a.resolved_at for a in gone] == [1161.0], "a version no longer listed resolves at once"
 
 
 async def test_an_incident_paged_before_alerts_resolved_is_adopted_and_resolves(redis_client):
@@ -93,7 +113,7 @@ def test_a_resolution_reads_as_alertmanagers_and_starts_no_retraining():
 
 
 def test_an_error_rate_alert_resolves_when_the_errors_are_diluted(run_monitor, stream_client, receiver):
-    monitor = run_monitor(alert_interval_s=0.2, alert_webhook_urls=receiver.url("/alerts"),
+    monitor = run_monitor(alert_interval_s=0.2, alert_resolve_after_s=0.5, alert_webhook_urls=receiver.url("/alerts"),
                           alert_rules='{"min_requests": 10, "max_error_rate": 0.05}')
     publish(stream_client, PREDICTIONS_STREAM, [make_event("fraud", 3, status="error", error_code="backend")
                                                 for _ in range(20)])
