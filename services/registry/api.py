@@ -83,8 +83,13 @@ async def get_model(model: ModelName, catalog: CatalogDep, _: ViewerDep) -> Mode
     return await catalog.get_model(name=model)
 
 
+MAX_METADATA_BYTES = 16 * 1024 * 1024
+"""Largest ``metadata`` part of a version upload. Starlette's default for a form field (1 MiB) is too small for the
+reference profile of a model with more than about a hundred inputs (a sample of 500 values per input)."""
+
+
 @versions.post("", operation_id="versions-register", status_code=status.HTTP_201_CREATED,
-               responses=problems(404, 413, 422))
+               responses=problems(400, 404, 413, 422), form_limits={"max_part_size": MAX_METADATA_BYTES})
 async def register_version(
     model: ModelName,
     artifact: Annotated[UploadFile, File(description="The ONNX model file.")],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
 from services.common.errors import PROBLEM_JSON
 from tests.registry.factories import model_name, upload_parts, version_metadata
@@ -186,3 +187,24 @@ async def test_an_oversized_artifact_is_413(registry_settings, trained):
         await create_model(client, name)
         response = await client.post(f"/v1/models/{name}/versions", files=upload_parts(trained.onnx, version_metadata()))
         assert_problem(response, 413, "payload-too-large")
+
+
+async def test_the_metadata_of_a_model_with_a_thousand_inputs_fits_and_an_absurd_one_is_a_problem(client, trained):
+    """A reference profile of ~1,000 inputs, 500 sampled values each, is several MiB: more than a form field's
+    default limit (1 MiB), well under the upload's (16 MiB)."""
+    name = model_name()
+    await create_model(client, name)
+    metadata = version_metadata()
+    sample = [round(0.123456789 * i, 6) for i in range(500)]
+    metadata["reference_profile"] = {"features": {f"x{i}": {"kind": "numeric", "sample": sample} for i in range(1000)}}
+    text = json.dumps(metadata)
+    assert 4 * 1024 * 1024 < len(text) < 16 * 1024 * 1024
+    response = await client.post(f"/v1/models/{name}/versions", files=upload_parts(trained.onnx, text))
+    assert response.status_code == 201, response.text[:500]
+    stored = (await client.get(f"/v1/models/{name}/versions/1")).json()["reference_profile"]
+    assert stored["features"]["x999"]["sample"] == sample
+
+    huge = json.dumps({**metadata, "description": "x" * (17 * 1024 * 1024)})
+    response = await client.post(f"/v1/models/{name}/versions", files=upload_parts(trained.onnx, huge))
+    assert_problem(response, 400, "http-400")
+    assert response.json()["detail"] == "Part exceeded maximum size of 16384KB."
