@@ -147,15 +147,16 @@ class AsyncFleet:
         return await self.send(calls.start_rollout(model, m.RolloutCreate(candidate=candidate, **settings),
                                                    allow_failed=allow_failed))
 
-    async def list_rollouts(self, model: str) -> m.RolloutList:
-        return await self.send(calls.list_rollouts(model))
+    async def list_rollouts(self, model: str, *, state: str | None = None, limit: int = 100) -> m.RolloutList:
+        """A model's rollouts, newest first."""
+        return await self.send(calls.list_rollouts(model, state=state, limit=limit))
 
     async def get_rollout(self, model: str, rollout_id: int) -> m.RolloutPublic:
         return await self.send(calls.get_rollout(model, rollout_id))
 
     async def latest_rollout(self, model: str) -> m.RolloutPublic | None:
-        rollouts = (await self.list_rollouts(model)).data
-        return max(rollouts, key=lambda r: r.id) if rollouts else None
+        rollouts = (await self.list_rollouts(model, limit=1)).data
+        return rollouts[0] if rollouts else None
 
     async def pause_rollout(self, model: str, rollout_id: int, *, reason: str | None = None) -> m.RolloutPublic:
         return await self.send(calls.rollout_action(model, rollout_id, "pause", reason=reason))

@@ -113,8 +113,11 @@ def start_rollout(model: str, rollout: m.RolloutCreate, *, allow_failed: bool = 
                 params={"allow_failed": "true"} if allow_failed else {}, json=body, timeout_s=LONG_TIMEOUT_S)
 
 
-def list_rollouts(model: str) -> Call[m.RolloutList]:
-    return Call("registry", "GET", f"/v1/models/{_seg(model)}/rollouts", m.RolloutList)
+def list_rollouts(model: str, *, state: str | None = None, limit: int = 100) -> Call[m.RolloutList]:
+    params: dict[str, Any] = {"limit": limit}
+    if state:
+        params["state"] = state
+    return Call("registry", "GET", f"/v1/models/{_seg(model)}/rollouts", m.RolloutList, params=params)
 
 
 def get_rollout(model: str, rollout_id: int) -> Call[m.RolloutPublic]:

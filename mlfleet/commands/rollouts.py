@@ -80,9 +80,16 @@ def start(
 
 @rollout_app.command("list")
 @fleet_command
-def list_(ctx: typer.Context, model: ModelArg, output: OutputOption = Output.table) -> None:
-    """A model's rollouts."""
-    answer = connect(ctx).list_rollouts(model)
+def list_(
+    ctx: typer.Context,
+    model: ModelArg,
+    state: Annotated[str | None, typer.Option("--state", help="Only rollouts in this state (running, paused, "
+                                              "awaiting_approval, promoted, rolled_back, aborted).")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Most rollouts shown, newest first.")] = 100,
+    output: OutputOption = Output.table,
+) -> None:
+    """A model's rollouts, newest first."""
+    answer = connect(ctx).list_rollouts(model, state=state, limit=limit)
     emit(output, answer, lambda out: render.rollouts(answer, out))
 
 

@@ -37,6 +37,7 @@ from services.registry.schemas import (
     RolloutCreate,
     RolloutList,
     RolloutPublic,
+    RolloutState,
     TrafficPublic,
     TrafficUpdate,
     VersionList,
@@ -174,8 +175,14 @@ async def start_rollout(model: ModelName, body: RolloutCreate, controller: Rollo
 
 
 @rollouts.get("", operation_id="rollouts-list", responses=problems(404, 422))
-async def list_rollouts(model: ModelName, controller: RolloutsDep, _: ViewerDep) -> RolloutList:
-    return await controller.list(model=model)
+async def list_rollouts(
+    model: ModelName,
+    controller: RolloutsDep,
+    _: ViewerDep,
+    state: Annotated[RolloutState | None, Query(description="Only rollouts in this state.")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="Most rollouts returned, newest first.")] = 100,
+) -> RolloutList:
+    return await controller.list(model=model, state=state, limit=limit)
 
 
 @rollouts.get("/{rollout_id}", operation_id="rollouts-get", responses=problems(404, 422))

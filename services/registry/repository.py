@@ -196,8 +196,12 @@ def lock_rollout(session: Session, *, rollout_id: int) -> Rollout | None:
     return session.scalars(statement.execution_options(populate_existing=True)).unique().one_or_none()
 
 
-def list_rollouts(session: Session, *, model: RegisteredModel) -> list[Rollout]:
-    statement = select(Rollout).where(Rollout.model_id == model.id).order_by(Rollout.id.desc())
+def list_rollouts(session: Session, *, model: RegisteredModel, state: str | None = None,
+                  limit: int | None = None) -> list[Rollout]:
+    """Newest first."""
+    statement = select(Rollout).where(Rollout.model_id == model.id).order_by(Rollout.id.desc()).limit(limit)
+    if state is not None:
+        statement = statement.where(Rollout.state == state)
     return list(session.scalars(statement))
 
 

@@ -123,9 +123,12 @@ class RolloutController:
 
     # --- reads -----------------------------------------------------------------------------------
 
-    async def list(self, *, model: str) -> RolloutList:
+    async def list(self, *, model: str, state: RolloutState | None = None, limit: int = 100) -> RolloutList:
+        """A model's rollouts, newest first: at most ``limit``, only those in ``state`` if given."""
         def work(session: Session) -> list[RolloutPublic]:
-            return [rollout_public(r) for r in repository.list_rollouts(session, model=require_model(session, name=model))]
+            rows = repository.list_rollouts(session, model=require_model(session, name=model),
+                                            state=state.value if state is not None else None, limit=limit)
+            return [rollout_public(r) for r in rows]
 
         rollouts = await self._database.transaction(work)
         return RolloutList(data=rollouts, count=len(rollouts))

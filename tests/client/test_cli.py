@@ -37,6 +37,8 @@ def events_counted(client_fleet, api) -> bool:
     (["metrics", MODEL, "--window", "3600"], "monitor", f"/v1/models/{MODEL}/metrics", {"window_s": 3600}),
     (["alerts", "--limit", "10"], "monitor", "/v1/alerts", {"limit": 10}),
     (["rollout", "list", MODEL], "registry", f"/v1/models/{MODEL}/rollouts", {}),
+    (["rollout", "list", MODEL, "--state", "promoted", "--limit", "2"], "registry", f"/v1/models/{MODEL}/rollouts",
+     {"state": "promoted", "limit": 2}),
     (["whoami"], "registry", "/v1/auth/whoami", {}),
     (["keys", "list"], "registry", "/v1/keys", {}),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)

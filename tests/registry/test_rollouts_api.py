@@ -148,6 +148,16 @@ async def test_a_second_rollback_after_a_rollouts_rollback_keeps_the_stable(sett
         back = await client.post(f"/v1/models/{name}/rollback")  # the traffic changed since: a rollback undoes it
         assert back.status_code == 200 and back.json()["stable"] == 1, back.text
 
+        listed = f"/v1/models/{name}/rollouts"
+        assert [r["id"] for r in (await client.get(listed)).json()["data"]] == [aborted["id"], rollout["id"]]
+        newest = (await client.get(listed, params={"limit": 1})).json()
+        assert (newest["count"], [r["id"] for r in newest["data"]]) == (1, [aborted["id"]])
+        rolled_back = (await client.get(listed, params={"state": "rolled_back"})).json()["data"]
+        assert [r["id"] for r in rolled_back] == [rollout["id"]]
+        assert (await client.get(listed, params={"state": "running"})).json() == {"data": [], "count": 0}
+        assert_problem(await client.get(listed, params={"state": "done"}), 422, "invalid-input")
+        assert_problem(await client.get(listed, params={"limit": 1001}), 422, "invalid-input")
+
 
 async def test_the_controller_holds_without_a_monitor_and_resumes_after_a_restart(settings, trained, trained_v2):
     async with running_registry(settings) as client:
