@@ -112,7 +112,8 @@ class Catalog:
             await self._database.transaction(_audit_rejection, model=model, metadata=metadata, reasons=reasons, actor=actor)
             self._metrics.versions.labels(outcome="rejected").inc()
             raise VersionRejected(f"version of {model!r} fails its validation gates: " + "; ".join(reasons), reasons=reasons)
-        await anyio.to_thread.run_sync(lambda: validate_onnx(artifact, signature_width=len(metadata.signature.inputs)))
+        await anyio.to_thread.run_sync(lambda: validate_onnx(artifact, signature_width=len(metadata.signature.inputs),
+                                                              n_classes=len(metadata.signature.output.classes)))
         stored = await anyio.to_thread.run_sync(self._artifacts.put, artifact)
         version = await self._database.transaction(_add_version, model=model, stored=stored, metadata=metadata, actor=actor)
         self._metrics.versions.labels(outcome="registered").inc()

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnxruntime
 from google.protobuf.message import DecodeError
 
 from services.registry.errors import InvalidArtifact
+from services.registry.onnx_io import LABEL, PROBABILITY_NAMES
 
 
-def validate_onnx(artifact: bytes, *, signature_width: int) -> None:
+def validate_onnx(artifact: bytes, *, signature_width: int, n_classes: int) -> None:
     """Raise :class:`InvalidArtifact` unless ``artifact`` is a valid ONNX model with one FP32 input
-    whose width, when statically known, equals the number of signature inputs, and that onnxruntime (what
-    Triton's backend runs it with) can load: the ONNX checker passes models it cannot, e.g. of an opset it
-    does not know, which would otherwise fail only when traffic is set."""
+    whose width, when statically known, equals the number of signature inputs, that onnxruntime (what
+    Triton's backend runs it with) can load (the ONNX checker passes models it cannot, e.g. of an opset it
+    does not know), and that scores one row of the signature's width into finite probabilities of its
+    ``n_classes`` classes. Each of these would otherwise fail only when traffic is set, or on every request
+    once it is."""
     try:
         model = onnx.load_model_from_string(artifact)
     except (DecodeError, ValueError):
@@ -30,17 +34,43 @@ def validate_onnx(artifact: bytes, *, signature_width: int) -> None:
     if len(inputs) != 1:
         raise InvalidArtifact(f"the model must take exactly one input tensor; it takes {len(inputs)}")
     _check_input(inputs[0], signature_width)
-    _check_loadable(artifact)
+    _check_scores_a_row(_loaded(artifact), signature_width, n_classes)
 
 
-def _check_loadable(artifact: bytes) -> None:
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+
+
+def _loaded(artifact: bytes) -> onnxruntime.InferenceSession:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     try:
-        onnxruntime.InferenceSession(artifact, sess_options=options, providers=["CPUExecutionProvider"])
+        return onnxruntime.InferenceSession(artifact, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own error classes (Fail, InvalidGraph, NotImplemented, ...)
-        detail = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        raise InvalidArtifact(f"onnxruntime cannot load the model: {detail}") from None
+        raise InvalidArtifact(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+
+
+def _check_scores_a_row(session: onnxruntime.InferenceSession, width: int, n_classes: int) -> None:
+    """Score one row of zeros, reading the outputs Triton's backend reads (``triton_backend/model.py``, and
+    :mod:`services.registry.onnx_io` for the native platform): ``label`` (else the first output) and
+    ``probabilities`` or ``output_probability`` (else the last)."""
+    outputs = session.get_outputs()
+    label = next((o.name for o in outputs if o.name == LABEL), outputs[0].name)
+    proba = next((o.name for o in outputs if o.name in PROBABILITY_NAMES), outputs[-1].name)
+    try:
+        _, probabilities = session.run([label, proba], {session.get_inputs()[0].name: np.zeros((1, width), np.float32)})
+    except Exception as exc:  # onnxruntime's own error classes
+        raise InvalidArtifact(f"the model fails on one row of {width} inputs: {_first_line(exc)}") from None
+    try:
+        scores = np.asarray(probabilities, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidArtifact(f"the model's output {proba!r} is not a tensor of probabilities (a ZipMap of "
+                              "scikit-learn's converter? export with zipmap=False)") from None
+    if scores.shape != (1, n_classes):
+        raise InvalidArtifact(f"the model's output {proba!r} has shape {list(scores.shape)} for one row; the "
+                              f"signature's {n_classes} classes need [1, {n_classes}]")
+    if not np.isfinite(scores).all():
+        raise InvalidArtifact(f"the model's output {proba!r} is not finite for a row of zeros: {scores.tolist()}")
 
 
 def _check_input(value: onnx.ValueInfoProto, signature_width: int) -> None:

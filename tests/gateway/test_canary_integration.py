@@ -5,13 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 
-import numpy as np
-import onnx
-import onnx.numpy_helper
 import pytest
-from skl2onnx import to_onnx
-from skl2onnx.common.data_types import FloatTensorType
-from sklearn.linear_model import LogisticRegression
 
 from mlfleet.runtime.processes import wait_until
 from services.gateway.router import bucket_of
@@ -28,21 +22,6 @@ def served_policy(gateway_client, model: str) -> dict | None:
 
 def stable_user() -> int:
     return next(u for u in range(1, 41) if bucket_of(MODEL, str(u)) >= 50)
-
-
-def wrong_width_onnx() -> bytes:
-    """A 4-feature model behind a reshape to [-1, 4] and a dynamic-width input: the registry accepts
-    it for a 3-input signature, and every single-row inference fails."""
-    x = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
-    model = LogisticRegression().fit(x, (x[:, 0] > 0).astype(int))
-    graph = to_onnx(model, initial_types=[("four", FloatTensorType([None, 4]))],
-                    options={id(model): {"zipmap": False}}, target_opset=17)
-    del graph.graph.input[:]
-    graph.graph.input.append(onnx.helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, [None, None]))
-    graph.graph.initializer.append(onnx.numpy_helper.from_array(np.array([-1, 4], dtype=np.int64), "four_wide"))
-    graph.graph.node.insert(0, onnx.helper.make_node("Reshape", ["input", "four_wide"], ["four"]))
-    onnx.checker.check_model(graph)
-    return graph.SerializeToString()
 
 
 def test_policy_change_propagates_and_shadow_is_mirrored(fleet, gateway_client, redis_url):
@@ -69,8 +48,8 @@ def test_policy_change_propagates_and_shadow_is_mirrored(fleet, gateway_client, 
 
 @pytest.fixture(scope="module")
 def flaky_model(fleet, gateway_client):
-    register(fleet.registry.url, FLAKY, {1: train_onnx(1), 2: wrong_width_onnx()}, key=fleet.admin_key, stable=1, canary=2,
-             canary_percent=100)
+    register(fleet.registry.url, FLAKY, {1: train_onnx(1), 2: train_onnx(2)}, key=fleet.admin_key,
+             faults={2: {"fail_inference": True}}, stable=1, canary=2, canary_percent=100)
     wait_until(lambda: served_policy(gateway_client, FLAKY) is not None, timeout_s=15, what="flaky model routed")
     return FLAKY
 

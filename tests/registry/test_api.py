@@ -167,6 +167,13 @@ async def test_bad_inputs_are_problems(client, trained):
                    "invalid-artifact")
     narrow = await client.post(versions, files=upload_parts(trained.onnx, version_metadata(n_features=3)))
     assert "signature lists 3 inputs" in assert_problem(narrow, 422, "invalid-artifact")["detail"]
+    three_classes = version_metadata()
+    three_classes["signature"]["output"] = {"classes": ["a", "b", "c"]}
+    wider = await client.post(versions, files=upload_parts(trained.onnx, three_classes))
+    assert "the signature's 3 classes need [1, 3]" in assert_problem(wider, 422, "invalid-artifact")["detail"]
+    three_classes["signature"]["output"] = {"classes": [0, 1], "positive_class_index": 2}
+    no_such_class = await client.post(versions, files=upload_parts(trained.onnx, three_classes))
+    assert "names no class" in str(assert_problem(no_such_class, 422, "invalid-metadata")["errors"])
     assert_problem(await client.post(versions, data={"metadata": "{}"}), 422, "invalid-input")
 
     assert_problem(await client.post("/v1/models", json={"name": "Not A Name"}), 422, "invalid-input")
