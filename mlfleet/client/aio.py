@@ -195,9 +195,9 @@ class AsyncFleet:
         rows = [dict(instances)] if isinstance(instances, Mapping) else [dict(i) for i in instances]
         return await self.send(calls.predict(model, rows, routing_key=routing_key, version=version))
 
-    async def feedback(self, request_id: str, label: int, *, instance: int = 0,
+    async def feedback(self, request_id: str, label: int, *, instance: int = 0, model: str | None = None,
                        wait_s: float = FEEDBACK_WAIT_S) -> m.FeedbackReport:
-        return await self.feedback_batch([m.FeedbackItem(request_id=request_id, label=label, instance=instance)],
+        return await self.feedback_batch([m.FeedbackItem(request_id=request_id, label=label, instance=instance, model=model)],
                                          wait_s=wait_s)
 
     async def feedback_batch(self, items: Iterable[m.FeedbackItem | Mapping[str, Any]], *,

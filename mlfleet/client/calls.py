@@ -180,7 +180,7 @@ def alerts(*, model: str | None = None, rule: str | None = None, limit: int = 10
 
 def feedback(items: list[m.FeedbackItem]) -> Call[m.FeedbackReport]:
     """One item is sent as itself, several as a ``{"items": [...]}`` batch."""
-    body = [item.model_dump(mode="json") for item in items]
+    body = [item.model_dump(mode="json", exclude_none=True) for item in items]
     return Call("monitor", "POST", "/v1/feedback", m.FeedbackReport,
                 json=body[0] if len(body) == 1 else {"items": body})
 

@@ -400,6 +400,8 @@ class FeedbackItem(RequestModel):
     request_id: str
     label: int = Field(description="Ground truth: 1 for the positive class (e.g. fraud), else 0.")
     instance: int = Field(default=0, description="Which instance of a multi-instance request.")
+    model: str | None = Field(default=None, description="The model the prediction came from (needed when one request "
+                                                        "id was sent to several models).")
 
 
 class FeedbackResult(ApiModel):

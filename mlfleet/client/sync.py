@@ -227,10 +227,10 @@ class Fleet:
         rows = [dict(instances)] if isinstance(instances, Mapping) else [dict(i) for i in instances]
         return self.send(calls.predict(model, rows, routing_key=routing_key, version=version))
 
-    def feedback(self, request_id: str, label: int, *, instance: int = 0,
+    def feedback(self, request_id: str, label: int, *, instance: int = 0, model: str | None = None,
                  wait_s: float = FEEDBACK_WAIT_S) -> m.FeedbackReport:
         """The true label of a prediction, so the monitor can measure accuracy (see :meth:`feedback_batch`)."""
-        return self.feedback_batch([m.FeedbackItem(request_id=request_id, label=label, instance=instance)],
+        return self.feedback_batch([m.FeedbackItem(request_id=request_id, label=label, instance=instance, model=model)],
                                    wait_s=wait_s)
 
     def feedback_batch(self, items: Iterable[m.FeedbackItem | Mapping[str, Any]], *,

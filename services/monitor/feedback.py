@@ -2,7 +2,9 @@
 
 A label for ``(request_id, instance)`` is applied once: a marker set with ``NX`` and the
 joined rows are written by one Lua script, so a retried or repeated label is reported as a
-duplicate and never counted twice. Joined rows land in the 10 s bucket of the label's
+duplicate and never counted twice. A label that names its ``model`` joins that model's predictions
+only, and is applied once per model: a caller that sent one request id to several models labels
+each of them; one without it joins the predictions of every model under that id. Joined rows land in the 10 s bucket of the label's
 *arrival*, so "accuracy over the last five minutes" is the accuracy of the labels that
 came in during those minutes, whenever their predictions were made.
 
@@ -13,7 +15,8 @@ them: :mod:`services.common.request_ids`), from the id's own time. So a well-for
 never used for a prediction, older than ``prediction_ttl_s``, is reported ``late``. One made less than
 :data:`PENDING_S` ago is ``pending``: its prediction's event is most likely still on its way.
 
-Keys: ``mlfleet:monitor:fb:{request_id}:{instance}`` (applied marker, ``seen_ttl_s``),
+Keys: ``mlfleet:monitor:fb:{request_id}:{instance}`` (applied marker, ``seen_ttl_s``; with ``:{model}`` for a label
+naming its model),
 ``mlfleet:monitor:labels:{model}:{version}:{bucket}`` (list of ``score,predicted,label``,
 ``bucket_ttl_s``). Outcomes are counted in ``mlfleet_monitor_feedback_total``.
 """
@@ -49,8 +52,9 @@ def labels_key(model: str, version: int, bucket: int) -> str:
     return f"{PREFIX}:labels:{model}:{version}:{bucket}"
 
 
-def applied_key(request_id: str, instance: int) -> str:
-    return f"{PREFIX}:fb:{request_id}:{instance}"
+def applied_key(request_id: str, instance: int, model: str | None = None) -> str:
+    key = f"{PREFIX}:fb:{request_id}:{instance}"
+    return key if model is None else f"{key}:{model}"
 
 
 def predicted_class(labels: Sequence, scores: Sequence[float], instance: int, positive: object = None) -> int:
@@ -135,7 +139,7 @@ class FeedbackStore:
                     continue
                 results.append(None)
                 pending.append((index, versions))
-                await self._apply_once(keys=[applied_key(item.request_id, item.instance), *keys],
+                await self._apply_once(keys=[applied_key(item.request_id, item.instance, item.model), *keys],
                                        args=[self._seen_ttl_s, self._bucket_ttl_s, *rows], client=pipe)
             applied = await pipe.execute() if pending else []
         for (index, versions), ok in zip(pending, applied):
@@ -153,18 +157,21 @@ class FeedbackStore:
                                        seen_ttl_s=self._seen_ttl_s)
             return outcome, [], [], []
         keys, rows, versions = [], [], []
-        for version_field, raw in sorted(predictions.items()):
+        for field, raw in sorted(predictions.items()):
             prediction = orjson.loads(raw)
+            if item.model is not None and prediction["m"] != item.model:
+                continue
             scores, labels = prediction["s"], prediction["l"]
             if item.instance >= len(scores):
                 continue
-            version = int(version_field)
+            version = int(field.rpartition(b":")[2])
             predicted = predicted_class(labels, scores, item.instance, prediction.get("p"))
             keys.append(labels_key(prediction["m"], version, bucket))
             rows.append(f"{float(scores[item.instance])!r},{predicted},{item.label}")
             versions.append(version)
         if not keys:
-            return "invalid", [], [], []
+            named = item.model is None or any(orjson.loads(raw)["m"] == item.model for raw in predictions.values())
+            return "invalid" if named else "unknown", [], [], []
         return None, keys, rows, versions
 
     async def rows(self, model: str, version: int, buckets: range) -> list[tuple[float, int, int]]:

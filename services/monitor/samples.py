@@ -14,10 +14,11 @@ Keys:
   events/s a 5,000-entry stream written in full held the last second only, and ~90 % of what
   was written was trimmed unread. Drift windows ("the last N instances", ``last_request_id``)
   are then of the newest *sampled* instances.
-- ``mlfleet:monitor:pred:{request_id}`` — hash ``version → {"m","t","s","l","p"}`` (model, time,
+- ``mlfleet:monitor:pred:{request_id}`` — hash ``model:version → {"m","t","s","l","p"}`` (model, time,
   scores, predicted labels, the positive class), expiring ``prediction_ttl_s`` after the prediction: what feedback
-  joins with. A shadow version's prediction of the same request is a second field. Every
-  successful event gets one, sampled or not.
+  joins with. A shadow version's prediction of the same request is a second field, and so is another model's
+  prediction under the same request id (a caller forwarding one id to several models). Every successful event
+  gets one, sampled or not. (Records written before the model was in the field are ``version`` alone.)
 - ``mlfleet:monitor:seen:{request_id}`` — marker kept ``seen_ttl_s``, so feedback arriving after
   the prediction expired is reported ``late``, not ``unknown``. Only for a request id that does not
   date its prediction: the gateway's own ids, and a caller's UUIDv7s made with the prediction, do
@@ -125,6 +126,11 @@ def prediction_key(request_id: str) -> str:
     return f"{PREFIX}:pred:{request_id}"
 
 
+def record_field(model: str, version: int) -> str:
+    """A prediction record's field in its request id's hash (model names hold no ``:``)."""
+    return f"{model}:{version}"
+
+
 def seen_key(request_id: str) -> str:
     return f"{PREFIX}:seen:{request_id}"
 
@@ -184,7 +190,7 @@ class SampleStore:
                 continue
             by_stream.setdefault(live_key(event.model, event.version), []).append(event)
             record_keys.append(prediction_key(event.request_id))
-            records += [event.version, _prediction(event)]
+            records += [record_field(event.model, event.version), _prediction(event)]
             if not dated_by(event.request_id, event.timestamp):
                 seen_keys.append(seen_key(event.request_id))
         if not record_keys:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.request_ids import MAX_REQUEST_ID_LENGTH
+from services.common.schemas import MODEL_NAME_PATTERN
 from services.monitor.drift import DriftThresholds, FeatureDrift, Verdict
 
 
@@ -109,6 +110,11 @@ class FeedbackItem(BaseModel):
     request_id: str = Field(min_length=1, max_length=MAX_REQUEST_ID_LENGTH, description="`request_id` of the prediction.")
     label: Literal[0, 1] = Field(description="Ground truth: 1 for the positive class (e.g. fraud).")
     instance: int = Field(default=0, ge=0, le=1_000_000, description="Which instance of a multi-instance request.")
+    model: str | None = Field(
+        default=None, pattern=MODEL_NAME_PATTERN,
+        description="The model the prediction came from. Needed when one request id was sent to several models: "
+                    "without it the label is joined with the prediction of each of them.",
+    )
 
 
 class FeedbackBatch(BaseModel):

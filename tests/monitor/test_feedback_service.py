@@ -152,10 +152,38 @@ def test_a_label_sent_again_while_its_prediction_is_kept_is_a_duplicate(demo_reg
         assert client.post("/v1/feedback", json=label).json()["counts"] == {"duplicate": 1}
 
 
+def test_one_request_id_sent_to_two_models_is_labelled_per_model(demo_registry, run_monitor, stream_client):
+    """A caller forwarding one id to two models whose versions share a number: both predictions are kept, a label
+    naming its model joins that model's only (once per model), and one without a model joins both."""
+    monitor = run_monitor(**demo_registry.monitor_settings())
+    fraud = make_event("fraud", 2, scores=[0.9]).model_copy(update={"labels": [1]})
+    churn = make_event("churn", 2, scores=[0.2]).model_copy(update={"request_id": fraud.request_id, "labels": [0]})
+    other = make_event("fraud", 2, scores=[0.8]).model_copy(update={"labels": [1]})
+    publish(stream_client, PREDICTIONS_STREAM, [fraud, churn, other])
+    with httpx.Client(base_url=monitor.url, timeout=10, headers=demo_registry.deployer()) as client:
+        counted(client, 3)
+        shared = fraud.request_id
+        answer = client.post("/v1/feedback", json=[{"request_id": shared, "label": 1, "model": "fraud"},
+                                                   {"request_id": shared, "label": 1, "model": "churn"},
+                                                   {"request_id": shared, "label": 1, "model": "fraud"},
+                                                   {"request_id": shared, "label": 1, "model": "ranker"},
+                                                   {"request_id": other.request_id, "label": 1}]).json()
+        assert [r["outcome"] for r in answer["results"]] == ["accepted", "accepted", "duplicate", "unknown",
+                                                             "accepted"]
+
+        def labelled(model: str) -> dict:
+            versions = client.get(f"/v1/models/{model}/metrics").json()["versions"]
+            return next(v["quality"] for v in versions if v["version"] == 2)
+
+        assert (labelled("fraud")["labelled"], labelled("fraud")["accuracy"]) == (2, 1.0)
+        assert (labelled("churn")["labelled"], labelled("churn")["accuracy"]) == (1, 0.0), "its own prediction, 0"
+
+
 BAD_FEEDBACK = [
     ({"request_id": "r", "label": 2}, 422, "invalid-input"),
     ({"request_id": "", "label": 1}, 422, "invalid-input"),
     ({"request_id": "r"}, 422, "invalid-input"),
+    ({"request_id": "r", "label": 1, "model": "Not A Model"}, 422, "invalid-input"),
     ({"items": []}, 422, "invalid-input"),
     ([{"request_id": f"r{i}", "label": 1} for i in range(11)], 413, "payload-too-large"),
     ("not json", 400, "bad-request"),

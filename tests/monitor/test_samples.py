@@ -11,7 +11,15 @@ import redis.asyncio as aioredis
 
 from mlfleet.runtime.processes import wait_until
 from services.common.redis import PREDICTIONS_STREAM
-from services.monitor.samples import SAMPLE_FIELD, SampleBudget, SampleStore, live_key, prediction_key, seen_key
+from services.monitor.samples import (
+    SAMPLE_FIELD,
+    SampleBudget,
+    SampleStore,
+    live_key,
+    prediction_key,
+    record_field,
+    seen_key,
+)
 from tests.monitor.factories import make_event, publish
 
 
@@ -86,7 +94,7 @@ async def test_events_beyond_the_budget_keep_their_records_but_not_their_samples
     assert await redis_client.xlen(live_key(model, 2)) == 10
     assert 0 < await redis_client.ttl(live_key(model, 1)) <= 900, "a retired version's stream expires"
     for event in [*stable, *canary]:
-        assert await redis_client.hexists(prediction_key(event.request_id), str(event.version))
+        assert await redis_client.hexists(prediction_key(event.request_id), record_field(event.model, event.version))
         assert 0 < await redis_client.ttl(prediction_key(event.request_id)) <= 600
         assert 600 < await redis_client.ttl(seen_key(event.request_id)) <= 3600
     assert not await redis_client.exists(prediction_key(failed.request_id))

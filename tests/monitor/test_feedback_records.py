@@ -1,0 +1,33 @@
+"""Feedback joins prediction records written before the model was in their field (real Redis, in process)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import orjson
+import redis.asyncio as aioredis
+
+from services.monitor.feedback import FeedbackStore
+from services.monitor.samples import prediction_key
+from services.monitor.schemas import FeedbackItem
+from services.monitor.stats import BUCKET_S
+
+
+async def test_a_record_of_the_previous_layout_still_joins(monitor_redis_url):
+    """The previous release wrote ``version → record``; such records are kept for ``prediction_ttl_s`` after an
+    upgrade, and their labels must still count."""
+    client = aioredis.from_url(monitor_redis_url)
+    try:
+        request_id = uuid.uuid4().hex
+        record = {"m": "fraud", "t": time.time(), "s": [0.9], "l": [1], "p": 1}
+        await client.hset(prediction_key(request_id), "3", orjson.dumps(record))
+        store = FeedbackStore(client, prediction_ttl_s=600, seen_ttl_s=3600, bucket_ttl_s=3600)
+
+        report = await store.submit([FeedbackItem(request_id=request_id, label=1, model="fraud")], now=time.time())
+
+        assert [(r.outcome, r.versions) for r in report.results] == [("accepted", [3])]
+        bucket = int(time.time() // BUCKET_S)
+        assert await store.rows("fraud", 3, range(bucket - 1, bucket + 1)) == [(0.9, 1, 1)]
+    finally:
+        await client.aclose()
