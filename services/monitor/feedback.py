@@ -1,10 +1,11 @@
 """Ground-truth feedback: join labels with logged predictions, and live quality from the joins.
 
-A label for ``(request_id, instance)`` is applied once: a marker set with ``NX`` and the
-joined rows are written by one Lua script, so a retried or repeated label is reported as a
-duplicate and never counted twice. A label that names its ``model`` joins that model's predictions
-only, and is applied once per model: a caller that sent one request id to several models labels
-each of them; one without it joins the predictions of every model under that id. Joined rows land in the 10 s bucket of the label's
+A label for ``(request_id, instance)`` is applied once to each model: a marker per model set with
+``NX`` and the joined rows are written by one Lua script, so a retried or repeated label is reported
+as a duplicate and never counted twice, whether it named its model or not. A label that names its
+``model`` joins that model's predictions only: a caller that sent one request id to several models
+labels each of them; one without it joins the predictions of every model the monitor holds under
+that id. Joined rows land in the 10 s bucket of the label's
 *arrival*, so "accuracy over the last five minutes" is the accuracy of the labels that
 came in during those minutes, whenever their predictions were made.
 
@@ -15,8 +16,8 @@ them: :mod:`services.common.request_ids`), from the id's own time. So a well-for
 never used for a prediction, older than ``prediction_ttl_s``, is reported ``late``. One made less than
 :data:`PENDING_S` ago is ``pending``: its prediction's event is most likely still on its way.
 
-Keys: ``mlfleet:monitor:fb:{request_id}:{instance}`` (applied marker, ``seen_ttl_s``; with ``:{model}`` for a label
-naming its model),
+Keys: ``mlfleet:monitor:fb:{request_id}:{instance}:{model}`` (applied marker, ``seen_ttl_s``; the previous release's
+marker, without ``:{model}``, still counts for every model),
 ``mlfleet:monitor:labels:{model}:{version}:{bucket}`` (list of ``score,predicted,label``,
 ``bucket_ttl_s``). Outcomes are counted in ``mlfleet_monitor_feedback_total``.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
@@ -38,14 +40,32 @@ from services.monitor.store import PREFIX
 
 
 _APPLY_ONCE = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', ARGV[1]) then return 0 end
-for i = 2, #KEYS do
-  redis.call('RPUSH', KEYS[i], ARGV[i + 1])
-  redis.call('EXPIRE', KEYS[i], ARGV[2])
+local models = tonumber(ARGV[3])
+local applied = {}
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  for m = 1, models do applied[m] = 0 end
+  return applied
 end
-return 1
+local k, a = 2, 4 + models
+for m = 1, models do
+  local lists = tonumber(ARGV[3 + m])
+  local fresh = redis.call('SET', KEYS[k], '1', 'NX', 'EX', ARGV[1])
+  for i = 1, lists do
+    if fresh then
+      redis.call('RPUSH', KEYS[k + i], ARGV[a])
+      redis.call('EXPIRE', KEYS[k + i], ARGV[2])
+    end
+    a = a + 1
+  end
+  applied[m] = fresh and 1 or 0
+  k = k + 1 + lists
+end
+return applied
 """
-"""KEYS[1] the applied marker, KEYS[2..] label lists; ARGV[1] marker TTL, ARGV[2] list TTL, ARGV[3..] rows."""
+"""KEYS[1] the label's marker as the previous release set it (one per request id and instance: such a label is applied
+to every model), then per joined model its applied marker and its label lists (one per version); ARGV[1] marker TTL,
+ARGV[2] list TTL, ARGV[3] the number of models, then each model's number of lists, then the rows in list order.
+Returns per model 1 when applied now, 0 when that model already had this label."""
 
 
 def labels_key(model: str, version: int, bucket: int) -> str:
@@ -53,8 +73,33 @@ def labels_key(model: str, version: int, bucket: int) -> str:
 
 
 def applied_key(request_id: str, instance: int, model: str | None = None) -> str:
+    """The marker of a label applied to ``model`` (``None``: the previous release's marker, for every model)."""
     key = f"{PREFIX}:fb:{request_id}:{instance}"
     return key if model is None else f"{key}:{model}"
+
+
+@dataclass
+class Join:
+    """A label joined with the predictions it applies to: per model, its label lists and rows (one per version)."""
+
+    lists: dict[str, list[str]] = field(default_factory=dict)
+    rows: dict[str, list[str]] = field(default_factory=dict)
+    versions: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, model: str, version: int, labels_list: str, row: str) -> None:
+        self.lists.setdefault(model, []).append(labels_list)
+        self.rows.setdefault(model, []).append(row)
+        self.versions.setdefault(model, []).append(version)
+
+    def script_call(self, item: FeedbackItem, *, marker_ttl_s: int, list_ttl_s: int) -> tuple[list[str], list]:
+        """``keys`` and ``args`` of :data:`_APPLY_ONCE`."""
+        keys, args = [applied_key(item.request_id, item.instance)], [marker_ttl_s, list_ttl_s, len(self.lists)]
+        for model, lists in self.lists.items():
+            keys += [applied_key(item.request_id, item.instance, model), *lists]
+            args.append(len(lists))
+        for rows in self.rows.values():
+            args += rows
+        return keys, args
 
 
 def predicted_class(labels: Sequence, scores: Sequence[float], instance: int, positive: object = None) -> int:
@@ -129,50 +174,47 @@ class FeedbackStore:
             replies = await pipe.execute()
         bucket = int(now // BUCKET_S)
         results: list[FeedbackResult | None] = []
-        pending: list[tuple[int, list[int]]] = []
+        pending: list[tuple[int, Join]] = []
         async with self._redis.pipeline(transaction=False) as pipe:
             for index, item in enumerate(items):
                 predictions, seen = replies[2 * index], bool(replies[2 * index + 1])
-                outcome, keys, rows, versions = self._join(item, predictions, seen, bucket, now)
+                outcome, join = self._join(item, predictions, seen, bucket, now)
                 if outcome is not None:
                     results.append(FeedbackResult(request_id=item.request_id, instance=item.instance, outcome=outcome))
                     continue
                 results.append(None)
-                pending.append((index, versions))
-                await self._apply_once(keys=[applied_key(item.request_id, item.instance, item.model), *keys],
-                                       args=[self._seen_ttl_s, self._bucket_ttl_s, *rows], client=pipe)
+                pending.append((index, join))
+                keys, args = join.script_call(item, marker_ttl_s=self._seen_ttl_s, list_ttl_s=self._bucket_ttl_s)
+                await self._apply_once(keys=keys, args=args, client=pipe)
             applied = await pipe.execute() if pending else []
-        for (index, versions), ok in zip(pending, applied):
+        for (index, join), fresh in zip(pending, applied):
             item = items[index]
+            versions = [v for model, ok in zip(join.versions, fresh) if ok for v in join.versions[model]]
             results[index] = FeedbackResult(request_id=item.request_id, instance=item.instance,
-                                            outcome="accepted" if ok else "duplicate", versions=versions if ok else [])
+                                            outcome="accepted" if any(fresh) else "duplicate", versions=versions)
         final = [r for r in results if r is not None]
         return FeedbackReport(counts=dict(Counter(r.outcome for r in final)), results=final)
 
     def _join(self, item: FeedbackItem, predictions: dict[bytes, bytes], seen: bool, bucket: int,
-              now: float) -> tuple[str | None, list[str], list[str], list[int]]:
-        """``(outcome, keys, rows, versions)``; outcome ``None`` when the label is to be applied."""
-        if not predictions:
-            outcome = unjoined_outcome(item.request_id, seen, now, prediction_ttl_s=self._prediction_ttl_s,
-                                       seen_ttl_s=self._seen_ttl_s)
-            return outcome, [], [], []
-        keys, rows, versions = [], [], []
-        for field, raw in sorted(predictions.items()):
-            prediction = orjson.loads(raw)
-            if item.model is not None and prediction["m"] != item.model:
-                continue
-            scores, labels = prediction["s"], prediction["l"]
+              now: float) -> tuple[str | None, Join]:
+        """``(outcome, join)``; outcome ``None`` when the label is to be applied. A label naming a model none of the
+        id's records are of is judged as one with no record at all: that model's prediction may still be on its way
+        (``pending``) while another model's has arrived."""
+        records = [orjson.loads(raw) | {"v": int(name.rpartition(b":")[2])} for name, raw in sorted(predictions.items())]
+        records = [r for r in records if item.model is None or r["m"] == item.model]
+        join = Join()
+        if not records:  # a seen marker of an id with other models' records is theirs
+            outcome = unjoined_outcome(item.request_id, seen and not predictions, now,
+                                       prediction_ttl_s=self._prediction_ttl_s, seen_ttl_s=self._seen_ttl_s)
+            return outcome, join
+        for record in records:
+            scores, labels = record["s"], record["l"]
             if item.instance >= len(scores):
                 continue
-            version = int(field.rpartition(b":")[2])
-            predicted = predicted_class(labels, scores, item.instance, prediction.get("p"))
-            keys.append(labels_key(prediction["m"], version, bucket))
-            rows.append(f"{float(scores[item.instance])!r},{predicted},{item.label}")
-            versions.append(version)
-        if not keys:
-            named = item.model is None or any(orjson.loads(raw)["m"] == item.model for raw in predictions.values())
-            return "invalid" if named else "unknown", [], [], []
-        return None, keys, rows, versions
+            predicted = predicted_class(labels, scores, item.instance, record.get("p"))
+            join.add(record["m"], record["v"], labels_key(record["m"], record["v"], bucket),
+                     f"{float(scores[item.instance])!r},{predicted},{item.label}")
+        return ("invalid" if not join.lists else None), join
 
     async def rows(self, model: str, version: int, buckets: range) -> list[tuple[float, int, int]]:
         """The joined ``(score, predicted, label)`` rows of ``buckets``."""

@@ -8,8 +8,8 @@ import uuid
 import orjson
 import redis.asyncio as aioredis
 
-from services.monitor.feedback import FeedbackStore
-from services.monitor.samples import prediction_key
+from services.monitor.feedback import FeedbackStore, applied_key
+from services.monitor.samples import prediction_key, record_field
 from services.monitor.schemas import FeedbackItem
 from services.monitor.stats import BUCKET_S
 
@@ -29,5 +29,22 @@ async def test_a_record_of_the_previous_layout_still_joins(monitor_redis_url):
         assert [(r.outcome, r.versions) for r in report.results] == [("accepted", [3])]
         bucket = int(time.time() // BUCKET_S)
         assert await store.rows("fraud", 3, range(bucket - 1, bucket + 1)) == [(0.9, 1, 1)]
+    finally:
+        await client.aclose()
+
+
+async def test_a_label_the_previous_release_applied_is_a_duplicate(monitor_redis_url):
+    """Its marker had no model in it and stood for every model: sending the label again must not count it twice."""
+    client = aioredis.from_url(monitor_redis_url)
+    try:
+        request_id = uuid.uuid4().hex
+        record = {"m": "fraud", "t": time.time(), "s": [0.9], "l": [1], "p": 1}
+        await client.hset(prediction_key(request_id), record_field("fraud", 3), orjson.dumps(record))
+        await client.set(applied_key(request_id, 0), "1", ex=600)
+        store = FeedbackStore(client, prediction_ttl_s=600, seen_ttl_s=3600, bucket_ttl_s=3600)
+
+        for model in ("fraud", None):
+            report = await store.submit([FeedbackItem(request_id=request_id, label=1, model=model)], now=time.time())
+            assert [(r.outcome, r.versions) for r in report.results] == [("duplicate", [])]
     finally:
         await client.aclose()
