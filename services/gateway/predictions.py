@@ -183,17 +183,19 @@ class Predictor:
                 raise
             if not missing:
                 self._record_failure(ctx, route.model, choice, exc)
-            canary_error = exc
+            canary_error, canary_latency_ms = exc, ctx.elapsed_ms()
         fallback = Choice(stable, Variant.stable)
         try:
             answer = fallback, await self._submit(route.model, stable, Variant.stable, instances)
         except MlfleetError as exc:
+            self._record_failure(ctx, route.model, fallback, exc)
             if missing:  # stable could not say whether it holds the entities' features: the caller's, as before
                 self._record_failure(ctx, route.model, choice, canary_error)
-            self._record_failure(ctx, route.model, fallback, exc)
+                if not isinstance(exc, MissingFeatures):  # a 5xx would invite retries of what cannot succeed
+                    raise canary_error from None
             raise
         if missing:
-            self._record_failure(ctx, route.model, choice, canary_error, canarys_own=True)
+            self._record_failure(ctx, route.model, choice, canary_error, canarys_own=True, latency_ms=canary_latency_ms)
         self._metrics.fallbacks.labels(route.model).inc()
         logger.warning("canary %s v%d failed, answered by stable: %s", route.model, choice.version.version,
                        canary_error)
@@ -318,26 +320,27 @@ class Predictor:
         self._record(shadow_ctx, model, choice, tensor=inferred.tensor, predictions=inferred.predictions)
 
     def _record_failure(self, ctx: RequestContext, model: str, choice: Choice, error: MlfleetError, *,
-                        canarys_own: bool = False) -> None:
+                        canarys_own: bool = False, latency_ms: float | None = None) -> None:
         """Record ``error`` against ``choice`` when it is the version's or its backends' (a 5xx, or features only
         a canary misses: ``canarys_own``). A request shed for a full queue is the gateway's capacity (counted in
         ``mlfleet_gateway_shed_total``), and one refused for its own input (a 4xx: invalid fields, features missing
         for its entities) the caller's: counted as ``invalid`` or ``missing_features``, with no event. Neither is the
         version's failure, and counting them as errors would let any caller fail a healthy canary (or mask a failing
-        one) by sending bad requests its way."""
+        one) by sending bad requests its way. ``latency_ms``: when the failure happened, if not now."""
         if isinstance(error, Overloaded):
             return
         if error.status < 500 and not canarys_own:
             status = "missing_features" if isinstance(error, MissingFeatures) else "invalid"
             self._predictions(model, str(choice.version.version), choice.variant.value, status).inc()
             return
-        self._record(ctx, model, choice, error=error)
+        self._record(ctx, model, choice, error=error, latency_ms=latency_ms)
 
     def _record(self, ctx: RequestContext, model: str, choice: Choice, *, tensor: np.ndarray | None = None,
-                predictions: list[Scored] | None = None, error: MlfleetError | None = None) -> None:
-        """Count the outcome and queue its event (never blocks)."""
+                predictions: list[Scored] | None = None, error: MlfleetError | None = None,
+                latency_ms: float | None = None) -> None:
+        """Count the outcome and queue its event (never blocks); ``latency_ms`` defaults to the time until now."""
         status = "error" if error is not None else "ok"
-        latency_ms = ctx.elapsed_ms()
+        latency_ms = ctx.elapsed_ms() if latency_ms is None else latency_ms
         version = choice.version.version
         self._predictions(model, str(version), choice.variant.value, status).inc()
         self._prediction_latency(model, choice.variant.value).observe(latency_ms / 1000)

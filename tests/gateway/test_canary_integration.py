@@ -156,3 +156,21 @@ def test_features_missing_on_stable_too_are_the_callers_and_counted_as_such(flee
         assert after[(variant, "missing_features")] == before.get((variant, "missing_features"), 0) + 1
         assert after.get((variant, "error"), 0) == before.get((variant, "error"), 0)
     assert events_of(redis_url, request_id) == [], "a caller's miss is no version's failure"
+
+
+def test_a_canary_missing_features_while_stable_fails_answers_the_callers_422(fleet, gateway_client, redis_url):
+    """Stable's failure says nothing about the entities: the caller gets the canary's 422, not a 5xx inviting
+    retries of a request that cannot succeed; stable's failure is still recorded against stable."""
+    model = "gw-partial-broken"
+    register(fleet.registry.url, model, {1: train_onnx(1), 2: train_onnx(2)}, key=fleet.admin_key,
+             signatures={1: signature(avg_default=100.0, txn_default=0.0)}, faults={1: {"fail_inference": True}},
+             stable=1, canary=2, canary_percent=100)
+    wait_until(lambda: served_policy(gateway_client, model) is not None, timeout_s=15, what="model routed")
+    request_id = uuid.uuid4().hex
+    response = gateway_client.post(f"/v1/models/{model}/predict", headers={"X-Request-Id": request_id},
+                                   json={"instances": [{"user_id": UNKNOWN_USER, "amount": 10}]})
+
+    assert response.status_code == 422 and response.json()["code"] == "missing-features", response.text
+    wait_until(lambda: events_of(redis_url, request_id), timeout_s=10, what="stable's failure")
+    assert [(e["variant"], e["status"]) for e in events_of(redis_url, request_id)] == [("stable", "error")]
+    assert predictions_counted(gateway_client, model)[("canary", "missing_features")] == 1
