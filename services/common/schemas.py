@@ -74,13 +74,6 @@ class SignatureOutput(BaseModel):
                                       description="Class of each probability column.")
     positive_class_index: int = Field(default=1, ge=0, le=1023, description="Column whose probability is the score.")
 
-    @model_validator(mode="after")
-    def _positive_class_is_a_class(self) -> SignatureOutput:
-        if self.positive_class_index >= len(self.classes):
-            raise ValueError(f"positive_class_index {self.positive_class_index} names no class: there are "
-                             f"{len(self.classes)} (indices 0 to {len(self.classes) - 1})")
-        return self
-
 
 class Signature(BaseModel):
     """What a version expects and returns. Inputs are in tensor order."""

@@ -94,6 +94,15 @@ class VersionCreate(BaseModel):
     description: str = Field(default="", max_length=4000)
     fault_injection: FaultInjection = Field(default_factory=FaultInjection)
 
+    @model_validator(mode="after")
+    def _positive_class_is_a_class(self) -> VersionCreate:
+        """Checked on registration only: a signature stored by an earlier release, read back, must still load."""
+        output = self.signature.output
+        if output.positive_class_index >= len(output.classes):
+            raise ValueError(f"signature.output.positive_class_index {output.positive_class_index} names no class: "
+                             f"there are {len(output.classes)} (indices 0 to {len(output.classes) - 1})")
+        return self
+
 
 class VersionStatus(StrEnum):
     registered = "registered"
@@ -362,4 +371,4 @@ class RolloutPublic(BaseModel):
 
 class RolloutList(BaseModel):
     data: list[RolloutPublic]
-    count: int
+    count: int = Field(description="Rollouts in `data`: at most the request's `limit`, newest first.")
