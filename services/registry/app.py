@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry
@@ -19,7 +19,7 @@ from services.common.logs import configure_logging
 from services.common.metrics import instrument
 from services.common.rate_limit import KeyRateLimiter
 from services.common.telemetry import Tracing
-from services.registry.api import ROUTERS
+from services.registry.api import MAX_METADATA_BYTES, ROUTERS
 from services.registry.container import Registry
 from services.registry.settings import RegistrySettings
 from services.registry.telemetry import RegistryMetrics
@@ -36,7 +36,22 @@ async def readiness(request: Request) -> dict[str, bool]:
     registry: Registry | None = getattr(request.app.state, "registry", None)
     if registry is None:
         return {"database": False, "triton": False}
-    return {"database": await registry.database.ping(), "triton": await registry.triton.live()}
+    database, triton = await asyncio.gather(registry.database.ping(), _answers_within(registry.triton.live(),
+                                                                                      TRITON_CHECK_S))
+    return {"database": database, "triton": triton}
+
+
+TRITON_CHECK_S = 1.0
+"""How long readiness waits for Triton: a Triton that hangs rather than refusing must not hold the probe past its
+timeout (3 s in the chart), which would take the registry out of its Service after all."""
+
+
+async def _answers_within(check: Awaitable[bool], timeout_s: float) -> bool:
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await check
+    except TimeoutError:
+        return False
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:
@@ -77,7 +92,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     install_http_security(app, cors_origins=settings.cors_origins,
-                          max_body_bytes=settings.max_artifact_bytes + settings.max_body_bytes)
+                          max_body_bytes=settings.max_artifact_bytes + MAX_METADATA_BYTES + settings.max_body_bytes)
     app.state.rate_limiter = KeyRateLimiter(on_limited=metrics.rate_limited.inc)
     instrument(app, metrics_registry)
     tracing.instrument_app(app)
