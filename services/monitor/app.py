@@ -138,7 +138,7 @@ def create_app(settings: MonitorSettings | None = None) -> FastAPI:
         commit_redis = connect(settings.redis_url, reply_timeout=False, retries=False)
         store = AggregateStore(redis, ttl_s=settings.bucket_ttl_s)
         samples = SampleStore(redis, samples_max=settings.samples_max, prediction_ttl_s=settings.prediction_ttl_s,
-                              seen_ttl_s=settings.seen_ttl_s, samples_per_s=settings.samples_per_s,
+                              seen_ttl_s=settings.seen_ttl_s, samples_per_s=settings.sample_rate_per_s(),
                               samples_ttl_s=settings.bucket_ttl_s)
         consumer = EventConsumer(redis, store, _consumer_config(settings), metrics, tracing.active_tracer,
                                  samples=samples, commit_redis=commit_redis)

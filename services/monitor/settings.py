@@ -100,7 +100,10 @@ class MonitorSettings(ServiceSettings):
     )
     drift_window: Literal["count", "time"] = Field(
         default="count", description="Default drift window: the last `drift_window_size` instances, "
-                                     "or the instances of the last `drift_window_s` seconds."
+                                     "or the instances of the last `drift_window_s` seconds. With `time`, "
+                                     "samples are spread over the window: at most `samples_max / drift_window_s` "
+                                     "a second and version, so the live stream spans the whole window rather "
+                                     "than its last seconds.",
     )
     drift_window_size: int = Field(default=1000, ge=10, description="Instances in a count-based drift window.")
     drift_window_s: float = Field(default=3600.0, gt=0, description="Seconds covered by a time-based drift window.")
@@ -177,6 +180,15 @@ class MonitorSettings(ServiceSettings):
 
     def drift_thresholds(self, model: str) -> DriftThresholds:
         return self.drift_overrides.get(model, self.drift)
+
+    def sample_rate_per_s(self) -> float:
+        """The live-sample budget per version and second: ``samples_per_s``; with time-based drift windows, no more
+        than the capped stream holds over one window, so a window's instances come from its whole span (a 1 h window
+        read from a stream of the last 10 s would judge those 10 s)."""
+        if self.drift_window != "time":
+            return self.samples_per_s
+        spread = self.samples_max / self.drift_window_s
+        return spread if self.samples_per_s == 0 else min(self.samples_per_s, spread)
 
     def rules(self, model: str) -> AlertRules:
         return self.alert_rules_overrides.get(model, self.alert_rules)

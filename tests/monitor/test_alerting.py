@@ -102,6 +102,16 @@ def test_the_registry_key_comes_from_its_file_first(tmp_path):
     assert MonitorSettings().registry_key() is None
 
 
+@pytest.mark.parametrize(("settings", "rate"), [
+    ({}, 500.0),
+    ({"drift_window": "time", "drift_window_s": 3600, "samples_max": 5000}, 5000 / 3600),
+    ({"drift_window": "time", "drift_window_s": 3600, "samples_max": 5000, "samples_per_s": 0}, 5000 / 3600),
+    ({"drift_window": "time", "drift_window_s": 5, "samples_max": 5000}, 500.0),
+])
+def test_time_windows_spread_the_samples_over_the_window(settings, rate):
+    assert MonitorSettings(**settings).sample_rate_per_s() == pytest.approx(rate)
+
+
 def test_quality_equals_scikit_learn():
     rng = np.random.default_rng(5)
     scores = rng.uniform(0, 1, 300)
