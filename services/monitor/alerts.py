@@ -57,11 +57,12 @@ redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[4]) - 1)
 redis.call('HSETNX', KEYS[3], ARGV[5], ARGV[3])
 return 1
 """
-"""KEYS[1] the cooldown, KEYS[2] the history, KEYS[3] the active alerts, KEYS[4] the clearing ones; ARGV[1] the alert's id, ARGV[2] the cooldown
-in ms (0: none), ARGV[3] the alert, ARGV[4] the history's length, ARGV[5] its fingerprint, ARGV[6] its active entry as
-the caller read it ('' for none). A breach ends any hold before its incident resolves. -1 when that entry changed since (read it again); 0 when cooling down (an incident
-with no active entry, paged before alerts were resolved, is adopted as active then, so it resolves); an error (and no
-cooldown) when the history refused the entry."""
+"""KEYS[1] the cooldown, KEYS[2] the history, KEYS[3] the active alerts, KEYS[4] the clearing ones; ARGV[1] the
+alert's id, ARGV[2] the cooldown in ms (0: none), ARGV[3] the alert, ARGV[4] the history's length, ARGV[5] its
+fingerprint, ARGV[6] its active entry as the caller read it ('' for none). Any breach ends the alert's hold before
+resolution. -1 when that entry changed since (read it again); 0 when cooling down (an incident with no active entry,
+paged before alerts were resolved, is adopted as active then, so it resolves); an error (and no cooldown) when the
+history refused the entry."""
 
 _RESOLVE_ONCE = """
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[4] then return 0 end

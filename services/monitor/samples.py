@@ -72,7 +72,7 @@ return sampled
 stream, each event's prediction key, then the seen keys of the events whose request id does not say when it was
 made. ``ARGV``: ``samples_max``, the three TTLs (records, markers, live streams), the number of samples, the number
 of events, the samples, then per
-event its version and prediction record."""
+event its record's field (``model:version``) and prediction record."""
 
 
 class SampleBudget:
