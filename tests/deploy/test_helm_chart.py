@@ -123,3 +123,11 @@ def test_values_schema_rejects_a_bad_value():
 def test_values_schema_refuses_gpu_triton_on_the_python_backend():
     with Chart.load(CHART) as chart, pytest.raises(helm_python.HelmValuesError, match="onnxruntime"):
         chart.validate_schema({"triton": {"gpu": {"enabled": True}}})
+
+
+def test_values_schema_refuses_a_second_triton_replica():
+    """Models are loaded into the one Triton pod the registry reaches; a second would serve none of them."""
+    with Chart.load(CHART) as chart:
+        chart.validate_schema({"triton": {"replicas": 1}})
+        with pytest.raises(helm_python.HelmValuesError):
+            chart.validate_schema({"triton": {"replicas": 2}})
