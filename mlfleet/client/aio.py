@@ -115,7 +115,7 @@ class AsyncFleet:
         if reuse_existing:
             same = [v for v in (await self.list_versions(model)).data if v.sha256 == upload.sha256]
             if same:
-                return same[-1]
+                return await self.get_version(model, same[-1].version)
         return await self.send(calls.register_version(model, upload.artifact, upload.metadata))
 
     async def get_traffic(self, model: str) -> m.TrafficPublic:

@@ -109,7 +109,9 @@ class VersionCreate(RequestModel):
     fault_injection: FaultInjection | None = None
 
 
-class VersionPublic(ApiModel):
+class VersionSummary(ApiModel):
+    """A version as lists show it: everything but its reference profile."""
+
     model: str
     version: int
     sha256: str
@@ -118,14 +120,17 @@ class VersionPublic(ApiModel):
     signature: Signature
     metrics: dict[str, float]
     lineage: Lineage
-    reference_profile: dict[str, Any]
     fault_injection: FaultInjection = Field(default_factory=FaultInjection)
     description: str
     created_at: datetime
 
 
+class VersionPublic(VersionSummary):
+    reference_profile: dict[str, Any]
+
+
 class VersionList(ApiModel):
-    data: list[VersionPublic]
+    data: list[VersionSummary]
     count: int
 
 

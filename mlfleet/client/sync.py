@@ -131,7 +131,7 @@ class Fleet:
         if reuse_existing:
             same = [v for v in self.list_versions(model).data if v.sha256 == upload.sha256]
             if same:
-                return same[-1]
+                return self.get_version(model, same[-1].version)
         return self.send(calls.register_version(model, upload.artifact, upload.metadata))
 
     # --- traffic, rollouts, audit ---------------------------------------------------------------

@@ -28,6 +28,7 @@ from services.registry.schemas import (
     VersionCreate,
     VersionList,
     VersionPublic,
+    VersionSummary,
     VersionStatus,
 )
 from services.registry.telemetry import RegistryMetrics
@@ -46,14 +47,18 @@ def model_public(row: RegisteredModel) -> ModelPublic:
     return ModelPublic(name=row.name, description=row.description, gates=Gates(**row.gates), created_at=row.created_at)
 
 
-def version_public(row: ModelVersion) -> VersionPublic:
-    return VersionPublic(
+def version_summary(row: ModelVersion) -> VersionSummary:
+    return VersionSummary(
         model=row.model.name, version=row.version, sha256=row.sha256, size_bytes=row.size_bytes,
         status=VersionStatus(row.status), signature=Signature.model_validate(row.signature), metrics=row.metrics,
         lineage=Lineage.model_validate(row.lineage),
-        reference_profile=row.reference_profile, fault_injection=FaultInjection.model_validate(row.fault_injection or {}),
+        fault_injection=FaultInjection.model_validate(row.fault_injection or {}),
         description=row.description, created_at=row.created_at,
     )
+
+
+def version_public(row: ModelVersion) -> VersionPublic:
+    return VersionPublic(**dict(version_summary(row)), reference_profile=row.reference_profile)
 
 
 def audit_public(row: AuditEvent) -> AuditPublic:
@@ -120,8 +125,9 @@ class Catalog:
         return version
 
     async def list_versions(self, *, model: str) -> VersionList:
-        def work(session: Session) -> list[VersionPublic]:
-            return [version_public(v) for v in repository.list_versions(session, model=require_model(session, name=model))]
+        def work(session: Session) -> list[VersionSummary]:
+            rows = repository.list_versions(session, model=require_model(session, name=model), with_profiles=False)
+            return [version_summary(v) for v in rows]
 
         versions = await self._database.transaction(work)
         return VersionList(data=versions, count=len(versions))

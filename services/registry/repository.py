@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from services.registry.models import (
     POLICY_REVISION_COUNTER,
@@ -89,8 +89,11 @@ def version_numbers(session: Session, *, model: RegisteredModel) -> list[int]:
     return list(session.scalars(statement))
 
 
-def list_versions(session: Session, *, model: RegisteredModel) -> list[ModelVersion]:
+def list_versions(session: Session, *, model: RegisteredModel, with_profiles: bool = True) -> list[ModelVersion]:
+    """Oldest first; ``with_profiles=False`` leaves the reference profiles (up to megabytes each) in the database."""
     statement = select(ModelVersion).where(ModelVersion.model_id == model.id).order_by(ModelVersion.version)
+    if not with_profiles:
+        statement = statement.options(defer(ModelVersion.reference_profile, raiseload=True))
     return list(session.scalars(statement))
 
 

@@ -110,7 +110,9 @@ class VersionStatus(StrEnum):
     """Rolled back by the rollout controller."""
 
 
-class VersionPublic(BaseModel):
+class VersionSummary(BaseModel):
+    """A version as lists show it: everything but its reference profile (up to megabytes each)."""
+
     model: str
     version: int
     sha256: str = Field(description="sha256 of the ONNX artifact, hex.")
@@ -119,14 +121,20 @@ class VersionPublic(BaseModel):
     signature: Signature
     metrics: dict[str, float]
     lineage: Lineage
-    reference_profile: dict[str, Any]
     fault_injection: FaultInjection
     description: str
     created_at: datetime
 
 
+class VersionPublic(VersionSummary):
+    """A version, with the reference profile the monitor judges drift against."""
+
+    reference_profile: dict[str, Any]
+
+
 class VersionList(BaseModel):
-    data: list[VersionPublic]
+    data: list[VersionSummary] = Field(description="Oldest first, without reference profiles (`GET .../versions/{n}` "
+                                                   "has a version's).")
     count: int
 
 

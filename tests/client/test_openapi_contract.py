@@ -38,6 +38,7 @@ CONTRACT = [
     (m.KeyPublic, "registry", "KeyPublic", False),
     (m.KeyCreated, "registry", "KeyCreated", False),
     (m.KeyList, "registry", "KeyList", False),
+    (m.VersionSummary, "registry", "VersionSummary", False),
     (m.Identity, "registry", "Identity", False),
     (m.PredictRequest, "gateway", "PredictRequest", True),
     (m.PredictResponse, "gateway", "PredictResponse", False),
