@@ -187,8 +187,11 @@ class AsyncFleet:
     async def rollback(self, model: str, *, reason: str | None = None) -> m.TrafficPublic:
         return await self.send(calls.rollback(model, reason=reason))
 
-    async def audit(self, *, model: str | None = None, limit: int = 100) -> m.AuditList:
-        return await self.send(calls.audit(model=model, limit=limit))
+    async def audit(self, *, model: str | None = None, actor: str | None = None, action: str | None = None,
+                    before_id: int | None = None, limit: int = 100) -> m.AuditList:
+        """Who did what, newest first; ``answer.next_before_id`` as ``before_id`` gives the next page."""
+        return await self.send(calls.audit(model=model, actor=actor, action=action, before_id=before_id,
+                                           limit=limit))
 
     async def predict(self, model: str, instances: Mapping[str, Any] | Iterable[Mapping[str, Any]], *,
                       routing_key: str | None = None, version: int | None = None) -> m.PredictResponse:

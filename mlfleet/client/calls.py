@@ -140,10 +140,12 @@ def rollback(model: str, *, reason: str | None = None) -> Call[m.TrafficPublic]:
                 json={"reason": reason} if reason else None, timeout_s=LONG_TIMEOUT_S)
 
 
-def audit(*, model: str | None = None, limit: int = 100) -> Call[m.AuditList]:
+def audit(*, model: str | None = None, actor: str | None = None, action: str | None = None,
+          before_id: int | None = None, limit: int = 100) -> Call[m.AuditList]:
     params: dict[str, Any] = {"limit": limit}
-    if model:
-        params["model"] = model
+    for name, value in (("model", model), ("actor", actor), ("action", action), ("before_id", before_id)):
+        if value:
+            params[name] = value
     return Call("registry", "GET", "/v1/audit", m.AuditList, params=params)
 
 

@@ -243,6 +243,7 @@ class AuditPublic(ApiModel):
 class AuditList(ApiModel):
     data: list[AuditPublic]
     count: int
+    next_before_id: int | None = None
 
 
 # --- registry: API keys -------------------------------------------------------------------------

@@ -216,8 +216,10 @@ class Fleet:
         """Instantly send all traffic back to the previous stable version."""
         return self.send(calls.rollback(model, reason=reason))
 
-    def audit(self, *, model: str | None = None, limit: int = 100) -> m.AuditList:
-        return self.send(calls.audit(model=model, limit=limit))
+    def audit(self, *, model: str | None = None, actor: str | None = None, action: str | None = None,
+              before_id: int | None = None, limit: int = 100) -> m.AuditList:
+        """Who did what, newest first; ``answer.next_before_id`` as ``before_id`` gives the next page."""
+        return self.send(calls.audit(model=model, actor=actor, action=action, before_id=before_id, limit=limit))
 
     # --- predictions and monitoring -------------------------------------------------------------
 

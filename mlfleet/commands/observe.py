@@ -96,9 +96,14 @@ def alerts(
 def audit(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option(help="Only this model's events.")] = None,
+    actor: Annotated[str | None, typer.Option(help="Only this actor's events (a key's name, controller, "
+                                                   "reconciler).")] = None,
+    action: Annotated[str | None, typer.Option(help="Only this action (traffic.set), or a family (rollout.).")] = None,
+    before: Annotated[int | None, typer.Option("--before", min=1, help="Only events older than this id (the "
+                                                                       "next page).")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Most events, newest first.")] = 100,
     output: OutputOption = Output.table,
 ) -> None:
-    """Who did what, newest first."""
-    answer = connect(ctx).audit(model=model, limit=limit)
+    """Who did what, newest first; the table's title says how to ask for the next page."""
+    answer = connect(ctx).audit(model=model, actor=actor, action=action, before_id=before, limit=limit)
     emit(output, answer, lambda out: render.audit(answer, out))

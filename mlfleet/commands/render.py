@@ -142,7 +142,8 @@ def rollouts(answer: m.RolloutList, out: Console) -> None:
 
 
 def audit(answer: m.AuditList, out: Console) -> None:
-    table = Table("AT", "ACTOR", "ACTION", "MODEL", "VERSION", "DETAIL", title=f"{answer.count} events",
+    more = f" (older: --before {answer.next_before_id})" if answer.next_before_id is not None else ""
+    table = Table("AT", "ACTOR", "ACTION", "MODEL", "VERSION", "DETAIL", title=f"{answer.count} events{more}",
                   title_justify="left")
     for event in answer.data:
         table.add_row(when(event.at), event.actor, event.action, event.model or "-",

@@ -154,9 +154,17 @@ async def list_audit(
     catalog: CatalogDep,
     _: ViewerDep,
     model: Annotated[str | None, Query(pattern=MODEL_NAME_PATTERN, description="Only this model's events.")] = None,
+    actor: Annotated[str | None, Query(max_length=200, description="Only this actor's events (a key's name, "
+                                                                   "`controller`, `reconciler`).")] = None,
+    action: Annotated[str | None, Query(max_length=100, pattern=r"^[a-z_]+(\.[a-z_]*)?$",
+                                        description="Only this action (`traffic.set`), or a family of them "
+                                                    "(`rollout.`).")] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="Only events older than this id: the "
+                                                                           "previous page's `next_before_id`.")] = None,
     limit: Annotated[int, Query(ge=1, le=1000, description="Most events returned, newest first.")] = 100,
 ) -> AuditList:
-    return await catalog.audit(model=model, limit=limit)
+    """Who did what, newest first, a page at a time: pass `next_before_id` as `before_id` for the next page."""
+    return await catalog.audit(model=model, actor=actor, action=action, before_id=before_id, limit=limit)
 
 
 @models.post("/{model}/rollback", operation_id="models-rollback", responses=problems(404, 409, 422, 502, 503))

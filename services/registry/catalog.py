@@ -143,12 +143,16 @@ class Catalog:
         public = await self.get_version(model=model, version=version)
         return public, await anyio.to_thread.run_sync(self._artifacts.read, public.sha256)
 
-    async def audit(self, *, model: str | None, limit: int) -> AuditList:
+    async def audit(self, *, model: str | None, limit: int, actor: str | None = None, action: str | None = None,
+                    before_id: int | None = None) -> AuditList:
         def work(session: Session) -> list[AuditPublic]:
-            return [audit_public(e) for e in repository.list_audit(session, model=model, limit=limit)]
+            rows = repository.list_audit(session, model=model, actor=actor, action=action, before_id=before_id,
+                                         limit=limit)
+            return [audit_public(e) for e in rows]
 
         events = await self._database.transaction(work)
-        return AuditList(data=events, count=len(events))
+        return AuditList(data=events, count=len(events),
+                         next_before_id=events[-1].id if len(events) == limit else None)
 
 
 def _create_model(session: Session, *, body: ModelCreate, actor: str) -> ModelPublic:

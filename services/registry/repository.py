@@ -138,11 +138,21 @@ def add_audit(session: Session, *, actor: str, action: str, model: str | None, v
     return event
 
 
-def list_audit(session: Session, *, model: str | None, limit: int) -> list[AuditEvent]:
-    """The newest ``limit`` events, newest first, optionally of one model."""
+def list_audit(session: Session, *, model: str | None, limit: int, actor: str | None = None,
+               action: str | None = None, before_id: int | None = None) -> list[AuditEvent]:
+    """The newest ``limit`` events older than ``before_id``, newest first, optionally of one model, one actor, and one
+    action (or, ending in ``.``, a family of actions)."""
     statement = select(AuditEvent).order_by(AuditEvent.id.desc()).limit(limit)
     if model is not None:
         statement = statement.where(AuditEvent.model == model)
+    if actor is not None:
+        statement = statement.where(AuditEvent.actor == actor)
+    if action is not None:
+        matches = AuditEvent.action.startswith(action, autoescape=True) if action.endswith(".") else \
+            AuditEvent.action == action
+        statement = statement.where(matches)
+    if before_id is not None:
+        statement = statement.where(AuditEvent.id < before_id)
     return list(session.scalars(statement))
 
 

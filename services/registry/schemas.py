@@ -189,6 +189,8 @@ class AuditPublic(BaseModel):
 class AuditList(BaseModel):
     data: list[AuditPublic]
     count: int
+    next_before_id: int | None = Field(default=None, description="`before_id` of the next (older) page; absent "
+                                                                 "when this page is not full (the last).")
 
 
 class Reason(BaseModel):

@@ -34,6 +34,8 @@ def events_counted(client_fleet, api) -> bool:
     (["versions", "show", MODEL, "1"], "registry", f"/v1/models/{MODEL}/versions/1", {}),
     (["traffic", "show", MODEL], "registry", f"/v1/models/{MODEL}/traffic", {}),
     (["audit", "--model", MODEL, "--limit", "5"], "registry", "/v1/audit", {"model": MODEL, "limit": 5}),
+    (["audit", "--action", "traffic.", "--before", "1000000", "--limit", "3"], "registry", "/v1/audit",
+     {"action": "traffic.", "before_id": 1_000_000, "limit": 3}),
     (["metrics", MODEL, "--window", "3600"], "monitor", f"/v1/models/{MODEL}/metrics", {"window_s": 3600}),
     (["alerts", "--limit", "10"], "monitor", "/v1/alerts", {"limit": 10}),
     (["rollout", "list", MODEL], "registry", f"/v1/models/{MODEL}/rollouts", {}),

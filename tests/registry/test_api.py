@@ -98,7 +98,25 @@ async def test_round_trip(client, trained, trained_v2):
     ]
     assert audit["count"] == 5
     assert audit["data"][0]["detail"]["after"]["canary"] == 2
-    assert (await client.get("/v1/audit", params={"model": name, "limit": 2})).json()["count"] == 2
+    assert audit["next_before_id"] is None, "the whole trail fit one page"
+
+    def actions(page: dict) -> list[tuple[str, str]]:
+        return [(e["action"], e["actor"]) for e in page["data"]]
+
+    first = (await client.get("/v1/audit", params={"model": name, "limit": 2})).json()
+    assert (actions(first), first["next_before_id"]) == ([("traffic.set", "bootstrap-admin"),
+                                                           ("version.register", "bob")], first["data"][-1]["id"])
+    rest = (await client.get("/v1/audit", params={"model": name, "limit": 3,
+                                                  "before_id": first["next_before_id"]})).json()
+    assert actions(rest) == [("traffic.set", "carol"), ("version.register", "bob"), ("model.create", "alice")]
+    by_bob = (await client.get("/v1/audit", params={"model": name, "actor": "bob"})).json()
+    assert actions(by_bob) == [("version.register", "bob")] * 2
+    sets = (await client.get("/v1/audit", params={"model": name, "action": "traffic.set"})).json()
+    assert actions(sets) == [("traffic.set", "bootstrap-admin"), ("traffic.set", "carol")]
+    family = (await client.get("/v1/audit", params={"model": name, "action": "version."})).json()
+    assert [a for a, _ in actions(family)] == ["version.register"] * 2
+    assert (await client.get("/v1/audit", params={"model": name, "action": "traffic"})).json()["count"] == 0
+    assert_problem(await client.get("/v1/audit", params={"action": "traffic.%"}), 422, "invalid-input")
 
 
 async def test_promoting_keeps_the_previous_stable_loaded_for_rollback(client, trained, trained_v2):
