@@ -82,6 +82,11 @@ class AsyncFleet:
                            gates: m.Gates | Mapping | None = None) -> m.ModelPublic:
         return await self.send(calls.create_model(model, description=description, gates=gates))
 
+    async def update_model(self, model: str, *, description: str | None = None,
+                           gates: m.Gates | Mapping[str, Any] | None = None) -> m.ModelPublic:
+        """Change a model's description or validation gates (an admin key); what is left out is kept."""
+        return await self.send(calls.update_model(model, description=description, gates=gates))
+
     async def list_versions(self, model: str) -> m.VersionList:
         return await self.send(calls.list_versions(model))
 

@@ -7,6 +7,7 @@ in how they send a :class:`Call`; what to send and how to read the answer lives 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -79,6 +80,16 @@ def get_model(model: str) -> Call[m.ModelPublic]:
 def create_model(model: str, *, description: str = "", gates: m.Gates | dict | None = None) -> Call[m.ModelPublic]:
     body = m.ModelCreate(name=model, description=description, gates=m.Gates.model_validate(gates or {}))
     return Call("registry", "POST", "/v1/models", m.ModelPublic, json=body.model_dump(mode="json"))
+
+
+def update_model(model: str, *, description: str | None = None,
+                 gates: m.Gates | Mapping[str, Any] | None = None) -> Call[m.ModelPublic]:
+    body = m.ModelUpdate(description=description, gates=None if gates is None else m.Gates.model_validate(gates))
+    fields = {"description"} if gates is None else {"description", "gates"}
+    if description is None:
+        fields.discard("description")
+    return Call("registry", "PATCH", f"/v1/models/{_seg(model)}", m.ModelPublic,
+                json=body.model_dump(mode="json", include=fields))
 
 
 def list_versions(model: str) -> Call[m.VersionList]:

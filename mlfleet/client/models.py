@@ -73,6 +73,11 @@ class ModelCreate(RequestModel):
     gates: Gates = Field(default_factory=Gates)
 
 
+class ModelUpdate(RequestModel):
+    description: str | None = None
+    gates: Gates | None = None
+
+
 class ModelPublic(ApiModel):
     name: str
     description: str

@@ -91,6 +91,11 @@ class Fleet:
     def create_model(self, model: str, *, description: str = "", gates: m.Gates | Mapping | None = None) -> m.ModelPublic:
         return self.send(calls.create_model(model, description=description, gates=gates))
 
+    def update_model(self, model: str, *, description: str | None = None,
+                     gates: m.Gates | Mapping[str, Any] | None = None) -> m.ModelPublic:
+        """Change a model's description or validation gates (an admin key); what is left out is kept."""
+        return self.send(calls.update_model(model, description=description, gates=gates))
+
     def list_versions(self, model: str) -> m.VersionList:
         return self.send(calls.list_versions(model))
 

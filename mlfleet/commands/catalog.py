@@ -35,6 +35,41 @@ def show_model(ctx: typer.Context, model: ModelArg, output: OutputOption = Outpu
     emit(output, answer, lambda out: render.model(answer, out))
 
 
+def _gate(value: str | None) -> float | None:
+    """A gate's threshold, or ``off``."""
+    if value is None or value == "off":
+        return None
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is neither a number in [0, 1] nor 'off'") from None
+    if not 0.0 <= threshold <= 1.0:
+        raise typer.BadParameter(f"{value!r} is not in [0, 1]")
+    return threshold
+
+
+@models_app.command("update")
+@fleet_command
+def update_model(
+    ctx: typer.Context,
+    model: ModelArg,
+    description: Annotated[str | None, typer.Option(help="A new description.")] = None,
+    min_auc: Annotated[str | None, typer.Option("--min-auc", help="Lowest `auc` a new version may report, or off.")] = None,
+    min_accuracy: Annotated[str | None, typer.Option("--min-accuracy",
+                                                     help="Lowest `accuracy` a new version may report, or off.")] = None,
+    output: OutputOption = Output.table,
+) -> None:
+    """Change a model's description or validation gates (an admin key); gates left out are kept."""
+    fleet = connect(ctx)
+    gates = None
+    if min_auc is not None or min_accuracy is not None:
+        current = fleet.get_model(model).gates
+        gates = {"min_auc": _gate(min_auc) if min_auc is not None else current.min_auc,
+                 "min_accuracy": _gate(min_accuracy) if min_accuracy is not None else current.min_accuracy}
+    answer = fleet.update_model(model, description=description, gates=gates)
+    emit(output, answer, lambda out: render.model(answer, out))
+
+
 @versions_app.command("list")
 @fleet_command
 def list_versions(ctx: typer.Context, model: ModelArg, output: OutputOption = Output.table) -> None:

@@ -32,6 +32,7 @@ from services.registry.schemas import (
     ModelCreate,
     ModelList,
     ModelPublic,
+    ModelUpdate,
     Problem,
     Reason,
     RolloutCreate,
@@ -72,6 +73,12 @@ auth = APIRouter(prefix="/v1/auth", tags=["auth"])
 @models.post("", operation_id="models-create", status_code=status.HTTP_201_CREATED, responses=problems(409, 422))
 async def create_model(body: ModelCreate, catalog: CatalogDep, caller: ScientistDep) -> ModelPublic:
     return await catalog.create_model(body, actor=caller.name)
+
+
+@models.patch("/{model}", operation_id="models-update", responses=problems(404, 422))
+async def update_model(model: ModelName, body: ModelUpdate, catalog: CatalogDep, caller: AdminDep) -> ModelPublic:
+    """Change a model's description or validation gates (admin; audited with both values)."""
+    return await catalog.update_model(model, body, actor=caller.name)
 
 
 @models.get("", operation_id="models-list", responses=problems())

@@ -48,6 +48,16 @@ class ModelCreate(BaseModel):
     gates: Gates = Field(default_factory=Gates)
 
 
+class ModelUpdate(BaseModel):
+    """What an admin may change of a model; a field left out is kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = Field(default=None, max_length=4000)
+    gates: Gates | None = Field(default=None, description="The validation gates of versions registered from now on "
+                                                          "(registered versions keep their status).")
+
+
 class ModelPublic(BaseModel):
     name: str
     description: str

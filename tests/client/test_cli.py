@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 import time
 
 import httpx
@@ -107,6 +108,16 @@ def test_register_an_onnx_file_with_signature_and_profile(cli, api, registered, 
     assert printed["sha256"] == registered.sha256
     assert printed["metrics"]["auc"] >= 0.9
     assert printed["reference_profile"]["features"].keys() == set(registered.signature.input_names)
+
+
+def test_models_update_changes_only_the_gates_named(cli, api, fleet_client):
+    name = f"cli-gates-{uuid.uuid4().hex[:8]}"
+    fleet_client.create_model(name, description="kept", gates={"min_auc": 0.9, "min_accuracy": 0.85})
+    printed = as_json(cli("models", "update", name, "--min-auc", "off", "--output", "json"))
+    assert printed == api("registry", f"/v1/models/{name}")
+    assert (printed["gates"], printed["description"]) == ({"min_auc": None, "min_accuracy": 0.85}, "kept")
+    refused = cli("models", "update", name, "--min-accuracy", "1.5", expect=2)
+    assert "not in [0, 1]" in refused.stderr
 
 
 def test_errors_exit_with_meaningful_codes_and_problem_json(cli, client_fleet, registered):

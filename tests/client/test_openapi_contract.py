@@ -15,6 +15,7 @@ from tests.client.schemas import component, differences
 # (client model, service, OpenAPI component name, sent by the client?)
 CONTRACT = [
     (m.ModelCreate, "registry", "ModelCreate", True),
+    (m.ModelUpdate, "registry", "ModelUpdate", True),
     (m.ModelPublic, "registry", "ModelPublic", False),
     (m.ModelList, "registry", "ModelList", False),
     (m.Gates, "registry", "Gates", False),

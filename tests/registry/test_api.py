@@ -236,3 +236,28 @@ async def test_the_metadata_of_a_model_with_a_thousand_inputs_fits_and_an_absurd
     huge = json.dumps({**metadata, "description": "x" * (17 * 1024 * 1024)})
     response = await client.post(f"/v1/models/{name}/versions", files=upload_parts(trained.onnx, huge))
     assert_problem(response, 400, "http-400")
+
+
+async def test_an_admin_changes_a_models_gates_and_the_next_version_is_judged_by_them(client, trained):
+    name = model_name()
+    await create_model(client, name, description="fraud scores")
+    scientist = await new_key(client, "sam", "scientist")
+    weak = upload_parts(trained.onnx, version_metadata(auc=0.8))
+    assert_problem(await client.post(f"/v1/models/{name}/versions", files=weak), 422, "version-rejected")
+    assert_problem(await client.patch(f"/v1/models/{name}", json={"gates": {"min_auc": 0.75}}, headers=scientist),
+                   403, "forbidden")
+
+    updated = await client.patch(f"/v1/models/{name}", json={"gates": {"min_auc": 0.75, "min_accuracy": None}})
+    assert updated.status_code == 200, updated.text
+    assert (updated.json()["gates"], updated.json()["description"]) == (
+        {"min_auc": 0.75, "min_accuracy": None}, "fraud scores"), "a field left out is kept"
+    assert (await client.post(f"/v1/models/{name}/versions", files=weak)).status_code == 201
+    described = (await client.patch(f"/v1/models/{name}", json={"description": "v2 of the scores"})).json()
+    assert (described["description"], described["gates"]["min_auc"]) == ("v2 of the scores", 0.75)
+    change = (await client.get("/v1/audit", params={"model": name, "action": "model.update"})).json()["data"][-1]
+    assert change["detail"]["before"]["gates"] == {"min_auc": 0.90, "min_accuracy": 0.85}
+    assert change["detail"]["after"]["gates"] == {"min_auc": 0.75, "min_accuracy": None}
+
+    assert_problem(await client.patch(f"/v1/models/{model_name()}", json={"description": "x"}), 404, "model-not-found")
+    assert_problem(await client.patch(f"/v1/models/{name}", json={"name": "renamed"}), 422, "invalid-input")
+    assert_problem(await client.patch(f"/v1/models/{name}", json={"gates": {"min_auc": 2}}), 422, "invalid-input")
