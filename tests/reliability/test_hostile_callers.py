@@ -13,6 +13,7 @@ import pytest
 
 from mlfleet.demo.data import generate_dataset, write_offline_source
 from mlfleet.runtime.processes import wait_until
+from services.registry.api import MAX_METADATA_BYTES
 from tests.conftest import ServiceProcess, start_service, write_key_file
 from tests.gateway.conftest import MODEL, apply_user_stats, bearer, register, train_onnx
 
@@ -20,8 +21,10 @@ ORIGIN = "https://ops.example"
 """The one browser origin the registry of this module allows; the other services allow none."""
 REDIS_DB = 12
 BODY_LIMIT = 65_536
-"""``max_body_bytes`` of every service here (the registry adds ``max_artifact_bytes`` for uploads)."""
+"""``max_body_bytes`` of every service here (the registry adds ``max_artifact_bytes`` and the metadata part's limit
+for uploads)."""
 ARTIFACT_LIMIT = 1_000_000
+REGISTRY_LIMIT = ARTIFACT_LIMIT + MAX_METADATA_BYTES + BODY_LIMIT
 HUGE = 10**30
 STARTUP_TIMEOUT_S = 180
 """Three services start side by side on a shared machine: more time than one alone needs."""
@@ -117,8 +120,8 @@ LIMITS = [
     ("registry", "POST", "/v1/models", {"content": '{"name": "ok"}', **AS_TEXT}, 415),
     ("registry", "POST", "/v1/models", FORM, 415),
     ("registry", "POST", f"/v1/models/{MODEL}/versions", {"json": {"metadata": "{}"}}, 415),
-    ("registry", "POST", "/v1/keys", {"content": oversized_json(ARTIFACT_LIMIT + BODY_LIMIT)}, 413),
-    ("registry", "POST", "/v1/keys", {"content": chunks(ARTIFACT_LIMIT + BODY_LIMIT)}, 413),
+    ("registry", "POST", "/v1/keys", {"content": oversized_json(REGISTRY_LIMIT)}, 413),
+    ("registry", "POST", "/v1/keys", {"content": chunks(REGISTRY_LIMIT)}, 413),
     ("gateway", "POST", f"/v1/models/{MODEL}/predict", {"content": json.dumps({"instances": [INSTANCE]}), **AS_TEXT}, 415),
     ("gateway", "POST", f"/v1/models/{MODEL}/predict", {"data": {"instances": "x"}}, 415),
     ("gateway", "POST", f"/v1/models/{MODEL}/predict", {"json": {"instances": [INSTANCE] * 5}}, 422),
