@@ -227,8 +227,10 @@ class AsyncFleet:
     async def drift(self, model: str, *, version: int | None = None) -> m.DriftReport:
         return await self.send(calls.drift(model, version=version))
 
-    async def alerts(self, *, model: str | None = None, rule: str | None = None, limit: int = 100) -> m.AlertList:
-        return await self.send(calls.alerts(model=model, rule=rule, limit=limit))
+    async def alerts(self, *, model: str | None = None, rule: str | None = None, active: bool = False,
+                     limit: int = 100) -> m.AlertList:
+        """The alert history, newest first; ``active``: only the incidents firing now."""
+        return await self.send(calls.alerts(model=model, rule=rule, active=active, limit=limit))
 
     async def feature_views(self) -> m.FeatureViewList:
         return await self.send(calls.feature_views())

@@ -186,8 +186,9 @@ def drift(model: str, *, version: int | None = None) -> Call[m.DriftReport]:
     return Call("monitor", "GET", f"/v1/models/{_seg(model)}/drift", m.DriftReport, params=params)
 
 
-def alerts(*, model: str | None = None, rule: str | None = None, limit: int = 100) -> Call[m.AlertList]:
-    params: dict[str, Any] = {"limit": limit, "model": model, "rule": rule}
+def alerts(*, model: str | None = None, rule: str | None = None, active: bool = False,
+           limit: int = 100) -> Call[m.AlertList]:
+    params: dict[str, Any] = {"limit": limit, "model": model, "rule": rule, "active": "true" if active else None}
     return Call("monitor", "GET", "/v1/alerts", m.AlertList, params={k: v for k, v in params.items() if v is not None})
 
 

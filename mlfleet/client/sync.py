@@ -261,8 +261,10 @@ class Fleet:
     def drift(self, model: str, *, version: int | None = None) -> m.DriftReport:
         return self.send(calls.drift(model, version=version))
 
-    def alerts(self, *, model: str | None = None, rule: str | None = None, limit: int = 100) -> m.AlertList:
-        return self.send(calls.alerts(model=model, rule=rule, limit=limit))
+    def alerts(self, *, model: str | None = None, rule: str | None = None, active: bool = False,
+               limit: int = 100) -> m.AlertList:
+        """The alert history, newest first; ``active``: only the incidents firing now."""
+        return self.send(calls.alerts(model=model, rule=rule, active=active, limit=limit))
 
     def feature_views(self) -> m.FeatureViewList:
         return self.send(calls.feature_views())

@@ -84,11 +84,12 @@ def alerts(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option(help="Only this model's alerts.")] = None,
     rule: Annotated[str | None, typer.Option(help="Only drift, accuracy, error_rate or latency alerts.")] = None,
+    active: Annotated[bool, typer.Option("--active", help="Only the incidents firing now.")] = False,
     limit: Annotated[int, typer.Option(min=1, max=1000, help="Most alerts, newest first.")] = 100,
     output: OutputOption = Output.table,
 ) -> None:
-    """Alerts fired (drift, accuracy, error rate, latency), newest first."""
-    answer = connect(ctx).alerts(model=model, rule=rule, limit=limit)
+    """Alerts fired and resolved (drift, accuracy, error rate, latency), newest first; --active: what fires now."""
+    answer = connect(ctx).alerts(model=model, rule=rule, active=active, limit=limit)
     emit(output, answer, lambda out: render.alerts(answer, out))
 
 

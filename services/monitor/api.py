@@ -63,7 +63,8 @@ async def model_metrics(
 ) -> ModelMetrics:
     """Per-version requests, errors, latency percentiles, scores, variants and live quality over a window."""
     return await queries.model_metrics(store, model, window_s=window_s, start=start, end=end, now=time.time(),
-                                       retention_s=settings.bucket_ttl_s, feedback=labels)
+                                       retention_s=settings.bucket_ttl_s, feedback=labels,
+                                       max_window_s=settings.query_window_max_s)
 
 
 @stats.get("", operation_id="stats-get", response_model=ConsumerStats)
@@ -113,7 +114,7 @@ async def model_series(
 ) -> ModelSeries:
     """Request rate, error rate, latency percentiles and live accuracy over time, per version."""
     return await queries.model_series(store, labels, model, window_s=window_s, step_s=step_s, now=time.time(),
-                                      retention_s=settings.bucket_ttl_s)
+                                      retention_s=settings.bucket_ttl_s, max_window_s=settings.query_window_max_s)
 
 
 @models.get(
@@ -166,10 +167,13 @@ async def list_alerts(
     center: AlertsDep,
     model: Annotated[str | None, Query(pattern=MODEL_NAME_PATTERN)] = None,
     rule: Annotated[Literal["drift", "accuracy", "error_rate", "latency"] | None, Query()] = None,
+    active: Annotated[bool, Query(description="Only the incidents firing now, each as it began (not yet resolved), "
+                                              "instead of the history.")] = False,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AlertList:
-    """Alerts fired, newest first (deduplicated ones are not repeated)."""
-    data = await center.history(model=model, rule=rule, limit=limit)
+    """Alerts fired and resolved, newest first (deduplicated ones are not repeated); with `active`, what fires now."""
+    read = center.active if active else center.history
+    data = await read(model=model, rule=rule, limit=limit)
     return AlertList(data=data, count=len(data))
 
 

@@ -38,9 +38,10 @@ async def known_version(store: AggregateStore, model: str, version: int | None) 
 
 async def model_metrics(store: AggregateStore, model: str, *, window_s: float | None, start: float | None,
                         end: float | None, now: float, retention_s: float,
-                        feedback: FeedbackStore | None = None) -> ModelMetrics:
+                        feedback: FeedbackStore | None = None, max_window_s: float | None = None) -> ModelMetrics:
     """Per-version metrics of ``model`` over a window; every version ever seen is listed."""
-    buckets = resolve_window(window_s=window_s, start=start, end=end, now=now, retention_s=retention_s)
+    buckets = resolve_window(window_s=window_s, start=start, end=end, now=now, retention_s=retention_s,
+                             max_window_s=max_window_s)
     versions = await known_versions(store, model)
     metrics = []
     for version in versions:
@@ -60,11 +61,12 @@ def observed_s(step: range, now: float) -> float:
 
 
 async def model_series(store: AggregateStore, feedback: FeedbackStore, model: str, *, window_s: float,
-                       step_s: int, now: float, retention_s: float) -> ModelSeries:
+                       step_s: int, now: float, retention_s: float, max_window_s: float | None = None) -> ModelSeries:
     """Request rate, error rate, latency percentiles and accuracy per version, step by step."""
     if step_s % BUCKET_S:
         raise InvalidInput(f"step_s must be a multiple of {BUCKET_S}")
-    buckets = resolve_window(window_s=window_s, start=None, end=None, now=now, retention_s=retention_s)
+    buckets = resolve_window(window_s=window_s, start=None, end=None, now=now, retention_s=retention_s,
+                             max_window_s=max_window_s)
     per_step = step_s // BUCKET_S
     steps = [range(b, min(b + per_step, buckets.last + 1)) for b in range(buckets.first, buckets.last + 1, per_step)]
     if len(steps) > MAX_SERIES_POINTS:

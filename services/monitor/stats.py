@@ -213,11 +213,11 @@ class BucketRange:
 
 
 def resolve_window(*, window_s: float | None, start: float | None, end: float | None, now: float,
-                   retention_s: float) -> BucketRange:
+                   retention_s: float, max_window_s: float | None = None) -> BucketRange:
     """The buckets covering either the last ``window_s`` seconds or ``[start, end)``.
 
     Raises :class:`InvalidInput` for a window that is empty, reversed, half given, given
-    both ways, or longer than the retention of the aggregates.
+    both ways, longer than the retention of the aggregates, or longer than ``max_window_s``.
     """
     if window_s is not None and (start is not None or end is not None):
         raise InvalidInput("give either window_s or start and end, not both")
@@ -235,4 +235,7 @@ def resolve_window(*, window_s: float | None, start: float | None, end: float | 
         raise InvalidInput("the window must be longer than zero seconds (start < end, window_s > 0)")
     if end - start > retention_s:
         raise InvalidInput(f"the window is longer than the {retention_s:.0f} s the aggregates are kept")
+    if max_window_s is not None and end - start > max_window_s:
+        raise InvalidInput(f"the window is longer than the {max_window_s:.0f} s one query may read "
+                           "(query_window_max_s); ask Prometheus for longer spans")
     return BucketRange(int(start // BUCKET_S), math.ceil(end / BUCKET_S) - 1)

@@ -39,6 +39,7 @@ def events_counted(client_fleet, api) -> bool:
      {"action": "traffic.", "before_id": 1_000_000, "limit": 3}),
     (["metrics", MODEL, "--window", "3600"], "monitor", f"/v1/models/{MODEL}/metrics", {"window_s": 3600}),
     (["alerts", "--limit", "10"], "monitor", "/v1/alerts", {"limit": 10}),
+    (["alerts", "--active"], "monitor", "/v1/alerts", {"active": "true"}),
     (["rollout", "list", MODEL], "registry", f"/v1/models/{MODEL}/rollouts", {}),
     (["rollout", "list", MODEL, "--state", "promoted", "--limit", "2"], "registry", f"/v1/models/{MODEL}/rollouts",
      {"state": "promoted", "limit": 2}),

@@ -69,8 +69,12 @@ async def test_an_alert_resolves_only_after_its_rule_stays_clear_for_the_hold_an
     resolved = await other_replica.resolve_cleared(lambda a: a.model == "h", now=1140.0)
     assert [(a.status, a.started_at, a.resolved_at) for a in resolved] == [("resolved", 1000.0, 1140.0)]
     assert [a.status for a in sent] == ["firing", "resolved"], "one page and one resolution across the flapping"
+    assert await replica.active(model="h") == []
 
     assert await replica.fire(breach("h", now=1150.0)), "resolved: a new breach pages at once"
+    assert await replica.fire(breach("other", now=1155.0))
+    assert [(a.model, a.started_at) for a in await replica.active()] == [("other", 1155.0), ("h", 1150.0)]
+    assert [a.model for a in await replica.active(model="h")] == ["h"]
     assert await replica.resolve_cleared(lambda a: a.model == "h", now=1160.0) == [], "and holds afresh"
     gone = await replica.resolve_gone(lambda a: a.model == "h", now=1161.0)
     assert [a.resolved_at for a in gone] == [1161.0], "a version no longer listed resolves at once"
@@ -128,5 +132,6 @@ def test_an_error_rate_alert_resolves_when_the_errors_are_diluted(run_monitor, s
     with httpx.Client(base_url=monitor.url, timeout=10) as client:
         history = client.get("/v1/alerts", params={"rule": "error_rate"}).json()["data"]
         assert [a["status"] for a in history] == ["resolved", "firing"]
+        assert client.get("/v1/alerts", params={"active": "true"}).json() == {"data": [], "count": 0}
         assert 'mlfleet_monitor_alerts_total{outcome="resolved",rule="error_rate",severity="critical"} 1.0' in \
             client.get("/metrics").text

@@ -198,7 +198,7 @@ BAD_FEEDBACK = [
 
 
 def test_bad_feedback_and_alert_queries_are_problems(demo_registry, run_monitor):
-    monitor = run_monitor(**demo_registry.monitor_settings(), feedback_max_batch=10)
+    monitor = run_monitor(**demo_registry.monitor_settings(), feedback_max_batch=10, query_window_max_s=600)
     with httpx.Client(base_url=monitor.url, timeout=10, headers=demo_registry.deployer()) as client:
         for body, status, code in BAD_FEEDBACK:
             if isinstance(body, str):
@@ -211,6 +211,9 @@ def test_bad_feedback_and_alert_queries_are_problems(demo_registry, run_monitor)
         for params in ({"rule": "nonsense"}, {"limit": 0}, {"model": "Bad Name"}):
             response = client.get("/v1/alerts", params=params)
             assert (response.status_code, response.headers["content-type"]) == (422, PROBLEM_JSON), params
+        for path in ("metrics", "series"):
+            too_long = client.get(f"/v1/models/fraud/{path}", params={"window_s": 601})
+            assert too_long.status_code == 422 and "query_window_max_s" in too_long.json()["detail"], too_long.text
 
 
 def test_feedback_needs_a_deployer_key_and_reads_stay_open(demo_registry, run_monitor, stream_client):

@@ -199,3 +199,11 @@ def test_bad_windows_are_invalid_input(window_s, start, end):
     with pytest.raises(InvalidInput):
         resolve_window(window_s=window_s, start=start, end=end, now=10_000, retention_s=3600)
 
+
+def test_a_window_longer_than_one_query_may_read_names_the_setting():
+    assert resolve_window(window_s=600, start=None, end=None, now=10_000, retention_s=3600, max_window_s=600)
+    with pytest.raises(InvalidInput, match="query_window_max_s"):
+        resolve_window(window_s=601, start=None, end=None, now=10_000, retention_s=3600, max_window_s=600)
+    with pytest.raises(InvalidInput, match="query_window_max_s"):
+        resolve_window(window_s=None, start=0, end=601, now=10_000, retention_s=3600, max_window_s=600)
+
