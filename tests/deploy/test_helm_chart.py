@@ -125,8 +125,11 @@ def test_values_schema_refuses_gpu_triton_on_the_python_backend():
         chart.validate_schema({"triton": {"gpu": {"enabled": True}}})
 
 
-def test_values_schema_refuses_a_second_triton_replica():
-    """Models are loaded into the one Triton pod the registry reaches; a second would serve none of them."""
+def test_values_schema_refuses_a_second_triton_replica_and_upgrades_recreate_it():
+    """Models are loaded into the one Triton pod the registry reaches; a second would serve none of them, and a
+    rolling update would run one beside the old during every upgrade."""
+    triton = by_kind(render({}), "Deployment")["fleet-mlfleet-triton"]
+    assert triton["spec"]["strategy"] == {"type": "Recreate"}
     with Chart.load(CHART) as chart:
         chart.validate_schema({"triton": {"replicas": 1}})
         with pytest.raises(helm_python.HelmValuesError):
