@@ -62,13 +62,15 @@ class MonitorSettings(ServiceSettings):
     )
     bucket_ttl_s: int = Field(
         default=7 * 24 * 3600, ge=60,
-        description="Retention of the per-bucket aggregates; also the longest window one can query.",
+        description="Retention of the per-bucket aggregates; also the longest window one can query by `start` and "
+                    "`end` (a `window_s` is also capped by `query_window_max_s`).",
     )
     query_window_max_s: float = Field(
         default=24 * 3600.0, gt=0,
-        description="Longest window `GET /v1/models/{model}/metrics` and `.../series` answer for: a window reads one "
-                    "aggregate per 10 s bucket and version, so a week is ~60,000 reads per version on the Redis the "
-                    "gateways share. Longer spans are Prometheus's job (`mlfleet_gateway_*`).",
+        description="Longest `window_s` `GET /v1/models/{model}/metrics` and `.../series` answer for: a window reads "
+                    "one aggregate per 10 s bucket and version, so a week is ~60,000 reads per version on the Redis "
+                    "the gateways share. Longer spans are Prometheus's job (`mlfleet_gateway_*`). A window given by "
+                    "`start` and `end` (the rollout controller's steps) is bounded by `bucket_ttl_s` alone.",
     )
     retry_max_s: float = Field(
         default=5.0, gt=0, description="Longest pause between attempts while Redis is unreachable."

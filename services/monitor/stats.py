@@ -217,7 +217,9 @@ def resolve_window(*, window_s: float | None, start: float | None, end: float | 
     """The buckets covering either the last ``window_s`` seconds or ``[start, end)``.
 
     Raises :class:`InvalidInput` for a window that is empty, reversed, half given, given
-    both ways, longer than the retention of the aggregates, or longer than ``max_window_s``.
+    both ways, longer than the retention of the aggregates, or a ``window_s`` longer than ``max_window_s``
+    (``start``/``end`` are bounded by the retention alone: the rollout controller asks for a step's whole span,
+    which a step held for want of traffic can stretch past any such cap).
     """
     if window_s is not None and (start is not None or end is not None):
         raise InvalidInput("give either window_s or start and end, not both")
@@ -235,7 +237,7 @@ def resolve_window(*, window_s: float | None, start: float | None, end: float | 
         raise InvalidInput("the window must be longer than zero seconds (start < end, window_s > 0)")
     if end - start > retention_s:
         raise InvalidInput(f"the window is longer than the {retention_s:.0f} s the aggregates are kept")
-    if max_window_s is not None and end - start > max_window_s:
-        raise InvalidInput(f"the window is longer than the {max_window_s:.0f} s one query may read "
+    if max_window_s is not None and window_s is not None and window_s > max_window_s:
+        raise InvalidInput(f"window_s is longer than the {max_window_s:.0f} s one query may read "
                            "(query_window_max_s); ask Prometheus for longer spans")
     return BucketRange(int(start // BUCKET_S), math.ceil(end / BUCKET_S) - 1)
