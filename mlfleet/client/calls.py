@@ -84,12 +84,13 @@ def create_model(model: str, *, description: str = "", gates: m.Gates | dict | N
 
 def update_model(model: str, *, description: str | None = None,
                  gates: m.Gates | Mapping[str, Any] | None = None) -> Call[m.ModelPublic]:
-    body = m.ModelUpdate(description=description, gates=None if gates is None else m.Gates.model_validate(gates))
-    fields = {"description"} if gates is None else {"description", "gates"}
-    if description is None:
-        fields.discard("description")
-    return Call("registry", "PATCH", f"/v1/models/{_seg(model)}", m.ModelPublic,
-                json=body.model_dump(mode="json", include=fields))
+    """Only what is given is sent: a gate left out keeps its value on the server (merged under the model's lock)."""
+    body: dict[str, Any] = {}
+    if description is not None:
+        body["description"] = description
+    if gates is not None:
+        body["gates"] = m.Gates.model_validate(gates).model_dump(mode="json", exclude_unset=True)
+    return Call("registry", "PATCH", f"/v1/models/{_seg(model)}", m.ModelPublic, json=body)
 
 
 def list_versions(model: str) -> Call[m.VersionList]:

@@ -60,13 +60,11 @@ def update_model(
     output: OutputOption = Output.table,
 ) -> None:
     """Change a model's description or validation gates (an admin key); gates left out are kept."""
-    fleet = connect(ctx)
-    gates = None
-    if min_auc is not None or min_accuracy is not None:
-        current = fleet.get_model(model).gates
-        gates = {"min_auc": _gate(min_auc) if min_auc is not None else current.min_auc,
-                 "min_accuracy": _gate(min_accuracy) if min_accuracy is not None else current.min_accuracy}
-    answer = fleet.update_model(model, description=description, gates=gates)
+    gates = {name: _gate(value) for name, value in (("min_auc", min_auc), ("min_accuracy", min_accuracy))
+             if value is not None}
+    if description is None and not gates:
+        raise typer.BadParameter("nothing to change: give --description, --min-auc or --min-accuracy")
+    answer = connect(ctx).update_model(model, description=description, gates=gates or None)
     emit(output, answer, lambda out: render.model(answer, out))
 
 

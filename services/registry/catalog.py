@@ -176,7 +176,7 @@ def _update_model(session: Session, *, name: str, body: ModelUpdate, actor: str)
     if body.description is not None:
         model.description = body.description
     if body.gates is not None:
-        model.gates = body.gates.model_dump()
+        model.gates = {**model.gates, **body.gates.model_dump(exclude_unset=True)}
     after = {"description": model.description, "gates": dict(model.gates)}
     repository.add_audit(session, actor=actor, action="model.update", model=name,
                          detail={"before": before, "after": after})

@@ -55,7 +55,14 @@ class ModelUpdate(BaseModel):
 
     description: str | None = Field(default=None, max_length=4000)
     gates: Gates | None = Field(default=None, description="The validation gates of versions registered from now on "
-                                                          "(registered versions keep their status).")
+                                                          "(registered versions keep their status); a gate left "
+                                                          "out keeps its value, `null` switches it off.")
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> ModelUpdate:
+        if self.description is None and (self.gates is None or not self.gates.model_fields_set):
+            raise ValueError("nothing to change: give a description or a gate")
+        return self
 
 
 class ModelPublic(BaseModel):
@@ -199,8 +206,9 @@ class AuditPublic(BaseModel):
 class AuditList(BaseModel):
     data: list[AuditPublic]
     count: int
-    next_before_id: int | None = Field(default=None, description="`before_id` of the next (older) page; absent "
-                                                                 "when this page is not full (the last).")
+    next_before_id: int | None = Field(default=None, description="`before_id` of the next (older) page; `null` "
+                                                                 "when this page is not full (the last; a full last "
+                                                                 "page leads to one empty page more).")
 
 
 class Reason(BaseModel):

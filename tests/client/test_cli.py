@@ -119,6 +119,9 @@ def test_models_update_changes_only_the_gates_named(cli, api, fleet_client):
     assert (printed["gates"], printed["description"]) == ({"min_auc": None, "min_accuracy": 0.85}, "kept")
     refused = cli("models", "update", name, "--min-accuracy", "1.5", expect=2)
     assert "not in [0, 1]" in refused.stderr
+    assert "nothing to change" in cli("models", "update", name, expect=2).stderr
+    assert fleet_client.update_model(name, gates={"min_accuracy": 0.8}).gates.model_dump() == \
+        {"min_auc": None, "min_accuracy": 0.8}, "the client sends the gates it is given, the server keeps the rest"
 
 
 def test_errors_exit_with_meaningful_codes_and_problem_json(cli, client_fleet, registered):

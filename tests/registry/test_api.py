@@ -254,10 +254,16 @@ async def test_an_admin_changes_a_models_gates_and_the_next_version_is_judged_by
     assert (await client.post(f"/v1/models/{name}/versions", files=weak)).status_code == 201
     described = (await client.patch(f"/v1/models/{name}", json={"description": "v2 of the scores"})).json()
     assert (described["description"], described["gates"]["min_auc"]) == ("v2 of the scores", 0.75)
+    one_gate = (await client.patch(f"/v1/models/{name}", json={"gates": {"min_auc": 0.7}})).json()
+    assert one_gate["gates"] == {"min_auc": 0.7, "min_accuracy": None}, "a gate left out keeps its value"
     change = (await client.get("/v1/audit", params={"model": name, "action": "model.update"})).json()["data"][-1]
+    assert len((await client.get("/v1/audit", params={"model": name, "action": "model.update"})).json()["data"]) == 3
     assert change["detail"]["before"]["gates"] == {"min_auc": 0.90, "min_accuracy": 0.85}
     assert change["detail"]["after"]["gates"] == {"min_auc": 0.75, "min_accuracy": None}
 
     assert_problem(await client.patch(f"/v1/models/{model_name()}", json={"description": "x"}), 404, "model-not-found")
     assert_problem(await client.patch(f"/v1/models/{name}", json={"name": "renamed"}), 422, "invalid-input")
     assert_problem(await client.patch(f"/v1/models/{name}", json={"gates": {"min_auc": 2}}), 422, "invalid-input")
+    for nothing in ({}, {"gates": {}}):
+        assert "nothing to change" in str(assert_problem(await client.patch(f"/v1/models/{name}", json=nothing), 422,
+                                                         "invalid-input")["errors"])
