@@ -84,12 +84,13 @@ def test_grafana_dashboard_has_the_case_study_panels():
     expected = {
         "p99 latency by variant": ("mlfleet_gateway_prediction_latency_seconds_bucket", "variant"),
         "Prediction rate by version and variant": ("mlfleet_gateway_predictions_total", "version, variant"),
-        "Error rate by version and variant": ('status="error"', "version, variant"),
+        "Error rate and missing features by version and variant": ('status="error"', "version, variant"),
         "Live accuracy by version": ("mlfleet_monitor_live_accuracy", ""),
         "Drift score by version and feature": ("mlfleet_monitor_drift{", ""),
     }
     for title, (metric, split) in expected.items():
         assert metric in panels[title] and split in panels[title], title
+    assert 'status="missing_features"' in panels["Error rate and missing features by version and variant"]
     assert not undocumented_metrics(panels.values()), "the dashboard uses metrics docs/metrics.md does not list"
     provider = yaml.safe_load((GRAFANA / "provisioning" / "dashboards" / "mlfleet.yml").read_text())
     assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
