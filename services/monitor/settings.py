@@ -161,6 +161,13 @@ class MonitorSettings(ServiceSettings):
         default=None, description="Webhook receiving a Kubeflow-Pipelines-style run request on drift and accuracy alerts."
     )
     retrain_pipeline_id: str = Field(default="mlfleet-retrain", description="`pipeline_id` of the retraining run.")
+    retrain_min_interval_s: float = Field(
+        default=6 * 3600.0, ge=0,
+        description="At most one retraining run per model in this long, across monitor replicas: a drift or "
+                    "accuracy alert's reminders (every `alert_cooldown_s`) and versions drifting together start one "
+                    "run, not one each (the others are counted `suppressed` in `mlfleet_monitor_alert_deliveries_total`). "
+                    "0: every firing alert starts one.",
+    )
     retrain_pipeline_version_id: str | None = Field(default=None, description="`pipeline_version_id`, if pinned.")
     retrain_experiment_id: str | None = Field(default=None, description="`experiment_id` of the run, if any.")
     public_url: str | None = Field(

@@ -15,14 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import redis.asyncio as aioredis
 
 from services.monitor.schemas import AlertPublic
+from services.monitor.store import PREFIX
 
 logger = logging.getLogger("mlfleet.monitor.sinks")
 
@@ -104,6 +106,20 @@ class Sink:
     url: str
     body: Callable[[AlertPublic], dict[str, Any]]
     accepts: Callable[[AlertPublic], bool] = lambda alert: True
+    admits: Callable[[AlertPublic], Awaitable[bool]] | None = None
+    """Asked just before delivery (it may consult Redis); ``False`` skips the alert, counted ``suppressed``."""
+
+
+def once_per_model(redis: aioredis.Redis, interval_s: float) -> Callable[[AlertPublic], Awaitable[bool]]:
+    """Admit one alert per model every ``interval_s``, across monitor replicas (a ``SET NX PX`` per model): a
+    retraining run is expensive, and a drift alert's reminders (every cooldown) or several versions drifting at once
+    would each start one."""
+    async def admits(alert: AlertPublic) -> bool:
+        if interval_s <= 0:
+            return True
+        return bool(await redis.set(f"{PREFIX}:retrain:last:{alert.model}", alert.id, nx=True,
+                                    px=max(int(interval_s * 1000), 1)))
+    return admits
 
 
 @dataclass(frozen=True)
@@ -162,6 +178,9 @@ class SinkDispatcher:
         while True:
             alert = await queue.get()
             try:
+                if sink.admits is not None and not await sink.admits(alert):
+                    self._on_outcome(sink.name, "suppressed")
+                    continue
                 await self._deliver(sink, alert)
             except asyncio.CancelledError:
                 logger.error("sink %s: alert %s dropped at shutdown, mid-delivery", sink.name, alert.id)
@@ -194,10 +213,12 @@ class SinkDispatcher:
 
 
 def build_sinks(*, webhook_urls: list[str], retrain_url: str | None, pipeline: PipelineRef,
-                monitor_url: str) -> list[Sink]:
+                monitor_url: str, retrain_admits: Callable[[AlertPublic], Awaitable[bool]] | None = None) -> list[Sink]:
+    """``retrain_admits``: the retraining sink's rate limit (:func:`once_per_model`)."""
     sinks = [Sink(f"webhook-{i}", url, lambda alert: alertmanager_body(alert, monitor_url=monitor_url))
              for i, url in enumerate(webhook_urls)]
     if retrain_url:
         sinks.append(Sink("retrain", retrain_url, lambda alert: retrain_body(alert, pipeline),
-                          accepts=lambda alert: alert.rule in RETRAIN_RULES and alert.status == "firing"))
+                          accepts=lambda alert: alert.rule in RETRAIN_RULES and alert.status == "firing",
+                          admits=retrain_admits))
     return sinks

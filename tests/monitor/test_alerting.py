@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import httpx
 import numpy as np
 import pytest
+import redis.asyncio as aioredis
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from mlfleet.runtime.processes import free_port
@@ -17,7 +19,7 @@ from services.monitor.feedback import predicted_class, quality
 from services.monitor.schemas import AlertPublic, DriftReport, LatencySummary, LiveWindowInfo, Quality
 from services.monitor.settings import MonitorSettings
 from services.monitor.sinks import (PipelineRef, RetryPolicy, Sink, SinkDispatcher, alertmanager_body, build_sinks,
-                                    retrain_body)
+                                    once_per_model, retrain_body)
 from services.monitor.stats import summarize
 from tests.monitor.receiver import Receiver
 
@@ -205,3 +207,34 @@ async def test_alerts_still_queued_or_in_delivery_at_shutdown_are_counted_droppe
         await asyncio.sleep(0.01)
     await dispatcher.stop()
     assert outcomes == ["retried", "dropped", "dropped", "dropped"]
+
+
+async def test_one_retraining_run_per_model_and_interval_across_replicas(monitor_redis_url):
+    """A drift alert's reminders, and several versions drifting together, start one run per model, not one each."""
+    receiver = Receiver()
+    client = aioredis.from_url(monitor_redis_url)
+    outcomes: list[str] = []
+    model = f"m{uuid.uuid4().hex[:8]}"
+    replicas = [SinkDispatcher(build_sinks(webhook_urls=[], retrain_url=receiver.url("/runs"), pipeline=PipelineRef("p"),
+                                           monitor_url="http://monitor", retrain_admits=once_per_model(client, 3600)),
+                               http=httpx.AsyncClient(timeout=5), retry=RetryPolicy(1, 0.01, 0.01), queue_size=10,
+                               on_outcome=lambda sink, outcome: outcomes.append(outcome)) for _ in range(2)]
+    drift = ALERT.model_copy(update={"rule": "drift", "action": "retrain", "model": model})
+    for replica in replicas:
+        replica.start()
+    try:
+        for number, replica in enumerate(replicas * 2):
+            replica.submit(drift.model_copy(update={"id": f"d{number}", "version": 3 + number % 2}))
+        replicas[0].submit(drift.model_copy(update={"id": "other", "model": f"{model}-b"}))
+        for _ in range(500):
+            if len(outcomes) == 5:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        for replica in replicas:
+            await replica.stop()
+        receiver.stop()
+        await client.aclose()
+    assert sorted(outcomes) == ["delivered", "delivered", "suppressed", "suppressed", "suppressed"]
+    assert sorted(run["display_name"].split("-v")[0] for run in receiver.on("/runs")) == [
+        f"retrain-{model}", f"retrain-{model}-b"]
