@@ -55,6 +55,8 @@ def start(
     min_requests: Annotated[int | None, typer.Option(help="Canary requests a step needs for a verdict.")] = None,
     max_error_rate_increase: Annotated[float | None, typer.Option(help="Allowed error-rate increase (absolute).")] = None,
     max_p99_latency_ratio: Annotated[float | None, typer.Option(help="Allowed canary/stable p99 latency ratio.")] = None,
+    latency_tolerance_ms: Annotated[float | None, typer.Option(
+        "--latency-tolerance", help="Milliseconds of canary p99 above stable's that never fail a step.")] = None,
     min_accuracy_delta: Annotated[float | None, typer.Option(help="Required canary minus stable accuracy.")] = None,
     latency_test_alpha: Annotated[float | None, typer.Option(help="Significance of the latency test.")] = None,
     rate_test_alpha: Annotated[float | None, typer.Option(help="Significance of the error-rate and accuracy tests.")] = None,
@@ -67,7 +69,7 @@ def start(
 ) -> None:
     """Start a canary rollout of a version; unset options keep the registry's defaults."""
     checks = RolloutChecks(max_error_rate_increase=max_error_rate_increase, max_p99_latency_ratio=max_p99_latency_ratio,
-                           min_accuracy_delta=min_accuracy_delta, latency_test_alpha=latency_test_alpha,
+                           latency_tolerance_ms=latency_tolerance_ms, min_accuracy_delta=min_accuracy_delta, latency_test_alpha=latency_test_alpha,
                            rate_test_alpha=rate_test_alpha)
     settings = {"steps": parse_steps(steps), "interval_s": interval_s, "min_requests": min_requests,
                 "max_failures": max_failures, "require_approval": require_approval or None,
@@ -83,13 +85,12 @@ def start(
 def list_(
     ctx: typer.Context,
     model: ModelArg,
-    state: Annotated[str | None, typer.Option("--state", help="Only rollouts in this state (running, paused, "
-                                              "awaiting_approval, promoted, rolled_back, aborted).")] = None,
+    state: Annotated[RolloutState | None, typer.Option("--state", help="Only rollouts in this state.")] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, max=1000, help="Most rollouts shown, newest first.")] = 100,
     output: OutputOption = Output.table,
 ) -> None:
     """A model's rollouts, newest first."""
-    answer = connect(ctx).list_rollouts(model, state=state, limit=limit)
+    answer = connect(ctx).list_rollouts(model, state=state.value if state else None, limit=limit)
     emit(output, answer, lambda out: render.rollouts(answer, out))
 
 

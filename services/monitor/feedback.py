@@ -36,7 +36,7 @@ from services.common.request_ids import DATED_WITHIN_S, made_at
 from services.monitor.samples import prediction_key, seen_key
 from services.monitor.schemas import FeedbackItem, FeedbackReport, FeedbackResult, Quality
 from services.monitor.stats import BUCKET_S
-from services.monitor.store import PREFIX
+from services.monitor.store import MODELS_KEY, PREFIX
 
 
 _APPLY_ONCE = """
@@ -171,13 +171,18 @@ class FeedbackStore:
             for item in items:
                 pipe.hgetall(prediction_key(item.request_id))
                 pipe.exists(seen_key(item.request_id))
+                pipe.sismember(MODELS_KEY, item.model or "")
             replies = await pipe.execute()
         bucket = int(now // BUCKET_S)
         results: list[FeedbackResult | None] = []
         pending: list[tuple[int, Join]] = []
         async with self._redis.pipeline(transaction=False) as pipe:
             for index, item in enumerate(items):
-                predictions, seen = replies[2 * index], bool(replies[2 * index + 1])
+                predictions, seen, known = replies[3 * index], bool(replies[3 * index + 1]), bool(replies[3 * index + 2])
+                if item.model is not None and not known:  # a mistyped name, not a prediction still on its way
+                    results.append(FeedbackResult(request_id=item.request_id, instance=item.instance,
+                                                  outcome="unknown"))
+                    continue
                 outcome, join = self._join(item, predictions, seen, bucket, now)
                 if outcome is not None:
                     results.append(FeedbackResult(request_id=item.request_id, instance=item.instance, outcome=outcome))

@@ -178,8 +178,9 @@ def _update_model(session: Session, *, name: str, body: ModelUpdate, actor: str)
     if body.gates is not None:
         model.gates = {**model.gates, **body.gates.model_dump(exclude_unset=True)}
     after = {"description": model.description, "gates": dict(model.gates)}
-    repository.add_audit(session, actor=actor, action="model.update", model=name,
-                         detail={"before": before, "after": after})
+    if after != before:  # setting what is already set leaves no entry
+        repository.add_audit(session, actor=actor, action="model.update", model=name,
+                             detail={"before": before, "after": after})
     return model_public(model)
 
 
