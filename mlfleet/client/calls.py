@@ -30,11 +30,15 @@ class Call(Generic[T]):
     answer: type[T] | None
     """Pydantic model of a 2xx body; ``None`` when the answer has no body."""
     params: dict[str, Any] = field(default_factory=dict)
+    """Query parameters; those set to ``None`` are left out."""
     json: Any = None
     files: dict[str, Any] | None = None
     data: dict[str, str] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", {k: v for k, v in self.params.items() if v is not None})
 
     def read(self, body: bytes) -> T:
         if self.answer is None:
@@ -126,10 +130,8 @@ def start_rollout(model: str, rollout: m.RolloutCreate, *, allow_failed: bool = 
 
 
 def list_rollouts(model: str, *, state: str | None = None, limit: int = 100) -> Call[m.RolloutList]:
-    params: dict[str, Any] = {"limit": limit}
-    if state:
-        params["state"] = state
-    return Call("registry", "GET", f"/v1/models/{_seg(model)}/rollouts", m.RolloutList, params=params)
+    return Call("registry", "GET", f"/v1/models/{_seg(model)}/rollouts", m.RolloutList,
+                params={"limit": limit, "state": state})
 
 
 def get_rollout(model: str, rollout_id: int) -> Call[m.RolloutPublic]:
@@ -154,11 +156,8 @@ def rollback(model: str, *, reason: str | None = None) -> Call[m.TrafficPublic]:
 
 def audit(*, model: str | None = None, actor: str | None = None, action: str | None = None,
           before_id: int | None = None, limit: int = 100) -> Call[m.AuditList]:
-    params: dict[str, Any] = {"limit": limit}
-    for name, value in (("model", model), ("actor", actor), ("action", action), ("before_id", before_id)):
-        if value:
-            params[name] = value
-    return Call("registry", "GET", "/v1/audit", m.AuditList, params=params)
+    return Call("registry", "GET", "/v1/audit", m.AuditList,
+                params={"limit": limit, "model": model, "actor": actor, "action": action, "before_id": before_id})
 
 
 # --- gateway ------------------------------------------------------------------------------------
@@ -189,8 +188,8 @@ def drift(model: str, *, version: int | None = None) -> Call[m.DriftReport]:
 
 def alerts(*, model: str | None = None, rule: str | None = None, active: bool = False,
            limit: int = 100) -> Call[m.AlertList]:
-    params: dict[str, Any] = {"limit": limit, "model": model, "rule": rule, "active": "true" if active else None}
-    return Call("monitor", "GET", "/v1/alerts", m.AlertList, params={k: v for k, v in params.items() if v is not None})
+    return Call("monitor", "GET", "/v1/alerts", m.AlertList,
+                params={"limit": limit, "model": model, "rule": rule, "active": "true" if active else None})
 
 
 def feedback(items: list[m.FeedbackItem]) -> Call[m.FeedbackReport]:

@@ -258,10 +258,12 @@ class AlertCenter:
                      limit: int = 100) -> list[AlertPublic]:
         """The incidents firing now, each as it began, newest first."""
         alerts = [AlertPublic.model_validate_json(raw) for raw in (await self._redis.hgetall(ACTIVE_KEY)).values()]
-        matching = [a for a in alerts if (model is None or a.model == model) and (rule is None or a.rule == rule)]
-        return sorted(matching, key=lambda a: a.started_at or a.fired_at, reverse=True)[:limit]
+        return sorted(_matching(alerts, model, rule), key=lambda a: a.started_at or a.fired_at, reverse=True)[:limit]
 
     async def history(self, *, model: str | None = None, rule: str | None = None, limit: int = 100) -> list[AlertPublic]:
         alerts = [AlertPublic.model_validate(orjson.loads(raw)) for raw in await self._redis.lrange(HISTORY_KEY, 0, -1)]
-        matching = [a for a in alerts if (model is None or a.model == model) and (rule is None or a.rule == rule)]
-        return matching[:limit]
+        return _matching(alerts, model, rule)[:limit]
+
+
+def _matching(alerts: list[AlertPublic], model: str | None, rule: str | None) -> list[AlertPublic]:
+    return [a for a in alerts if (model is None or a.model == model) and (rule is None or a.rule == rule)]

@@ -80,26 +80,27 @@ def applied_key(request_id: str, instance: int, model: str | None = None) -> str
 
 @dataclass
 class Join:
-    """A label joined with the predictions it applies to: per model, its label lists and rows (one per version)."""
+    """A label joined with the predictions it applies to: per model, per version its label list and row."""
 
-    lists: dict[str, list[str]] = field(default_factory=dict)
-    rows: dict[str, list[str]] = field(default_factory=dict)
-    versions: dict[str, list[int]] = field(default_factory=dict)
+    by_model: dict[str, list[tuple[int, str, str]]] = field(default_factory=dict)
+    """model → ``(version, labels list key, row)`` of each of its versions."""
 
     def add(self, model: str, version: int, labels_list: str, row: str) -> None:
-        self.lists.setdefault(model, []).append(labels_list)
-        self.rows.setdefault(model, []).append(row)
-        self.versions.setdefault(model, []).append(version)
+        self.by_model.setdefault(model, []).append((version, labels_list, row))
 
     def script_call(self, item: FeedbackItem, *, marker_ttl_s: int, list_ttl_s: int) -> tuple[list[str], list]:
         """``keys`` and ``args`` of :data:`_APPLY_ONCE`."""
-        keys, args = [applied_key(item.request_id, item.instance)], [marker_ttl_s, list_ttl_s, len(self.lists)]
-        for model, lists in self.lists.items():
-            keys += [applied_key(item.request_id, item.instance, model), *lists]
-            args.append(len(lists))
-        for rows in self.rows.values():
-            args += rows
-        return keys, args
+        keys, counts, rows = [applied_key(item.request_id, item.instance)], [], []
+        for model, joined in self.by_model.items():
+            keys += [applied_key(item.request_id, item.instance, model), *(key for _, key, _ in joined)]
+            counts.append(len(joined))
+            rows += [row for _, _, row in joined]
+        return keys, [marker_ttl_s, list_ttl_s, len(self.by_model), *counts, *rows]
+
+    def versions(self, applied: Sequence[int]) -> list[int]:
+        """The versions of the models the script applied the label to (``applied``: its answer, per model)."""
+        return [version for joined, ok in zip(self.by_model.values(), applied, strict=True) if ok
+                for version, _, _ in joined]
 
 
 def predicted_class(labels: Sequence, scores: Sequence[float], instance: int, positive: object = None) -> int:
@@ -194,9 +195,9 @@ class FeedbackStore:
             applied = await pipe.execute() if pending else []
         for (index, join), fresh in zip(pending, applied):
             item = items[index]
-            versions = [v for model, ok in zip(join.versions, fresh) if ok for v in join.versions[model]]
             results[index] = FeedbackResult(request_id=item.request_id, instance=item.instance,
-                                            outcome="accepted" if any(fresh) else "duplicate", versions=versions)
+                                            outcome="accepted" if any(fresh) else "duplicate",
+                                            versions=join.versions(fresh))
         final = [r for r in results if r is not None]
         return FeedbackReport(counts=dict(Counter(r.outcome for r in final)), results=final)
 
@@ -219,7 +220,7 @@ class FeedbackStore:
             predicted = predicted_class(labels, scores, item.instance, record.get("p"))
             join.add(record["m"], record["v"], labels_key(record["m"], record["v"], bucket),
                      f"{float(scores[item.instance])!r},{predicted},{item.label}")
-        return ("invalid" if not join.lists else None), join
+        return ("invalid" if not join.by_model else None), join
 
     async def rows(self, model: str, version: int, buckets: range) -> list[tuple[float, int, int]]:
         """The joined ``(score, predicted, label)`` rows of ``buckets``."""

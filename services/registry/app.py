@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry
@@ -25,6 +25,9 @@ from services.registry.settings import RegistrySettings
 from services.registry.telemetry import RegistryMetrics
 
 
+TRITON_CHECK_S = 1.0
+"""How long readiness waits for Triton: a Triton that hangs rather than refusing must not hold the probe past its
+timeout (3 s in the chart), which would take the registry out of its Service after all."""
 OPTIONAL_CHECKS = frozenset({"triton"})
 """Triton down does not take the registry out of its Service: during that incident the routing table the gateways
 refresh from, the keys the gateway and the monitor check callers against, reads and the audit log still work, and a
@@ -36,22 +39,8 @@ async def readiness(request: Request) -> dict[str, bool]:
     registry: Registry | None = getattr(request.app.state, "registry", None)
     if registry is None:
         return {"database": False, "triton": False}
-    database, triton = await asyncio.gather(registry.database.ping(), _answers_within(registry.triton.live(),
-                                                                                      TRITON_CHECK_S))
+    database, triton = await asyncio.gather(registry.database.ping(), registry.triton.live(timeout_s=TRITON_CHECK_S))
     return {"database": database, "triton": triton}
-
-
-TRITON_CHECK_S = 1.0
-"""How long readiness waits for Triton: a Triton that hangs rather than refusing must not hold the probe past its
-timeout (3 s in the chart), which would take the registry out of its Service after all."""
-
-
-async def _answers_within(check: Awaitable[bool], timeout_s: float) -> bool:
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await check
-    except TimeoutError:
-        return False
 
 
 def create_app(settings: RegistrySettings | None = None) -> FastAPI:

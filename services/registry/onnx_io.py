@@ -11,6 +11,7 @@ never changed; renaming is deterministic, so every push sends the same bytes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import onnx
@@ -43,6 +44,13 @@ class NativeModel:
     probabilities: TensorSpec
 
 
+def label_and_probabilities(names: Sequence[str]) -> tuple[str, str]:
+    """Which of a graph's outputs (in order) are the label and the probabilities: ``label`` (else the first) and
+    ``probabilities`` or ``output_probability`` (else the last); ``triton_backend/model.py`` picks them alike."""
+    return (next((n for n in names if n == LABEL), names[0]),
+            next((n for n in names if n in PROBABILITY_NAMES), names[-1]))
+
+
 def native_model(artifact: bytes) -> NativeModel:
     """The artifact with the gateway's tensor names, and the specs Triton's config needs; raises
     :class:`ModelLoadFailed` when the graph cannot be served under that contract."""
@@ -54,11 +62,10 @@ def native_model(artifact: bytes) -> NativeModel:
     if len(inputs) != 1 or len(outputs) < 2:
         raise ModelLoadFailed("the native ONNX platform needs one input and a label and a probabilities output; "
                               f"the graph has {len(inputs)} inputs and {len(outputs)} outputs")
-    label = next((o for o in outputs if o.name == LABEL), outputs[0])
-    probabilities = next((o for o in outputs if o.name in PROBABILITY_NAMES), outputs[-1])
-    if label.name == probabilities.name:
-        raise ModelLoadFailed(f"the graph's output {label.name!r} cannot be both label and probabilities")
-    renames = {inputs[0].name: INPUT, label.name: LABEL, probabilities.name: PROBABILITIES}
+    label, probabilities = label_and_probabilities([o.name for o in outputs])
+    if label == probabilities:
+        raise ModelLoadFailed(f"the graph's output {label!r} cannot be both label and probabilities")
+    renames = {inputs[0].name: INPUT, label: LABEL, probabilities: PROBABILITIES}
     _rename(graph, renames)
     specs = {v.name: _spec(v) for v in (*graph.input, *graph.output) if v.name in REQUIRED_TYPES}
     for name, data_type in REQUIRED_TYPES.items():

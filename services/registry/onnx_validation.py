@@ -8,7 +8,7 @@ import onnxruntime
 from google.protobuf.message import DecodeError
 
 from services.registry.errors import InvalidArtifact
-from services.registry.onnx_io import LABEL, PROBABILITY_NAMES
+from services.registry.onnx_io import label_and_probabilities
 
 
 def validate_onnx(artifact: bytes, *, signature_width: int, n_classes: int) -> None:
@@ -52,12 +52,8 @@ def _loaded(artifact: bytes) -> onnxruntime.InferenceSession:
 
 
 def _check_scores_a_row(session: onnxruntime.InferenceSession, width: int, n_classes: int) -> None:
-    """Score one row of zeros, reading the outputs Triton's backend reads (``triton_backend/model.py``, and
-    :mod:`services.registry.onnx_io` for the native platform): ``label`` (else the first output) and
-    ``probabilities`` or ``output_probability`` (else the last)."""
-    outputs = session.get_outputs()
-    label = next((o.name for o in outputs if o.name == LABEL), outputs[0].name)
-    proba = next((o.name for o in outputs if o.name in PROBABILITY_NAMES), outputs[-1].name)
+    """Score one row of zeros, reading the outputs Triton's backend reads (:func:`label_and_probabilities`)."""
+    label, proba = label_and_probabilities([o.name for o in session.get_outputs()])
     try:
         _, probabilities = session.run([label, proba], {session.get_inputs()[0].name: np.zeros((1, width), np.float32)})
     except Exception as exc:  # onnxruntime's own error classes

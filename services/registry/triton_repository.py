@@ -186,9 +186,10 @@ class TritonRepository:
             raise self._error(exc, f"checking readiness of {model}") from None
         return {v for v, ready in zip(versions, answers, strict=True) if ready}
 
-    async def live(self) -> bool:
+    async def live(self, *, timeout_s: float | None = None) -> bool:
+        """Whether Triton answers as live within ``timeout_s`` (default: the client's deadline)."""
         try:
-            return bool(await self._client.is_server_live(client_timeout=self._timeout_s))
+            return bool(await self._client.is_server_live(client_timeout=timeout_s or self._timeout_s))
         except InferenceServerException:
             return False
 
