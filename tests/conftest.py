@@ -11,6 +11,7 @@ import os
 import subprocess
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -179,3 +180,29 @@ def start_service(name: str, settings: dict[str, str], workdir: Path, *, port: i
         stop_process(process)
         raise
     return ServiceProcess(name, port, process, log_file, env)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What :func:`start_service` takes, for :func:`start_services`."""
+
+    name: str
+    settings: dict[str, object]
+    workdir: Path
+    port: int | None = None
+
+
+def start_services(specs: dict[str, ServiceSpec], *, timeout_s: float = 120) -> dict[str, ServiceProcess]:
+    """Start the services of ``specs`` at once and wait for all (their imports overlap on the machine's cores); the
+    same keys map to the started services. If one does not start, those that did are stopped before its error is
+    raised."""
+    with ThreadPoolExecutor(len(specs)) as pool:
+        starting = {key: pool.submit(start_service, spec.name, spec.settings, spec.workdir, port=spec.port,
+                                     timeout_s=timeout_s) for key, spec in specs.items()}
+    started = {key: future.result() for key, future in starting.items() if future.exception() is None}
+    failed = [future.exception() for future in starting.values() if future.exception() is not None]
+    if failed:
+        for service in started.values():
+            service.stop()
+        raise failed[0]
+    return started

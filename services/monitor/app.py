@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from services.common.errors import BackendUnavailable, install_error_handlers, problem_response
 from services.common.health import health_router
+from services.common.deferred_imports import import_in_background
 from services.common.heap import freeze_startup_heap
 from services.common.http_security import install_http_security
 from services.common.logs import configure_logging
@@ -149,6 +150,7 @@ def create_app(settings: MonitorSettings | None = None) -> FastAPI:
         resources.background = [asyncio.create_task(resources.watcher.run_drift(), name="monitor-drift"),
                                  asyncio.create_task(resources.watcher.run_rules(), name="monitor-rules")]
         freeze_startup_heap()
+        import_in_background("scipy.stats", "scipy.spatial.distance", freeze=True)
         try:
             yield
         finally:

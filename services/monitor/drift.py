@@ -19,8 +19,6 @@ from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from scipy import stats
-from scipy.spatial.distance import jensenshannon
 
 from services.common.profiles import as_model_input, bin_counts
 
@@ -143,7 +141,9 @@ def numeric_drift(name: str, reference: NumericReference, live: np.ndarray) -> F
     edges = as_model_input(reference.bin_edges)
     live_freq = _normalised(bin_counts(edges, live))
     if reference.sample:
-        result = stats.ks_2samp(as_model_input(reference.sample), live)
+        from scipy.stats import ks_2samp  # on first use: services.common.deferred_imports says why
+
+        result = ks_2samp(as_model_input(reference.sample), live)
         ks, p_value = float(result.statistic), float(result.pvalue)
     else:
         ks = float(np.max(np.abs(np.cumsum(ref_freq) - np.cumsum(live_freq))))
@@ -164,6 +164,8 @@ def categorical_drift(name: str, reference: CategoricalReference, live: np.ndarr
     ref_freq = np.append(_normalised(reference.frequencies), 0.0)
     live_freq = counts / counts.sum() if counts.sum() else counts
     chi2, p_value = _chi_square(ref_freq, counts)
+    from scipy.spatial.distance import jensenshannon  # on first use: services.common.deferred_imports says why
+
     return FeatureDrift(
         feature=name, kind="categorical", n=int(live.size), chi2=chi2, p_value=p_value,
         js=float(jensenshannon(np.maximum(ref_freq, PSI_EPSILON), np.maximum(live_freq, PSI_EPSILON), base=2)),
@@ -179,7 +181,9 @@ def _chi_square(ref_freq: np.ndarray, counts: np.ndarray) -> tuple[float, float]
         return 0.0, 1.0
     expected = np.maximum(ref_freq, PSI_EPSILON)
     expected = expected / expected.sum() * total
-    result = stats.chisquare(counts, expected)
+    from scipy.stats import chisquare  # on first use: services.common.deferred_imports says why
+
+    result = chisquare(counts, expected)
     return float(result.statistic), float(result.pvalue)
 
 

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI, Request
 from prometheus_client import CollectorRegistry
 
+from services.common.deferred_imports import import_in_background
 from services.common.errors import install_error_handlers
 from services.common.health import health_router
 from services.common.http_security import install_http_security
@@ -60,6 +61,7 @@ def create_app(settings: RegistrySettings | None = None) -> FastAPI:
             asyncio.create_task(registry.traffic.keep_triton_in_step(settings.reconcile_interval_s)),
             asyncio.create_task(registry.rollouts.run(), name="registry-rollout-controller"),
         ]
+        import_in_background("scipy.stats")
         try:
             yield
         finally:

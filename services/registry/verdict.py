@@ -23,7 +23,6 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
-from scipy.stats import fisher_exact, mannwhitneyu
 
 from services.registry.schemas import RolloutChecks, Verdict
 
@@ -90,6 +89,8 @@ def slower_p_value(canary: VersionNumbers, stable: VersionNumbers) -> float | No
         return None
     if np.ptp(np.concatenate([canary_samples, stable_samples])) == 0:
         return 1.0  # every request in one bucket: no evidence either way
+    from scipy.stats import mannwhitneyu  # on first use: services.common.deferred_imports says why
+
     return float(mannwhitneyu(canary_samples, stable_samples, alternative="greater", method="asymptotic").pvalue)
 
 
@@ -108,6 +109,8 @@ def worse_p_value(canary_bad: int, canary_total: int, stable_bad: int, stable_to
     if canary_total <= 0 or stable_total <= 0:
         return None
     table = [[canary_bad, canary_total - canary_bad], [stable_bad, stable_total - stable_bad]]
+    from scipy.stats import fisher_exact  # on first use: services.common.deferred_imports says why
+
     return float(fisher_exact(table, alternative="greater").pvalue)
 
 

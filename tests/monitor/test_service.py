@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter
+from collections.abc import Iterator
+from urllib.parse import urlparse
 
 import httpx
 import pytest
+import redis
 
 from mlfleet.runtime.processes import wait_until
 from services.common.redis import PREDICTIONS_STREAM
 from services.monitor.stats import SCORE_BINS
+from tests.conftest import start_service
 from tests.monitor.factories import mixed_events, publish
 
 PROBLEM_JSON = "application/problem+json"
@@ -139,8 +143,30 @@ def test_entries_pending_on_a_dead_consumer_are_reclaimed_and_counted_once(run_m
     assert get_stats(monitor.url)["events_processed"] == 200
 
 
-def test_unknown_model_is_a_404_problem(client):
-    response = client.get("/v1/models/nosuchmodel/metrics")
+QUERIED_DB = 13
+"""The read-only tests' monitor has a Redis database of its own: the other tests empty the monitor's between them."""
+
+
+@pytest.fixture(scope="module")
+def queried(redis_url, workdir) -> Iterator[httpx.Client]:
+    """A client of one monitor, started once for the module's read-only tests, which has counted two events (of
+    models ``fraud`` and ``churn``)."""
+    url = urlparse(redis_url)._replace(path=f"/{QUERIED_DB}").geturl()
+    with redis.Redis.from_url(url) as stream:
+        stream.flushdb()
+    monitor = start_service("monitor", {"redis_url": url, "block_ms": 200}, workdir / "monitor-queried")
+    try:
+        with redis.Redis.from_url(url) as stream:
+            publish(stream, PREDICTIONS_STREAM, mixed_events(2))
+        with httpx.Client(base_url=monitor.url, timeout=10) as http:
+            wait_until(lambda: http.get("/v1/models").json()["count"] == 2, timeout_s=30, what="models seen")
+            yield http
+    finally:
+        monitor.stop()
+
+
+def test_unknown_model_is_a_404_problem(queried):
+    response = queried.get("/v1/models/nosuchmodel/metrics")
     assert response.status_code == 404
     assert response.headers["content-type"] == PROBLEM_JSON
     body = response.json()
@@ -152,16 +178,14 @@ def test_unknown_model_is_a_404_problem(client):
     {"start": 100}, {"end": 100}, {"start": 200, "end": 100}, {"window_s": 60, "start": 1, "end": 2},
     {"start": 0, "end": 8 * 24 * 3600}, {"window_s": "inf"},
 ])
-def test_bad_windows_are_422_problems(client, stream_client, params):
-    publish(stream_client, PREDICTIONS_STREAM, mixed_events(2))
-    wait_until(lambda: client.get("/v1/models").json()["count"] == 2, timeout_s=30, what="models seen")
-    response = client.get("/v1/models/fraud/metrics", params=params)
+def test_bad_windows_are_422_problems(queried, params):
+    response = queried.get("/v1/models/fraud/metrics", params=params)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == PROBLEM_JSON
     assert response.json()["code"] == "invalid-input"
 
 
-def test_a_malformed_model_name_is_a_422_problem(client):
-    response = client.get("/v1/models/Not%20A%20Model/metrics")
+def test_a_malformed_model_name_is_a_422_problem(queried):
+    response = queried.get("/v1/models/Not%20A%20Model/metrics")
     assert response.status_code == 422
     assert response.headers["content-type"] == PROBLEM_JSON

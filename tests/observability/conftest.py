@@ -15,7 +15,7 @@ import pytest
 from mlfleet.demo.data import generate_dataset, write_offline_source
 from mlfleet.runtime.processes import free_port, http_ok, start_process, stop_process, wait_until
 from mlfleet.runtime.triton import TritonLaunch, TritonRuntime
-from tests.conftest import ServiceProcess, TritonServer, start_service
+from tests.conftest import ServiceProcess, ServiceSpec, TritonServer, start_service, start_services
 from tests.gateway.conftest import apply_user_stats, train_onnx
 from tests.gateway.factories import signature
 from tests.observability.otlp_receiver import OtlpReceiver
@@ -83,7 +83,7 @@ def traced_fleet(workdir, redis_url, receiver) -> Iterator[TracedFleet]:
     apply_user_stats(feast_dir, redis_url)
     features_home = home / "features"
     write_offline_source(generate_dataset(seed=3, n_users=50, n_merchants=10, n_transactions=200), features_home / "data")
-    started: list[ServiceProcess] = []
+    started: dict[str, ServiceProcess] = {}
     triton = start_traced_triton(home / "triton", receiver)
     try:
         with pytest.MonkeyPatch.context() as env:
@@ -95,25 +95,25 @@ def traced_fleet(workdir, redis_url, receiver) -> Iterator[TracedFleet]:
             key_file.write_text(admin_key)
             registry = start_service("registry", {"triton_grpc_url": triton.grpc_url, "redis_url": redis_url,
                                                   "bootstrap_admin_key_file": key_file}, home / "registry")
-            started.append(registry)
+            started["registry"] = registry
             register(registry.url, admin_key, MODEL, {1: train_onnx(1), 2: train_onnx(2)}, stable=1, canary=2, canary_percent=50)
-            gateway = start_service("gateway", {
-                "registry_url": registry.url, "triton_http_url": triton.http_url,
-                "redis_url": redis_url, "feast_dir": feast_dir, "policy_poll_s": 60,
-            }, home / "gateway")
-            started.append(gateway)
-            monitor = start_service("monitor", {
-                "redis_url": redis_url, "block_ms": 200, "registry_url": registry.url,
-                "registry_api_key_file": key_file, "drift_interval_s": 0.5, "alert_interval_s": 0.5,
-            }, home / "monitor")
-            started.append(monitor)
             base, _, _ = redis_url.rpartition("/")
-            features = start_service("features", {"redis_url": f"{base}/{FEATURES_REDIS_DB}",
-                                                  "registry_url": registry.url}, features_home)
-            started.append(features)
+            started.update(start_services({
+                "gateway": ServiceSpec("gateway", {
+                    "registry_url": registry.url, "triton_http_url": triton.http_url,
+                    "redis_url": redis_url, "feast_dir": feast_dir, "policy_poll_s": 60,
+                }, home / "gateway"),
+                "monitor": ServiceSpec("monitor", {
+                    "redis_url": redis_url, "block_ms": 200, "registry_url": registry.url,
+                    "registry_api_key_file": key_file, "drift_interval_s": 0.5, "alert_interval_s": 0.5,
+                }, home / "monitor"),
+                "features": ServiceSpec("features", {"redis_url": f"{base}/{FEATURES_REDIS_DB}",
+                                                     "registry_url": registry.url}, features_home),
+            }))
+            gateway, monitor, features = started["gateway"], started["monitor"], started["features"]
         yield TracedFleet(receiver, triton, registry, gateway, monitor, features, admin_key)
     finally:
-        for service in reversed(started):
+        for service in reversed(started.values()):
             service.stop()
         stop_process(triton.process)
 

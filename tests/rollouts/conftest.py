@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from mlfleet.runtime.processes import free_port, wait_until
-from tests.conftest import ServiceProcess, start_service, write_key_file
+from tests.conftest import ServiceProcess, ServiceSpec, start_services, write_key_file
 from tests.gateway.conftest import USERS, apply_user_stats, bearer
 
 ROLLOUTS_DB = 6
@@ -97,29 +97,33 @@ def rollout_fleet(workdir, rollouts_redis_url, triton, admin_key) -> Iterator[Ro
     feast_dir = home / "feast"
     apply_user_stats(feast_dir, rollouts_redis_url)
     webhooks = WebhookReceiver(fail_first=1)
-    started: list[ServiceProcess] = []
+    started: dict[str, ServiceProcess] = {}
     try:
-        monitor = start_service("monitor", {"redis_url": rollouts_redis_url, "block_ms": 100,
-                                            "group": f"rollouts-{uuid.uuid4().hex[:8]}"}, home / "monitor")
-        started.append(monitor)
+        monitor_port = free_port()
         registry_settings = {
             "database_url": f"sqlite:///{home / 'registry' / 'registry.db'}",
-            "triton_grpc_url": triton.grpc_url, "redis_url": rollouts_redis_url, "monitor_url": monitor.url,
+            "triton_grpc_url": triton.grpc_url, "redis_url": rollouts_redis_url,
+            "monitor_url": f"http://127.0.0.1:{monitor_port}",
             "bootstrap_admin_key_file": write_key_file(home / "secrets" / "admin.key", admin_key),
             "rollout_tick_s": 0.2, "webhook_urls": webhooks.url, "webhook_backoff_s": 0.2, "public_url": PUBLIC_URL,
         }
-        registry = start_service("registry", registry_settings, home / "registry")
-        started.append(registry)
-        gateways = []
-        for name in ("gateway-a", "gateway-b"):
-            gateways.append(start_service("gateway", {
-                "registry_url": registry.url, "triton_grpc_url": triton.grpc_url, "triton_http_url": triton.http_url,
-                "redis_url": rollouts_redis_url, "feast_dir": feast_dir, "policy_poll_s": 30,
-            }, home / name))
-            started.append(gateways[-1])
+        started.update(start_services({
+            "monitor": ServiceSpec("monitor", {"redis_url": rollouts_redis_url, "block_ms": 100,
+                                               "group": f"rollouts-{uuid.uuid4().hex[:8]}"}, home / "monitor",
+                                   port=monitor_port),
+            "registry": ServiceSpec("registry", registry_settings, home / "registry"),
+        }))
+        registry, monitor = started["registry"], started["monitor"]
+        gateway_settings = {
+            "registry_url": registry.url, "triton_grpc_url": triton.grpc_url, "triton_http_url": triton.http_url,
+            "redis_url": rollouts_redis_url, "feast_dir": feast_dir, "policy_poll_s": 30,
+        }
+        started.update(start_services({name: ServiceSpec("gateway", gateway_settings, home / name)
+                                       for name in ("gateway-a", "gateway-b")}))
+        gateways = [started["gateway-a"], started["gateway-b"]]
         yield RolloutFleet(registry, monitor, gateways, admin_key, webhooks, registry_settings)
     finally:
-        for service in reversed(started):
+        for service in reversed(started.values()):
             service.stop()
         webhooks.close()
 

@@ -11,20 +11,19 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from mlfleet.runtime.processes import wait_until
-from tests.conftest import ServiceProcess, start_service
+from tests.conftest import ServiceProcess, ServiceSpec, start_services
 from tests.rollouts.test_progressive_delivery import deploy, judged, roll_out
 
 
 @pytest.fixture
 def replicas(rollout_fleet, workdir) -> Iterator[list[ServiceProcess]]:
     """Two more registry processes on the fleet registry's database, Triton, Redis, monitor and webhooks."""
-    started: list[ServiceProcess] = []
+    started = start_services({name: ServiceSpec("registry", rollout_fleet.registry_settings, workdir / "rollouts" / name)
+                              for name in ("registry-b", "registry-c")})
     try:
-        for name in ("registry-b", "registry-c"):
-            started.append(start_service("registry", rollout_fleet.registry_settings, workdir / "rollouts" / name))
-        yield started
+        yield list(started.values())
     finally:
-        for replica in started:
+        for replica in started.values():
             replica.stop()
 
 
