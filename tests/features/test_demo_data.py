@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import ks_2samp
-from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.pipeline import make_pipeline
@@ -119,7 +119,7 @@ def test_logistic_regression_and_boosting_learn_the_fraud(before):
     x_train, y_train, x_test, y_test = _holdout(model_frame(before))
     logistic = _logistic(x_train, y_train).predict_proba(x_test)[:, 1]
     boosting = (
-        GradientBoostingClassifier(random_state=0).fit(x_train, y_train).predict_proba(x_test)[:, 1]
+        HistGradientBoostingClassifier(random_state=0).fit(x_train, y_train).predict_proba(x_test)[:, 1]
     )
     assert roc_auc_score(y_test, logistic) > 0.93
     assert accuracy_score(y_test, logistic > 0.5) > 0.85
