@@ -35,7 +35,7 @@ from services.monitor.registry_client import RegistryClient
 from services.monitor.reports import DriftReporter
 from services.monitor.samples import SampleStore
 from services.monitor.settings import MonitorSettings
-from services.monitor.sinks import PipelineRef, RetryPolicy, SinkDispatcher, build_sinks, once_per_model
+from services.monitor.sinks import OncePerModel, PipelineRef, RetryPolicy, SinkDispatcher, build_sinks
 from services.monitor.store import AggregateStore
 from services.monitor.telemetry import MonitorMetrics
 from services.monitor.watcher import Watcher
@@ -97,7 +97,7 @@ def _watching_resources(settings: MonitorSettings, metrics: MonitorMetrics, redi
         webhook_urls=settings.alert_webhook_urls, retrain_url=settings.retrain_webhook_url,
         pipeline=PipelineRef(settings.retrain_pipeline_id, settings.retrain_pipeline_version_id,
                              settings.retrain_experiment_id),
-        monitor_url=settings.monitor_url(), retrain_admits=once_per_model(redis, settings.retrain_min_interval_s),
+        monitor_url=settings.monitor_url(), retrain_gate=OncePerModel(redis, settings.retrain_min_interval_s),
     )
     dispatcher = SinkDispatcher(
         sinks, http=sink_http, queue_size=settings.sink_queue_size,

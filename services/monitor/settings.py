@@ -166,6 +166,7 @@ class MonitorSettings(ServiceSettings):
         description="At most one retraining run per model in this long, across monitor replicas: a drift or "
                     "accuracy alert's reminders (every `alert_cooldown_s`) and versions drifting together start one "
                     "run, not one each (the others are counted `suppressed` in `mlfleet_monitor_alert_deliveries_total`). "
+                    "A run request that fails every attempt frees the model for the next alert. "
                     "0: every firing alert starts one.",
     )
     retrain_pipeline_version_id: str | None = Field(default=None, description="`pipeline_version_id`, if pinned.")

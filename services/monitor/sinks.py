@@ -15,10 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import redis.asyncio as aioredis
@@ -100,26 +100,56 @@ def retrain_body(alert: AlertPublic, pipeline: PipelineRef) -> dict[str, Any]:
     return body
 
 
+class OncePerModel:
+    """Admits one alert per model every ``interval_s``, across monitor replicas (a ``SET NX PX`` per model): a
+    retraining run is expensive, and a drift alert's reminders (every cooldown) or several versions drifting at once
+    would each start one. A slot whose alert was not delivered is given back (:meth:`release`): a run that never
+    started must not hold off the next alert's for the whole interval."""
+
+    def __init__(self, redis: aioredis.Redis, interval_s: float) -> None:
+        self._redis = redis
+        self._interval_s = interval_s
+        self._release_own = redis.register_script(RELEASE_OWN_SLOT)
+
+    def _key(self, alert: AlertPublic) -> str:
+        return f"{PREFIX}:retrain:last:{alert.model}"
+
+    async def admits(self, alert: AlertPublic) -> bool:
+        if self._interval_s <= 0:
+            return True
+        return bool(await self._redis.set(self._key(alert), alert.id, nx=True,
+                                          px=max(int(self._interval_s * 1000), 1)))
+
+    async def release(self, alert: AlertPublic) -> None:
+        """Free the model's slot if ``alert`` still holds it (not one another replica took since)."""
+        if self._interval_s > 0:
+            await self._release_own(keys=[self._key(alert)], args=[alert.id])
+
+
+RELEASE_OWN_SLOT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+"""``KEYS[1]``: a model's retraining slot; ``ARGV[1]``: the alert that should hold it."""
+
+
+class Gate(Protocol):
+    """Asked just before a sink delivers an alert (it may consult Redis); told when an admitted alert was not
+    delivered after all."""
+
+    async def admits(self, alert: AlertPublic) -> bool: ...
+
+    async def release(self, alert: AlertPublic) -> None: ...
+
+
 @dataclass(frozen=True)
 class Sink:
     name: str
     url: str
     body: Callable[[AlertPublic], dict[str, Any]]
     accepts: Callable[[AlertPublic], bool] = lambda alert: True
-    admits: Callable[[AlertPublic], Awaitable[bool]] | None = None
-    """Asked just before delivery (it may consult Redis); ``False`` skips the alert, counted ``suppressed``."""
-
-
-def once_per_model(redis: aioredis.Redis, interval_s: float) -> Callable[[AlertPublic], Awaitable[bool]]:
-    """Admit one alert per model every ``interval_s``, across monitor replicas (a ``SET NX PX`` per model): a
-    retraining run is expensive, and a drift alert's reminders (every cooldown) or several versions drifting at once
-    would each start one."""
-    async def admits(alert: AlertPublic) -> bool:
-        if interval_s <= 0:
-            return True
-        return bool(await redis.set(f"{PREFIX}:retrain:last:{alert.model}", alert.id, nx=True,
-                                    px=max(int(interval_s * 1000), 1)))
-    return admits
+    gate: Gate | None = None
+    """``admits`` ``False`` skips the alert, counted ``suppressed``."""
 
 
 @dataclass(frozen=True)
@@ -177,11 +207,14 @@ class SinkDispatcher:
         queue = self._queues[sink.name]
         while True:
             alert = await queue.get()
+            admitted = delivered = False
             try:
-                if sink.admits is not None and not await sink.admits(alert):
-                    self._on_outcome(sink.name, "suppressed")
-                    continue
-                await self._deliver(sink, alert)
+                if sink.gate is not None:
+                    if not await sink.gate.admits(alert):
+                        self._on_outcome(sink.name, "suppressed")
+                        continue
+                    admitted = True
+                delivered = await self._deliver(sink, alert)
             except asyncio.CancelledError:
                 logger.error("sink %s: alert %s dropped at shutdown, mid-delivery", sink.name, alert.id)
                 self._on_outcome(sink.name, "dropped")
@@ -189,15 +222,24 @@ class SinkDispatcher:
             except Exception:  # an unusable URL or body: this alert fails, the sink's worker goes on with the next
                 logger.exception("sink %s: alert %s could not be sent", sink.name, alert.id)
                 self._on_outcome(sink.name, "failed")
+            if admitted and not delivered:
+                await self._release(sink, alert)
 
-    async def _deliver(self, sink: Sink, alert: AlertPublic) -> None:
+    async def _release(self, sink: Sink, alert: AlertPublic) -> None:
+        try:
+            await sink.gate.release(alert)
+        except Exception:  # Redis down: the slot expires with its interval
+            logger.exception("sink %s: could not give back the slot of undelivered alert %s", sink.name, alert.id)
+
+    async def _deliver(self, sink: Sink, alert: AlertPublic) -> bool:
+        """Whether ``alert`` was delivered, retrying as the policy says."""
         body = sink.body(alert)
         for attempt in range(1, self._retry.max_attempts + 1):
             try:
                 response = await self._http.post(sink.url, json=body)
                 if response.status_code < 300:
                     self._on_outcome(sink.name, "delivered")
-                    return
+                    return True
                 reason = f"HTTP {response.status_code}"
             except httpx.HTTPError as exc:
                 reason = type(exc).__name__
@@ -210,15 +252,16 @@ class SinkDispatcher:
             await asyncio.sleep(delay)
         logger.error("sink %s: alert %s dropped after %d attempts", sink.name, alert.id, self._retry.max_attempts)
         self._on_outcome(sink.name, "failed")
+        return False
 
 
 def build_sinks(*, webhook_urls: list[str], retrain_url: str | None, pipeline: PipelineRef,
-                monitor_url: str, retrain_admits: Callable[[AlertPublic], Awaitable[bool]] | None = None) -> list[Sink]:
-    """``retrain_admits``: the retraining sink's rate limit (:func:`once_per_model`)."""
+                monitor_url: str, retrain_gate: Gate | None = None) -> list[Sink]:
+    """``retrain_gate``: the retraining sink's rate limit (:class:`OncePerModel`)."""
     sinks = [Sink(f"webhook-{i}", url, lambda alert: alertmanager_body(alert, monitor_url=monitor_url))
              for i, url in enumerate(webhook_urls)]
     if retrain_url:
         sinks.append(Sink("retrain", retrain_url, lambda alert: retrain_body(alert, pipeline),
                           accepts=lambda alert: alert.rule in RETRAIN_RULES and alert.status == "firing",
-                          admits=retrain_admits))
+                          gate=retrain_gate))
     return sinks

@@ -19,7 +19,7 @@ from services.monitor.feedback import predicted_class, quality
 from services.monitor.schemas import AlertPublic, DriftReport, LatencySummary, LiveWindowInfo, Quality
 from services.monitor.settings import MonitorSettings
 from services.monitor.sinks import (PipelineRef, RetryPolicy, Sink, SinkDispatcher, alertmanager_body, build_sinks,
-                                    once_per_model, retrain_body)
+                                    OncePerModel, retrain_body)
 from services.monitor.stats import summarize
 from tests.monitor.receiver import Receiver
 
@@ -216,7 +216,7 @@ async def test_one_retraining_run_per_model_and_interval_across_replicas(monitor
     outcomes: list[str] = []
     model = f"m{uuid.uuid4().hex[:8]}"
     replicas = [SinkDispatcher(build_sinks(webhook_urls=[], retrain_url=receiver.url("/runs"), pipeline=PipelineRef("p"),
-                                           monitor_url="http://monitor", retrain_admits=once_per_model(client, 3600)),
+                                           monitor_url="http://monitor", retrain_gate=OncePerModel(client, 3600)),
                                http=httpx.AsyncClient(timeout=5), retry=RetryPolicy(1, 0.01, 0.01), queue_size=10,
                                on_outcome=lambda sink, outcome: outcomes.append(outcome)) for _ in range(2)]
     drift = ALERT.model_copy(update={"rule": "drift", "action": "retrain", "model": model})
@@ -238,3 +238,59 @@ async def test_one_retraining_run_per_model_and_interval_across_replicas(monitor
     assert sorted(outcomes) == ["delivered", "delivered", "suppressed", "suppressed", "suppressed"]
     assert sorted(run["display_name"].split("-v")[0] for run in receiver.on("/runs")) == [
         f"retrain-{model}", f"retrain-{model}-b"]
+
+
+async def test_a_retraining_run_that_was_not_delivered_gives_its_slot_back(monitor_redis_url):
+    """A run request the pipeline refused (every attempt failed) started nothing: the model's next drift alert must
+    not be suppressed for the whole interval because of it."""
+    receiver = Receiver()
+    client = aioredis.from_url(monitor_redis_url)
+    outcomes: list[str] = []
+    model = f"m{uuid.uuid4().hex[:8]}"
+    gate = OncePerModel(client, 3600)
+    sinks = build_sinks(webhook_urls=[], retrain_url=f"http://127.0.0.1:{free_port()}/runs", pipeline=PipelineRef("p"),
+                        monitor_url="http://monitor", retrain_gate=gate)
+    down = SinkDispatcher(sinks, http=httpx.AsyncClient(timeout=5), retry=RetryPolicy(2, 0.01, 0.01), queue_size=10,
+                          on_outcome=lambda sink, outcome: outcomes.append(outcome))
+    up = SinkDispatcher(build_sinks(webhook_urls=[], retrain_url=receiver.url("/runs"), pipeline=PipelineRef("p"),
+                                    monitor_url="http://monitor", retrain_gate=gate),
+                        http=httpx.AsyncClient(timeout=5), retry=RetryPolicy(1, 0.01, 0.01), queue_size=10,
+                        on_outcome=lambda sink, outcome: outcomes.append(outcome))
+    drift = ALERT.model_copy(update={"rule": "drift", "action": "retrain", "model": model})
+    try:
+        down.start()
+        down.submit(drift.model_copy(update={"id": "refused"}))
+        for _ in range(500):
+            if "failed" in outcomes:
+                break
+            await asyncio.sleep(0.01)
+        assert outcomes == ["retried", "failed"]
+        assert await client.exists(f"mlfleet:monitor:retrain:last:{model}") == 0
+        up.start()
+        up.submit(drift.model_copy(update={"id": "next"}))
+        up.submit(drift.model_copy(update={"id": "reminder"}))
+        for _ in range(500):
+            if len(outcomes) == 4:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        await down.stop()
+        await up.stop()
+        receiver.stop()
+        await client.aclose()
+    assert outcomes[2:] == ["delivered", "suppressed"]
+    assert len(receiver.on("/runs")) == 1
+
+
+async def test_a_slot_another_alert_holds_is_not_given_back(monitor_redis_url):
+    client = aioredis.from_url(monitor_redis_url)
+    model = f"m{uuid.uuid4().hex[:8]}"
+    gate = OncePerModel(client, 3600)
+    drift = ALERT.model_copy(update={"rule": "drift", "action": "retrain", "model": model})
+    try:
+        assert await gate.admits(drift.model_copy(update={"id": "holder"}))
+        await gate.release(drift.model_copy(update={"id": "late"}))
+        assert await client.get(f"mlfleet:monitor:retrain:last:{model}") == b"holder"
+        assert not await gate.admits(drift.model_copy(update={"id": "other"}))
+    finally:
+        await client.aclose()
