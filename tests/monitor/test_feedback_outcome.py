@@ -25,7 +25,7 @@ def test_an_id_without_a_marker_is_judged_by_its_own_time(age_s, outcome):
     assert unjoined_outcome(request_id, False, now, prediction_ttl_s=DAY, seen_ttl_s=WEEK) == outcome
 
 
-@pytest.mark.parametrize("request_id", ["req-1", new_request_id(1_800_000_000.0 - 60)])
+@pytest.mark.parametrize("request_id", ["req-1", pytest.param(new_request_id(1_800_000_000.0 - 60), id="uuid7-dated")])
 def test_an_id_with_a_marker_is_late_and_one_without_time_or_marker_unknown(request_id):
     now = 1_800_000_000.0
     assert unjoined_outcome(request_id, True, now, prediction_ttl_s=DAY, seen_ttl_s=WEEK) == "late"
