@@ -26,7 +26,7 @@ def test_ids_are_unique_and_sort_by_time():
 
 
 @pytest.mark.parametrize("request_id", [
-    uuid.uuid4().hex, str(uuid.uuid4()), "req-1", "", "f" * 32,
+    pytest.param(uuid.uuid4().hex, id="uuid4-hex"), pytest.param(str(uuid.uuid4()), id="uuid4"), "req-1", "", "f" * 32,
     "0190a8b2c3d47e5f8a1b2c3d4e5f6a7",  # 31 digits
     "0190a8b2c3d47e5fca1b2c3d4e5f6a7b",  # variant bits 11
     "0190a8b2c3d4_e5f8a1b2c3d4e5f6a7b", "0190a8b2-c3d4-7e5f-8a1b2c3d4e5f6a7b",
