@@ -4,8 +4,11 @@ user's, so that an ordinary test run leaves the checkout as it found it."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -17,3 +20,15 @@ def results_file(name: str) -> Path:
     folder = ROOT / configured if configured else Path(tempfile.gettempdir()) / f"mlfleet-test-results-{os.getuid()}"
     folder.mkdir(parents=True, exist_ok=True)
     return folder / name
+
+
+def update_results(name: str, update: Callable[[dict], dict]) -> None:
+    """Replace the JSON object in ``name`` (a :func:`results_file`) by what ``update`` makes of it, under an
+    exclusive lock and written whole: the suite's workers write figures of different tests to the same file."""
+    path = results_file(name)
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        current = json.loads(path.read_text()) if path.exists() else {}
+        written = path.with_name(f".{path.name}.{os.getpid()}")
+        written.write_text(json.dumps(update(current), indent=2, sort_keys=True) + "\n")
+        written.replace(path)

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 APT_TIMEOUT_S = 600
+APT_WAITS_FOR_LOCK = ["-o", f"DPkg::Lock::Timeout={APT_TIMEOUT_S}"]
+"""The suite's two workers may both install a tool (promtool here, Chromium for the dashboard test): the second
+apt-get waits for the first's lock instead of failing."""
 
 
 def promtool() -> str:
@@ -17,8 +20,8 @@ def promtool() -> str:
     if found:
         return found
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-qq"], check=True, env=env, timeout=APT_TIMEOUT_S)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"], check=True, env=env,
+    subprocess.run(["apt-get", *APT_WAITS_FOR_LOCK, "update", "-qq"], check=True, env=env, timeout=APT_TIMEOUT_S)
+    subprocess.run(["apt-get", *APT_WAITS_FOR_LOCK, "install", "-y", "-qq", "--no-install-recommends", "prometheus"], check=True, env=env,
                    timeout=APT_TIMEOUT_S)
     found = shutil.which("promtool")
     assert found, "apt-get installed prometheus but promtool is not on PATH"

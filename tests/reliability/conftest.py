@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import threading
 import time
 from collections import Counter
@@ -18,7 +17,7 @@ import pytest
 from mlfleet.demo.run import run_demo
 from mlfleet.fleet import Fleet, FleetConfig
 from mlfleet.runtime.processes import free_port
-from tests.results import results_file
+from tests.results import update_results
 
 PORTS = ("gateway", "registry", "features", "monitor", "triton_http", "triton_grpc", "triton_metrics")
 
@@ -150,16 +149,11 @@ def events_settled(gateway_url: str) -> bool:
 
 
 def record_reliability(name: str, result: dict) -> None:
-    """Merge ``result`` under ``name`` into ``reliability.json`` (see :func:`tests.results.results_file`)."""
-    path = results_file("reliability.json")
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results[name] = result
-    path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    """Put ``result`` under ``name`` in ``reliability.json`` (see :func:`tests.results.results_file`)."""
+    update_results("reliability.json", lambda results: results | {name: result})
 
 
 def merge_reliability(name: str, result: dict) -> None:
     """Add ``result``'s keys to what ``reliability.json`` holds under ``name`` (figures of one scenario written by
     more than one test)."""
-    path = results_file("reliability.json")
-    current = json.loads(path.read_text()).get(name, {}) if path.exists() else {}
-    record_reliability(name, current | result)
+    update_results("reliability.json", lambda results: results | {name: results.get(name, {}) | result})

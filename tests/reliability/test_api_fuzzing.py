@@ -10,7 +10,6 @@ one entry per examples setting.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -20,14 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.conftest import record_reliability
-from tests.results import results_file
+from tests.results import update_results
 
 EXAMPLES = int(os.environ.get("MLFLEET_FUZZ_EXAMPLES", "20"))
 SEED = 20261125
 CHECKS = "not_a_server_error,response_schema_conformance"
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
-RESULTS = results_file("reliability.json")
 PHASES = {
     "gateway": "examples,fuzzing",
     "registry": "examples,fuzzing,stateful",
@@ -38,14 +35,15 @@ PHASES = {
 
 def record_cases(service: str, figures: dict) -> None:
     """Put one service's figures under ``schemathesis.max_examples_<EXAMPLES>``, keeping the others."""
-    runs = json.loads(RESULTS.read_text()).get("schemathesis", {}) if RESULTS.exists() else {}
-    run = runs.get(f"max_examples_{EXAMPLES}", {})
-    services = run.get("services", {}) | {service: figures}
-    runs[f"max_examples_{EXAMPLES}"] = {
-        "max_examples": EXAMPLES, "seed": SEED, "checks": CHECKS.split(","), "services": services,
-        "cases": sum(s["cases"] for s in services.values()), "when": time.strftime("%Y-%m-%d %H:%M:%S"),
-    }
-    record_reliability("schemathesis", runs)
+    def add(results: dict) -> dict:
+        runs = results.get("schemathesis", {})
+        services = runs.get(f"max_examples_{EXAMPLES}", {}).get("services", {}) | {service: figures}
+        runs[f"max_examples_{EXAMPLES}"] = {
+            "max_examples": EXAMPLES, "seed": SEED, "checks": CHECKS.split(","), "services": services,
+            "cases": sum(s["cases"] for s in services.values()), "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        return results | {"schemathesis": runs}
+    update_results("reliability.json", add)
 
 
 @pytest.mark.parametrize("service", list(PHASES))
