@@ -54,7 +54,14 @@ def write_key_file(path: Path, key: str) -> Path:
 
 @pytest.fixture(scope="session")
 def redis_url(workdir) -> Iterator[str]:
-    """A Redis of the suite's own (``MLFLEET_TEST_REDIS_URL`` to use an external one)."""
+    """A Redis of the suite's own, one per worker (``MLFLEET_TEST_REDIS_URL`` to use an external one: then run the
+    suite in one process, ``make test TEST_WORKERS=0``, as both workers would share its databases).
+
+    Fixtures that keep state between tests take a database each, so that no other test's writes reach them in
+    whatever order a worker runs its files: 0 the gateway and tracing fleets (the same feature values), 5 the
+    monitor's tests, 6 the features service's, 7 the tracing fleet's features service, 8 the rollout fleet, 9 the
+    reliability fleet, 10 the client fleet, 11 Feast's SQL registry test, 12 the hostile-callers fleet, 13 the
+    monitor's read-only tests."""
     external = os.environ.get("MLFLEET_TEST_REDIS_URL")
     if external:
         assert redis_answers(external), f"MLFLEET_TEST_REDIS_URL={external} does not answer"

@@ -32,7 +32,7 @@ from mlfleet.runtime.processes import free_port
 from mlfleet.demo.data import generate_dataset, label_column, model_frame, request_columns, write_offline_source
 from tests.conftest import ServiceProcess, start_service, write_key_file
 
-CLIENT_REDIS_DB = 7
+CLIENT_REDIS_DB = 10
 """The client tests' fleet keeps its events, policies and online features in a database of its own."""
 
 MODEL = "cl-fraud"

@@ -10,7 +10,7 @@ from services.common.feature_store import open_feature_store
 from services.features.app import create_app
 from services.features.settings import FeaturesSettings
 
-SQL_REGISTRY_REDIS_DB = 12
+SQL_REGISTRY_REDIS_DB = 11
 
 
 async def test_gateways_share_the_features_service_registry_through_sql(postgres_url, redis_url, tmp_path,

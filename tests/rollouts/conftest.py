@@ -23,7 +23,7 @@ from mlfleet.runtime.processes import free_port, wait_until
 from tests.conftest import ServiceProcess, ServiceSpec, start_services, write_key_file
 from tests.gateway.conftest import USERS, apply_user_stats, bearer
 
-ROLLOUTS_DB = 6
+ROLLOUTS_DB = 8
 """The rollout tests' Redis database."""
 PUBLIC_URL = "https://mlfleet.example.test/registry"
 """The registry's ``public_url``: links in webhook bodies start with it."""
