@@ -61,7 +61,7 @@ def redis_url(workdir) -> Iterator[str]:
     whatever order a worker runs its files: 0 the gateway and tracing fleets (the same feature values), 5 the
     monitor's tests, 6 the features service's, 7 the tracing fleet's features service, 8 the rollout fleet, 9 the
     reliability fleet, 10 the client fleet, 11 Feast's SQL registry test, 12 the hostile-callers fleet, 13 the
-    monitor's read-only tests."""
+    test of ``mlfleet up`` on a Redis in use, 14 the monitor's read-only tests."""
     external = os.environ.get("MLFLEET_TEST_REDIS_URL")
     if external:
         assert redis_answers(external), f"MLFLEET_TEST_REDIS_URL={external} does not answer"
