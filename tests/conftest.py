@@ -55,10 +55,11 @@ def write_key_file(path: Path, key: str) -> Path:
 @pytest.fixture(scope="session")
 def redis_url(workdir) -> Iterator[str]:
     """A Redis of the suite's own, one per worker (``MLFLEET_TEST_REDIS_URL`` to use an external one: then run the
-    suite in one process, ``make test TEST_WORKERS=0``, as both workers would share its databases).
+    suite in one process, as ``make test`` does by default, or both workers would share its databases).
 
     Fixtures that keep state between tests take a database each, so that no other test's writes reach them in
-    whatever order a worker runs its files: 0 the gateway and tracing fleets (the same feature values), 5 the
+    whatever order a worker runs its files: 0 the gateway and tracing fleets (the same feature values), the
+    registries of the registry's, features and monitor tests and the scipy-import test (no shared keys), 5 the
     monitor's tests, 6 the features service's, 7 the tracing fleet's features service, 8 the rollout fleet, 9 the
     reliability fleet, 10 the client fleet, 11 Feast's SQL registry test, 12 the hostile-callers fleet, 13 the
     test of ``mlfleet up`` on a Redis in use, 14 the monitor's read-only tests."""

@@ -26,7 +26,8 @@ def update_results(name: str, update: Callable[[dict], dict]) -> None:
     """Replace the JSON object in ``name`` (a :func:`results_file`) by what ``update`` makes of it, under an
     exclusive lock and written whole: the suite's workers write figures of different tests to the same file."""
     path = results_file(name)
-    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+    lock_file = Path(tempfile.gettempdir()) / f"mlfleet-test-results-{os.getuid()}-{path.name}.lock"
+    with open(lock_file, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         current = json.loads(path.read_text()) if path.exists() else {}
         written = path.with_name(f".{path.name}.{os.getpid()}")

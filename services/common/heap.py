@@ -14,7 +14,8 @@ import gc
 
 
 def freeze_startup_heap() -> None:
-    """Move every object alive now into the permanent generation; call once per process, when start-up is done
-    (nothing unfreezes them: a cycle among frozen objects is never collected)."""
+    """Move every object alive now into the permanent generation; call when start-up is done, and again after
+    modules imported later (:mod:`services.common.deferred_imports`). Nothing unfreezes them: a cycle among frozen
+    objects is never collected, so each call also keeps what happens to be alive then (a request in flight)."""
     gc.collect()
     gc.freeze()

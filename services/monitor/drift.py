@@ -164,7 +164,10 @@ def categorical_drift(name: str, reference: CategoricalReference, live: np.ndarr
     ref_freq = np.append(_normalised(reference.frequencies), 0.0)
     live_freq = counts / counts.sum() if counts.sum() else counts
     chi2, p_value = _chi_square(ref_freq, counts)
-    from scipy.spatial.distance import jensenshannon  # on first use: services.common.deferred_imports says why
+    # On first use (services.common.deferred_imports says why), scipy.stats first, in the order of the background
+    # import: two threads importing scipy's packages in opposite orders could each wait for the other's.
+    import scipy.stats  # noqa: F401
+    from scipy.spatial.distance import jensenshannon
 
     return FeatureDrift(
         feature=name, kind="categorical", n=int(live.size), chi2=chi2, p_value=p_value,

@@ -207,7 +207,7 @@ class SinkDispatcher:
         queue = self._queues[sink.name]
         while True:
             alert = await queue.get()
-            admitted = delivered = False
+            admitted, delivered = False, None
             try:
                 if sink.gate is not None:
                     if not await sink.gate.admits(alert):
@@ -222,7 +222,7 @@ class SinkDispatcher:
             except Exception:  # an unusable URL or body: this alert fails, the sink's worker goes on with the next
                 logger.exception("sink %s: alert %s could not be sent", sink.name, alert.id)
                 self._on_outcome(sink.name, "failed")
-            if admitted and not delivered:
+            if admitted and delivered is False:
                 await self._release(sink, alert)
 
     async def _release(self, sink: Sink, alert: AlertPublic) -> None:
@@ -231,9 +231,12 @@ class SinkDispatcher:
         except Exception:  # Redis down: the slot expires with its interval
             logger.exception("sink %s: could not give back the slot of undelivered alert %s", sink.name, alert.id)
 
-    async def _deliver(self, sink: Sink, alert: AlertPublic) -> bool:
-        """Whether ``alert`` was delivered, retrying as the policy says."""
+    async def _deliver(self, sink: Sink, alert: AlertPublic) -> bool | None:
+        """Whether ``alert`` was delivered, retrying as the policy says: ``False`` only when no attempt can have reached
+        the receiver's handler (refused with an error status, or never connected), ``None`` when one may have (a
+        timeout or a broken answer after the request went out: a run may have started)."""
         body = sink.body(alert)
+        maybe_received = False
         for attempt in range(1, self._retry.max_attempts + 1):
             try:
                 response = await self._http.post(sink.url, json=body)
@@ -243,6 +246,7 @@ class SinkDispatcher:
                 reason = f"HTTP {response.status_code}"
             except httpx.HTTPError as exc:
                 reason = type(exc).__name__
+                maybe_received = maybe_received or not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
             if attempt == self._retry.max_attempts:
                 break
             delay = self._retry.delay(attempt)
@@ -252,7 +256,7 @@ class SinkDispatcher:
             await asyncio.sleep(delay)
         logger.error("sink %s: alert %s dropped after %d attempts", sink.name, alert.id, self._retry.max_attempts)
         self._on_outcome(sink.name, "failed")
-        return False
+        return None if maybe_received else False
 
 
 def build_sinks(*, webhook_urls: list[str], retrain_url: str | None, pipeline: PipelineRef,

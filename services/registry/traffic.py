@@ -250,16 +250,21 @@ class TrafficController:
         since = {version: self._unneeded_since.setdefault((model, version), now) for version in unneeded}
         return {version for version, first in since.items() if now - first >= self._unneeded_grace_s}
 
-    async def keep_triton_in_step(self, interval_s: float) -> None:
-        """Run :meth:`reconcile` now and every ``interval_s``, logging (never raising) failures."""
+    async def keep_triton_in_step(self, interval_s: float, *, first_retry_s: float = 1.0) -> None:
+        """Run :meth:`reconcile` now and every ``interval_s``, logging (never raising) failures. Until a pass has
+        succeeded, a failed one is tried again after ``first_retry_s``: a registry started beside Triton (``mlfleet
+        up`` starts them together, as pods start in any order) loads the served models as soon as Triton answers,
+        not an interval later."""
+        in_step = False
         while True:
             try:
                 await self.reconcile()
+                in_step = True
             except MlfleetError as exc:
                 logger.warning("could not bring Triton in step with the traffic policies: %s", exc.detail)
             except Exception:
                 logger.exception("unexpected error while bringing Triton in step with the traffic policies")
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(interval_s if in_step else min(first_retry_s, interval_s))
 
     async def _load(self, plan: LoadPlan, *, actor: str, attempt: dict[str, Any]) -> None:
         artifacts = {}

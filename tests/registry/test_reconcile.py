@@ -4,12 +4,15 @@ PostgreSQL), a scripted Triton (what it serves, and which loads fail or wait).""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections import Counter
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from services.common.errors import BackendUnavailable
 from services.registry import repository
 from services.registry.database import Database
 from services.registry.errors import ModelLoadFailed
@@ -236,3 +239,37 @@ async def test_a_cancelled_wait_for_the_fleet_wide_lock_leaves_it_free(postgres_
 async def enter_and_leave(database: Database) -> None:
     async with database.exclusive("test-lock"):
         pass
+
+
+class StartingTriton(ScriptedTriton):
+    """Unreachable for its first ``down_for`` questions, as a Triton that starts beside the registry."""
+
+    def __init__(self, down_for: int) -> None:
+        super().__init__()
+        self.down_for = down_for
+        self.asked: Counter[str] = Counter()
+
+    async def ready_versions(self, model: str, versions) -> set[int]:
+        self.asked[model] += 1
+        if self.asked.total() <= self.down_for:
+            raise BackendUnavailable("Triton is not answering")
+        return await super().ready_versions(model, versions)
+
+
+async def test_until_triton_first_answers_the_loop_retries_within_a_second_then_every_interval(database):
+    model = with_policy(database, [1])
+    triton = StartingTriton(down_for=2)
+    loop = asyncio.create_task(controller(database, triton).keep_triton_in_step(3600, first_retry_s=0.05))
+    try:
+        for _ in range(200):
+            if triton.served.get(model):
+                break
+            await asyncio.sleep(0.02)
+        assert triton.served.get(model) == {1}, "served once Triton answered, not an hour later"
+        asked = triton.asked[model]
+        await asyncio.sleep(0.3)
+        assert triton.asked[model] == asked, "once in step, the next pass waits for the interval"
+    finally:
+        loop.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loop
