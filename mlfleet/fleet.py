@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from mlfleet.runtime.processes import http_ok, port_open, start_process, stop_process, wait_until
+from mlfleet.runtime.processes import http_ok, port_open, start_process, stop_process, stop_processes, wait_until
 from mlfleet.runtime.redis_server import ensure_redis, models_monitored
 from mlfleet.runtime.services import DEFAULT_PORTS, env_name, service_argv
 from mlfleet.runtime.triton import TritonLaunch, TritonRuntime, otlp_traces_url
@@ -238,10 +238,9 @@ class Fleet:
                 child.process = child.start()
 
     def stop(self) -> None:
-        for child in reversed(self.children):
-            if child.process is not None:
-                stop_process(child.process)
-                child.process = None
+        stop_processes([child.process for child in self.children if child.process is not None])
+        for child in self.children:
+            child.process = None
         if self.embedded_redis is not None:
             stop_process(self.embedded_redis)
             self.embedded_redis = None

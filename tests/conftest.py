@@ -10,7 +10,7 @@ import services  # noqa: F401  (first: keeps prometheus_client out of Feast's mu
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ import psycopg
 import pytest
 from hypothesis import settings as hypothesis_settings
 
-from mlfleet.runtime.processes import free_port, http_ok, start_process, stop_process, wait_until
+from mlfleet.runtime.processes import free_port, http_ok, start_process, stop_process, stop_processes, wait_until
 from mlfleet.runtime.redis_server import redis_answers, start_redis
 from mlfleet.runtime.services import env_name, service_argv
 from mlfleet.runtime.triton import TritonLaunch, TritonRuntime
@@ -210,7 +210,11 @@ def start_services(specs: dict[str, ServiceSpec], *, timeout_s: float = 120) -> 
     started = {key: future.result() for key, future in starting.items() if future.exception() is None}
     failed = [future.exception() for future in starting.values() if future.exception() is not None]
     if failed:
-        for service in started.values():
-            service.stop()
+        stop_services(started.values())
         raise failed[0]
     return started
+
+
+def stop_services(started: Iterable[ServiceProcess | None]) -> None:
+    """Stop the services (``None`` stands for one never started) at once: their shutdowns overlap."""
+    stop_processes([service.process for service in started if service is not None])

@@ -30,7 +30,7 @@ from mlfleet.cli import app
 from mlfleet.client import ClientConfig, Fleet
 from mlfleet.runtime.processes import free_port
 from mlfleet.demo.data import generate_dataset, label_column, model_frame, request_columns, write_offline_source
-from tests.conftest import ServiceProcess, start_service, write_key_file
+from tests.conftest import ServiceProcess, start_service, stop_services, write_key_file
 
 CLIENT_REDIS_DB = 10
 """The client tests' fleet keeps its events, policies and online features in a database of its own."""
@@ -98,9 +98,7 @@ def client_fleet(workdir, redis_url, triton) -> Iterator[ClientFleet]:
             "policy_poll_s": 0.5}, home / "gateway")
         yield ClientFleet(admin_key=admin_key, gateway=gateway, **started)
     finally:
-        for service in [gateway, *started.values()]:
-            if service is not None:
-                service.stop()
+        stop_services([gateway, *started.values()])
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import ServiceProcess, start_service, write_key_file
+from tests.conftest import ServiceProcess, start_service, stop_services, write_key_file
 from tests.monitor.demo_model import DemoModel, demo_model
 from tests.monitor.receiver import Receiver
 
@@ -48,8 +48,7 @@ def run_monitor(monitor_redis_url, stream_client, workdir) -> Iterator[MonitorFa
         return service
 
     yield run
-    for service in started:
-        service.stop()
+    stop_services(started)
 
 
 @pytest.fixture

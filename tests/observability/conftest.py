@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from mlfleet.demo.data import generate_dataset, write_offline_source
-from mlfleet.runtime.processes import free_port, http_ok, start_process, stop_process, wait_until
+from mlfleet.runtime.processes import free_port, http_ok, start_process, stop_processes, wait_until
 from mlfleet.runtime.triton import TritonLaunch, TritonRuntime
 from tests.conftest import ServiceProcess, ServiceSpec, TritonServer, start_service, start_services
 from tests.gateway.conftest import apply_user_stats, train_onnx
@@ -113,9 +113,7 @@ def traced_fleet(workdir, redis_url, receiver) -> Iterator[TracedFleet]:
             gateway, monitor, features = started["gateway"], started["monitor"], started["features"]
         yield TracedFleet(receiver, triton, registry, gateway, monitor, features, admin_key)
     finally:
-        for service in reversed(started.values()):
-            service.stop()
-        stop_process(triton.process)
+        stop_processes([service.process for service in started.values()] + [triton.process])
 
 
 @pytest.fixture(scope="session")

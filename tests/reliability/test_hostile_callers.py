@@ -14,7 +14,7 @@ import pytest
 from mlfleet.demo.data import generate_dataset, write_offline_source
 from mlfleet.runtime.processes import wait_until
 from services.registry.api import MAX_METADATA_BYTES
-from tests.conftest import ServiceProcess, start_service, write_key_file
+from tests.conftest import ServiceProcess, start_service, stop_services, write_key_file
 from tests.gateway.conftest import MODEL, apply_user_stats, bearer, register, train_onnx
 
 ORIGIN = "https://ops.example"
@@ -72,8 +72,7 @@ def fleet(tmp_path_factory, redis_url, triton, admin_key) -> Iterator[Fleet]:
         warm_up(services["gateway"].url)
         yield Fleet(services, admin_key)
     finally:
-        for service in services.values():
-            service.stop()
+        stop_services(services.values())
 
 
 def warm_up(gateway_url: str) -> None:

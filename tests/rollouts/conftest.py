@@ -20,7 +20,7 @@ import pytest
 import redis
 
 from mlfleet.runtime.processes import free_port, wait_until
-from tests.conftest import ServiceProcess, ServiceSpec, start_services, write_key_file
+from tests.conftest import ServiceProcess, ServiceSpec, start_services, stop_services, write_key_file
 from tests.gateway.conftest import USERS, apply_user_stats, bearer
 
 ROLLOUTS_DB = 8
@@ -123,8 +123,7 @@ def rollout_fleet(workdir, rollouts_redis_url, triton, admin_key) -> Iterator[Ro
         gateways = [started["gateway-a"], started["gateway-b"]]
         yield RolloutFleet(registry, monitor, gateways, admin_key, webhooks, registry_settings)
     finally:
-        for service in reversed(started.values()):
-            service.stop()
+        stop_services(started.values())
         webhooks.close()
 
 
