@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import time
 import uuid
+from collections.abc import Callable
 
 import httpx
 import numpy as np
@@ -22,6 +25,19 @@ from services.monitor.sinks import (PipelineRef, RetryPolicy, Sink, SinkDispatch
                                     OncePerModel, retrain_body)
 from services.monitor.stats import summarize
 from tests.monitor.receiver import Receiver
+
+
+async def until(condition: Callable[[], object], *, timeout_s: float = 5.0) -> None:
+    """Wait until ``condition()`` (or what it returns awaited) is true, polling every 10 ms, at most ``timeout_s``;
+    the caller asserts what it expects afterwards."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        held = condition()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return
+        await asyncio.sleep(0.01)
 
 
 def version_metrics(*, requests: int, errors: int = 0, p99: float = 5.0, accuracy: float | None = None,
@@ -181,10 +197,7 @@ async def test_a_sink_that_cannot_send_one_alert_counts_it_failed_and_sends_the_
     try:
         dispatcher.submit(ALERT.model_copy(update={"id": "bad"}))
         dispatcher.submit(ALERT)
-        for _ in range(500):
-            if len(outcomes) == 2:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: len(outcomes) == 2)
     finally:
         await dispatcher.stop()
         receiver.stop()
@@ -201,10 +214,7 @@ async def test_alerts_still_queued_or_in_delivery_at_shutdown_are_counted_droppe
     dispatcher.start()
     for number in range(3):
         dispatcher.submit(ALERT.model_copy(update={"id": f"a{number}"}))
-    for _ in range(500):  # the first delivery failed once and waits to retry; the other two are queued
-        if outcomes:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: outcomes)  # the first delivery failed once and waits to retry; the other two are queued
     await dispatcher.stop()
     assert outcomes == ["retried", "dropped", "dropped", "dropped"]
 
@@ -226,10 +236,7 @@ async def test_one_retraining_run_per_model_and_interval_across_replicas(monitor
         for number, replica in enumerate(replicas * 2):
             replica.submit(drift.model_copy(update={"id": f"d{number}", "version": 3 + number % 2}))
         replicas[0].submit(drift.model_copy(update={"id": "other", "model": f"{model}-b"}))
-        for _ in range(500):
-            if len(outcomes) == 5:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: len(outcomes) == 5)
     finally:
         for replica in replicas:
             await replica.stop()
@@ -260,23 +267,18 @@ async def test_a_retraining_run_that_was_not_delivered_gives_its_slot_back(monit
     try:
         down.start()
         down.submit(drift.model_copy(update={"id": "refused"}))
-        for _ in range(500):
-            if "failed" in outcomes:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: "failed" in outcomes)
         assert outcomes == ["retried", "failed"]
-        for _ in range(500):  # the slot is given back just after the failure is counted
-            if not await client.exists(f"mlfleet:monitor:retrain:last:{model}"):
-                break
-            await asyncio.sleep(0.01)
+
+        async def slot_free() -> bool:  # the slot is given back just after the failure is counted
+            return not await client.exists(f"mlfleet:monitor:retrain:last:{model}")
+
+        await until(slot_free)
         assert await client.exists(f"mlfleet:monitor:retrain:last:{model}") == 0
         up.start()
         up.submit(drift.model_copy(update={"id": "next"}))
         up.submit(drift.model_copy(update={"id": "reminder"}))
-        for _ in range(500):
-            if len(outcomes) == 4:
-                break
-            await asyncio.sleep(0.01)
+        await until(lambda: len(outcomes) == 4)
     finally:
         await down.stop()
         await up.stop()
