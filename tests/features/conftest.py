@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from mlfleet.demo.data import FraudDataset, generate_dataset, write_offline_source
-from tests.conftest import ServiceProcess, start_service, write_key_file
+from tests.conftest import ServiceProcess, start_service, stop_at_session_end, write_key_file
 
 FEATURES_REDIS_DB = 6
 """The features tests keep their online store in a Redis database of their own."""
@@ -43,7 +43,7 @@ def features_registry(workdir, triton, redis_url, admin_key) -> Iterator[Service
     registry = start_service("registry", {"triton_grpc_url": triton.grpc_url, "redis_url": redis_url,
                                           "bootstrap_admin_key_file": key_file}, home)
     yield registry
-    registry.stop()
+    stop_at_session_end([registry.process])
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +52,7 @@ def features_service(features_home, features_redis_url, features_registry) -> It
     service = start_service("features", {"redis_url": features_redis_url, "registry_url": features_registry.url},
                             features_home)
     yield service
-    service.stop()
+    stop_at_session_end([service.process])
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from mlfleet.runtime.processes import free_port
 from services.common.feature_store import open_feature_store
 from services.common.redis import PREDICTIONS_STREAM
 from services.common.schemas import Signature
-from tests.conftest import ServiceProcess, start_service, stop_services, write_key_file
+from tests.conftest import ServiceProcess, start_service, stop_at_session_end, write_key_file
 from tests.gateway.factories import signature
 
 MODEL = "gw-fraud"
@@ -133,7 +133,7 @@ def fleet(workdir, redis_url, triton, admin_key) -> Iterator[Fleet]:
         gateway = start_service("gateway", settings, home / "gateway")
         yield Fleet(registry, gateway, feast_dir, settings, artifacts, admin_key)
     finally:
-        stop_services([gateway, registry])
+        stop_at_session_end(service and service.process for service in (gateway, registry))
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import pytest
 from mlfleet.demo.run import run_demo
 from mlfleet.fleet import Fleet, FleetConfig
 from mlfleet.runtime.processes import free_port
+from tests.conftest import stop_at_session_end
 from tests.results import update_results
 
 PORTS = ("gateway", "registry", "features", "monitor", "triton_http", "triton_grpc", "triton_metrics")
@@ -29,10 +30,14 @@ def demo_fleet(tmp_path_factory, redis_url) -> Iterator[Fleet]:
     before/after differences."""
     config = FleetConfig(home=tmp_path_factory.mktemp("reliability"), redis_url=redis_url.rsplit("/", 1)[0] + "/9",
                          **{f"{name}_port": free_port() for name in PORTS})
-    with Fleet(config, echo=lambda message: None) as fleet:
+    fleet = Fleet(config, echo=lambda message: None)
+    try:
+        fleet.start()
         summary = run_demo(config, seed=7, shift=False, requests=100, canary_percent=10.0, echo=lambda message: None)
         assert summary.errors == 0
         yield fleet
+    finally:
+        stop_at_session_end([child.process for child in fleet.children] + [fleet.embedded_redis])
 
 
 # --- a small closed-loop load driver, shared by the fault tests ----------------------------------
