@@ -19,7 +19,7 @@ from services.common.logs import configure_logging
 from services.common.metrics import instrument
 from services.common.telemetry import Tracing
 from services.gateway import api
-from services.gateway.hot_path import PredictFrontDoor
+from services.gateway.hot_path import FRONT_DOOR_STATE, PredictFrontDoor
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.resources import Gateway
 from services.gateway.settings import GatewaySettings
@@ -33,7 +33,7 @@ class GatewayApp(FastAPI):
     front_door: PredictFrontDoor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not await self.front_door.serve(self.state, scope, receive, send):
+        if not await self.front_door.serve(scope, receive, send):
             await super().__call__(scope, receive, send)
 
 
@@ -45,13 +45,13 @@ def create_app(settings: GatewaySettings | None = None) -> GatewayApp:
     tracing = Tracing.from_env("gateway")
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: GatewayApp) -> AsyncIterator[dict[str, PredictFrontDoor]]:
         tracing.start()
-        app.state.gateway = await Gateway.open(settings, metrics, tracing.active_tracer)
+        app.state.gateway = app.front_door.gateway = await Gateway.open(settings, metrics, tracing.active_tracer)
         tracing.instrument_redis(app.state.gateway.redis)
         freeze_startup_heap()
         try:
-            yield
+            yield {FRONT_DOOR_STATE: app.front_door}  # the lifespan state uvicorn hands its HTTP protocol
         finally:
             await app.state.gateway.close()
             tracing.shutdown()

@@ -1,14 +1,22 @@
-"""The predict route's HTTP handling, and a front door that serves it ahead of FastAPI's middleware stack.
+"""The predict route's HTTP handling, served ahead of FastAPI's middleware stack, and below ASGI when it can be.
 
 A prediction is mostly spent outside the prediction itself: py-spy on the full path at 16
 connections put about a quarter of the gateway's CPU in the app's middlewares (FastAPI's body
 limit and exception telemetry, the Prometheus instrumentator, Starlette's error and exception
 layers, routing) around a route that already checks its own body size and renders its own
-errors. The gateway app calls :class:`PredictFrontDoor` before any of them, and it answers
-``POST /v1/models/{model}/predict`` itself, straight on ASGI messages, with the same contract as the documented route: the same problem+json errors, the
-same security headers, and every answer counted in ``mlfleet_gateway_predict_responses_total``.
-It steps aside (the request goes through the app and its middlewares) when tracing is on, so
-the request gets its server span, and for cross-origin requests, which need the CORS middleware.
+errors. So ``POST /v1/models/{model}/predict`` is answered by :class:`PredictFrontDoor`, with the
+same contract as the documented route: the same problem+json errors, the same security headers,
+and every answer counted in ``mlfleet_gateway_predict_responses_total``. It answers in one of two places:
+
+- below ASGI: the gateway's HTTP protocol (:mod:`services.gateway.http_protocol`) asks
+  :meth:`PredictFrontDoor.direct` once a request's headers have arrived, and answers a plain predict
+  request itself (uvicorn's ASGI layer cost ~54 µs of CPU per request here);
+- on ASGI messages, before the app's middlewares (:meth:`PredictFrontDoor.serve`), for a predict request
+  the protocol left to the app (a chunked body, ``Expect: 100-continue``, a query string) or when the
+  gateway runs without its protocol.
+
+It steps aside (the request goes through the app and its middlewares) when tracing is on, so the
+request gets its server span, and for cross-origin requests, which need the CORS middleware.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
 
 import orjson
 from pydantic import ValidationError
@@ -34,6 +42,11 @@ logger = logging.getLogger("mlfleet.gateway.hot_path")
 
 
 PREFIX, SUFFIX = "/v1/models/", "/predict"
+PROBLEM_JSON_BYTES = PROBLEM_JSON.encode()
+FRONT_DOOR_STATE = "mlfleet.predict_front_door"
+"""The key of the :class:`PredictFrontDoor` in the app's lifespan state."""
+DIRECT_HEADERS = frozenset({"origin", "expect", "transfer-encoding", "upgrade"})
+"""A request with any of these headers goes through the app (:meth:`PredictFrontDoor.direct`)."""
 SECURITY_HEADERS = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in API_HEADERS.items()]
 
 
@@ -104,16 +117,73 @@ def predict_path_model(path: str) -> str | None:
     return model if model and "/" not in model else None
 
 
+@dataclass(slots=True)
+class Reply:
+    """One predict answer, ready to write: status, body, content type and the headers it adds to the security
+    headers."""
+
+    status: int
+    body: bytes
+    content_type: bytes
+    headers: list[tuple[bytes, bytes]]
+
+
+def problem_reply(error: MlfleetError, path: str, request_id: str | None) -> Reply:
+    extra = [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in error.headers.items()]
+    if request_id is not None:
+        extra.append((b"x-request-id", request_id.encode("latin-1")))
+    return Reply(error.status, orjson.dumps(error.to_problem(path)), PROBLEM_JSON_BYTES, extra)
+
+
+async def predict_reply(gateway: Gateway, path: str, model: str, headers: Mapping[str, str], body: bytes) -> Reply:
+    """The answer to a predict request whose body has been read, counted in ``predict_responses_total``; every
+    error is a problem+json answer (an unexpected one is logged, and answered 500)."""
+    try:
+        answer, ctx = await answer_prediction(gateway, model, headers, body)
+    except MlfleetError as exc:
+        reply = problem_reply(exc, path, headers.get("x-request-id"))
+    except Exception:
+        logger.exception("unhandled error on POST %s (request id %s)", path, headers.get("x-request-id", "-"))
+        reply = problem_reply(MlfleetError("An unexpected error occurred; it has been logged."), path,
+                              headers.get("x-request-id"))
+    else:
+        reply = Reply(200, answer, b"application/json",
+                      [(b"x-request-id", ctx.request_id.encode()), (b"x-trace-id", ctx.trace_id.encode())])
+    gateway.metrics.predict_responses_by_status(str(reply.status)).inc()
+    return reply
+
+
 class PredictFrontDoor:
-    """Answers ``POST /v1/models/{model}/predict`` straight on ASGI messages, for the app whose state holds the
-    :class:`Gateway`; the app calls it first and serves the request itself when it declines."""
+    """Answers ``POST /v1/models/{model}/predict`` for the app whose gateway it is given (:attr:`gateway`, set once
+    the app's lifespan has opened it): straight on ASGI messages when the app calls :meth:`serve` first, or below
+    ASGI when the gateway's HTTP protocol asks :meth:`direct` (:mod:`services.gateway.http_protocol`)."""
 
     def __init__(self, *, traced: Callable[[], bool]) -> None:
         self._traced = traced
+        self.gateway: Gateway | None = None
 
-    async def serve(self, state: Any, scope: Scope, receive: Receive, send: Send) -> bool:
+    def direct(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, dict[str, str]] | None:
+        """The model and the headers (names in lower case) of a request the HTTP protocol may answer itself, once its
+        body has arrived, with :func:`predict_reply`; ``None`` for any other request, which goes through the app: another
+        method or path, a query string or an escaped path, tracing on, a cross-origin call, a body without a declared
+        length or larger than the limit (the app answers 413 without reading it), ``Expect: 100-continue``, or an
+        upgrade."""
+        gateway = self.gateway
+        if gateway is None or method != b"POST" or b"?" in url or b"%" in url or self._traced():
+            return None
+        model = predict_path_model(url.decode("latin-1"))
+        if model is None:
+            return None
+        fields = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
+        declared = fields.get("content-length", "")
+        if (not declared.isdigit() or int(declared) > gateway.settings.max_body_bytes
+                or not DIRECT_HEADERS.isdisjoint(fields)):
+            return None
+        return model, fields
+
+    async def serve(self, scope: Scope, receive: Receive, send: Send) -> bool:
         """Whether this answered the request (else the app must)."""
-        if scope["type"] != "http" or scope["method"] != "POST":
+        if scope["type"] != "http" or scope["method"] != "POST" or self.gateway is None:
             return False
         model = predict_path_model(scope["path"])
         if model is None or self._traced():
@@ -121,31 +191,23 @@ class PredictFrontDoor:
         headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
         if "origin" in headers:
             return False
-        await self._predict(state.gateway, scope, receive, send, model, headers)
+        await self._predict(self.gateway, scope, receive, send, model, headers)
         return True
 
     async def _predict(self, gateway: Gateway, scope: Scope, receive: Receive, send: Send, model: str,
                        headers: dict[str, str]) -> None:
-        counter = gateway.metrics.predict_responses_by_status
         try:
             check_body_size(headers, gateway.settings.max_body_bytes)
             body = await read_body(receive, gateway.settings.max_body_bytes)
-            answer, ctx = await answer_prediction(gateway, model, headers, body)
         except ClientGone:
             return
         except MlfleetError as exc:
-            await send_problem(send, exc, scope["path"], headers.get("x-request-id"))
-            counter(str(exc.status)).inc()
-            return
-        except Exception:
-            logger.exception("unhandled error on POST %s (request id %s)", scope["path"], headers.get("x-request-id", "-"))
-            error = MlfleetError("An unexpected error occurred; it has been logged.")
-            await send_problem(send, error, scope["path"], headers.get("x-request-id"))
-            counter("500").inc()
-            return
-        await send_body(send, 200, answer, b"application/json",
-                        [(b"x-request-id", ctx.request_id.encode()), (b"x-trace-id", ctx.trace_id.encode())])
-        counter("200").inc()
+            reply = problem_reply(exc, scope["path"], headers.get("x-request-id"))
+            gateway.metrics.predict_responses_by_status(str(reply.status)).inc()
+        else:
+            reply = await predict_reply(gateway, scope["path"], model, headers, body)
+        await send({"type": "http.response.start", "status": reply.status, "headers": reply_headers(reply)})
+        await send({"type": "http.response.body", "body": reply.body})
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -165,14 +227,6 @@ async def read_body(receive: Receive, limit: int) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def send_problem(send: Send, error: MlfleetError, path: str, request_id: str | None) -> None:
-    extra = [(name.lower().encode("latin-1"), str(value).encode("latin-1")) for name, value in error.headers.items()]
-    if request_id is not None:
-        extra.append((b"x-request-id", request_id.encode("latin-1")))
-    await send_body(send, error.status, orjson.dumps(error.to_problem(path)), PROBLEM_JSON.encode(), extra)
-
-
-async def send_body(send: Send, status: int, body: bytes, content_type: bytes, extra: list[tuple[bytes, bytes]]) -> None:
-    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra, *SECURITY_HEADERS]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+def reply_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
+    return [(b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()), *reply.headers,
+            *SECURITY_HEADERS]

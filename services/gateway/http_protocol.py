@@ -17,9 +17,17 @@ CoalescingHttpToolsProtocol``. Without it the gateway works the same, only slowe
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from services.gateway.hot_path import FRONT_DOOR_STATE, PredictFrontDoor, Reply, predict_reply, reply_headers
+from services.gateway.resources import Gateway
+
+logger = logging.getLogger("mlfleet.gateway.http")
 
 
 class CoalescingTransport:
@@ -58,5 +66,90 @@ class CoalescingTransport:
 
 
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's protocol with :class:`CoalescingTransport`, answering predict requests below ASGI when it can.
+
+    Once a request's headers have arrived, the app's :class:`~services.gateway.hot_path.PredictFrontDoor` (from the
+    lifespan state) says whether it takes it; if so the request's cycle is a :class:`PredictCycle` instead of
+    uvicorn's ``RequestResponseCycle``, and everything else (pipelining, keep-alive, flow control, shutdown) stays
+    uvicorn's, which sees the same cycle interface."""
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def on_headers_complete(self) -> None:
+        door: PredictFrontDoor | None = self.app_state.get(FRONT_DOOR_STATE)
+        http_version = self.parser.get_http_version()
+        direct = None
+        if door is not None and http_version in ("1.1", "1.0") and not self.parser.should_upgrade():
+            direct = door.direct(self.parser.get_method(), self.url, self.headers)
+        if direct is None:
+            super().on_headers_complete()
+            return
+        model, headers = direct
+        existing = self.cycle
+        self.cycle = PredictCycle(  # type: ignore[assignment]
+            door.gateway, self.url.decode("latin-1"), model, headers, transport=self.transport, flow=self.flow,
+            default_headers=self.server_state.default_headers, on_response=self.on_response_complete,
+            keep_alive=http_version == "1.1" and self.parser.should_keep_alive())
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(self.cycle, self.app)
+        else:  # pipelined behind a request still being answered: uvicorn starts it after that one
+            self.flow.pause_reading()
+            self.pipeline.appendleft((self.cycle, self.app))
+
+
+class PredictCycle:
+    """One predict request answered by the protocol itself: the body is gathered as uvicorn's cycle gathers it,
+    the answer comes from :func:`~services.gateway.hot_path.predict_reply` (the same as the ASGI front door's) and
+    goes out in one write, status line and headers written here rather than by uvicorn's ``send``.
+
+    Against uvicorn's cycle behind the ASGI front door, this skips the request's ASGI scope and messages, the proxy
+    headers middleware, and ``send``'s checks of every header an answer carries (ours are fixed or checked where
+    made): a bare ASGI answer cost ~77 µs of CPU in uvicorn here against ~23 µs from a protocol of its own."""
+
+    def __init__(self, gateway: Gateway, path: str, model: str, headers: dict[str, str], *, transport: asyncio.Transport,
+                 flow: FlowControl, default_headers: list[tuple[bytes, bytes]], on_response: Callable[[], None],
+                 keep_alive: bool) -> None:
+        self.gateway, self.path, self.model, self.headers = gateway, path, model, headers
+        self.transport, self.flow, self.default_headers, self.on_response = transport, flow, default_headers, on_response
+        self.keep_alive = keep_alive
+        self.message_event = asyncio.Event()
+        self.disconnected = False
+        self.body = bytearray()
+        self.more_body = True
+        self.response_complete = False
+
+    async def run_asgi(self, app: object) -> None:
+        """uvicorn's name for running the request; ``app`` is not called."""
+        try:
+            while self.more_body and not self.disconnected:
+                self.flow.resume_reading()
+                await self.message_event.wait()
+                self.message_event.clear()
+            if self.disconnected:
+                return
+            reply = await predict_reply(self.gateway, self.path, self.model, self.headers, bytes(self.body))
+            if not self.disconnected:
+                self._write(reply)
+        except asyncio.CancelledError:
+            self.transport.close()
+            raise
+        except Exception:  # predict_reply answers every error itself: this is a failed write
+            logger.exception("could not answer POST %s", self.path)
+            self.transport.close()
+        finally:
+            self.on_response = lambda: None
+
+    def _write(self, reply: Reply) -> None:
+        head = [STATUS_LINE[reply.status]]
+        for name, value in (*self.default_headers, *reply_headers(reply)):
+            head += (name, b": ", value, b"\r\n")
+        if not self.keep_alive:
+            head.append(b"connection: close\r\n")
+        head += (b"\r\n", reply.body)
+        self.transport.write(b"".join(head))
+        self.response_complete = True
+        self.message_event.set()
+        if not self.keep_alive:
+            self.transport.close()
+        self.on_response()

@@ -1,0 +1,250 @@
+"""Predict requests answered below ASGI by the gateway's HTTP protocol: the same HTTP/1.1 as uvicorn's, on raw sockets.
+
+Which requests it takes is :meth:`PredictFrontDoor.direct`'s decision (unit-tested below); the others go through
+the app, and every answer, either way, must read the same to a client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from dataclasses import dataclass, field
+
+import httptools
+import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from uvicorn.config import Config
+from uvicorn.server import ServerState
+
+from services.common.schemas import Variant
+from services.gateway.hot_path import FRONT_DOOR_STATE, PredictFrontDoor
+from services.gateway.http_protocol import CoalescingHttpToolsProtocol
+from services.gateway.metrics import GatewayMetrics
+from services.gateway.predictions import PredictAnswer
+from tests.gateway.conftest import MODEL
+
+BODY = orjson.dumps({"instances": [{"user_id": 7, "amount": 10.0}]})
+PATH = f"/v1/models/{MODEL}/predict"
+
+
+@dataclass
+class Response:
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+class Responses:
+    """Responses parsed, in order, from whatever a connection returns."""
+
+    def __init__(self) -> None:
+        self.done: list[Response] = []
+        self._current = Response()
+        self._parser = httptools.HttpResponseParser(self)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._current.headers[name.decode().lower()] = value.decode()
+
+    def on_body(self, body: bytes) -> None:
+        self._current.body += body
+
+    def on_message_complete(self) -> None:
+        self._current.status = self._parser.get_status_code()
+        self.done.append(self._current)
+        self._current = Response()
+
+    def feed(self, data: bytes) -> None:
+        self._parser.feed_data(data)
+
+
+def request(path: str = PATH, *, body: bytes = BODY, request_id: str = "raw-1", version: str = "1.1",
+            extra: str = "") -> bytes:
+    return (f"POST {path} HTTP/{version}\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nX-Request-Id: {request_id}\r\n{extra}\r\n").encode() + body
+
+
+def read_responses(conn: socket.socket, count: int) -> tuple[list[Response], bool]:
+    """``count`` responses from ``conn``, and whether the gateway closed the connection after them."""
+    parsed = Responses()
+    while len(parsed.done) < count:
+        data = conn.recv(65536)
+        assert data, f"the connection closed after {len(parsed.done)} of {count} responses"
+        parsed.feed(data)
+    conn.settimeout(0.5)
+    try:
+        closed = conn.recv(1) == b""
+    except TimeoutError:
+        closed = False
+    return parsed.done, closed
+
+
+@pytest.fixture
+def connect(fleet):
+    opened: list[socket.socket] = []
+
+    def connect() -> socket.socket:
+        conn = socket.create_connection(("127.0.0.1", fleet.gateway.port), timeout=30)
+        opened.append(conn)
+        return conn
+
+    yield connect
+    for conn in opened:
+        conn.close()
+
+
+def test_pipelined_predictions_are_answered_in_order_and_the_connection_stays_open(connect):
+    conn = connect()
+    conn.sendall(request(request_id="first") + request(request_id="second") + request(request_id="third"))
+    answers, closed = read_responses(conn, 3)
+    assert [a.status for a in answers] == [200, 200, 200], [a.body for a in answers]
+    assert [a.headers["x-request-id"] for a in answers] == ["first", "second", "third"]
+    assert [orjson.loads(a.body)["request_id"] for a in answers] == ["first", "second", "third"]
+    assert not closed
+    conn.sendall(request(request_id="after"))
+    (after,), _ = read_responses(conn, 1)
+    assert after.status == 200 and after.headers["x-request-id"] == "after"
+
+
+@pytest.mark.parametrize(("version", "extra"), [("1.1", "Connection: close\r\n"), ("1.0", "")])
+def test_a_connection_the_client_does_not_keep_is_closed_after_its_answer(connect, version, extra):
+    conn = connect()
+    conn.sendall(request(version=version, extra=extra))
+    (answer,), closed = read_responses(conn, 1)
+    assert answer.status == 200, answer.body
+    assert answer.headers["connection"] == "close"
+    assert closed
+
+
+def test_answers_below_asgi_and_through_the_app_carry_the_same_headers(connect):
+    """A query string sends the request through the app (and its ASGI front door); the answers must not differ but
+    in their ids and dates."""
+    conn = connect()
+    conn.sendall(request(request_id="direct") + request(f"{PATH}?through=app", request_id="through-app"))
+    (direct, through_app), _ = read_responses(conn, 2)
+    assert direct.status == through_app.status == 200
+    assert direct.headers.keys() == through_app.headers.keys()
+    varying = {"x-request-id", "x-trace-id", "date", "content-length"}
+    assert {k: v for k, v in direct.headers.items() if k not in varying} == \
+        {k: v for k, v in through_app.headers.items() if k not in varying}
+    assert orjson.loads(direct.body).keys() == orjson.loads(through_app.body).keys()
+
+
+def test_problems_below_asgi_are_the_routes_problems(connect):
+    conn = connect()
+    conn.sendall(request(body=b"{", request_id="broken") + request(f"{PATH}?through=app", body=b"{", request_id="broken-app"))
+    (direct, through_app), _ = read_responses(conn, 2)
+    assert direct.status == through_app.status == 400
+    assert direct.headers["content-type"] == through_app.headers["content-type"] == "application/problem+json"
+    assert direct.headers["x-request-id"] == "broken"
+    assert orjson.loads(direct.body)["instance"] == PATH
+
+
+def test_a_request_expecting_100_continue_and_a_chunked_body_are_still_answered(connect):
+    conn = connect()
+    conn.sendall(f"POST {PATH} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+                 f"Content-Length: {len(BODY)}\r\nExpect: 100-continue\r\n\r\n".encode())
+    assert conn.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n")
+    conn.sendall(BODY)
+    (expected,), _ = read_responses(conn, 1)
+    chunked = (f"POST {PATH} HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+               f"Transfer-Encoding: chunked\r\n\r\n{len(BODY):x}\r\n").encode() + BODY + b"\r\n0\r\n\r\n"
+    conn.sendall(chunked)
+    (chunked_answer,), _ = read_responses(conn, 1)
+    assert expected.status == chunked_answer.status == 200, (expected.body, chunked_answer.body)
+
+
+def test_a_client_gone_mid_body_leaves_the_gateway_serving(connect):
+    cut = connect()
+    cut.sendall(request(body=b" " * 5000)[:-4000])
+    cut.close()
+    conn = connect()
+    conn.sendall(request(request_id="next"))
+    (answer,), _ = read_responses(conn, 1)
+    assert answer.status == 200 and answer.headers["x-request-id"] == "next"
+
+
+class FakeSettings:
+    max_body_bytes = 1000
+
+
+class FakeGateway:
+    settings = FakeSettings()
+
+
+@pytest.mark.parametrize(("method", "url", "headers", "taken"), [
+    (b"POST", b"/v1/models/m/predict", [(b"content-length", b"10")], True),
+    (b"GET", b"/v1/models/m/predict", [(b"content-length", b"10")], False),
+    (b"POST", b"/v1/models/m/predict?x=1", [(b"content-length", b"10")], False),
+    (b"POST", b"/v1/models/m%2Fx/predict", [(b"content-length", b"10")], False),
+    (b"POST", b"/v1/models/m/explain", [(b"content-length", b"10")], False),
+    (b"POST", b"/v1/models/m/predict", [], False),
+    (b"POST", b"/v1/models/m/predict", [(b"content-length", b"1001")], False),
+    (b"POST", b"/v1/models/m/predict", [(b"content-length", b"10"), (b"origin", b"https://x")], False),
+    (b"POST", b"/v1/models/m/predict", [(b"content-length", b"10"), (b"expect", b"100-continue")], False),
+    (b"POST", b"/v1/models/m/predict", [(b"transfer-encoding", b"chunked")], False),
+])
+def test_the_protocol_takes_only_plain_predict_requests(method, url, headers, taken):
+    door = PredictFrontDoor(traced=lambda: False)
+    assert door.direct(method, url, headers) is None, "no gateway yet: nothing is taken"
+    door.gateway = FakeGateway()  # type: ignore[assignment]
+    direct = door.direct(method, url, headers)
+    assert (direct is not None) == taken
+    if taken:
+        assert direct == ("m", {"content-length": "10"})
+    assert PredictFrontDoor(traced=lambda: True).direct(method, url, headers) is None
+
+
+class RecordingPredictor:
+    def __init__(self) -> None:
+        self.models: list[str] = []
+
+    async def predict(self, model, request, ctx, *, pinned_version=None) -> PredictAnswer:
+        self.models.append(model)
+        return PredictAnswer(model, 1, Variant.stable, [], ctx.request_id, ctx.trace_id)
+
+
+class InProcessGateway:
+    """What :func:`predict_reply` uses of a gateway, around a predictor that records its calls."""
+
+    def __init__(self) -> None:
+        self.settings = FakeSettings()
+        self.predictor = RecordingPredictor()
+        self.metrics = GatewayMetrics.create(CollectorRegistry())
+
+
+def test_the_protocol_answers_a_plain_predict_request_without_calling_the_app():
+    app_calls: list[str] = []
+
+    async def app(scope, receive, send) -> None:
+        app_calls.append(scope["path"])
+        await send({"type": "http.response.start", "status": 418, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def exchange(door: PredictFrontDoor, data: bytes, count: int) -> list[Response]:
+        config = Config(app, lifespan="off", log_level="warning")
+        config.load()
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: CoalescingHttpToolsProtocol(config, ServerState(), {FRONT_DOOR_STATE: door}, _loop=loop),
+            "127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
+            writer.write(data)
+            parsed = Responses()
+            while len(parsed.done) < count:
+                parsed.feed(await asyncio.wait_for(reader.read(65536), 10))
+            writer.close()
+            return parsed.done
+        finally:
+            server.close()
+
+    gateway = InProcessGateway()
+    door = PredictFrontDoor(traced=lambda: False)
+    door.gateway = gateway  # type: ignore[assignment]
+    plain, through_app = asyncio.run(exchange(door, request("/v1/models/m/predict") + request("/v1/models/m/predict?q=1"), 2))
+    assert plain.status == 200 and orjson.loads(plain.body)["model"] == "m"
+    assert plain.headers["x-request-id"] == "raw-1" and plain.headers["x-content-type-options"] == "nosniff"
+    assert gateway.predictor.models == ["m"], "the plain request was answered by the predictor"
+    assert through_app.status == 418 and app_calls == ["/v1/models/m/predict"], "the other went through the app"
+    assert gateway.metrics.predict_responses_by_status("200")._value.get() == 1
