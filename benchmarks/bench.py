@@ -30,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
 
 import httpx
@@ -208,6 +209,13 @@ def event_accounting(config: FleetConfig, url: str, bodies: list[bytes], *, dura
             "unaccounted": max(answered - written - dropped, 0)}
 
 
+def interpreter_speed() -> float:
+    """Microseconds this host takes to run ``sum(range(1000))`` in Python, the best of five timings: how fast it runs
+    the interpreter, which the gateway's share of a request is made of and Triton's (C++) is not. Hosts this project
+    ran on differed several times over, and the gateway's ratios to Triton moved with them."""
+    return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=5, help="Seconds per wrk run.")
@@ -221,6 +229,9 @@ def main() -> None:
                         help="Further open-loop rates for the full path, to show what it sustains.")
     parser.add_argument("--no-peers", action="store_true", help="Skip MLServer and BentoML.")
     args = parser.parse_args()
+    python_speed_us = interpreter_speed()
+    print(f"this host runs sum(range(1000)) in {python_speed_us:.1f} µs (compare runs of this benchmark across hosts "
+          "by it: the gateway's share of a request is Python, Triton's is not)")
 
     config = FleetConfig.from_env(home=Path(".mlfleet/bench"))
     if config.triton_latency_summaries:
@@ -292,6 +303,7 @@ def main() -> None:
         events = event_accounting(config, f"{gateway}/{MODEL}/predict", single_bodies, duration_s=args.duration)
 
     report = {"machine": platform.node(), "when": time.strftime("%Y-%m-%d %H:%M:%S"), "duration_s": args.duration,
+              "python_sum_range_1000_us": python_speed_us,
               "results": [r.as_dict() for r in results], "summary": summarise(results), "open_loop": open_loops,
               "feast_lookup": feast, "events_under_overload": events,
               "triton_latency_summaries": config.triton_latency_summaries}

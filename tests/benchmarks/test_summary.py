@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bench import CEILING, summarise
+from benchmarks.bench import CEILING, interpreter_speed, summarise
 from benchmarks.wrk import WrkResult
 
 
@@ -23,3 +23,8 @@ def test_each_round_is_compared_with_its_own_ceiling():
     assert full["ratio_to_ceiling"] == pytest.approx(5_273.33 / 11_666.67, rel=1e-4)
     assert full["ratio_by_round"] == pytest.approx([0.41, 0.50, 0.44])
     assert rows[CEILING]["ratio_by_round"] == [1.0, 1.0, 1.0]
+
+
+def test_the_interpreter_speed_is_a_timing_of_this_host():
+    speed = interpreter_speed()
+    assert 0.05 < speed < 10_000, "sum(range(1000)) takes microseconds, never nanoseconds or seconds"
