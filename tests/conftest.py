@@ -42,20 +42,30 @@ hypothesis_settings.load_profile("ci" if os.environ.get("CI") else "dev")
 ROOT = Path(__file__).resolve().parents[1]
 
 _stopping: list[subprocess.Popen] = []
+_stopping_last: list[subprocess.Popen] = []
 
 
-def stop_at_session_end(processes: Iterable[subprocess.Popen | None]) -> None:
+def stop_at_session_end(processes: Iterable[subprocess.Popen | None], *, shared: bool = False) -> None:
     """For a session fixture's teardown: ask its processes to stop now, and wait for them once every session
     fixture has done the same (:func:`pytest_sessionfinish`). pytest tears session fixtures down one after another,
     and waiting for each fleet, Triton and Redis in turn took ~13 s at the end of a run on a slow host; their
-    shutdowns now overlap. (Module fixtures stop theirs at once: the next module may need the machine.)"""
+    shutdowns now overlap. ``shared``: a server the others use (Redis, the shared Triton), asked to stop only once
+    they have stopped, so that none of them loses it while it shuts down. (Module fixtures stop theirs at once: the
+    next module may need the machine.)"""
     started = [process for process in processes if process is not None]
+    if shared:
+        _stopping_last.extend(started)
+        return
     ask_to_stop(started)
     _stopping.extend(started)
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Last, after pytest's own ``sessionfinish``, which tears session fixtures down when a run stopped early."""
     wait_stopped(_stopping)
+    ask_to_stop(_stopping_last)
+    wait_stopped(_stopping_last)
 
 
 @pytest.fixture(scope="session")
@@ -96,7 +106,7 @@ def redis_url(workdir) -> Iterator[str]:
     port = free_port()
     process = start_redis(port, workdir / "redis")
     yield f"redis://127.0.0.1:{port}/0"
-    stop_at_session_end([process])
+    stop_at_session_end([process], shared=True)
 
 
 @dataclass
@@ -130,7 +140,7 @@ def triton(workdir) -> Iterator[TritonServer]:
     """A real Triton server (CPU, Python backend) in explicit model-control mode."""
     server = start_triton(workdir / "triton")
     yield server
-    stop_at_session_end([server.process])
+    stop_at_session_end([server.process], shared=True)
 
 
 def _postgres_answers(url: str) -> bool:

@@ -148,7 +148,7 @@ async def predict_reply(gateway: Gateway, path: str, model: str, headers: Mappin
                               headers.get("x-request-id"))
     else:
         reply = Reply(200, answer, b"application/json",
-                      [(b"x-request-id", ctx.request_id.encode()), (b"x-trace-id", ctx.trace_id.encode())])
+                      [(b"x-request-id", ctx.request_id.encode("latin-1")), (b"x-trace-id", ctx.trace_id.encode("latin-1"))])
     gateway.metrics.predict_responses_by_status(str(reply.status)).inc()
     return reply
 
@@ -163,13 +163,13 @@ class PredictFrontDoor:
         self.gateway: Gateway | None = None
 
     def direct(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[str, dict[str, str]] | None:
-        """The model and the headers (names in lower case) of a request the HTTP protocol may answer itself, once its
-        body has arrived, with :func:`predict_reply`; ``None`` for any other request, which goes through the app: another
-        method or path, a query string or an escaped path, tracing on, a cross-origin call, a body without a declared
-        length or larger than the limit (the app answers 413 without reading it), ``Expect: 100-continue``, or an
-        upgrade."""
+        """The model and the headers (names in lower case) of a request the HTTP protocol may answer itself, once
+        its body has arrived, with :func:`predict_reply`; ``None`` for any other request, which goes through the app:
+        another method or path, a query string, a fragment or an escaped path, tracing on, a cross-origin call, a body
+        without a declared length or larger than the limit (the app answers 413 without reading it),
+        ``Expect: 100-continue``, or an upgrade."""
         gateway = self.gateway
-        if gateway is None or method != b"POST" or b"?" in url or b"%" in url or self._traced():
+        if gateway is None or method != b"POST" or b"?" in url or b"%" in url or b"#" in url or self._traced():
             return None
         model = predict_path_model(url.decode("latin-1"))
         if model is None:

@@ -18,10 +18,14 @@ from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from services.common.schemas import Variant
+from services.gateway import app as app_module
+from services.gateway.app import create_app
 from services.gateway.hot_path import FRONT_DOOR_STATE, PredictFrontDoor
 from services.gateway.http_protocol import CoalescingHttpToolsProtocol
 from services.gateway.metrics import GatewayMetrics
 from services.gateway.predictions import PredictAnswer
+from services.gateway.resources import Gateway
+from services.gateway.settings import GatewaySettings
 from tests.gateway.conftest import MODEL
 
 BODY = orjson.dumps({"instances": [{"user_id": 7, "amount": 10.0}]})
@@ -189,6 +193,8 @@ class FakeGateway:
     (b"POST", b"/v1/models/m/predict", [(b"content-length", b"10"), (b"origin", b"https://x")], False),
     (b"POST", b"/v1/models/m/predict", [(b"content-length", b"10"), (b"expect", b"100-continue")], False),
     (b"POST", b"/v1/models/m/predict", [(b"transfer-encoding", b"chunked")], False),
+    (b"POST", b"/v1/models/m#/predict", [(b"content-length", b"10")], False),
+    (b"POST", b"/v1/models/m/predict", [(b"content-length", b"10"), (b"upgrade", b"websocket")], False),
 ])
 def test_the_protocol_takes_only_plain_predict_requests(method, url, headers, taken):
     door = PredictFrontDoor(traced=lambda: False)
@@ -219,20 +225,29 @@ class InProcessGateway:
         self.metrics = GatewayMetrics.create(CollectorRegistry())
 
 
-def test_the_protocol_answers_a_plain_predict_request_without_calling_the_app():
-    app_calls: list[str] = []
+class InProcessServer:
+    """The gateway's protocol on a port of its own in this process, with an ASGI app that only records its calls
+    (answering 418) and a front door over :class:`InProcessGateway`."""
 
-    async def app(scope, receive, send) -> None:
-        app_calls.append(scope["path"])
+    def __init__(self, **config) -> None:
+        self.app_calls: list[str] = []
+        self.gateway = InProcessGateway()
+        self.door = PredictFrontDoor(traced=lambda: False)
+        self.door.gateway = self.gateway  # type: ignore[assignment]
+        self.state = ServerState()
+        self.config = Config(self.app, interface="asgi3", lifespan="off", log_config=None, **config)
+        self.config.load()
+
+    async def app(self, scope, receive, send) -> None:
+        self.app_calls.append(scope["path"])
         await send({"type": "http.response.start", "status": 418, "headers": [(b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})
 
-    async def exchange(door: PredictFrontDoor, data: bytes, count: int) -> list[Response]:
-        config = Config(app, lifespan="off", log_level="warning")
-        config.load()
+    async def exchange(self, data: bytes, count: int, *, then_close: bool = True) -> list[Response]:
+        """Send ``data`` on a new connection and read ``count`` responses."""
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
-            lambda: CoalescingHttpToolsProtocol(config, ServerState(), {FRONT_DOOR_STATE: door}, _loop=loop),
+            lambda: CoalescingHttpToolsProtocol(self.config, self.state, {FRONT_DOOR_STATE: self.door}, _loop=loop),
             "127.0.0.1", 0)
         try:
             reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
@@ -241,16 +256,69 @@ def test_the_protocol_answers_a_plain_predict_request_without_calling_the_app():
             while len(parsed.done) < count:
                 parsed.feed(await asyncio.wait_for(reader.read(65536), 10))
             writer.close()
+            for _ in range(200):  # the connection's request tasks end once it closes
+                if not self.state.tasks:
+                    break
+                await asyncio.sleep(0.01)
             return parsed.done
         finally:
             server.close()
 
-    gateway = InProcessGateway()
-    door = PredictFrontDoor(traced=lambda: False)
-    door.gateway = gateway  # type: ignore[assignment]
-    plain, through_app = asyncio.run(exchange(door, request("/v1/models/m/predict") + request("/v1/models/m/predict?q=1"), 2))
+
+def test_the_protocol_answers_a_plain_predict_request_without_calling_the_app():
+    server = InProcessServer()
+    plain, through_app = asyncio.run(server.exchange(request("/v1/models/m/predict") + request("/v1/models/m/predict?q=1"), 2))
     assert plain.status == 200 and orjson.loads(plain.body)["model"] == "m"
     assert plain.headers["x-request-id"] == "raw-1" and plain.headers["x-content-type-options"] == "nosniff"
-    assert gateway.predictor.models == ["m"], "the plain request was answered by the predictor"
-    assert through_app.status == 418 and app_calls == ["/v1/models/m/predict"], "the other went through the app"
-    assert gateway.metrics.predict_responses_by_status("200")._value.get() == 1
+    assert server.gateway.predictor.models == ["m"], "the plain request was answered by the predictor"
+    assert through_app.status == 418 and server.app_calls == ["/v1/models/m/predict"], "the other went through the app"
+    assert server.gateway.metrics.predict_responses_by_status("200")._value.get() == 1
+    assert not server.state.tasks
+
+
+def test_with_uvicorns_concurrency_limit_every_request_goes_through_uvicorn():
+    server = InProcessServer(limit_concurrency=100)
+    (answer,) = asyncio.run(server.exchange(request("/v1/models/m/predict"), 1))
+    assert answer.status == 418 and server.app_calls == ["/v1/models/m/predict"]
+    assert server.gateway.predictor.models == []
+
+
+def test_a_client_gone_mid_body_ends_its_request_unanswered_and_unpredicted():
+    server = InProcessServer()
+
+    async def cut_then_plain() -> list[Response]:
+        await server.exchange(request("/v1/models/m/predict", body=b" " * 5000)[:-4000], 0)
+        return await server.exchange(request("/v1/models/m/predict", request_id="next"), 1)
+
+    (answer,) = asyncio.run(cut_then_plain())
+    assert answer.status == 200 and answer.headers["x-request-id"] == "next"
+    assert server.gateway.predictor.models == ["m"], "only the complete request was predicted"
+    assert not server.state.tasks, "the cut request's task ended"
+
+
+def test_the_gateways_lifespan_hands_its_front_door_to_the_protocol(monkeypatch, tmp_path):
+    """The wiring the fleet tests above rely on: without the lifespan state, every request would go through the app
+    and they would still pass."""
+    class Opened(InProcessGateway):
+        redis = None
+        closed = False
+
+        async def close(self) -> None:
+            self.closed = True
+
+    opened = Opened()
+
+    async def open_gateway(*args, **kwargs):
+        return opened
+
+    monkeypatch.setattr(Gateway, "open", open_gateway)
+    monkeypatch.setattr(app_module, "freeze_startup_heap", lambda: None)
+    app = create_app(GatewaySettings(home=tmp_path))
+
+    async def lifespan_state():
+        async with app.router.lifespan_context(app) as state:
+            return state
+
+    state = asyncio.run(lifespan_state())
+    assert state[FRONT_DOOR_STATE] is app.front_door
+    assert app.front_door.gateway is opened and opened.closed

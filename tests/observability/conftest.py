@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from mlfleet.demo.data import generate_dataset, write_offline_source
-from mlfleet.runtime.processes import free_port, http_ok, start_process, wait_until
+from mlfleet.runtime.processes import free_port, http_ok, start_process, stop_processes, wait_until
 from mlfleet.runtime.triton import TritonLaunch, TritonRuntime
 from tests.conftest import (
     ServiceProcess,
@@ -21,7 +21,6 @@ from tests.conftest import (
     TritonServer,
     start_service,
     start_services,
-    stop_at_session_end,
 )
 from tests.gateway.conftest import apply_user_stats, train_onnx
 from tests.gateway.factories import signature
@@ -120,7 +119,8 @@ def traced_fleet(workdir, redis_url, receiver) -> Iterator[TracedFleet]:
             gateway, monitor, features = started["gateway"], started["monitor"], started["features"]
         yield TracedFleet(receiver, triton, registry, gateway, monitor, features, admin_key)
     finally:
-        stop_at_session_end([service.process for service in started.values()] + [triton.process])
+        # stopped and waited for here: their last spans go to the receiver, which stops next
+        stop_processes([service.process for service in started.values()] + [triton.process])
 
 
 @pytest.fixture(scope="session")
