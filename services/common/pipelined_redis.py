@@ -44,6 +44,14 @@ NOT_ENOUGH_DATA = object()
 """What the reply parser returns while a reply is incomplete (not ``False``, which a RESP3 boolean can be)."""
 
 
+def _read_outcome(task: asyncio.Task[None]) -> None:
+    """Read an opening's failure even when every caller has stopped waiting for it: asyncio would otherwise log it
+    as never retrieved when the task is collected, from whatever code the collection interrupts (inside ``compile``
+    that is a ``SystemError`` in Python 3.11)."""
+    if not task.cancelled():
+        task.exception()
+
+
 class _Call:
     """One caller's commands on the wire: the future their replies settle, when they were sent, how many replies
     are due and those read so far."""
@@ -173,6 +181,7 @@ class PipelinedRedis:
             raise RedisConnectionError("client closed")
         if self._opening is None or self._opening.done():
             self._opening = asyncio.create_task(self._connect(), name="redis-pipelined-connect")
+            self._opening.add_done_callback(_read_outcome)
         await asyncio.shield(self._opening)
 
     async def _connect(self) -> None:

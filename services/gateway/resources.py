@@ -11,6 +11,7 @@ from opentelemetry.trace import Tracer
 
 from services.common.auth import Role
 from services.common.feature_store import open_feature_store
+from services.common.pipelined_redis import PipelinedRedis
 from services.common.rate_limit import KeyRateLimiter
 from services.common.redis import connect
 from services.common.remote_auth import RemoteAuthorizer
@@ -24,6 +25,8 @@ from services.gateway.settings import GatewaySettings
 from services.gateway.triton import TritonInference
 
 PING_TIMEOUT_S = 1.0
+EVENT_WRITE_TIMEOUT_S = 2.0
+"""Deadline of one write of prediction events (and of opening the writer's connection)."""
 PINNING_ROLE = Role.deployer
 """Who may choose the version that answers: ``X-Mlfleet-Version`` on ``/v1`` predictions and the versioned
 KServe route ``/v2/models/{model}/versions/{version}/infer``. Unpinned requests are never checked."""
@@ -55,8 +58,11 @@ class Gateway:
         await features.warm_up()
         triton = TritonInference(settings.triton_http_url, timeout_s=settings.inference_timeout_s,
                                  max_batch_rows=settings.batch_max_rows)
-        events = EventWriter(redis, metrics, queue_size=settings.event_queue_size, batch_size=settings.event_batch_size,
-                             maxlen=settings.events_maxlen, linger_s=settings.event_linger_ms / 1000)
+        events = EventWriter(PipelinedRedis(settings.redis_url, connect_timeout_s=EVENT_WRITE_TIMEOUT_S,
+                                            stale_after_s=EVENT_WRITE_TIMEOUT_S),
+                             metrics, queue_size=settings.event_queue_size, batch_size=settings.event_batch_size,
+                             maxlen=settings.events_maxlen, linger_s=settings.event_linger_ms / 1000,
+                             write_timeout_s=EVENT_WRITE_TIMEOUT_S)
         policy = PolicySync(registry_url=settings.registry_url, redis=redis, poll_s=settings.policy_poll_s,
                             timeout_s=settings.registry_timeout_s, revision_gauge=metrics.policy_revision)
         predictor = Predictor(policy=policy, features=features, triton=triton, events=events, metrics=metrics,

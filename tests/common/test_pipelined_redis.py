@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 
@@ -229,3 +230,26 @@ def test_error_replies_are_redis_pys_own_exception_classes(redis_url):
 def test_a_resp3_url_is_refused_before_connecting(redis_url):
     with pytest.raises(ValueError, match="RESP2"):
         PipelinedRedis(f"{redis_url}?protocol=3", connect_timeout_s=1, stale_after_s=1)
+
+
+def test_an_opening_nobody_waits_for_any_more_fails_quietly():
+    """A caller that gives up while the connection opens (a Redis that accepts and never answers) leaves the
+    opening's failure read: asyncio reports nothing as never retrieved when the task is collected."""
+    async def scenario() -> list[dict]:
+        reported: list[dict] = []
+        asyncio.get_running_loop().set_exception_handler(lambda loop, context: reported.append(context))
+        silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+        client = PipelinedRedis(f"redis://127.0.0.1:{silent.sockets[0].getsockname()[1]}/0", connect_timeout_s=0.2,
+                                stale_after_s=0.2)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await client.execute("PING")
+        await asyncio.sleep(0.4)  # the opening times out with nobody waiting
+        await client.aclose()
+        silent.close()
+        del client  # the last reference to the opening task
+        gc.collect()
+        await asyncio.sleep(0)
+        return reported
+
+    assert run(scenario()) == []

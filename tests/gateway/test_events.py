@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from mlfleet.runtime.processes import free_port
 from services.common.errors import InvalidInput
+from services.common.pipelined_redis import PipelinedRedis
 from services.common.redis import PREDICTIONS_STREAM, connect
 from services.common.schemas import PredictionEvent, Variant, VersionRoute
 from services.gateway.events import EventWriter
@@ -33,6 +34,10 @@ def value(metrics: GatewayMetrics, counter: str, *labels: str) -> float:
     return (metric.labels(*labels) if labels else metric)._value.get()
 
 
+def own_connection(url: str, timeout_s: float = 2.0) -> PipelinedRedis:
+    return PipelinedRedis(url, connect_timeout_s=timeout_s, stale_after_s=timeout_s)
+
+
 async def wait_for(predicate, timeout_s: float = 10) -> None:
     async with asyncio.timeout(timeout_s):
         while not predicate():
@@ -42,7 +47,7 @@ async def wait_for(predicate, timeout_s: float = 10) -> None:
 async def test_events_are_written_in_batches_to_the_stream(redis_url):
     metrics = GatewayMetrics.create(CollectorRegistry())
     redis = connect(redis_url)
-    writer = EventWriter(redis, metrics, queue_size=100, batch_size=4, maxlen=10_000)
+    writer = EventWriter(own_connection(redis_url), metrics, queue_size=100, batch_size=4, maxlen=10_000)
     ids = [uuid.uuid4().hex for _ in range(10)]
     written = value(metrics, "events_written")
     writer.start()
@@ -57,8 +62,8 @@ async def test_events_are_written_in_batches_to_the_stream(redis_url):
 
 async def test_full_queue_drops_and_a_dead_redis_costs_events_not_requests():
     metrics = GatewayMetrics.create(CollectorRegistry())
-    redis = connect(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2)
-    writer = EventWriter(redis, metrics, queue_size=3, batch_size=2, maxlen=100)
+    writer = EventWriter(own_connection(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.2), metrics, queue_size=3,
+                         batch_size=2, maxlen=100)
     enqueued, full, failed, written = (value(metrics, "events_enqueued"), value(metrics, "events_dropped", "queue_full"),
                                        value(metrics, "events_dropped", "write_failed"), value(metrics, "events_written"))
     for i in range(5):
@@ -70,13 +75,42 @@ async def test_full_queue_drops_and_a_dead_redis_costs_events_not_requests():
     writer.enqueue(event("after"))
     assert value(metrics, "events_written") == written
     await writer.close(drain_timeout_s=0.1)
+
+
+async def test_a_redis_that_lost_the_script_is_sent_it_again(redis_url):
+    metrics = GatewayMetrics.create(CollectorRegistry())
+    redis = connect(redis_url)
+    writer = EventWriter(own_connection(redis_url), metrics, queue_size=100, batch_size=4, maxlen=10_000)
+    writer.start()
+    written = value(metrics, "events_written")
+    writer.enqueue(event("before-flush"))
+    await wait_for(lambda: value(metrics, "events_written") == written + 1)
+    await redis.script_flush()  # as a restarted Redis would have
+    writer.enqueue(event("after-flush"))
+    await wait_for(lambda: value(metrics, "events_written") == written + 2)
+    await writer.close()
+    entries = await redis.xrevrange(PREDICTIONS_STREAM, count=2)
+    assert [json.loads(fields[b"event"])["request_id"] for _, fields in reversed(entries)] == ["before-flush", "after-flush"]
     await redis.aclose()
+
+
+async def test_a_redis_that_never_answers_costs_the_batch_after_the_write_deadline():
+    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    metrics = GatewayMetrics.create(CollectorRegistry())
+    writer = EventWriter(own_connection(f"redis://127.0.0.1:{port}/0", timeout_s=0.3), metrics, queue_size=10,
+                         batch_size=4, maxlen=100, write_timeout_s=0.3)
+    failed = value(metrics, "events_dropped", "write_failed")
+    writer.start()
+    writer.enqueue(event("unanswered"))
+    await wait_for(lambda: value(metrics, "events_dropped", "write_failed") == failed + 1, timeout_s=5)
+    await writer.close(drain_timeout_s=0.1)
+    silent.close()
 
 
 async def test_events_arriving_within_the_linger_are_written_together(redis_url):
     metrics = GatewayMetrics.create(CollectorRegistry())
-    redis = connect(redis_url)
-    writer = EventWriter(redis, metrics, queue_size=100, batch_size=50, maxlen=10_000, linger_s=0.2)
+    writer = EventWriter(own_connection(redis_url), metrics, queue_size=100, batch_size=50, maxlen=10_000, linger_s=0.2)
     sizes: list[int] = []
     write = writer._write
 
@@ -91,20 +125,17 @@ async def test_events_arriving_within_the_linger_are_written_together(redis_url)
         await asyncio.sleep(0.01)
     await wait_for(lambda: sum(sizes) == 5)
     await writer.close()
-    await redis.aclose()
     assert sizes == [5]
 
 
 async def test_closing_writes_what_the_writer_holds_during_its_linger(redis_url):
     metrics = GatewayMetrics.create(CollectorRegistry())
-    redis = connect(redis_url)
-    writer = EventWriter(redis, metrics, queue_size=100, batch_size=50, maxlen=10_000, linger_s=0.5)
+    writer = EventWriter(own_connection(redis_url), metrics, queue_size=100, batch_size=50, maxlen=10_000, linger_s=0.5)
     written, dropped = value(metrics, "events_written"), value(metrics, "events_dropped", "shutdown")
     writer.start()
     writer.enqueue(event("held-at-close"))
     await asyncio.sleep(0.05)  # the writer has taken it and lingers
     await writer.close()
-    await redis.aclose()
     assert value(metrics, "events_written") == written + 1
     assert value(metrics, "events_dropped", "shutdown") == dropped
 
