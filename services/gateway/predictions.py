@@ -433,7 +433,7 @@ def routing_key(route: ModelRoute, request: PredictRequest, request_id: str) -> 
     """The request's ``routing_key``, else the first instance's first entity key, else the request id."""
     if request.routing_key:
         return request.routing_key
-    version = router.stable_of(route) or (route.version_route(route.canary) if route.canary is not None else None)
+    version = router.stable_of(route) or router.canary_of(route)
     if version is not None and version.signature.entities:
         value = request.instances[0].get(version.signature.entities[0])
         if value is not None:

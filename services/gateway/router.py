@@ -36,8 +36,7 @@ class Choice:
 
 def choose(route: ModelRoute, routing_key: str) -> Choice:
     """Canary for keys whose bucket is below ``canary_percent``, stable for the rest."""
-    canary = route.version_route(route.canary) if route.canary is not None else None
-    stable = route.version_route(route.stable) if route.stable is not None else None
+    canary, stable = canary_of(route), stable_of(route)
     if canary is not None and (stable is None or bucket_of(route.model, routing_key) < route.canary_percent):
         return Choice(canary, Variant.canary)
     if stable is None:
@@ -59,6 +58,10 @@ def pinned(route: ModelRoute, header_value: str) -> Choice:
 
 def stable_of(route: ModelRoute) -> VersionRoute | None:
     return route.version_route(route.stable) if route.stable is not None else None
+
+
+def canary_of(route: ModelRoute) -> VersionRoute | None:
+    return route.version_route(route.canary) if route.canary is not None else None
 
 
 def shadow_of(route: ModelRoute) -> VersionRoute | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 from dataclasses import dataclass, field
 
 import httptools
@@ -243,12 +244,15 @@ class InProcessServer:
         await send({"type": "http.response.start", "status": 418, "headers": [(b"content-length", b"0")]})
         await send({"type": "http.response.body", "body": b""})
 
-    async def exchange(self, data: bytes, count: int, *, then_close: bool = True) -> list[Response]:
-        """Send ``data`` on a new connection and read ``count`` responses."""
+    async def listen(self) -> asyncio.Server:
         loop = asyncio.get_running_loop()
-        server = await loop.create_server(
+        return await loop.create_server(
             lambda: CoalescingHttpToolsProtocol(self.config, self.state, {FRONT_DOOR_STATE: self.door}, _loop=loop),
             "127.0.0.1", 0)
+
+    async def exchange(self, data: bytes, count: int) -> list[Response]:
+        """Send ``data`` on a new connection and read ``count`` responses."""
+        server = await self.listen()
         try:
             reader, writer = await asyncio.open_connection(*server.sockets[0].getsockname()[:2])
             writer.write(data)
@@ -322,3 +326,32 @@ def test_the_gateways_lifespan_hands_its_front_door_to_the_protocol(monkeypatch,
     state = asyncio.run(lifespan_state())
     assert state[FRONT_DOOR_STATE] is app.front_door
     assert app.front_door.gateway is opened and opened.closed
+
+
+def test_an_idle_connection_is_closed_after_the_keep_alive_timeout_and_a_busy_one_is_not():
+    server = InProcessServer(timeout_keep_alive=0.3)
+
+    async def scenario() -> tuple[float, int, bool]:
+        listening = await server.listen()
+        try:
+            host, port = listening.sockets[0].getsockname()[:2]
+            reader, writer = await asyncio.open_connection(host, port)
+            answered = 0
+            for _ in range(8):  # busy for ~0.8 s, more than twice the timeout, never idle for a whole one
+                writer.write(request("/v1/models/m/predict"))
+                parsed = Responses()
+                while not parsed.done:
+                    parsed.feed(await asyncio.wait_for(reader.read(65536), 10))
+                answered += parsed.done[0].status == 200
+                await asyncio.sleep(0.1)
+            still_open = not reader.at_eof()
+            idle_from = time.monotonic()
+            assert await asyncio.wait_for(reader.read(65536), 5) == b"", "closed, with nothing more sent"
+            writer.close()
+            return time.monotonic() - idle_from, answered, still_open
+        finally:
+            listening.close()
+
+    idle_for, answered, still_open = asyncio.run(scenario())
+    assert answered == 8 and still_open
+    assert 0.2 <= idle_for < 1.0, idle_for
