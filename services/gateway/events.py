@@ -69,11 +69,12 @@ class EventWriter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gateway-event-writer")
 
-    async def close(self, *, drain_timeout_s: float = 2.0) -> None:
+    async def close(self, *, drain_timeout_s: float | None = None) -> None:
         """Write what is queued and what the writer holds (bounded wait), then stop the writer and close its
         connection; events it still holds then are counted as dropped (``shutdown``)."""
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(drain_timeout_s):
+            # by default a little longer than a write's deadline, so that a write under way is not cut short
+            async with asyncio.timeout(self._write_timeout_s + 0.5 if drain_timeout_s is None else drain_timeout_s):
                 while ((not self._queue.empty() or self._holding) and self._task is not None
                        and not self._task.done()):
                     await asyncio.sleep(0.01)
@@ -99,7 +100,7 @@ class EventWriter:
                 raise
             except Exception as exc:  # Redis down or slow: lose this batch, keep serving
                 self._metrics.events_dropped.labels("write_failed").inc(len(batch))
-                logger.warning("could not write %d prediction events: %s", len(batch), exc)
+                logger.warning("could not write %d prediction events: %r", len(batch), exc)
                 self._holding = 0
                 await asyncio.sleep(RETRY_PAUSE_S)
             else:

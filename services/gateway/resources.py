@@ -26,7 +26,8 @@ from services.gateway.triton import TritonInference
 
 PING_TIMEOUT_S = 1.0
 EVENT_WRITE_TIMEOUT_S = 2.0
-"""Deadline of one write of prediction events (and of opening the writer's connection)."""
+"""Deadline of one write of prediction events (and of opening the writer's connection); a write that misses it
+replaces the connection (it has then waited longer than the connection's ``stale_after_s``, half of it)."""
 PINNING_ROLE = Role.deployer
 """Who may choose the version that answers: ``X-Mlfleet-Version`` on ``/v1`` predictions and the versioned
 KServe route ``/v2/models/{model}/versions/{version}/infer``. Unpinned requests are never checked."""
@@ -59,7 +60,7 @@ class Gateway:
         triton = TritonInference(settings.triton_http_url, timeout_s=settings.inference_timeout_s,
                                  max_batch_rows=settings.batch_max_rows)
         events = EventWriter(PipelinedRedis(settings.redis_url, connect_timeout_s=EVENT_WRITE_TIMEOUT_S,
-                                            stale_after_s=EVENT_WRITE_TIMEOUT_S),
+                                            stale_after_s=EVENT_WRITE_TIMEOUT_S / 2),
                              metrics, queue_size=settings.event_queue_size, batch_size=settings.event_batch_size,
                              maxlen=settings.events_maxlen, linger_s=settings.event_linger_ms / 1000,
                              write_timeout_s=EVENT_WRITE_TIMEOUT_S)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 
+import hiredis
 import numpy as np
 from prometheus_client import CollectorRegistry
 
@@ -94,18 +95,45 @@ async def test_a_redis_that_lost_the_script_is_sent_it_again(redis_url):
     await redis.aclose()
 
 
-async def test_a_redis_that_never_answers_costs_the_batch_after_the_write_deadline():
-    silent = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0)
-    port = silent.sockets[0].getsockname()[1]
+class ScriptlessRedis:
+    """A Redis stand-in that answers the connection's handshake (``+OK``, and ``+PONG`` to its health check) but never
+    a script call: a Redis stuck on the writer's write."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.script_calls = 0
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        commands = hiredis.Reader()
+        while data := await reader.read(65536):
+            commands.feed(data)
+            while (command := commands.gets()) is not False:
+                name = command[0].upper()
+                if name in (b"EVALSHA", b"EVAL"):
+                    self.script_calls += 1
+                else:
+                    writer.write(b"+PONG\r\n" if name == b"PING" else b"+OK\r\n")
+
+
+async def test_a_write_redis_never_answers_is_dropped_at_its_deadline_and_the_connection_replaced():
+    stub = ScriptlessRedis()
+    server = await asyncio.start_server(stub.serve, "127.0.0.1", 0)
+    url = f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0"
     metrics = GatewayMetrics.create(CollectorRegistry())
-    writer = EventWriter(own_connection(f"redis://127.0.0.1:{port}/0", timeout_s=0.3), metrics, queue_size=10,
+    writer = EventWriter(PipelinedRedis(url, connect_timeout_s=2, stale_after_s=0.15), metrics, queue_size=10,
                          batch_size=4, maxlen=100, write_timeout_s=0.3)
-    failed = value(metrics, "events_dropped", "write_failed")
+    failed, written = value(metrics, "events_dropped", "write_failed"), value(metrics, "events_written")
     writer.start()
-    writer.enqueue(event("unanswered"))
+    writer.enqueue(event("unanswered-1"))
     await wait_for(lambda: value(metrics, "events_dropped", "write_failed") == failed + 1, timeout_s=5)
+    writer.enqueue(event("unanswered-2"))
+    await wait_for(lambda: value(metrics, "events_dropped", "write_failed") == failed + 2, timeout_s=5)
     await writer.close(drain_timeout_s=0.1)
-    silent.close()
+    server.close()
+    assert stub.script_calls == 2, "each batch was sent, and went unanswered"
+    assert stub.connections == 2, "the stuck connection was replaced for the next write"
+    assert value(metrics, "events_written") == written
 
 
 async def test_events_arriving_within_the_linger_are_written_together(redis_url):
