@@ -26,16 +26,19 @@ with ``TimeoutError``.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import hiredis
 from redis._parsers.base import BaseParser
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, ResponseError
+from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
 
 from services.common.futures import settle
 from services.common.redis import connection_pool
@@ -44,10 +47,21 @@ NOT_ENOUGH_DATA = object()
 """What the reply parser returns while a reply is incomplete (not ``False``, which a RESP3 boolean can be)."""
 
 
+@dataclass(frozen=True)
+class Script:
+    """A Lua script for :meth:`PipelinedRedis.run_script`, with the SHA-1 Redis knows it by."""
+
+    source: str
+
+    @functools.cached_property
+    def sha(self) -> str:
+        return hashlib.sha1(self.source.encode()).hexdigest()
+
+
 def _read_outcome(task: asyncio.Task[None]) -> None:
-    """Read an opening's failure even when every caller has stopped waiting for it: asyncio would otherwise log it
-    as never retrieved when the task is collected, from whatever code the collection interrupts (inside ``compile``
-    that is a ``SystemError`` in Python 3.11)."""
+    """Read a task's failure even when nobody waits for it (an opening every caller gave up on, a closing): asyncio
+    would otherwise log it as never retrieved when the task is collected, from whatever code the collection
+    interrupts (inside ``compile`` that is a ``SystemError`` in Python 3.11)."""
     if not task.cancelled():
         task.exception()
 
@@ -131,6 +145,14 @@ class PipelinedRedis:
     async def execute(self, *args: bytes | str | int | float) -> Any:
         """Send one command and return its reply, undecoded (an error reply raises ``ResponseError``)."""
         return (await self._call((args,)))[0]
+
+    async def run_script(self, script: Script, keys: Sequence[bytes | str], args: Sequence[bytes | str | int | float]) -> Any:
+        """Run a Lua script by its SHA-1 (``EVALSHA``), sending its source (``EVAL``, after which Redis keeps it again)
+        only when Redis does not have it: a restarted Redis, or ``SCRIPT FLUSH``. What redis-py's scripts do."""
+        try:
+            return await self.execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self.execute("EVAL", script.source, len(keys), *keys, *args)
 
     async def execute_many(self, commands: Sequence[Sequence[bytes | str | int | float]]) -> list[Any]:
         """Send several commands in one write and return their replies, in order, once all have come (an error reply
@@ -216,5 +238,4 @@ class PipelinedRedis:
 
     def _closed_one(self, task: asyncio.Task[None]) -> None:
         self._closing.discard(task)
-        if not task.cancelled():
-            task.exception()  # closing a broken socket may fail; nothing is left to do about it
+        _read_outcome(task)  # closing a broken socket may fail; nothing is left to do about it

@@ -16,26 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 
-from redis.exceptions import NoScriptError
-
-from services.common.pipelined_redis import PipelinedRedis
+from services.common.pipelined_redis import PipelinedRedis, Script
 from services.common.redis import PREDICTIONS_STREAM
 from services.gateway.metrics import GatewayMetrics
 
 logger = logging.getLogger("mlfleet.gateway.events")
 
 RETRY_PAUSE_S = 0.5
-XADD_EACH = """
+XADD_EACH = Script("""
 for i = 2, #ARGV do
   redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'event', ARGV[i])
 end
 return #ARGV - 1
-"""
+""")
 """``KEYS[1]``: the stream; ``ARGV``: the length cap, then one JSON event per entry to append."""
-XADD_EACH_SHA = hashlib.sha1(XADD_EACH.encode()).hexdigest()
 
 
 class EventWriter:
@@ -108,9 +104,5 @@ class EventWriter:
             self._holding = 0
 
     async def _write(self, batch: list[bytes]) -> None:
-        args = (1, PREDICTIONS_STREAM, self._maxlen, *batch)
         async with asyncio.timeout(self._write_timeout_s):
-            try:
-                await self._redis.execute("EVALSHA", XADD_EACH_SHA, *args)
-            except NoScriptError:  # a restarted or flushed Redis: EVAL sends the script, and Redis keeps it again
-                await self._redis.execute("EVAL", XADD_EACH, *args)
+            await self._redis.run_script(XADD_EACH, [PREDICTIONS_STREAM], [self._maxlen, *batch])

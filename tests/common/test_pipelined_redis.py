@@ -14,7 +14,7 @@ import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, ResponseError
 
-from services.common.pipelined_redis import PipelinedRedis
+from services.common.pipelined_redis import PipelinedRedis, Script
 
 EMPTY_LIST = "pipelined:empty"
 """Never pushed to: a ``BLPOP`` on it holds the connection for its whole timeout."""
@@ -253,3 +253,18 @@ def test_an_opening_nobody_waits_for_any_more_fails_quietly():
         return reported
 
     assert run(scenario()) == []
+
+
+def test_a_script_is_run_by_its_sha_and_sent_again_when_redis_lost_it(redis_url):
+    script = Script("return {KEYS[1], ARGV[1]}")
+    assert script.sha == redis.Redis.from_url(redis_url).script_load(script.source)
+
+    async def scenario() -> list:
+        async with pipelined(redis_url) as client:
+            first = await client.run_script(script, [b"k"], [b"v"])
+            await client.execute("SCRIPT", "FLUSH")  # as a restarted Redis would have lost it
+            again = await client.run_script(script, [b"k2"], [7])
+            kept = await client.execute("SCRIPT", "EXISTS", script.sha)
+            return [first, again, kept]
+
+    assert run(scenario()) == [[b"k", b"v"], [b"k2", b"7"], [1]]
