@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import orjson
@@ -109,6 +109,11 @@ async def answer_prediction(gateway: Gateway, model: str, headers: Mapping[str, 
     return answer.json(), ctx
 
 
+def text_headers(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Request headers as text (names already in lower case, as uvicorn gives them), the last of a repeated one."""
+    return {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
+
+
 def predict_path_model(path: str) -> str | None:
     """The model of a ``/v1/models/{model}/predict`` path (one non-empty segment), else ``None``."""
     if not (path.startswith(PREFIX) and path.endswith(SUFFIX)):
@@ -174,7 +179,7 @@ class PredictFrontDoor:
         model = predict_path_model(url.decode("latin-1"))
         if model is None:
             return None
-        fields = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
+        fields = text_headers(headers)
         declared = fields.get("content-length", "")
         if (not declared.isdigit() or int(declared) > gateway.settings.max_body_bytes
                 or not DIRECT_HEADERS.isdisjoint(fields)):
@@ -188,7 +193,7 @@ class PredictFrontDoor:
         model = predict_path_model(scope["path"])
         if model is None or self._traced():
             return False
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        headers = text_headers(scope["headers"])
         if "origin" in headers:
             return False
         await self._predict(self.gateway, scope, receive, send, model, headers)
