@@ -179,10 +179,6 @@ class FakeSettings:
     max_body_bytes = 1000
 
 
-class FakeGateway:
-    settings = FakeSettings()
-
-
 @pytest.mark.parametrize(("method", "url", "headers", "taken"), [
     (b"POST", b"/v1/models/m/predict", [(b"content-length", b"10")], True),
     (b"GET", b"/v1/models/m/predict", [(b"content-length", b"10")], False),
@@ -200,7 +196,7 @@ class FakeGateway:
 def test_the_protocol_takes_only_plain_predict_requests(method, url, headers, taken):
     door = PredictFrontDoor(traced=lambda: False)
     assert door.direct(method, url, headers) is None, "no gateway yet: nothing is taken"
-    door.gateway = FakeGateway()  # type: ignore[assignment]
+    door.gateway = InProcessGateway()  # type: ignore[assignment]
     direct = door.direct(method, url, headers)
     assert (direct is not None) == taken
     if taken:
