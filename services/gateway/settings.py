@@ -48,9 +48,10 @@ class GatewaySettings(ServiceSettings):
                     "model's `max_batch_size`. A larger request goes alone, in several Triton calls of this size.",
     )
     batch_max_in_flight: int = Field(
-        default=2, ge=1,
+        default=1, ge=1,
         description="Micro-batches of one model version running at once; requests arriving while that many run wait "
-                    "for the next batch (a request that finds fewer running starts one at once).",
+                    "for the next batch (a request that finds fewer running starts one at once). One: larger batches, "
+                    "fewer Triton calls and lookups; on 2 cores it served more than 2 (see the README's Performance).",
     )
     batch_max_queued: int = Field(
         default=1024, ge=1,
