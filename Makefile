@@ -9,7 +9,7 @@ export UV_LINK_MODE := copy
 # process would otherwise recompile Feast, pandas and the rest on each start.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: install demo up test results chaos bench bench-rollback lab clean
+.PHONY: install demo up test results chaos bench bench-rollback lab triton-delay clean
 
 install: $(VENV)/.installed $(TRITON_ENV)/.installed
 
@@ -66,9 +66,15 @@ bench-rollback: install
 	$(VENV)/bin/python -m benchmarks.rollback
 
 # Two gateways on one fleet, loaded in turn (benchmarks/lab.py): this checkout's against BASELINE (a git ref)
-# and/or this checkout with LAB_ENV settings, e.g. make lab BASELINE=HEAD~1, make lab LAB_ENV="MLFLEET_GATEWAY_BATCH_MAX_IN_FLIGHT=1".
+# and/or this checkout with LAB_ENV settings, e.g. make lab BASELINE=HEAD~1, make lab LAB_ENV="MLFLEET_GATEWAY_BATCH_MAX_IN_FLIGHT=2".
 lab: install
 	$(VENV)/bin/python -m benchmarks.lab $(if $(BASELINE),--baseline $(BASELINE)) $(if $(LAB_ENV),--env $(LAB_ENV))
+
+# Triton's dynamic-batching delay for the Python backend, swept straight against Triton at 1 and 16 connections
+# (benchmarks/triton_delay.py): the registry's PYTHON_BACKEND_QUEUE_DELAY_US comes from such a run.
+TRITON_DELAYS ?= 0 50 100
+triton-delay: install
+	$(VENV)/bin/python -m benchmarks.triton_delay $(TRITON_DELAYS)
 
 clean:
 	rm -rf $(VENV) $(TRITON_ENV) .mlfleet

@@ -112,7 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline", help="Git ref whose gateway runs beside this checkout's (e.g. HEAD~1).")
     parser.add_argument("--env", nargs="*", default=[], metavar="KEY=VALUE",
-                        help="Gateway settings of the second gateway (e.g. MLFLEET_GATEWAY_BATCH_MAX_IN_FLIGHT=1).")
+                        help="Gateway settings of the second gateway (e.g. MLFLEET_GATEWAY_BATCH_MAX_IN_FLIGHT=2).")
     parser.add_argument("--rounds", type=int, default=6, help="Runs per gateway, alternating.")
     parser.add_argument("--duration", type=int, default=8, help="Seconds per wrk run.")
     parser.add_argument("--connections", type=int, default=16)

@@ -34,10 +34,14 @@ FAULT_INJECTION_PARAMETER = "fault_injection"
 """Config parameter read by ``triton_backend/model.py``: JSON ``{"<version>": {"delay_ms": …, "fail_inference": …}}``."""
 
 
-PYTHON_BACKEND_QUEUE_DELAY_US = 50
-"""Dynamic-batching delay of the Python backend, measured on 2 CPU cores with single-row requests (see the README's
-Performance section): 50 µs beat 0, 100 and 200 µs at 16 connections and cost ~0.2 ms less than 200 µs at one;
-a second instance or a second onnxruntime thread lost throughput."""
+PYTHON_BACKEND_QUEUE_DELAY_US = 0
+"""Dynamic-batching delay of the Python backend: the best of ``make triton-delay`` (single-row requests straight to
+Triton on 2 CPU cores, ``triton-delay-20261127-111717.json``). At 16 connections 0 µs served 13,311 requests/s
+against 12,553 for 50 and 12,669 for 100 (within noise in the sweep before it: requests that queue while the
+instance is busy are batched whatever the delay); at one connection 3,102 at p50 0.31 ms against 2,281 at 0.42 ms
+for 50 µs, a wait no other request ever shortens there. The gateway batches its own requests and sends a version
+one call at a time, so a delay only lengthens its calls. A second instance or a second onnxruntime thread lost
+throughput."""
 
 
 def triton_config(model: str, versions: Iterable[int], *, intra_op_threads: int = 1, max_batch_size: int = 64,

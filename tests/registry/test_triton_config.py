@@ -29,7 +29,7 @@ def test_config_serves_the_given_versions_with_the_python_backend():
         {"name": "label", "data_type": "TYPE_INT64", "dims": [1]},
         {"name": "probabilities", "data_type": "TYPE_FP32", "dims": [-1]},
     ]
-    assert config["dynamic_batching"] == {"max_queue_delay_microseconds": 50}
+    assert config["dynamic_batching"] == {"max_queue_delay_microseconds": 0}  # batching on, no added wait
     assert config["instance_group"] == [{"kind": "KIND_CPU", "count": 1}]
     assert config["parameters"] == {"intra_op_threads": {"string_value": "2"}}
 
