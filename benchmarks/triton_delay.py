@@ -1,10 +1,11 @@
 """Triton's dynamic-batching delay, swept for the ceiling: ``python -m benchmarks.triton_delay 0 50 100``.
 
-Starts the fleet under ``.mlfleet/delay`` (default ports: no other fleet may run), trains the demo model, and loads
-one copy of its first version per delay into the fleet's Triton (``delay-<µs>``, the registry's config for the
-Python backend with only ``max_queue_delay_microseconds`` changed). Then single-row requests go straight to Triton
-with ``wrk``, at 1 and 16 connections, every copy in turn and the order reversed each round, so the copies share the
-machine's drift. Prints each run and the mean per delay and connection count; the registry's
+Starts the fleet under ``.mlfleet/delay`` (default ports: no other fleet may run), registers the demo's versions,
+and loads one copy of its stable version per delay into the fleet's Triton (``delay-<µs>``, the registry's config
+for the Python backend with only ``max_queue_delay_microseconds`` changed), each warmed up by a short run. Then
+single-row requests go straight to Triton with ``wrk``, at 1 and 16 connections, every copy in turn and the order
+reversed each round, so the copies share the machine's drift. A run with errors fails the sweep (after its results
+are written): a copy answering errors fast would otherwise read as a fast copy. Prints each run and the mean per delay and connection count; the registry's
 ``PYTHON_BACKEND_QUEUE_DELAY_US`` is the best of such a sweep (the figures it rests on are in the README's
 Performance section). Writes ``benchmarks/results/triton-delay-<time>.json``.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import tritonclient.grpc.aio as triton_grpc
 
-from benchmarks.bench import RESULTS, triton_body
+from benchmarks.bench import RESULTS, stable_artifact, triton_body
 from benchmarks.wrk import run_wrk
 from mlfleet.demo.run import prepare_features, register_versions
 from mlfleet.demo.train import input_columns
@@ -50,6 +51,10 @@ async def load_copies(grpc_url: str, onnx: bytes, delays: list[int]) -> list[str
         await client.close()
 
 
+def infer_url(config: FleetConfig, name: str) -> str:
+    return f"http://{config.host}:{config.triton_http_port}/v2/models/{name}/versions/1/infer"
+
+
 def summarize(runs: list[dict]) -> dict[str, dict[str, float]]:
     """Mean requests/s and p50 per ``delay_us`` and ``connections`` of ``runs``, keyed ``"<delay> µs, c=<n>"``."""
     groups: dict[tuple[int, int], list[dict]] = {}
@@ -69,22 +74,26 @@ def main() -> None:
     args = parser.parse_args()
     if any(delay < 0 for delay in args.delays):
         parser.error("a delay is a number of microseconds, 0 or more")
+    if args.rounds < 1 or args.duration < 1:
+        parser.error("--rounds and --duration must be at least 1")
     delays = list(dict.fromkeys(args.delays))
 
     config = FleetConfig.from_env(home=Path(".mlfleet/delay"))
     runs = []
     with Fleet(config):
         dataset = prepare_features(config, seed=7, shift=False, echo=print)
-        register_versions(config, dataset, seed=7, echo=print)
-        onnx = sorted((config.home / "artifacts").glob("*.onnx"))[0].read_bytes()
+        stable, _ = register_versions(config, dataset, seed=7, echo=print)
+        onnx = stable_artifact(config, stable).read_bytes()
         names = asyncio.run(load_copies(f"{config.host}:{config.triton_grpc_port}", onnx, delays))
         body = triton_body([[0.5] * len(input_columns())])
+        for name in names:
+            run_wrk(f"{name} warm-up", infer_url(config, name), [body], connections=1, duration_s=1)
         for round_ in range(args.rounds):
             for connections in (1, 16):
                 order = list(zip(delays, names))
                 for delay, name in order if round_ % 2 == 0 else reversed(order):
-                    url = f"http://{config.host}:{config.triton_http_port}/v2/models/{name}/versions/1/infer"
-                    result = run_wrk(name, url, [body], connections=connections, duration_s=args.duration)
+                    result = run_wrk(name, infer_url(config, name), [body], connections=connections,
+                                     duration_s=args.duration)
                     runs.append({"delay_us": delay, **result.as_dict()})
                     print(f"  round {round_ + 1}  c={connections:<3} delay {delay:>5} µs  {result.requests_per_s:8,.0f} "
                           f"req/s  p50 {result.p50_ms:.3f}  p99 {result.p99_ms:.2f} ms  errors {result.errors}",
@@ -97,6 +106,9 @@ def main() -> None:
     path.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M:%S"), "runs": runs, "summary": summary},
                                indent=2))
     print(f"Results written to {path}")
+    failed = [f"{r['name']} c={r['connections']}: {r['errors']} errors" for r in runs if r["errors"]]
+    if failed:
+        raise SystemExit("runs with errors, so their figures are not a copy's speed: " + "; ".join(failed))
 
 
 if __name__ == "__main__":

@@ -51,7 +51,10 @@ class GatewaySettings(ServiceSettings):
         default=1, ge=1,
         description="Micro-batches of one model version running at once; requests arriving while that many run wait "
                     "for the next batch (a request that finds fewer running starts one at once). One: larger batches, "
-                    "fewer Triton calls and lookups; on 2 cores it served more than 2 (see the README's Performance).",
+                    "fewer Triton calls and lookups; on 2 cores shared with Triton it served more than 2 (see the "
+                    "README's Performance). The price: a call that hangs holds its version's requests until its "
+                    "deadline (`inference_timeout_s`), and a batch's lookup never overlaps the same version's previous Triton call; "
+                    "where Triton has cores of its own, measure 2.",
     )
     batch_max_queued: int = Field(
         default=1024, ge=1,

@@ -39,8 +39,9 @@ PYTHON_BACKEND_QUEUE_DELAY_US = 0
 Triton on 2 CPU cores, ``triton-delay-20261127-111717.json``). At 16 connections 0 µs served 13,311 requests/s
 against 12,553 for 50 and 12,669 for 100 (within noise in the sweep before it: requests that queue while the
 instance is busy are batched whatever the delay); at one connection 3,102 at p50 0.31 ms against 2,281 at 0.42 ms
-for 50 µs, a wait no other request ever shortens there. The gateway batches its own requests and sends a version
-one call at a time, so a delay only lengthens its calls. A second instance or a second onnxruntime thread lost
+for 50 µs, a wait no other request ever shortens there. The gateway batches its own requests, and with its default
+of one batch in flight per version a gateway sends a version one call at a time (a request larger than a batch
+goes in several), so a delay mostly lengthens its calls. A second instance or a second onnxruntime thread lost
 throughput."""
 
 
