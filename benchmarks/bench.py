@@ -40,6 +40,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from benchmarks.peers import Peer, start_bentoml, start_mlserver
 from benchmarks.rollback import small_onnx
+from benchmarks.targets import BATCH, CEILING, FULL_PATH, ROUTING_ONLY, judge, print_verdicts
 from benchmarks.wrk import WrkResult, run_wrk
 from mlfleet.demo.data import model_frame
 from mlfleet.demo.run import MODEL, deploy, prepare_features, register_versions, sample_instances
@@ -53,10 +54,8 @@ from services.gateway.features import FeatureReader
 RESULTS = Path(__file__).resolve().parent / "results"
 LITE_MODEL = "bench-routing"
 """A model whose signature has request inputs only: the gateway's routing path without Feast."""
-BATCH = 32
 BODIES = 512
 """Distinct single-row bodies the full path's load rotates through."""
-CEILING = "direct triton"
 
 
 def triton_body(rows: list[list[float]]) -> bytes:
@@ -256,10 +255,10 @@ def main() -> None:
         targets = [
             (CEILING, triton, triton_body(vectors[:1]), 1),
             (f"{CEILING} x{BATCH}", triton, triton_body(vectors), BATCH),
-            ("gateway routing only", f"{gateway}/{LITE_MODEL}/predict",
+            (ROUTING_ONLY, f"{gateway}/{LITE_MODEL}/predict",
              orjson.dumps({"instances": [{"x0": 0.5, "x1": -1.0, "x2": 2.0}]}), 1),
-            ("gateway full path", f"{gateway}/{MODEL}/predict", single_bodies, 1),
-            (f"gateway full path x{BATCH}", f"{gateway}/{MODEL}/predict", batch_bodies, BATCH),
+            (FULL_PATH, f"{gateway}/{MODEL}/predict", single_bodies, 1),
+            (f"{FULL_PATH} x{BATCH}", f"{gateway}/{MODEL}/predict", batch_bodies, BATCH),
         ]
         try:
             if not args.no_peers:
@@ -289,8 +288,8 @@ def main() -> None:
         open_loops = {}
         full_path = f"{gateway}/{MODEL}/predict"
         for name, url, bodies, rate in ((CEILING, triton, [triton_body(vectors[:1])], args.rate),
-                                        ("gateway full path", full_path, single_bodies, args.rate),
-                                        *((f"gateway full path at {r:,.0f}/s", full_path, single_bodies, r)
+                                        (FULL_PATH, full_path, single_bodies, args.rate),
+                                        *((f"{FULL_PATH} at {r:,.0f}/s", full_path, single_bodies, r)
                                           for r in args.lower_rates)):
             wait_monitor_idle(config)
             open_loops[name] = open_loop(url, bodies, rate=rate, duration_s=args.duration)
@@ -307,6 +306,8 @@ def main() -> None:
               "results": [r.as_dict() for r in results], "summary": summarise(results), "open_loop": open_loops,
               "feast_lookup": feast, "events_under_overload": events,
               "triton_latency_summaries": config.triton_latency_summaries}
+    verdicts = judge(report, offered_rate=args.rate)
+    report["targets"] = [v.as_dict() for v in verdicts]
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path = RESULTS / f"bench-{stamp}.json"
@@ -319,6 +320,7 @@ def main() -> None:
               end="")
     print(f"\nevents under overload (c=64): {events['answered']:,} answered, {events['events_written']:,} written, "
           f"{events['events_dropped']:,.0f} dropped (counted), {events['unaccounted']:,.0f} unaccounted")
+    print_verdicts(verdicts)
     print(f"\nResults written to {path} and {path.with_suffix('.png')}")
 
 

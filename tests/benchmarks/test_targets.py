@@ -1,0 +1,72 @@
+"""Issue 8's targets judged from a benchmark report (``benchmarks/targets.py``): each verdict on either side of
+its limit, and a run that did not measure a target never counts as meeting it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks.targets import BATCHED, CEILING, FULL_PATH, ROUTING_ONLY, judge
+
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+
+
+def row(target: str, connections: int, *, rps: float, pps: float | None = None, p50: float = 1.0,
+        ratio: float = 1.0) -> dict:
+    return {"target": target, "connections": connections, "requests_per_s": rps,
+            "predictions_per_s": rps if pps is None else pps, "p50_ms": p50, "ratio_to_ceiling": ratio,
+            "ratio_by_round": [ratio, ratio, ratio]}
+
+
+def report(*, ratio16: float = 0.55, full_p50: float = 1.0, ceiling_p50: float = 0.3, batched_pps: float = 30_000,
+           routing_c1: float = 2_000, achieved: float = 3_195, p99: float = 9.0, errors: int = 0,
+           unaccounted: int = 0) -> dict:
+    summary = [row(CEILING, 1, rps=3_000, p50=ceiling_p50), row(FULL_PATH, 1, rps=1_000, p50=full_p50),
+               row(ROUTING_ONLY, 1, rps=routing_c1), row("peer mlserver", 1, rps=1_800),
+               row(CEILING, 16, rps=12_000), row(FULL_PATH, 16, rps=12_000 * ratio16, ratio=ratio16),
+               row(ROUTING_ONLY, 16, rps=9_000), row("peer mlserver", 16, rps=2_300),
+               row(BATCHED, 16, rps=batched_pps / 32, pps=batched_pps)]
+    return {"summary": summary,
+            "open_loop": {FULL_PATH: {"achieved_rps": achieved, "p99_ms": p99, "errors": errors}},
+            "events_under_overload": {"events_dropped": 3, "unaccounted": unaccounted}}
+
+
+def verdicts(**changes) -> list[str]:
+    return [v.verdict for v in judge(report(**changes), offered_rate=3_200)]
+
+
+def test_a_run_inside_every_limit_meets_every_target():
+    assert verdicts() == ["met"] * 6
+
+
+@pytest.mark.parametrize(("changes", "missed"), [
+    ({"achieved": 3_000}, 0), ({"p99": 23.5}, 0), ({"errors": 1}, 0),
+    ({"ratio16": 0.49}, 1),
+    ({"full_p50": 1.06}, 2),
+    ({"batched_pps": 24_000}, 3),
+    ({"routing_c1": 1_700}, 4),
+    ({"unaccounted": 1}, 5),
+])
+def test_each_target_is_missed_past_its_limit_and_only_that_one(changes, missed):
+    expected = ["met"] * 6
+    expected[missed] = "not met"
+    assert verdicts(**changes) == expected
+
+
+def test_what_a_run_did_not_measure_is_never_met():
+    partial = report()
+    partial["summary"] = [r for r in partial["summary"] if r["connections"] == 16 and not r["target"].startswith("peer")]
+    partial["open_loop"] = {}
+    judged = judge(partial, offered_rate=3_200)
+    assert [v.verdict for v in judged] == ["not measured", "met", "not measured", "met", "not measured", "met"]
+    assert judge(report(), offered_rate=1_600)[0].verdict == "not measured"  # a lower rate says nothing of 3,200/s
+
+
+def test_a_stored_run_is_judged_from_its_own_figures():
+    stored = json.loads((RESULTS / "bench-20261127-112151.json").read_text())
+    judged = judge(stored, offered_rate=3_200)
+    assert [v.verdict for v in judged] == ["met", "not met", "met", "met", "not met", "met"]
+    assert judged[1].measured.startswith("47%")  # 5,945 against 12,617 requests/s at c=16
+    assert "mlserver at c=1" in judged[4].measured  # routing only 1,369 against MLServer's 1,780 requests/s
