@@ -126,6 +126,9 @@ class OncePerModel:
             await self._release_own(keys=[self._key(alert)], args=[alert.id])
 
 
+RELEASE_TIMEOUT_S = 2.0
+"""Bound of giving a slot back (at shutdown too): past it the slot expires with its interval."""
+
 RELEASE_OWN_SLOT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
@@ -150,6 +153,19 @@ class Sink:
     accepts: Callable[[AlertPublic], bool] = lambda alert: True
     gate: Gate | None = None
     """``admits`` ``False`` skips the alert, counted ``suppressed``."""
+
+
+@dataclass
+class Delivery:
+    """Where one alert's delivery stands, read when it is cut short: whether any attempt may have reached the
+    receiver's handler (one is being sent now, or one failed after its request went out)."""
+
+    sending: bool = False
+    maybe_received: bool = False
+
+    @property
+    def may_have_arrived(self) -> bool:
+        return self.sending or self.maybe_received
 
 
 @dataclass(frozen=True)
@@ -177,7 +193,10 @@ class SinkDispatcher:
         self._tasks = [asyncio.create_task(self._work(sink), name=f"sink-{sink.name}") for sink in self._sinks]
 
     async def stop(self) -> None:
-        """Stop delivering; an alert being delivered or still queued is counted ``dropped`` (and logged)."""
+        """Stop delivering; an alert being delivered or still queued is counted ``dropped`` (and logged). An alert
+        cut short before any attempt could have reached its receiver gives its gate's slot back (a retraining run
+        that never started must not hold off the next one for the whole interval); one cut short mid-request keeps
+        it, as a delivery that may have arrived does."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -207,17 +226,19 @@ class SinkDispatcher:
         queue = self._queues[sink.name]
         while True:
             alert = await queue.get()
-            admitted, delivered = False, None
+            admitted, delivered, delivery = False, None, Delivery()
             try:
                 if sink.gate is not None:
                     if not await sink.gate.admits(alert):
                         self._on_outcome(sink.name, "suppressed")
                         continue
                     admitted = True
-                delivered = await self._deliver(sink, alert)
+                delivered = await self._deliver(sink, alert, delivery)
             except asyncio.CancelledError:
                 logger.error("sink %s: alert %s dropped at shutdown, mid-delivery", sink.name, alert.id)
                 self._on_outcome(sink.name, "dropped")
+                if sink.gate is not None and not delivery.may_have_arrived:  # cut short in `admits` too: the slot
+                    await self._release(sink, alert)  # may be held, and only this alert's holding is given back
                 raise
             except Exception:  # an unusable URL or body: this alert fails, the sink's worker goes on with the next
                 logger.exception("sink %s: alert %s could not be sent", sink.name, alert.id)
@@ -227,26 +248,30 @@ class SinkDispatcher:
 
     async def _release(self, sink: Sink, alert: AlertPublic) -> None:
         try:
-            await sink.gate.release(alert)
-        except Exception:  # Redis down: the slot expires with its interval
+            async with asyncio.timeout(RELEASE_TIMEOUT_S):
+                await sink.gate.release(alert)
+        except Exception:  # Redis down or slow: the slot expires with its interval
             logger.exception("sink %s: could not give back the slot of undelivered alert %s", sink.name, alert.id)
 
-    async def _deliver(self, sink: Sink, alert: AlertPublic) -> bool | None:
+    async def _deliver(self, sink: Sink, alert: AlertPublic, delivery: Delivery) -> bool | None:
         """Whether ``alert`` was delivered, retrying as the policy says: ``False`` only when no attempt can have reached
         the receiver's handler (refused with an error status, or never connected), ``None`` when one may have (a
-        timeout or a broken answer after the request went out: a run may have started)."""
+        timeout or a broken answer after the request went out: a run may have started). ``delivery`` follows it, for
+        a caller that cuts it short."""
         body = sink.body(alert)
-        maybe_received = False
         for attempt in range(1, self._retry.max_attempts + 1):
+            delivery.sending = True  # until the attempt ends: cut short mid-request, it may have arrived
             try:
                 response = await self._http.post(sink.url, json=body)
+            except httpx.HTTPError as exc:
+                reason = type(exc).__name__
+                delivery.maybe_received |= not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+            else:
                 if response.status_code < 300:
                     self._on_outcome(sink.name, "delivered")
                     return True
                 reason = f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                reason = type(exc).__name__
-                maybe_received = maybe_received or not isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout))
+            delivery.sending = False
             if attempt == self._retry.max_attempts:
                 break
             delay = self._retry.delay(attempt)
@@ -256,7 +281,7 @@ class SinkDispatcher:
             await asyncio.sleep(delay)
         logger.error("sink %s: alert %s dropped after %d attempts", sink.name, alert.id, self._retry.max_attempts)
         self._on_outcome(sink.name, "failed")
-        return None if maybe_received else False
+        return None if delivery.maybe_received else False
 
 
 def build_sinks(*, webhook_urls: list[str], retrain_url: str | None, pipeline: PipelineRef,

@@ -300,3 +300,61 @@ async def test_a_slot_another_alert_holds_is_not_given_back(monitor_redis_url):
         assert not await gate.admits(drift.model_copy(update={"id": "other"}))
     finally:
         await client.aclose()
+
+
+async def test_a_run_cut_short_by_shutdown_before_reaching_the_pipeline_gives_its_slot_back(monitor_redis_url):
+    """Shut down while waiting to retry a run request that was refused at connect: no run started, so the model's
+    next drift alert (from this monitor once it is back, or from another replica) must not wait out the interval."""
+    client = aioredis.from_url(monitor_redis_url)
+    outcomes: list[str] = []
+    model = f"m{uuid.uuid4().hex[:8]}"
+    sinks = build_sinks(webhook_urls=[], retrain_url=f"http://127.0.0.1:{free_port()}/runs", pipeline=PipelineRef("p"),
+                        monitor_url="http://monitor", retrain_gate=OncePerModel(client, 3600))
+    dispatcher = SinkDispatcher(sinks, http=httpx.AsyncClient(timeout=5), retry=RetryPolicy(5, 30, 30), queue_size=10,
+                                on_outcome=lambda sink, outcome: outcomes.append(outcome))
+    try:
+        dispatcher.start()
+        dispatcher.submit(ALERT.model_copy(update={"rule": "drift", "action": "retrain", "model": model}))
+        await until(lambda: outcomes == ["retried"])  # refused once, now waiting 30 s to retry
+        assert await client.exists(f"mlfleet:monitor:retrain:last:{model}") == 1
+        await dispatcher.stop()
+        assert outcomes == ["retried", "dropped"]
+        assert await client.exists(f"mlfleet:monitor:retrain:last:{model}") == 0
+    finally:
+        await dispatcher.stop()
+        await client.aclose()
+
+
+async def test_a_run_cut_short_by_shutdown_mid_request_keeps_its_slot(monitor_redis_url):
+    """Shut down while the run request is with a pipeline that has not answered: the run may have started, so the
+    slot stays held for its interval (a second run of the same drift is what the slot exists to prevent)."""
+    client = aioredis.from_url(monitor_redis_url)
+    received, finished = asyncio.Event(), asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        received.set()
+        await finished.wait()  # no answer until the test is over
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    outcomes: list[str] = []
+    model = f"m{uuid.uuid4().hex[:8]}"
+    sinks = build_sinks(webhook_urls=[], retrain_url=f"http://127.0.0.1:{port}/runs", pipeline=PipelineRef("p"),
+                        monitor_url="http://monitor", retrain_gate=OncePerModel(client, 3600))
+    dispatcher = SinkDispatcher(sinks, http=httpx.AsyncClient(timeout=60), retry=RetryPolicy(1, 0.01, 0.01),
+                                queue_size=10, on_outcome=lambda sink, outcome: outcomes.append(outcome))
+    try:
+        dispatcher.start()
+        dispatcher.submit(ALERT.model_copy(update={"rule": "drift", "action": "retrain", "model": model, "id": "sent"}))
+        await asyncio.wait_for(received.wait(), 5)
+        await dispatcher.stop()
+        assert outcomes == ["dropped"]
+        assert await client.get(f"mlfleet:monitor:retrain:last:{model}") == b"sent"
+    finally:
+        await dispatcher.stop()
+        finished.set()
+        server.close()
+        await server.wait_closed()
+        await client.aclose()
