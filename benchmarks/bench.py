@@ -16,7 +16,8 @@ direct Triton (showing the generator keeps up) and the full path, and the full p
 rates; the gateway's feature lookup (``FeatureReader``) next to Feast's SDK call, 1 and 32
 entities; and event accounting under overload (answered requests against the stream's
 ``entries-added`` and the gateway's dropped counter). Writes JSON and a PNG
-chart under ``benchmarks/results/`` and prints a table.
+chart under ``benchmarks/results/``, prints a table, and ends with the verdict on each of issue 8's targets
+(:mod:`benchmarks.targets`), judged from this run's figures alone.
 """
 
 from __future__ import annotations
