@@ -243,7 +243,7 @@ class SinkDispatcher:
             except Exception:  # an unusable URL or body: this alert fails, the sink's worker goes on with the next
                 logger.exception("sink %s: alert %s could not be sent", sink.name, alert.id)
                 self._on_outcome(sink.name, "failed")
-            if admitted and delivered is False:
+            if admitted and not delivered and not delivery.may_have_arrived:  # refused, or failed before sending
                 await self._release(sink, alert)
 
     async def _release(self, sink: Sink, alert: AlertPublic) -> None:

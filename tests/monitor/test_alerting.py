@@ -358,3 +358,30 @@ async def test_a_run_cut_short_by_shutdown_mid_request_keeps_its_slot(monitor_re
         server.close()
         await server.wait_closed()
         await client.aclose()
+
+
+async def test_a_run_whose_request_could_not_be_built_gives_its_slot_back(monitor_redis_url):
+    client = aioredis.from_url(monitor_redis_url)
+    outcomes: list[str] = []
+    model = f"m{uuid.uuid4().hex[:8]}"
+
+    def unusable(alert: AlertPublic) -> dict:
+        raise ValueError("no body for this alert")
+
+    sink = Sink("retrain", f"http://127.0.0.1:{free_port()}/runs", unusable, gate=OncePerModel(client, 3600))
+    dispatcher = SinkDispatcher([sink], http=httpx.AsyncClient(timeout=5), retry=RetryPolicy(1, 0.01, 0.01),
+                                queue_size=10, on_outcome=lambda sink, outcome: outcomes.append(outcome))
+    try:
+        dispatcher.start()
+        dispatcher.submit(ALERT.model_copy(update={"rule": "drift", "action": "retrain", "model": model}))
+        await until(lambda: outcomes == ["failed"])
+        assert outcomes == ["failed"]
+
+        async def slot_free() -> bool:
+            return not await client.exists(f"mlfleet:monitor:retrain:last:{model}")
+
+        await until(slot_free)
+        assert await slot_free(), "nothing was sent, so no run started: the slot is given back"
+    finally:
+        await dispatcher.stop()
+        await client.aclose()
