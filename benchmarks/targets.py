@@ -91,7 +91,7 @@ def batched_verdict(summary: list[dict]) -> TargetVerdict:
     name = f"{BATCH} rows per request ≥ {BATCHED_PREDICTIONS_PER_S:,.0f} predictions/s"
     rows = [r for r in summary if r["target"] == BATCHED]
     if not rows:
-        return TargetVerdict(name, "no 32-row run", "not measured")
+        return TargetVerdict(name, f"no {BATCH}-row run", "not measured")
     clean = [r for r in rows if not r["errors"]]
     best = max(clean or rows, key=lambda r: r["predictions_per_s"])
     return TargetVerdict(name, f"{best['predictions_per_s']:,.0f}/s at c={best['connections']}, {best['errors']} errors",
@@ -108,6 +108,7 @@ def peers_verdict(summary: list[dict]) -> TargetVerdict:
     pairs = [(peer, ours) for peer, ours in pairs if ours is not None]
     if not pairs:
         return TargetVerdict(name, "no peer run", "not measured")
+
     def label(peer: dict) -> str:
         return f"{peer['target'].removeprefix('peer ')} at c={peer['connections']}"
 

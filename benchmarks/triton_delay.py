@@ -4,10 +4,11 @@ Starts the fleet under ``.mlfleet/delay`` (default ports: no other fleet may run
 and loads one copy of its stable version per delay into the fleet's Triton (``delay-<µs>``, the registry's config
 for the Python backend with only ``max_queue_delay_microseconds`` changed), each warmed up by a short run. Then
 single-row requests go straight to Triton with ``wrk``, at 1 and 16 connections, every copy in turn and the order
-reversed each round, so the copies share the machine's drift. A run with errors fails the sweep (after its results
-are written): a copy answering errors fast would otherwise read as a fast copy. Prints each run and the mean per delay and connection count; the registry's
+reversed each round, so the copies share the machine's drift. Prints each run and the mean per delay and
+connection count, and writes ``benchmarks/results/triton-delay-<time>.json``; a run with errors then fails the
+sweep (a copy answering errors fast would otherwise read as a fast copy). The registry's
 ``PYTHON_BACKEND_QUEUE_DELAY_US`` is the best of such a sweep (the figures it rests on are in the README's
-Performance section). Writes ``benchmarks/results/triton-delay-<time>.json``.
+Performance section).
 """
 
 from __future__ import annotations

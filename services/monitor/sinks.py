@@ -226,7 +226,7 @@ class SinkDispatcher:
         queue = self._queues[sink.name]
         while True:
             alert = await queue.get()
-            admitted, delivered, delivery = False, None, Delivery()
+            admitted, delivered, delivery = False, False, Delivery()
             try:
                 if sink.gate is not None:
                     if not await sink.gate.admits(alert):
@@ -253,11 +253,11 @@ class SinkDispatcher:
         except Exception:  # Redis down or slow: the slot expires with its interval
             logger.exception("sink %s: could not give back the slot of undelivered alert %s", sink.name, alert.id)
 
-    async def _deliver(self, sink: Sink, alert: AlertPublic, delivery: Delivery) -> bool | None:
-        """Whether ``alert`` was delivered, retrying as the policy says: ``False`` only when no attempt can have reached
-        the receiver's handler (refused with an error status, or never connected), ``None`` when one may have (a
-        timeout or a broken answer after the request went out: a run may have started). ``delivery`` follows it, for
-        a caller that cuts it short."""
+    async def _deliver(self, sink: Sink, alert: AlertPublic, delivery: Delivery) -> bool:
+        """Whether ``alert`` was delivered, retrying as the policy says. When it was not, ``delivery`` says whether an
+        attempt may still have reached the receiver's handler (a timeout or a broken answer after the request went
+        out: a run may have started) or none can have (refused with an error status, or never connected); it says
+        so too when the delivery is cut short."""
         body = sink.body(alert)
         for attempt in range(1, self._retry.max_attempts + 1):
             delivery.sending = True  # until the attempt ends: cut short mid-request, it may have arrived
@@ -281,7 +281,7 @@ class SinkDispatcher:
             await asyncio.sleep(delay)
         logger.error("sink %s: alert %s dropped after %d attempts", sink.name, alert.id, self._retry.max_attempts)
         self._on_outcome(sink.name, "failed")
-        return None if delivery.maybe_received else False
+        return False
 
 
 def build_sinks(*, webhook_urls: list[str], retrain_url: str | None, pipeline: PipelineRef,
