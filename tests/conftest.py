@@ -64,8 +64,7 @@ def stop_at_session_end(processes: Iterable[subprocess.Popen | None], *, shared:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Last, after pytest's own ``sessionfinish``, which tears session fixtures down when a run stopped early."""
     wait_stopped(_stopping)
-    ask_to_stop(_stopping_last)
-    wait_stopped(_stopping_last)
+    stop_processes(_stopping_last)
 
 
 @pytest.fixture(scope="session")

@@ -48,6 +48,8 @@ FRONT_DOOR_STATE = "mlfleet.predict_front_door"
 DIRECT_HEADERS = frozenset({"origin", "expect", "transfer-encoding", "upgrade"})
 """A request with any of these headers goes through the app (:meth:`PredictFrontDoor.direct`)."""
 SECURITY_HEADERS = [(name.encode("latin-1"), value.encode("latin-1")) for name, value in API_HEADERS.items()]
+SECURITY_HEAD = b"".join(name + b": " + value + b"\r\n" for name, value in SECURITY_HEADERS)
+"""The security headers as header lines, encoded once for every answer written below ASGI."""
 
 
 class ClientGone(Exception):
@@ -233,5 +235,9 @@ async def read_body(receive: Receive, limit: int) -> bytes:
 
 
 def reply_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
-    return [(b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()), *reply.headers,
-            *SECURITY_HEADERS]
+    return [*own_headers(reply), *SECURITY_HEADERS]
+
+
+def own_headers(reply: Reply) -> list[tuple[bytes, bytes]]:
+    """The headers of ``reply`` itself, before the security headers every answer carries."""
+    return [(b"content-type", reply.content_type), (b"content-length", str(len(reply.body)).encode()), *reply.headers]

@@ -24,7 +24,8 @@ from typing import Any
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from services.gateway.hot_path import FRONT_DOOR_STATE, PredictFrontDoor, Reply, predict_reply, reply_headers
+from services.gateway.hot_path import (FRONT_DOOR_STATE, SECURITY_HEAD, PredictFrontDoor, Reply, own_headers,
+                                       predict_reply)
 from services.gateway.resources import Gateway
 
 logger = logging.getLogger("mlfleet.gateway.http")
@@ -148,8 +149,9 @@ class PredictCycle:
 
     def _write(self, reply: Reply) -> None:
         head = [STATUS_LINE[reply.status]]
-        for name, value in (*self.default_headers, *reply_headers(reply)):
+        for name, value in (*self.default_headers, *own_headers(reply)):
             head += (name, b": ", value, b"\r\n")
+        head.append(SECURITY_HEAD)
         if not self.keep_alive:
             head.append(b"connection: close\r\n")
         head += (b"\r\n", reply.body)
