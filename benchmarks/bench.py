@@ -9,7 +9,9 @@ target with wrk, alternating, at each concurrency:
 2. gateway routing only (a version whose signature has no Feast input),
 3. gateway full path (Feast enrichment, 10 % canary, prediction events),
 4. full path with 32 instances per request,
-5. the peers serving the same ONNX model with their recommended worker setting.
+5. the peers serving the same ONNX model with their recommended worker setting (MLServer's default of one
+   inference process, BentoML's one worker), and MLServer tuned past it: inference in its server's own process
+   (``parallel_workers=0``), shown beside the verdict, not judged.
 
 Then an open-loop run at a fixed rate (``benchmarks.openloop``, in its own process) against
 direct Triton (showing the generator keeps up) and the full path, and the full path at lower
@@ -41,7 +43,7 @@ from prometheus_client import CollectorRegistry, Histogram
 
 from benchmarks.peers import Peer, start_bentoml, start_mlserver
 from benchmarks.rollback import small_onnx
-from benchmarks.targets import BATCH, CEILING, FULL_PATH, ROUTING_ONLY, judge, print_verdicts
+from benchmarks.targets import BATCH, CEILING, FULL_PATH, PEER, ROUTING_ONLY, TUNED_PEER, judge, print_verdicts
 from benchmarks.wrk import WrkResult, run_wrk
 from mlfleet.demo.data import model_frame
 from mlfleet.demo.run import MODEL, deploy, prepare_features, register_versions, sample_instances
@@ -269,7 +271,11 @@ def main() -> None:
                 peers.append(start_mlserver(onnx, vectors[0], port=free_port(), grpc_port=free_port(),
                                             metrics_port=free_port(), workdir=workdir))
                 peers.append(start_bentoml(onnx, vectors[0], port=free_port(), workdir=workdir))
-                targets += [(f"peer {p.name}", p.url, p.body, 1) for p in peers]
+                targets += [(f"{PEER} {p.name}", p.url, p.body, 1) for p in peers]
+                tuned = start_mlserver(onnx, vectors[0], port=free_port(), grpc_port=free_port(),
+                                       metrics_port=free_port(), workdir=workdir, parallel_workers=0)
+                peers.append(tuned)
+                targets.append((f"{TUNED_PEER} {tuned.name}", tuned.url, tuned.body, 1))
 
             results: list[WrkResult] = []
             for _ in range(args.rounds):

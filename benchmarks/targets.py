@@ -25,6 +25,10 @@ FULL_PATH = "gateway full path"
 ROUTING_ONLY = "gateway routing only"
 CEILING = "direct triton"
 BATCHED = f"{FULL_PATH} x{BATCH}"
+PEER = "peer"
+"""Prefix of the rows of peers at their recommended worker setting: the ones the peer target judges."""
+TUNED_PEER = "tuned peer"
+"""Prefix of the rows of peers tuned past their recommended setting: reported beside the peer verdict, not judged."""
 
 Verdict = Literal["met", "not met", "not measured"]
 
@@ -100,29 +104,45 @@ def batched_verdict(summary: list[dict]) -> TargetVerdict:
 
 
 def peers_verdict(summary: list[dict]) -> TargetVerdict:
-    """Routing only against each peer at each concurrency: the peers infer in one process without features,
-    canary or events, so that is the row where the gateway does the same work."""
+    """Routing only against each peer at each concurrency: the peers infer without features, canary or events, so
+    that is the row where the gateway does the same work. The issue names each peer at its recommended worker
+    setting; peers tuned past it are compared in the measured text, and do not change the verdict."""
     name = "ahead of every peer where it does the same work (routing only)"
-    pairs = [(peer, _row(summary, ROUTING_ONLY, peer["connections"]))
-             for peer in summary if peer["target"].startswith("peer ")]
-    pairs = [(peer, ours) for peer, ours in pairs if ours is not None]
+    pairs = _against_routing(summary, PEER)
     if not pairs:
         return TargetVerdict(name, "no peer run", "not measured")
-
-    def label(peer: dict) -> str:
-        return f"{peer['target'].removeprefix('peer ')} at c={peer['connections']}"
-
-    behind = [f"{label(peer)} ({ours['requests_per_s']:,.0f} against {peer['requests_per_s']:,.0f} req/s"
-              + (f", {ours['errors']} errors of ours)" if ours["errors"] else ")")
-              for peer, ours in pairs
+    behind = [f"{_label(peer, PEER)} ({_figures(ours, peer)})" for peer, ours in pairs
               if ours["errors"] or (not peer["errors"] and ours["requests_per_s"] <= peer["requests_per_s"])]
-    failed_peers = [label(peer) for peer, ours in pairs if peer["errors"] and not ours["errors"]]
+    failed_peers = [_label(peer, PEER) for peer, ours in pairs if peer["errors"] and not ours["errors"]]
     if behind:
-        return TargetVerdict(name, "behind " + "; ".join(behind), "not met")
-    if failed_peers:
-        return TargetVerdict(name, "no comparison with peers that answered errors: " + ", ".join(failed_peers),
-                             "not measured")
-    return TargetVerdict(name, f"ahead in all {len(pairs)} comparisons", "met")
+        measured, verdict = "behind " + "; ".join(behind), "not met"
+    elif failed_peers:
+        measured, verdict = "no comparison with peers that answered errors: " + ", ".join(failed_peers), "not measured"
+    else:
+        measured, verdict = f"ahead in all {len(pairs)} comparisons", "met"
+    tuned = [f"{'ahead of' if ours['requests_per_s'] > peer['requests_per_s'] else 'behind'} "
+             f"{_label(peer, TUNED_PEER)} ({_figures(ours, peer)})"
+             for peer, ours in _against_routing(summary, TUNED_PEER)]
+    if tuned:
+        measured += "; not judged, peers tuned past their recommended setting: " + "; ".join(tuned)
+    return TargetVerdict(name, measured, verdict)
+
+
+def _against_routing(summary: list[dict], prefix: str) -> list[tuple[dict, dict]]:
+    """Each row of ``prefix`` with routing only's row at its concurrency (rows without one left out)."""
+    rows = [(peer, _row(summary, ROUTING_ONLY, peer["connections"]))
+            for peer in summary if peer["target"].startswith(f"{prefix} ")]
+    return [(peer, ours) for peer, ours in rows if ours is not None]
+
+
+def _label(peer: dict, prefix: str) -> str:
+    return f"{peer['target'].removeprefix(f'{prefix} ')} at c={peer['connections']}"
+
+
+def _figures(ours: dict, peer: dict) -> str:
+    return (f"{ours['requests_per_s']:,.0f} against {peer['requests_per_s']:,.0f} req/s"
+            + "".join(f", {row['errors']} errors of {whose}" for row, whose in ((ours, "ours"), (peer, "theirs"))
+                      if row["errors"]))
 
 
 def events_verdict(events: dict) -> TargetVerdict:

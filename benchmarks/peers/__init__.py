@@ -43,28 +43,36 @@ class Peer:
     process: subprocess.Popen
 
 
+MLSERVER_DEFAULT_WORKERS = 1
+"""MLServer's default and documented setting: inference in one worker process beside the HTTP server ("By default,
+MLServer will spin up a pool with only one worker process to run inference", docs: Parallel Inference)."""
+
+
 def start_mlserver(onnx_path: Path, vector: list[float], *, port: int, grpc_port: int, metrics_port: int,
-                   workdir: Path) -> Peer:
+                   workdir: Path, parallel_workers: int = MLSERVER_DEFAULT_WORKERS) -> Peer:
+    """MLServer with ``parallel_workers`` inference processes; 0 infers in the server's own process (fastest at one
+    connection here, not its recommended setting). Named ``mlserver`` at its default, else ``mlserver pw=<n>``."""
     env = peer_env("mlserver")
-    model_dir = workdir / "mlserver"
+    model_dir = workdir / f"mlserver-{parallel_workers}"
     shutil.rmtree(model_dir, ignore_errors=True)
     (model_dir / "fraud").mkdir(parents=True)
     shutil.copy(onnx_path, model_dir / "fraud" / "model.onnx")
     shutil.copy(HERE / "mlserver" / "runtime.py", model_dir / "fraud" / "runtime.py")
     (model_dir / "settings.json").write_text(json.dumps({
         "host": "127.0.0.1", "http_port": port, "grpc_port": grpc_port, "metrics_port": metrics_port,
-        "parallel_workers": 0, "debug": False,
+        "parallel_workers": parallel_workers, "debug": False,
     }))
     (model_dir / "fraud" / "model-settings.json").write_text(json.dumps({
         "name": "fraud", "implementation": "runtime.OnnxClassifier", "parameters": {"uri": str((model_dir / "fraud" / "model.onnx").resolve())},
     }))
-    log_file = workdir / "mlserver.log"
+    log_file = workdir / f"mlserver-{parallel_workers}.log"
     process = start_process([str(env / "bin" / "mlserver"), "start", str(model_dir)], log_file=log_file,
                             cwd=model_dir)
     wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/v2/models/fraud/ready"), timeout_s=120,
                what="mlserver", process=process, log_file=log_file)
     body = json.dumps({"inputs": [{"name": "input", "shape": [1, len(vector)], "datatype": "FP32", "data": vector}]})
-    return Peer("mlserver", f"http://127.0.0.1:{port}/v2/models/fraud/infer", body.encode(), process)
+    name = "mlserver" if parallel_workers == MLSERVER_DEFAULT_WORKERS else f"mlserver pw={parallel_workers}"
+    return Peer(name, f"http://127.0.0.1:{port}/v2/models/fraud/infer", body.encode(), process)
 
 
 def start_bentoml(onnx_path: Path, vector: list[float], *, port: int, workdir: Path) -> Peer:

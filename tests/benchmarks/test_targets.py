@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.targets import BATCHED, CEILING, FULL_PATH, ROUTING_ONLY, judge
+from benchmarks.targets import BATCHED, CEILING, FULL_PATH, ROUTING_ONLY, TUNED_PEER, judge
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
@@ -94,6 +94,20 @@ def test_a_peer_that_answered_errors_is_no_comparison():
     run["summary"] = with_errors(run["summary"], "peer mlserver", 1)
     judged = judge(run)[4]
     assert judged.verdict == "not measured" and "mlserver at c=1" in judged.measured
+
+
+def test_a_peer_tuned_past_its_recommended_setting_is_reported_but_not_judged():
+    """The issue names each peer at its recommended worker setting; MLServer inferring in its server's own process
+    is faster at one connection, and the verdict says so without counting it."""
+    run = report(routing_c1=2_000)
+    tuned = f"{TUNED_PEER} mlserver pw=0"
+    run["summary"] += [row(tuned, 1, rps=2_500), row(tuned, 16, rps=2_400)]
+    judged = judge(run)[4]
+    assert judged.verdict == "met"
+    assert "behind mlserver pw=0 at c=1 (2,000 against 2,500 req/s)" in judged.measured
+    assert "ahead of mlserver pw=0 at c=16" in judged.measured
+    run["summary"] = [r for r in run["summary"] if not r["target"].startswith("peer ")]
+    assert judge(run)[4].verdict == "not measured"  # a tuned peer alone is no peer run
 
 
 def test_a_stored_run_is_judged_from_its_own_figures():
