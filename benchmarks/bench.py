@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import re
 import subprocess
@@ -218,6 +219,34 @@ def interpreter_speed() -> float:
     return min(timeit.repeat("sum(range(1000))", number=2000, repeat=5)) / 2000 * 1e6
 
 
+ECHO = "import os\nwhile byte := os.read(0, 1):\n    os.write(1, byte)"
+"""A process that sends back each byte it reads."""
+
+
+def wake_up_round_trip(rounds: int = 2000) -> float:
+    """Microseconds for a byte to reach another process over a pipe and come back, the best of three runs: two
+    wake-ups of a sleeping process, which every request pays several times over (client, gateway, Redis, Triton and
+    its backend stubs). On hosts where the interpreter ran about as fast, direct Triton ran up to twice as fast on
+    one as on another, and the gateway's CPU per request at one connection was 1.6 times its CPU at two (each request
+    its own batch either way): costs ``sum(range(1000))`` does not time, which this one at least touches."""
+    echo = subprocess.Popen([sys.executable, "-c", ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
+    try:
+        send, receive = echo.stdin.fileno(), echo.stdout.fileno()
+        os.write(send, b"x")
+        os.read(receive, 1)  # the echo is up
+        best = float("inf")
+        for _ in range(3):
+            started = time.perf_counter()
+            for _ in range(rounds):
+                os.write(send, b"x")
+                os.read(receive, 1)
+            best = min(best, (time.perf_counter() - started) / rounds * 1e6)
+    finally:
+        echo.stdin.close()
+        echo.wait(timeout=10)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=int, default=5, help="Seconds per wrk run.")
@@ -231,9 +260,10 @@ def main() -> None:
                         help="Further open-loop rates for the full path, to show what it sustains.")
     parser.add_argument("--no-peers", action="store_true", help="Skip MLServer and BentoML.")
     args = parser.parse_args()
-    python_speed_us = interpreter_speed()
-    print(f"this host runs sum(range(1000)) in {python_speed_us:.1f} µs (compare runs of this benchmark across hosts "
-          "by it: the gateway's share of a request is Python, Triton's is not)")
+    python_speed_us, wake_up_us = interpreter_speed(), wake_up_round_trip()
+    print(f"this host runs sum(range(1000)) in {python_speed_us:.1f} µs and passes a byte to another process and back "
+          f"in {wake_up_us:.1f} µs (compare runs of this benchmark across hosts by both: the gateway's share of a "
+          "request is Python, Triton's is not, and every request wakes several processes)")
 
     config = FleetConfig.from_env(home=Path(".mlfleet/bench"))
     if config.triton_latency_summaries:
@@ -309,7 +339,7 @@ def main() -> None:
         events = event_accounting(config, f"{gateway}/{MODEL}/predict", single_bodies, duration_s=args.duration)
 
     report = {"machine": platform.node(), "when": time.strftime("%Y-%m-%d %H:%M:%S"), "duration_s": args.duration,
-              "python_sum_range_1000_us": python_speed_us,
+              "python_sum_range_1000_us": python_speed_us, "wake_up_round_trip_us": wake_up_us,
               "results": [r.as_dict() for r in results], "summary": summarise(results), "open_loop": open_loops,
               "feast_lookup": feast, "events_under_overload": events,
               "triton_latency_summaries": config.triton_latency_summaries}

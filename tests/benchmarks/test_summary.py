@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.bench import CEILING, interpreter_speed, summarise
+from benchmarks.bench import CEILING, interpreter_speed, summarise, wake_up_round_trip
 from benchmarks.wrk import WrkResult
 
 
@@ -28,3 +28,8 @@ def test_each_round_is_compared_with_its_own_ceiling():
 def test_the_interpreter_speed_is_a_timing_of_this_host():
     speed = interpreter_speed()
     assert 0.05 < speed < 10_000, "sum(range(1000)) takes microseconds, never nanoseconds or seconds"
+
+
+def test_the_wake_up_round_trip_is_a_timing_of_this_host():
+    round_trip = wake_up_round_trip(rounds=200)
+    assert 0.1 < round_trip < 100_000, "a byte to another process and back takes microseconds"
