@@ -50,7 +50,7 @@ from mlfleet.demo.data import model_frame
 from mlfleet.demo.run import MODEL, deploy, prepare_features, register_versions, sample_instances
 from mlfleet.demo.train import input_columns
 from mlfleet.fleet import Fleet, FleetConfig
-from mlfleet.runtime.processes import free_port, stop_process
+from mlfleet.runtime.processes import free_port, stop_processes
 from services.common.feature_store import open_feature_store
 from services.common.redis import PREDICTIONS_STREAM
 from services.gateway.features import FeatureReader
@@ -226,24 +226,26 @@ ECHO = "import os\nwhile byte := os.read(0, 1):\n    os.write(1, byte)"
 def wake_up_round_trip(rounds: int = 2000) -> float:
     """Microseconds for a byte to reach another process over a pipe and come back, the best of three runs: two
     wake-ups of a sleeping process, which every request pays several times over (client, gateway, Redis, Triton and
-    its backend stubs). On hosts where the interpreter ran about as fast, direct Triton ran up to twice as fast on
-    one as on another, and the gateway's CPU per request at one connection was 1.6 times its CPU at two (each request
-    its own batch either way): costs ``sum(range(1000))`` does not time, which this one at least touches."""
-    echo = subprocess.Popen([sys.executable, "-c", ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE, bufsize=0)
-    try:
+    its backend stubs), and which ``sum(range(1000))`` does not time (see the performance log, 2026-11-27)."""
+    with subprocess.Popen([sys.executable, "-c", ECHO], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          bufsize=0) as echo:
         send, receive = echo.stdin.fileno(), echo.stdout.fileno()
-        os.write(send, b"x")
-        os.read(receive, 1)  # the echo is up
-        best = float("inf")
-        for _ in range(3):
-            started = time.perf_counter()
-            for _ in range(rounds):
-                os.write(send, b"x")
-                os.read(receive, 1)
-            best = min(best, (time.perf_counter() - started) / rounds * 1e6)
-    finally:
-        echo.stdin.close()
-        echo.wait(timeout=10)
+
+        def round_trip() -> None:
+            os.write(send, b"x")
+            if os.read(receive, 1) != b"x":
+                raise RuntimeError("the echo process stopped answering")
+
+        try:
+            round_trip()  # the echo is up
+            best = float("inf")
+            for _ in range(3):
+                started = time.perf_counter()
+                for _ in range(rounds):
+                    round_trip()
+                best = min(best, (time.perf_counter() - started) / rounds * 1e6)
+        finally:
+            echo.kill()
     return best
 
 
@@ -298,14 +300,15 @@ def main() -> None:
                 onnx = stable_artifact(config, stable)
                 workdir = (config.home / "peers").resolve()
                 workdir.mkdir(parents=True, exist_ok=True)
+                # Each peer joins `peers` as it starts, so that one failing to start leaves the others stopped.
                 peers.append(start_mlserver(onnx, vectors[0], port=free_port(), grpc_port=free_port(),
                                             metrics_port=free_port(), workdir=workdir))
                 peers.append(start_bentoml(onnx, vectors[0], port=free_port(), workdir=workdir))
-                targets += [(f"{PEER} {p.name}", p.url, p.body, 1) for p in peers]
-                tuned = start_mlserver(onnx, vectors[0], port=free_port(), grpc_port=free_port(),
-                                       metrics_port=free_port(), workdir=workdir, parallel_workers=0)
-                peers.append(tuned)
-                targets.append((f"{TUNED_PEER} {tuned.name}", tuned.url, tuned.body, 1))
+                judged = list(peers)
+                peers.append(start_mlserver(onnx, vectors[0], port=free_port(), grpc_port=free_port(),
+                                            metrics_port=free_port(), workdir=workdir, parallel_workers=0))
+                targets += [(f"{PEER if peer in judged else TUNED_PEER} {peer.name}", peer.url, peer.body, 1)
+                            for peer in peers]
 
             results: list[WrkResult] = []
             for _ in range(args.rounds):
@@ -319,8 +322,7 @@ def main() -> None:
                               f"{result.predictions_per_s:>9,.0f} pred/s  p50 {result.p50_ms:6.2f}  "
                               f"p99 {result.p99_ms:7.2f} ms  errors {result.errors}")
         finally:
-            for peer in peers:
-                stop_process(peer.process)
+            stop_processes([peer.process for peer in peers])
         print("\nopen loop")
         open_loops = {}
         full_path = f"{gateway}/{MODEL}/predict"

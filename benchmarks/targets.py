@@ -120,8 +120,7 @@ def peers_verdict(summary: list[dict]) -> TargetVerdict:
         measured, verdict = "no comparison with peers that answered errors: " + ", ".join(failed_peers), "not measured"
     else:
         measured, verdict = f"ahead in all {len(pairs)} comparisons", "met"
-    tuned = [f"{'ahead of' if ours['requests_per_s'] > peer['requests_per_s'] else 'behind'} "
-             f"{_label(peer, TUNED_PEER)} ({_figures(ours, peer)})"
+    tuned = [f"{_standing(ours, peer)} {_label(peer, TUNED_PEER)} ({_figures(ours, peer)})"
              for peer, ours in _against_routing(summary, TUNED_PEER)]
     if tuned:
         measured += "; not judged, peers tuned past their recommended setting: " + "; ".join(tuned)
@@ -133,6 +132,12 @@ def _against_routing(summary: list[dict], prefix: str) -> list[tuple[dict, dict]
     rows = [(peer, _row(summary, ROUTING_ONLY, peer["connections"]))
             for peer in summary if peer["target"].startswith(f"{prefix} ")]
     return [(peer, ours) for peer, ours in rows if ours is not None]
+
+
+def _standing(ours: dict, peer: dict) -> str:
+    if ours["errors"] or peer["errors"]:
+        return "no comparison with"
+    return "ahead of" if ours["requests_per_s"] > peer["requests_per_s"] else "behind"
 
 
 def _label(peer: dict, prefix: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks import bench
 from benchmarks.bench import CEILING, interpreter_speed, summarise, wake_up_round_trip
 from benchmarks.wrk import WrkResult
 
@@ -33,3 +34,9 @@ def test_the_interpreter_speed_is_a_timing_of_this_host():
 def test_the_wake_up_round_trip_is_a_timing_of_this_host():
     round_trip = wake_up_round_trip(rounds=200)
     assert 0.1 < round_trip < 100_000, "a byte to another process and back takes microseconds"
+
+
+def test_the_wake_up_round_trip_fails_rather_than_time_an_echo_that_died(monkeypatch):
+    monkeypatch.setattr(bench, "ECHO", "import sys; sys.exit(3)")
+    with pytest.raises((RuntimeError, BrokenPipeError)):
+        wake_up_round_trip(rounds=10)

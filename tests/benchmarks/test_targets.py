@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.targets import BATCHED, CEILING, FULL_PATH, ROUTING_ONLY, TUNED_PEER, judge
+from benchmarks.targets import BATCHED, CEILING, FULL_PATH, PEER, ROUTING_ONLY, TUNED_PEER, judge
 
 RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
@@ -24,9 +24,9 @@ def report(*, ratio16: float = 0.55, full_p50: float = 1.0, ceiling_p50: float =
            routing_c1: float = 2_000, achieved: float = 3_195, p99: float = 9.0, errors: int = 0,
            unaccounted: int = 0) -> dict:
     summary = [row(CEILING, 1, rps=3_000, p50=ceiling_p50), row(FULL_PATH, 1, rps=1_000, p50=full_p50),
-               row(ROUTING_ONLY, 1, rps=routing_c1), row("peer mlserver", 1, rps=1_800),
+               row(ROUTING_ONLY, 1, rps=routing_c1), row(f"{PEER} mlserver", 1, rps=1_800),
                row(CEILING, 16, rps=12_000), row(FULL_PATH, 16, rps=12_000 * ratio16, ratio=ratio16),
-               row(ROUTING_ONLY, 16, rps=9_000), row("peer mlserver", 16, rps=2_300),
+               row(ROUTING_ONLY, 16, rps=9_000), row(f"{PEER} mlserver", 16, rps=2_300),
                row(BATCHED, 16, rps=batched_pps / 32, pps=batched_pps)]
     return {"summary": summary,
             "open_loop": {FULL_PATH: {"rate": 3_200.0, "achieved_rps": achieved, "p99_ms": p99, "errors": errors},
@@ -59,7 +59,7 @@ def test_each_target_is_missed_past_its_limit_and_only_that_one(changes, missed)
 
 def test_what_a_run_did_not_measure_is_never_met():
     partial = report()
-    partial["summary"] = [r for r in partial["summary"] if r["connections"] == 16 and not r["target"].startswith("peer")]
+    partial["summary"] = [r for r in partial["summary"] if r["connections"] == 16 and not r["target"].startswith(PEER)]
     partial["open_loop"] = {}
     judged = judge(partial)
     assert [v.verdict for v in judged] == ["not measured", "met", "not measured", "met", "not measured", "met"]
@@ -91,7 +91,7 @@ def test_a_row_with_errors_never_meets_its_target(target, connections, missed):
 
 def test_a_peer_that_answered_errors_is_no_comparison():
     run = report(routing_c1=1_700)  # behind MLServer at c=1, but MLServer's figure there came with errors
-    run["summary"] = with_errors(run["summary"], "peer mlserver", 1)
+    run["summary"] = with_errors(run["summary"], f"{PEER} mlserver", 1)
     judged = judge(run)[4]
     assert judged.verdict == "not measured" and "mlserver at c=1" in judged.measured
 
@@ -106,7 +106,9 @@ def test_a_peer_tuned_past_its_recommended_setting_is_reported_but_not_judged():
     assert judged.verdict == "met"
     assert "behind mlserver pw=0 at c=1 (2,000 against 2,500 req/s)" in judged.measured
     assert "ahead of mlserver pw=0 at c=16" in judged.measured
-    run["summary"] = [r for r in run["summary"] if not r["target"].startswith("peer ")]
+    run["summary"] = with_errors(run["summary"], tuned, 16)
+    assert "no comparison with mlserver pw=0 at c=16" in judge(run)[4].measured
+    run["summary"] = [r for r in run["summary"] if not r["target"].startswith(f"{PEER} ")]
     assert judge(run)[4].verdict == "not measured"  # a tuned peer alone is no peer run
 
 
@@ -116,3 +118,11 @@ def test_a_stored_run_is_judged_from_its_own_figures():
     assert [v.verdict for v in judged] == ["met", "not met", "met", "met", "not met", "met"]
     assert judged[1].measured.startswith("47%")  # 5,945 against 12,617 requests/s at c=16
     assert "mlserver at c=1" in judged[4].measured  # routing only 1,369 against MLServer's 1,780 requests/s
+
+
+def test_a_stored_run_with_a_tuned_peer_judges_the_peers_at_their_recommended_setting():
+    stored = json.loads((RESULTS / "bench-20261127-131442.json").read_text())  # a slower host
+    judged = judge(stored)
+    assert [v.verdict for v in judged] == ["not met", "not met", "not met", "not met", "met", "met"]
+    assert judged[4].measured.startswith("ahead in all 4 comparisons")  # MLServer and BentoML, c=1 and c=16
+    assert "behind mlserver pw=0 at c=1 (803 against 893 req/s)" in judged[4].measured
