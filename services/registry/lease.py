@@ -38,6 +38,9 @@ class Lease:
         self._database = database
         self._ttl_s = ttl_s
         self._held_until = 0.0
+        self._renewal: asyncio.Task[bool] | None = None
+        """The last renewal's transaction. Its worker thread commits whether or not the renewal's caller is
+        cancelled (cancelling the task that waits does not stop the thread), so :meth:`release` waits for it."""
 
     @property
     def held(self) -> bool:
@@ -48,8 +51,10 @@ class Lease:
         """Take or renew the lease; whether this replica holds it now."""
         sent = time.monotonic()
         now = utcnow()
-        taken = await self._database.transaction(repository.take_lease, name=self.name, holder=self.holder, now=now,
-                                                 expires_at=now + timedelta(seconds=self._ttl_s))
+        self._renewal = asyncio.ensure_future(self._database.transaction(
+            repository.take_lease, name=self.name, holder=self.holder, now=now,
+            expires_at=now + timedelta(seconds=self._ttl_s)))
+        taken = await asyncio.shield(self._renewal)
         if taken and not self.held:
             logger.info("took the %s lease as %s", self.name, self.holder)
         elif not taken and self.held:
@@ -68,8 +73,11 @@ class Lease:
 
     async def release(self) -> None:
         """Give the lease up at once (on shutdown), so another replica need not wait for it to expire; a failure
-        is logged, and the lease then expires on its own."""
+        is logged, and the lease then expires on its own. A renewal still running (its caller cancelled mid-way)
+        commits first: released before it, the lease would be renewed for a whole length after its release."""
         self._held_until = 0.0
+        if self._renewal is not None:
+            await asyncio.wait([self._renewal])
         try:
             await self._database.transaction(repository.release_lease, name=self.name, holder=self.holder,
                                              now=utcnow())
