@@ -26,6 +26,7 @@ from mlfleet.runtime.processes import (
     start_process,
     stop_process,
     stop_processes,
+    wait_serving,
     wait_stopped,
     wait_until,
 )
@@ -215,12 +216,7 @@ def start_service(name: str, settings: dict[str, str], workdir: Path, *, port: i
         env[env_name(name, key)] = str(value)
     log_file = workdir / f"{name}-{port}.log"
     process = start_process(service_argv(name, host="127.0.0.1", port=port), log_file=log_file, env=env, cwd=ROOT)
-    try:
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}{ready_path}"), timeout_s=timeout_s, what=name,
-                   process=process, log_file=log_file)
-    except BaseException:
-        stop_process(process)
-        raise
+    wait_serving(process, f"http://127.0.0.1:{port}{ready_path}", timeout_s=timeout_s, what=name, log_file=log_file)
     return ServiceProcess(name, port, process, log_file, env)
 
 

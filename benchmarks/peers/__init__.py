@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from mlfleet.runtime.processes import http_ok, start_process, stop_process, wait_until
+from mlfleet.runtime.processes import start_process, wait_serving
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -33,15 +33,6 @@ def peer_env(name: str) -> Path:
                     "-r", str(requirements)], check=True)
     marker.touch()
     return env
-
-
-def wait_ready(process: subprocess.Popen, url: str, *, timeout_s: float, what: str, log_file: Path) -> None:
-    """Wait for ``url`` to answer; a peer that never does is stopped, not left running."""
-    try:
-        wait_until(lambda: http_ok(url), timeout_s=timeout_s, what=what, process=process, log_file=log_file)
-    except BaseException:
-        stop_process(process)
-        raise
 
 
 @dataclass
@@ -77,7 +68,7 @@ def start_mlserver(onnx_path: Path, vector: list[float], *, port: int, grpc_port
     log_file = workdir / f"mlserver-{parallel_workers}.log"
     process = start_process([str(env / "bin" / "mlserver"), "start", str(model_dir)], log_file=log_file,
                             cwd=model_dir)
-    wait_ready(process, f"http://127.0.0.1:{port}/v2/models/fraud/ready", timeout_s=120, what="mlserver",
+    wait_serving(process, f"http://127.0.0.1:{port}/v2/models/fraud/ready", timeout_s=120, what="mlserver",
                log_file=log_file)
     body = json.dumps({"inputs": [{"name": "input", "shape": [1, len(vector)], "datatype": "FP32", "data": vector}]})
     name = "mlserver" if parallel_workers == MLSERVER_DEFAULT_WORKERS else f"mlserver pw={parallel_workers}"
@@ -93,6 +84,6 @@ def start_bentoml(onnx_path: Path, vector: list[float], *, port: int, workdir: P
         env={"PATH": f"{env / 'bin'}:/usr/bin:/bin", "MLFLEET_PEER_MODEL": str(onnx_path.resolve()),
              "BENTOML_HOME": str(workdir / "bentoml-home"), "HOME": str(workdir)},
     )
-    wait_ready(process, f"http://127.0.0.1:{port}/readyz", timeout_s=180, what="bentoml", log_file=log_file)
+    wait_serving(process, f"http://127.0.0.1:{port}/readyz", timeout_s=180, what="bentoml", log_file=log_file)
     body = json.dumps({"input": [vector]})
     return Peer("bentoml", f"http://127.0.0.1:{port}/predict", body.encode(), process)

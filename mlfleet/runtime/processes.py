@@ -76,6 +76,16 @@ def wait_until(predicate, *, timeout_s: float, interval_s: float = 0.05, what: s
     raise TimeoutError(f"{what}: not ready after {timeout_s:.0f}s{_tail(log_file)}")
 
 
+def wait_serving(process: subprocess.Popen, url: str, *, timeout_s: float, what: str, log_file: Path) -> None:
+    """Wait until ``url`` answers 2xx; a process that never does is stopped before the error is raised, so it does
+    not outlive its caller."""
+    try:
+        wait_until(lambda: http_ok(url), timeout_s=timeout_s, what=what, process=process, log_file=log_file)
+    except BaseException:
+        stop_process(process)
+        raise
+
+
 def _tail(log_file: Path | None, lines: int = 30) -> str:
     if log_file is None or not Path(log_file).exists():
         return ""

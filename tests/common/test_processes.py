@@ -6,7 +6,10 @@ import signal
 import sys
 import time
 
-from mlfleet.runtime.processes import ask_to_stop, start_process, stop_processes, wait_stopped
+import pytest
+
+from mlfleet.runtime.processes import (ask_to_stop, free_port, start_process, stop_processes, wait_serving,
+                                       wait_stopped)
 
 IGNORES_SIGTERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
 
@@ -42,3 +45,10 @@ def test_a_process_that_ignores_the_request_is_killed_after_the_timeout(tmp_path
     stop_processes([stubborn, polite], timeout_s=0.5)
     assert polite.returncode == -signal.SIGTERM
     assert stubborn.returncode == -signal.SIGKILL
+
+
+def test_a_process_that_never_serves_is_stopped_before_the_error_is_raised(tmp_path):
+    silent, log_file = started(tmp_path, "import time; time.sleep(60)", "silent")
+    with pytest.raises(TimeoutError):
+        wait_serving(silent, f"http://127.0.0.1:{free_port()}/", timeout_s=0.5, what="silent", log_file=log_file)
+    assert silent.poll() == -signal.SIGTERM
