@@ -238,15 +238,9 @@ def wake_up_round_trip(rounds: int = 2000) -> float:
 
         try:
             round_trip()  # the echo is up
-            best = float("inf")
-            for _ in range(3):
-                started = time.perf_counter()
-                for _ in range(rounds):
-                    round_trip()
-                best = min(best, (time.perf_counter() - started) / rounds * 1e6)
+            return min(timeit.repeat(round_trip, number=rounds, repeat=3)) / rounds * 1e6
         finally:
             echo.kill()
-    return best
 
 
 def main() -> None:
