@@ -127,7 +127,9 @@ def page_on_drift(config: FleetConfig, *, seed: int, echo) -> m.AlertPublic | No
         while time.monotonic() < deadline:
             alerts = [a for a in fleet.alerts(model=MODEL, rule="drift").data
                       if a.version == stable and a.status == "firing"]
-            alert = next((a for a in alerts if a.fired_at >= started), None)
+            # a page about a window of the shifted traffic alone: a check that ran while it was being sent judged
+            # a mix of old and new instances (a milder verdict), and the next check's page supersedes it
+            alert = next((a for a in alerts if (a.window_start or 0) >= started), None)
             if alert is not None:
                 echo(f"drift      paged after {alert.fired_at - started:.1f} s: {alert.severity} — {alert.summary} "
                      f"(the monitor recommends: {alert.action}; it pages, it does not change the traffic)")
@@ -135,7 +137,7 @@ def page_on_drift(config: FleetConfig, *, seed: int, echo) -> m.AlertPublic | No
                      f"MLFLEET_MONITOR_ALERT_WEBHOOK_URLS; every alert: {config.url('monitor')}/v1/alerts")
                 return alert
             report = fleet.drift(MODEL, version=stable)
-            shifted_window = report.verdict in ("retrain", "rollback") and (report.window.end or 0) >= started
+            shifted_window = report.verdict in ("retrain", "rollback") and (report.window.start or 0) >= started
             drifted_since = (drifted_since or time.monotonic()) if shifted_window else None
             if alerts and drifted_since is not None and time.monotonic() - drifted_since > COOLDOWN_EVIDENCE_S:
                 echo(f"drift      {', '.join(report.drifted_features)} moved (the monitor recommends: "
