@@ -42,6 +42,21 @@ def test_values_redis_py_refuses_are_refused(bad):
         HiredisConnection().pack_command("SET", "key", bad)
 
 
+@pytest.mark.parametrize("commands", [
+    [("HMGET", b"k1", b"f1", b"f2"), ("HMGET", b"k2", b"f1", b"f2")],
+    [("CONFIG GET", "maxmemory"), ("SET", "key", memoryview(b"raw")), ("XADD", "s", "*", "event", "é" * 3)],
+    [("SET", "key", "x" * 10_000), ("GET", "key")],  # beyond redis-py's buffer cutoff: it sends that one apart
+    [("SET", "key", Count(7)), ("GET", "key")],  # what hiredis cannot pack: the pipeline is packed by redis-py
+])
+def test_pipelines_are_packed_as_redis_py_packs_them(commands):
+    assert b"".join(HiredisConnection().pack_commands(commands)) == b"".join(Connection().pack_commands(commands))
+
+
+def test_a_pipeline_with_a_value_redis_py_refuses_is_refused():
+    with pytest.raises(DataError):
+        HiredisConnection().pack_commands([("GET", "key"), ("SET", "key", None)])
+
+
 def test_a_connection_encoding_text_otherwise_packs_as_redis_py_does():
     args = ("SET", "key", "café")
     latin = HiredisConnection(encoding="latin-1")

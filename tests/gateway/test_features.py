@@ -11,6 +11,8 @@ import pytest
 import redis
 from feast import Entity, FeatureView, Field, FileSource
 from feast.types import Float64, Int64, String
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import DoubleList, Value
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -52,6 +54,24 @@ def test_compound_keys_tell_entities_apart_by_every_join_key():
     read = plan(view, rows)
     assert len(set(read.keys)) == 2
     assert read.positions == [0, 1, 0]
+
+
+def test_keys_are_feasts_own_for_one_and_for_several_join_keys():
+    """The keys the reader builds (a single join key and a compound one take different paths) are byte for byte
+    what Feast's key encoding makes of the same values."""
+    one = ViewSpec.of(view_keyed_by(Field(name="user_id", dtype=Int64)), versioned=False)
+    two = ViewSpec.of(view_keyed_by(Field(name="user_id", dtype=Int64), Field(name="country", dtype=String)),
+                      versioned=False)
+    rows = [{"user_id": 7, "country": "fr"}, {"user_id": -3, "country": "de"}]
+
+    def feasts(join_keys: list[str], row: dict) -> bytes:
+        values = [Value(int64_val=row[k]) if k == "user_id" else Value(string_val=row[k]) for k in join_keys]
+        return serialize_entity_key(EntityKey(join_keys=join_keys, entity_values=values),
+                                    entity_key_serialization_version=3) + b"mlfleet"
+
+    assert row_keys(one, rows, b"mlfleet", 3) == [feasts(["user_id"], row) for row in rows]
+    assert row_keys(two, rows, b"mlfleet", 3) == [feasts(["user_id", "country"], row) for row in rows]
+    assert row_keys(one, rows, b"other", 3) != row_keys(one, rows, b"mlfleet", 3)
 
 
 def test_a_key_feast_cannot_encode_is_the_callers_error():
