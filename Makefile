@@ -66,9 +66,10 @@ bench-rollback: install
 	$(VENV)/bin/python -m benchmarks.rollback
 
 # Two gateways on one fleet, loaded in turn (benchmarks/lab.py): this checkout's against BASELINE (a git ref)
-# and/or this checkout with LAB_ENV settings, e.g. make lab BASELINE=HEAD~1, make lab LAB_ENV="MLFLEET_GATEWAY_BATCH_MAX_IN_FLIGHT=2".
+# and/or this checkout with LAB_ENV settings, e.g. make lab BASELINE=HEAD~1, make lab LAB_ENV="MLFLEET_GATEWAY_BATCH_MAX_IN_FLIGHT=2";
+# LAB_ROWS=32 sends 32 instances per request.
 lab: install
-	$(VENV)/bin/python -m benchmarks.lab $(if $(BASELINE),--baseline $(BASELINE)) $(if $(LAB_ENV),--env $(LAB_ENV))
+	$(VENV)/bin/python -m benchmarks.lab $(if $(BASELINE),--baseline $(BASELINE)) $(if $(LAB_ENV),--env $(LAB_ENV)) $(if $(LAB_ROWS),--rows $(LAB_ROWS))
 
 # Triton's dynamic-batching delay for the Python backend, swept straight against Triton at 1 and 16 connections
 # (benchmarks/triton_delay.py): the registry's PYTHON_BACKEND_QUEUE_DELAY_US comes from such a run.

@@ -94,6 +94,11 @@ def baseline_checkout(ref: str) -> Iterator[Path]:
             print(f"could not remove the worktree {folder}; `git worktree prune` after deleting it")
 
 
+def request_bodies(instances: list[dict], rows: int) -> list[bytes]:
+    """One predict body per instance: ``rows`` instances from it on (wrapping round), so that every body differs."""
+    return [orjson.dumps({"instances": (instances[k:] + instances[:k])[:rows]}) for k in range(len(instances))]
+
+
 def start_gateway(fleet: Fleet, port: int, *, code: Path, overrides: dict[str, str], log_file: Path):
     """Another gateway of ``fleet`` on ``port``, running the code under ``code`` with the fleet's settings and
     ``overrides`` (not waited for: see :func:`wait_ready`)."""
@@ -116,7 +121,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="Runs per gateway, alternating.")
     parser.add_argument("--duration", type=int, default=8, help="Seconds per wrk run.")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--rows", type=int, default=1,
+                        help="Instances per request (32: the benchmark's batched rows; requests/s then count requests).")
     args = parser.parse_args()
+    if not 1 <= args.rows <= BODIES:
+        parser.error(f"--rows takes 1 to {BODIES}")
     if any("=" not in item for item in args.env):
         parser.error("--env takes KEY=VALUE settings")
     overrides = dict(item.split("=", 1) for item in args.env)
@@ -134,7 +143,7 @@ def main() -> None:
         deploy(config, stable, canary, 10.0, print)
         register_lite(config)
         wait_served(config, LITE_MODEL)
-        bodies = [orjson.dumps({"instances": [i]}) for i in sample_instances(dataset, BODIES, seed=2)]
+        bodies = request_bodies(sample_instances(dataset, BODIES, seed=2), args.rows)
 
         code = stack.enter_context(baseline_checkout(args.baseline)) if args.baseline else ROOT
         label = " ".join(filter(None, [args.baseline and f"code of {args.baseline}", " ".join(args.env)]))
@@ -185,7 +194,8 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"lab-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M:%S"), "baseline": args.baseline,
-                                "env": overrides, "connections": args.connections, "duration_s": args.duration,
+                                "env": overrides, "connections": args.connections, "rows": args.rows,
+                                "duration_s": args.duration,
                                 "runs": runs, "summary": summary}, indent=2))
     print(f"Results written to {path}")
 

@@ -1,5 +1,5 @@
 """The lab tool's process accounting (``benchmarks/lab.py``): CPU read from ``/proc``, processes found by their
-command line, and a Redis pid taken only from a Redis on this machine."""
+command line, a Redis pid taken only from a Redis on this machine, and the request bodies it sends."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import time
 import uuid
 from pathlib import Path
 
+import orjson
 import pytest
 
-from benchmarks.lab import children_cpu_seconds, cpu_seconds, pids_with, redis_pid
+from benchmarks.lab import children_cpu_seconds, cpu_seconds, pids_with, redis_pid, request_bodies
 from mlfleet.runtime.processes import wait_until
 
 
@@ -48,3 +49,11 @@ def test_the_redis_pid_is_taken_only_from_a_redis_on_this_machine(redis_url):
     pid = redis_pid(redis_url)
     assert pid is not None and b"redis" in Path(f"/proc/{pid}/cmdline").read_bytes()
     assert redis_pid("redis://10.255.255.1:6379/0") is None  # never asked: its pid would name a local process
+
+
+def test_request_bodies_hold_the_rows_asked_for_each_from_its_own_instance():
+    instances = [{"user_id": n} for n in range(5)]
+    assert [orjson.loads(b)["instances"] for b in request_bodies(instances, 1)] == [[i] for i in instances]
+    batched = [orjson.loads(b)["instances"] for b in request_bodies(instances, 3)]
+    assert batched[0] == instances[:3] and batched[4] == [instances[4], instances[0], instances[1]]
+    assert len(batched) == 5 and all(len(rows) == 3 for rows in batched)
