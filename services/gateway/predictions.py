@@ -88,10 +88,10 @@ class Inferred:
     predictions: list[Scored]
 
 
-@dataclass(slots=True)
+@dataclass
 class PredictAnswer:
     """The answer to one predict request: :class:`~services.gateway.schemas.PredictResponse`'s fields, in its order,
-    for orjson to write (:meth:`json`)."""
+    for orjson to write (:meth:`json`; not slotted, as :class:`~services.gateway.postprocess.Scored` is not)."""
 
     model: str
     version: int
