@@ -58,6 +58,15 @@ class Script:
         return hashlib.sha1(self.source.encode()).hexdigest()
 
 
+def pack_hmgets(keys: Sequence[bytes], fields: Sequence[bytes]) -> bytes:
+    """``HMGET key *fields`` for each of ``keys``, in RESP (byte for byte what hiredis packs). The fields' part is the
+    same for every key and is packed once: hiredis packs each command whole, ~0.7 µs a command here against ~0.25,
+    and a 32-row feature lookup sends up to 64 of them."""
+    head = b"*%d\r\n$5\r\nHMGET\r\n" % (len(fields) + 2)  # the name, the key, the fields
+    tail = b"".join([b"$%d\r\n%s\r\n" % (len(field), field) for field in fields])
+    return b"".join([b"%s$%d\r\n%s\r\n%s" % (head, len(key), key, tail) for key in keys])
+
+
 def _read_outcome(task: asyncio.Task[None]) -> None:
     """Read a task's failure even when nobody waits for it (an opening every caller gave up on, a closing): asyncio
     would otherwise log it as never retrieved when the task is collected, from whatever code the collection
@@ -162,7 +171,13 @@ class PipelinedRedis:
             return []
         return await self._call(commands)
 
-    async def _call(self, commands: Sequence[Sequence[bytes | str | int | float]]) -> list[Any]:
+    async def execute_packed(self, packed: bytes, commands: int) -> list[Any]:
+        """Send ``commands`` commands already packed in RESP (:func:`pack_hmgets`) in one write and return their
+        replies, as :meth:`execute_many` does."""
+        return await self._call((), packed=packed, due=commands) if commands else []
+
+    async def _call(self, commands: Sequence[Sequence[bytes | str | int | float]], *, packed: bytes | None = None,
+                    due: int = 0) -> list[Any]:
         while self._link is None or not self._link.usable:
             if self._link is not None:
                 self._drop(self._link, RedisConnectionError("connection closed"))
@@ -170,14 +185,15 @@ class PipelinedRedis:
         link = self._link
         # Packed as the fleet's other clients pack (hiredis, or redis-py for what hiredis would pack differently); a
         # value that cannot be packed fails here, before anything is queued.
-        packed = link.connection.pack_commands(commands)
+        pieces = [packed] if packed is not None else link.connection.pack_commands(commands)
+        due = due if packed is not None else len(commands)
         if len(link.pending) >= self._max_pending:
             raise RedisConnectionError(f"{len(link.pending)} Redis calls are unanswered; not sending more")
-        call = _Call(asyncio.get_running_loop().create_future(), len(commands))
+        call = _Call(asyncio.get_running_loop().create_future(), due)
         link.pending.append(call)
         # Written (or buffered by the transport) before the first await: commands reach the socket in the order
         # their calls were queued. A broken socket fails the call through ``connection_lost``.
-        link.transport.writelines(packed)
+        link.transport.writelines(pieces)
         try:
             return await call.future
         except asyncio.CancelledError:

@@ -5,7 +5,8 @@ and the keys this reads are Feast's own (``serialize_entity_key`` + project, one
 entity, fields named by Feast's murmur3 of ``view:feature``, values as Feast ``Value`` protos).
 What differs from ``FeatureStore.get_online_features_async`` is the transport: one ``HMGET`` per
 distinct entity of every view of a lookup, all sent in one write on a shared pipelined
-connection (:class:`~services.common.pipelined_redis.PipelinedRedis`), instead of Feast's
+connection (:class:`~services.common.pipelined_redis.PipelinedRedis`; packed by
+:func:`~services.common.pipelined_redis.pack_hmgets`, each view's fields once), instead of Feast's
 generic request and response building around redis-py's pooled client. Measured on this
 machine (7 features in 2 views, uvloop, CPU per lookup): 1 entity 880 µs through the SDK with
 ``to_dict``, 316 µs through Feast's ``OnlineStore.online_read_async`` per view, 191 µs with one
@@ -54,7 +55,7 @@ from feast.value_type import ValueType
 from prometheus_client import Histogram
 
 from services.common.errors import BackendUnavailable, FeatureLookupTimeout, InvalidInput, MlfleetError
-from services.common.pipelined_redis import PipelinedRedis
+from services.common.pipelined_redis import PipelinedRedis, pack_hmgets
 from services.gateway.tensors import FeatureColumns
 
 logger = logging.getLogger("mlfleet.gateway.features")
@@ -318,11 +319,9 @@ class FeatureReader:
 
     async def _read(self, reads: list[ViewRead]) -> list[list[list[bytes | None]]]:
         """One ``HMGET`` answer per distinct entity of each read, all sent in one write."""
-        commands = []
-        for read in reads:
-            fields = [field_name(read.stored_as, field) for field in read.fields]
-            commands += [("HMGET", key, *fields) for key in read.keys]
-        answers = await self._redis.execute_many(commands)
+        packed = b"".join([pack_hmgets(read.keys, [field_name(read.stored_as, field) for field in read.fields])
+                           for read in reads])
+        answers = await self._redis.execute_packed(packed, sum(len(read.keys) for read in reads))
         found, start = [], 0
         for read in reads:
             found.append(answers[start:start + len(read.keys)])

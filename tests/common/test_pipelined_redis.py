@@ -9,12 +9,13 @@ import gc
 import time
 from collections.abc import AsyncIterator
 
+import hiredis
 import pytest
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import DataError, NoScriptError, ResponseError
 
-from services.common.pipelined_redis import PipelinedRedis, Script
+from services.common.pipelined_redis import PipelinedRedis, Script, pack_hmgets
 
 EMPTY_LIST = "pipelined:empty"
 """Never pushed to: a ``BLPOP`` on it holds the connection for its whole timeout."""
@@ -78,6 +79,30 @@ def test_commands_sent_together_get_their_replies_in_order_among_other_calls(red
     first, many, last, none = run(scenario())
     assert (first, last, none) == (b"first", b"last", [])
     assert many == [[b"1", b"2"], b"middle", [None]]
+
+
+@pytest.mark.parametrize("keys, fields", [
+    ([b"k1", b"\x00\r\n binary key"], [b"f1", b"f2"]),
+    ([b"k"], [b"a" * 300]),
+    ([b"k1", b"k2", b"k3"], [b""]),
+])
+def test_hmgets_are_packed_as_hiredis_packs_them(keys, fields):
+    assert pack_hmgets(keys, fields) == b"".join(hiredis.pack_command(("HMGET", key, *fields)) for key in keys)
+
+
+def test_packed_commands_get_their_replies_in_order_among_other_calls(redis_url):
+    async def scenario():
+        async with pipelined(redis_url) as client:
+            await client.execute("DEL", "pipelined:hash", "pipelined:other")
+            await client.execute("HSET", "pipelined:hash", "a", "1", "b", "2")
+            await client.execute("HSET", "pipelined:other", "b", "3")
+            packed = pack_hmgets([b"pipelined:hash", b"pipelined:absent", b"pipelined:other"], [b"a", b"b"])
+            return await asyncio.gather(client.execute("ECHO", "first"), client.execute_packed(packed, 3),
+                                        client.execute("ECHO", "last"), client.execute_packed(b"", 0))
+
+    first, packed, last, none = run(scenario())
+    assert (first, last, none) == (b"first", b"last", [])
+    assert packed == [[b"1", b"2"], [None, None], [None, b"3"]]
 
 
 def test_an_error_among_commands_sent_together_fails_the_call_after_every_reply_is_read(redis_url):
