@@ -23,6 +23,12 @@ from mlfleet.runtime.triton import TritonLaunch, TritonRuntime, otlp_traces_url
 from services.common.auth import generate_key
 
 ROOT = Path(__file__).resolve().parents[1]
+LOCAL_GATEWAY_BUSY_POLL_US = 200
+"""The local fleet's gateway polls its sockets while it serves (``busy_poll_us``, off in a deployment): on one host
+shared with Triton and Redis, a loop that sleeps between replies pays a wake-up for each (on the 2-core
+development VM: p50 at one connection 1.4 → 1.0 ms, open-loop p99 at 3,200/s a fifth to a quarter lower, 16
+connections within noise). 200 µs after the last request in flight covers a client's turnaround to its next one.
+``MLFLEET_GATEWAY_BUSY_POLL_US`` in the environment overrides it (0: off)."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,8 @@ class Fleet:
         if service == "gateway":
             settings["registry_url"] = c.url("registry")
             settings["triton_http_url"] = f"{c.host}:{c.triton_http_port}"
+            if env_name("gateway", "busy_poll_us") not in os.environ:
+                settings["busy_poll_us"] = LOCAL_GATEWAY_BUSY_POLL_US
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         env.update({env_name(service, k): str(v) for k, v in settings.items()})

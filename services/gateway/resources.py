@@ -15,6 +15,7 @@ from services.common.pipelined_redis import PipelinedRedis
 from services.common.rate_limit import KeyRateLimiter
 from services.common.redis import connect
 from services.common.remote_auth import RemoteAuthorizer
+from services.gateway.busy_poll import BusyPoll
 from services.gateway.events import EventWriter
 from services.gateway.features import FeatureReader
 from services.gateway.metrics import GatewayMetrics
@@ -45,6 +46,7 @@ class Gateway:
     predictor: Predictor
     passthrough: TritonPassthrough
     pinning: RemoteAuthorizer
+    busy_poll: BusyPoll
 
     @classmethod
     async def open(cls, settings: GatewaySettings, metrics: GatewayMetrics, tracer: Tracer | None = None) -> Gateway:
@@ -75,13 +77,16 @@ class Gateway:
         pinning = RemoteAuthorizer(registry_url=settings.registry_url, role=PINNING_ROLE,
                                    timeout_s=settings.registry_timeout_s, ttl_s=settings.pinning_auth_ttl_s,
                                    limiter=KeyRateLimiter(on_limited=metrics.rate_limited.inc))
-        gateway = cls(settings, metrics, redis, policy, triton, features, events, predictor, passthrough, pinning)
+        busy_poll = BusyPoll(grace_s=settings.busy_poll_us / 1e6)
+        gateway = cls(settings, metrics, redis, policy, triton, features, events, predictor, passthrough, pinning,
+                      busy_poll)
         events.start()
         features.start()
         policy.start()
         return gateway
 
     async def close(self) -> None:
+        self.busy_poll.close()
         await self.policy.close()
         await self.predictor.close()
         await self.events.close()

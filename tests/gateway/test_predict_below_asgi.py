@@ -21,6 +21,7 @@ from uvicorn.server import ServerState
 from services.common.schemas import Variant
 from services.gateway import app as app_module
 from services.gateway.app import create_app
+from services.gateway.busy_poll import BusyPoll
 from services.gateway.hot_path import FRONT_DOOR_STATE, PredictFrontDoor
 from services.gateway.http_protocol import CoalescingHttpToolsProtocol
 from services.gateway.metrics import GatewayMetrics
@@ -216,19 +217,20 @@ class RecordingPredictor:
 class InProcessGateway:
     """What :func:`predict_reply` uses of a gateway, around a predictor that records its calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, busy_poll_s: float = 0.0) -> None:
         self.settings = FakeSettings()
         self.predictor = RecordingPredictor()
         self.metrics = GatewayMetrics.create(CollectorRegistry())
+        self.busy_poll = BusyPoll(grace_s=busy_poll_s)
 
 
 class InProcessServer:
     """The gateway's protocol on a port of its own in this process, with an ASGI app that only records its calls
     (answering 418) and a front door over :class:`InProcessGateway`."""
 
-    def __init__(self, **config) -> None:
+    def __init__(self, *, busy_poll_s: float = 0.0, **config) -> None:
         self.app_calls: list[str] = []
-        self.gateway = InProcessGateway()
+        self.gateway = InProcessGateway(busy_poll_s=busy_poll_s)
         self.door = PredictFrontDoor(traced=lambda: False)
         self.door.gateway = self.gateway  # type: ignore[assignment]
         self.state = ServerState()
@@ -274,6 +276,20 @@ def test_the_protocol_answers_a_plain_predict_request_without_calling_the_app():
     assert through_app.status == 418 and server.app_calls == ["/v1/models/m/predict"], "the other went through the app"
     assert server.gateway.metrics.predict_responses_by_status("200")._value.get() == 1
     assert not server.state.tasks
+
+
+def test_a_busy_polling_gateway_answers_the_same_and_stops_polling_after_its_grace():
+    server = InProcessServer(busy_poll_s=0.05)
+
+    async def scenario() -> tuple[list[Response], bool, bool]:
+        answers = await server.exchange(request("/v1/models/m/predict") * 3, 3)
+        polled = server.gateway.busy_poll.polling  # within the grace after the last answer
+        await asyncio.sleep(0.2)
+        return answers, polled, server.gateway.busy_poll.polling
+
+    answers, polled_after_answers, polled_later = asyncio.run(scenario())
+    assert [a.status for a in answers] == [200, 200, 200] and server.gateway.predictor.models == ["m"] * 3
+    assert polled_after_answers and not polled_later
 
 
 def test_with_uvicorns_concurrency_limit_every_request_goes_through_uvicorn():
