@@ -5,7 +5,11 @@ ports: no other fleet may run), deploys the demo model as the benchmark does (st
 v2 at 10 %, 512 users), then starts two more gateways beside the fleet's own (which stays idle):
 one from this checkout, one from the code of ``--baseline`` (a git ref, checked out in a
 temporary worktree) and/or with ``--env KEY=VALUE`` settings. Both share the fleet's Triton,
-Redis and monitor. The full path is then loaded with wrk at 16 connections, alternating between
+Redis and monitor, and both get the local fleet's gateway settings, busy polling included (code from before busy
+polling ignores that setting, so against such a ``--baseline`` one side polls and the other does not: run with
+``MLFLEET_GATEWAY_BUSY_POLL_US=0`` in the environment, which the fleet leaves to both, to compare the code
+alone). The full path is then loaded with wrk at 16
+connections (``--connections``; ``--rows`` instances per request), alternating between
 the two gateways (``--rounds`` times each, ``--duration`` seconds per run), and each run reports
 requests/s, p50/p99 and the CPU every process spent per request (from ``/proc``): the gateway
 that served it, Redis (when it runs on this machine), the monitor, Triton with its

@@ -127,22 +127,24 @@ def page_on_drift(config: FleetConfig, *, seed: int, echo) -> m.AlertPublic | No
         while time.monotonic() < deadline:
             alerts = [a for a in fleet.alerts(model=MODEL, rule="drift").data
                       if a.version == stable and a.status == "firing"]
-            # a page about a window of the shifted traffic alone: a check that ran while it was being sent judged
-            # a mix of old and new instances (a milder verdict), and the next check's page supersedes it
-            alert = next((a for a in alerts if (a.window_start or 0) >= started), None)
+            report = fleet.drift(MODEL, version=stable)
+            judged = report.verdict in ("retrain", "rollback") and (report.window.start or 0) >= started
+            # The page for the shifted traffic: one sent since it began, recommending what the monitor concludes on
+            # a window of it alone. A check that ran while it was being sent judged a mix of old and new instances
+            # and may have paged a milder verdict first; the page for the full shift then follows it.
+            alert = next((a for a in alerts if judged and a.action == report.verdict and a.fired_at >= started), None)
             if alert is not None:
                 echo(f"drift      paged after {alert.fired_at - started:.1f} s: {alert.severity} — {alert.summary} "
                      f"(the monitor recommends: {alert.action}; it pages, it does not change the traffic)")
                 echo(f"           alerts go to Alertmanager, Slack or PagerDuty through "
                      f"MLFLEET_MONITOR_ALERT_WEBHOOK_URLS; every alert: {config.url('monitor')}/v1/alerts")
                 return alert
-            report = fleet.drift(MODEL, version=stable)
-            shifted_window = report.verdict in ("retrain", "rollback") and (report.window.start or 0) >= started
-            drifted_since = (drifted_since or time.monotonic()) if shifted_window else None
-            if alerts and drifted_since is not None and time.monotonic() - drifted_since > COOLDOWN_EVIDENCE_S:
+            drifted_since = (drifted_since or time.monotonic()) if judged else None
+            earlier = next((a for a in alerts if a.action == report.verdict), None)
+            if earlier and drifted_since is not None and time.monotonic() - drifted_since > COOLDOWN_EVIDENCE_S:
                 echo(f"drift      {', '.join(report.drifted_features)} moved (the monitor recommends: "
                      f"{report.verdict}); no new page: a drift page for {MODEL} v{stable} already went out "
-                     f"{time.time() - alerts[0].fired_at:,.0f} s ago (an earlier run, or another fleet on this "
+                     f"{time.time() - earlier.fired_at:,.0f} s ago (an earlier run, or another fleet on this "
                      f"Redis), and the same page is not sent again within MLFLEET_MONITOR_ALERT_COOLDOWN_S")
                 return None
             time.sleep(0.5)

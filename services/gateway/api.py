@@ -42,7 +42,8 @@ async def predict(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     try:
         body = await read_body(request, gateway.settings.max_body_bytes)
-        answer, ctx = await answer_prediction(gateway, request.path_params["model"], request.headers, body)
+        with gateway.busy_poll:
+            answer, ctx = await answer_prediction(gateway, request.path_params["model"], request.headers, body)
     except MlfleetError as exc:
         gateway.metrics.predict_responses.labels(str(exc.status)).inc()
         raise

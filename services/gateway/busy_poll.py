@@ -43,7 +43,8 @@ class BusyPoll:
         return self._polling
 
     def begin(self) -> None:
-        """A request is in flight: poll until it and the grace after the last one are over."""
+        """A request is in flight: poll until it and the grace after the last one are over. Each :meth:`begin` is
+        followed by one :meth:`end` (``with busy_poll:`` pairs them)."""
         if not self.enabled:
             return
         self._in_flight += 1
@@ -53,19 +54,27 @@ class BusyPoll:
 
     def end(self) -> None:
         """A request begun with :meth:`begin` is answered (or failed)."""
-        if not self.enabled:
+        if not self.enabled or self._in_flight == 0:  # an unpaired end must not leave the count below zero
             return
         self._in_flight -= 1
         if self._in_flight == 0:
             self._until = time.monotonic() + self._grace_s
 
+    def __enter__(self) -> BusyPoll:
+        self.begin()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.end()
+
     def close(self) -> None:
-        """Stop polling (a shutting-down gateway sleeps until its last requests are answered)."""
+        """Stop polling for good (the gateway is shutting down): requests still in flight then wait as a sleeping
+        loop's do."""
         self._closed = True
 
     def _poll(self) -> None:
         # A callback that schedules itself: while one is ready, the loop's next poll does not block.
-        if not self._closed and (self._in_flight or time.monotonic() < self._until):
+        if not self._closed and (self._in_flight > 0 or time.monotonic() < self._until):
             asyncio.get_running_loop().call_soon(self._poll)
         else:
             self._polling = False

@@ -39,7 +39,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import operator
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -101,6 +100,7 @@ class KeySpace:
 @functools.lru_cache(maxsize=1024)
 def key_space(project: bytes, join_keys: tuple[str, ...], value_types: tuple[ValueType, ...],
               serialization_version: int) -> KeySpace:
+    """The one :class:`KeySpace` of these values (the same object each time, while it stays among the cached)."""
     return KeySpace(project, join_keys, value_types, serialization_version)
 
 
@@ -194,8 +194,7 @@ def row_keys(view: ViewSpec, entity_rows: Sequence[dict[str, Any]], project: byt
         if len(space.join_keys) == 1:  # the common case, without a generator per row (a third of the cost)
             (name,) = space.join_keys
             return [redis_key(space, (row[name],)) for row in entity_rows]
-        values_of = operator.itemgetter(*space.join_keys)
-        return [redis_key(space, values_of(row)) for row in entity_rows]
+        return [redis_key(space, tuple(row[name] for name in space.join_keys)) for row in entity_rows]
     except KeyError as missing:  # found on failure only: the happy path pays nothing for the check
         raise BackendUnavailable(f"feature view {view.name!r} is keyed by {missing}, which the version's signature "
                                  f"does not name among its entities") from None
@@ -319,9 +318,8 @@ class FeatureReader:
 
     async def _read(self, reads: list[ViewRead]) -> list[list[list[bytes | None]]]:
         """One ``HMGET`` answer per distinct entity of each read, all sent in one write."""
-        packed = b"".join([pack_hmgets(read.keys, [field_name(read.stored_as, field) for field in read.fields])
-                           for read in reads])
-        answers = await self._redis.execute_packed(packed, sum(len(read.keys) for read in reads))
+        answers = await self._redis.execute_packed(
+            [pack_hmgets(read.keys, [field_name(read.stored_as, field) for field in read.fields]) for read in reads])
         found, start = [], 0
         for read in reads:
             found.append(answers[start:start + len(read.keys)])

@@ -145,9 +145,9 @@ def problem_reply(error: MlfleetError, path: str, request_id: str | None) -> Rep
 async def predict_reply(gateway: Gateway, path: str, model: str, headers: Mapping[str, str], body: bytes) -> Reply:
     """The answer to a predict request whose body has been read, counted in ``predict_responses_total``; every
     error is a problem+json answer (an unexpected one is logged, and answered 500)."""
-    gateway.busy_poll.begin()
     try:
-        answer, ctx = await answer_prediction(gateway, model, headers, body)
+        with gateway.busy_poll:
+            answer, ctx = await answer_prediction(gateway, model, headers, body)
     except MlfleetError as exc:
         reply = problem_reply(exc, path, headers.get("x-request-id"))
     except Exception:
@@ -157,8 +157,6 @@ async def predict_reply(gateway: Gateway, path: str, model: str, headers: Mappin
     else:
         reply = Reply(200, answer, b"application/json",
                       [(b"x-request-id", ctx.request_id.encode("latin-1")), (b"x-trace-id", ctx.trace_id.encode("latin-1"))])
-    finally:
-        gateway.busy_poll.end()
     gateway.metrics.predict_responses_by_status(str(reply.status)).inc()
     return reply
 

@@ -87,7 +87,9 @@ def test_commands_sent_together_get_their_replies_in_order_among_other_calls(red
     ([b"k1", b"k2", b"k3"], [b""]),
 ])
 def test_hmgets_are_packed_as_hiredis_packs_them(keys, fields):
-    assert pack_hmgets(keys, fields) == b"".join(hiredis.pack_command(("HMGET", key, *fields)) for key in keys)
+    packed = pack_hmgets(keys, fields)
+    assert packed.data == b"".join(hiredis.pack_command(("HMGET", key, *fields)) for key in keys)
+    assert packed.count == len(keys)
 
 
 def test_packed_commands_get_their_replies_in_order_among_other_calls(redis_url):
@@ -96,13 +98,14 @@ def test_packed_commands_get_their_replies_in_order_among_other_calls(redis_url)
             await client.execute("DEL", "pipelined:hash", "pipelined:other")
             await client.execute("HSET", "pipelined:hash", "a", "1", "b", "2")
             await client.execute("HSET", "pipelined:other", "b", "3")
-            packed = pack_hmgets([b"pipelined:hash", b"pipelined:absent", b"pipelined:other"], [b"a", b"b"])
-            return await asyncio.gather(client.execute("ECHO", "first"), client.execute_packed(packed, 3),
-                                        client.execute("ECHO", "last"), client.execute_packed(b"", 0))
+            packed = [pack_hmgets([b"pipelined:hash", b"pipelined:absent"], [b"a", b"b"]),
+                      pack_hmgets([b"pipelined:other"], [b"b"])]
+            return await asyncio.gather(client.execute("ECHO", "first"), client.execute_packed(packed),
+                                        client.execute("ECHO", "last"), client.execute_packed([]))
 
     first, packed, last, none = run(scenario())
     assert (first, last, none) == (b"first", b"last", [])
-    assert packed == [[b"1", b"2"], [None, None], [None, b"3"]]
+    assert packed == [[b"1", b"2"], [None, None], [b"3"]]
 
 
 def test_an_error_among_commands_sent_together_fails_the_call_after_every_reply_is_read(redis_url):

@@ -15,10 +15,13 @@ import httptools
 import orjson
 import pytest
 from prometheus_client import CollectorRegistry
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
 from services.common.schemas import Variant
+from services.gateway import api
 from services.gateway import app as app_module
 from services.gateway.app import create_app
 from services.gateway.busy_poll import BusyPoll
@@ -29,6 +32,7 @@ from services.gateway.predictions import PredictAnswer
 from services.gateway.resources import Gateway
 from services.gateway.settings import GatewaySettings
 from tests.gateway.conftest import MODEL
+from tests.gateway.test_busy_poll import AWAKE_TURNS, counted
 
 BODY = orjson.dumps({"instances": [{"user_id": 7, "amount": 10.0}]})
 PATH = f"/v1/models/{MODEL}/predict"
@@ -279,17 +283,32 @@ def test_the_protocol_answers_a_plain_predict_request_without_calling_the_app():
 
 
 def test_a_busy_polling_gateway_answers_the_same_and_stops_polling_after_its_grace():
-    server = InProcessServer(busy_poll_s=0.05)
+    server = InProcessServer(busy_poll_s=1.0)
 
     async def scenario() -> tuple[list[Response], bool, bool]:
         answers = await server.exchange(request("/v1/models/m/predict") * 3, 3)
         polled = server.gateway.busy_poll.polling  # within the grace after the last answer
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(1.2)
         return answers, polled, server.gateway.busy_poll.polling
 
     answers, polled_after_answers, polled_later = asyncio.run(scenario())
     assert [a.status for a in answers] == [200, 200, 200] and server.gateway.predictor.models == ["m"] * 3
     assert polled_after_answers and not polled_later
+
+
+def test_a_predict_request_answered_through_the_app_is_busy_polled_too():
+    """A cross-origin call (or any request while tracing is on) is answered by the route in the app, not below ASGI;
+    it keeps the loop awake the same way."""
+    gateway = InProcessGateway(busy_poll_s=0.5)
+    turns = counted(gateway.busy_poll)
+    app = Starlette(routes=[api.predict_route()])
+    app.state.gateway = gateway
+    with TestClient(app) as client:
+        answer = client.post("/v1/models/m/predict", content=BODY,
+                             headers={"content-type": "application/json", "origin": "https://example.com"})
+        time.sleep(0.05)  # within the grace: the app's loop, in the client's thread, keeps polling
+    assert answer.status_code == 200 and gateway.predictor.models == ["m"]
+    assert turns[0] >= AWAKE_TURNS
 
 
 def test_with_uvicorns_concurrency_limit_every_request_goes_through_uvicorn():
