@@ -37,8 +37,9 @@ class HiredisPacking:
             return super().pack_command(*args)
 
     def pack_commands(self, commands):
-        """All of a pipeline's commands in one piece: redis-py calls :meth:`pack_command` per command and joins the
-        pieces in Python, which for a 32-row lookup (64 ``HMGET``) cost more than packing them."""
+        """All of a pipeline's commands in one piece (the monitor's transactions; `PipelinedRedis.execute_many`):
+        redis-py calls :meth:`pack_command` per command and joins the pieces in Python, which for 64 commands cost
+        as much as packing them (101 against 50 µs here)."""
         if not self._hiredis_packs:
             return super().pack_commands(commands)
         try:

@@ -25,8 +25,8 @@ import time
 class BusyPoll:
     def __init__(self, *, grace_s: float) -> None:
         """``grace_s``: how long the loop keeps polling after the last request in flight is answered (the next
-        request of a steady stream usually arrives within it); 0 turns busy polling off. Used from one event loop
-        (the one running when :meth:`begin` is first called)."""
+        request of a steady stream usually arrives within it); 0 turns busy polling off. Used from the gateway's
+        event loop alone (it polls whichever loop runs :meth:`begin`)."""
         self._grace_s = grace_s
         self._in_flight = 0
         self._until = 0.0
