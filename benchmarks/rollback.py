@@ -4,7 +4,8 @@ new policy. ``make bench-rollback`` (or ``python -m benchmarks.rollback``).
 Starts the fleet on embedded defaults plus extra gateways, registers two small versions of a
 model (request inputs only, so no feature data is needed), makes v2 stable with v1 kept loaded,
 then rolls back and forth. Each round times the admin call and, for every gateway, the moment
-its ``/v1/routes`` serves the new revision (polled every few milliseconds).
+its ``/v1/routes`` serves the new revision (polled every few milliseconds). The figures go to
+``benchmarks/results/rollback-<time>.json``.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from mlfleet.runtime.services import service_argv
 
 MODEL = "rollback-bench"
 POLL_S = 0.002
+RESULTS = Path(__file__).resolve().parent / "results"
+"""Where every benchmark writes (``benchmarks.bench`` imports this module, so it cannot import that one's)."""
 
 
 def small_onnx(seed: int) -> bytes:
@@ -107,18 +110,38 @@ def main() -> None:
         finally:
             for process in extra:
                 stop_process(process)
-    report(rounds, len(gateways))
+    summary = summarise(rounds, len(gateways))
+    report(summary)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"rollback-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M:%S"), **summary}, indent=2))
+    print(f"Results written to {path}")
 
 
-def report(rounds: list[tuple[float, list[float]]], gateways: int) -> None:
+def distribution(values_ms: list[float]) -> dict[str, float]:
+    """Median, p95 (nearest rank) and max of a non-empty list of milliseconds."""
+    ordered = sorted(values_ms)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return {"median_ms": statistics.median(ordered), "p95_ms": p95, "max_ms": ordered[-1]}
+
+
+def summarise(rounds: list[tuple[float, list[float]]], gateways: int) -> dict:
+    """The rounds (seconds: the admin call, and each gateway serving) as milliseconds, with the distribution of the
+    admin call and of the last gateway to serve."""
     calls_ms = [call * 1000 for call, _ in rounds]
-    all_served_ms = [max(served) * 1000 for _, served in rounds]
-    print(f"\nRollback propagation over {len(rounds)} rollbacks, {gateways} gateways "
+    served_ms = [[s * 1000 for s in served] for _, served in rounds]
+    return {"rollbacks": len(rounds), "gateways": gateways,
+            "admin_call": distribution(calls_ms), "all_gateways_serving": distribution([max(s) for s in served_ms]),
+            "rounds": [{"admin_call_ms": call, "gateways_serving_ms": served}
+                       for call, served in zip(calls_ms, served_ms)]}
+
+
+def report(summary: dict) -> None:
+    print(f"\nRollback propagation over {summary['rollbacks']} rollbacks, {summary['gateways']} gateways "
           "(admin call → every gateway serving the new policy):")
-    for name, values in (("admin call", calls_ms), ("all gateways serving", all_served_ms)):
-        ordered = sorted(values)
-        p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-        print(f"  {name:<22} median {statistics.median(ordered):7.1f} ms   p95 {p95:7.1f} ms   max {ordered[-1]:7.1f} ms")
+    for name, key in (("admin call", "admin_call"), ("all gateways serving", "all_gateways_serving")):
+        d = summary[key]
+        print(f"  {name:<22} median {d['median_ms']:7.1f} ms   p95 {d['p95_ms']:7.1f} ms   max {d['max_ms']:7.1f} ms")
 
 
 if __name__ == "__main__":
