@@ -3,9 +3,9 @@ new policy. ``make bench-rollback`` (or ``python -m benchmarks.rollback``).
 
 Starts the fleet on embedded defaults plus extra gateways, registers two small versions of a
 model (request inputs only, so no feature data is needed), makes v2 stable with v1 kept loaded,
-then rolls back and forth. Each round times the admin call and, for every gateway, the moment
-its ``/v1/routes`` serves the new revision (polled every few milliseconds). The figures go to
-``benchmarks/results/rollback-<time>.json``.
+then rolls back to v1, makes v2 stable again (untimed), and so on. Each round times the admin
+call and, for every gateway, the moment its ``/v1/routes`` serves the new revision (polled every
+few milliseconds). The figures go to ``benchmarks/results/rollback-<time>.json``.
 """
 
 from __future__ import annotations
@@ -78,6 +78,18 @@ async def one_rollback(registry_url: str, key: str, gateways: list[str]) -> tupl
     return call_s, list(served)
 
 
+def timed_rollbacks(registry: httpx.Client, key: str, gateways: list[str], rounds: int) -> list[tuple[float, list[float]]]:
+    """``rounds`` rollbacks from v2 to v1, timed; between them (untimed) v2 is made stable again, with v1 kept
+    loaded as the previous stable: a rollback goes back to the previous stable only, and a second one in a row is
+    refused (409), so each round starts from the state ``prepare`` leaves."""
+    timed = []
+    for round_ in range(rounds):
+        if round_:
+            registry.put(f"/v1/models/{MODEL}/traffic", json={"stable": 2}).raise_for_status()
+        timed.append(asyncio.run(one_rollback(str(registry.base_url).rstrip("/"), key, gateways)))
+    return timed
+
+
 def start_gateway(fleet: Fleet, port: int):
     env = fleet.service_env("gateway")
     env["MLFLEET_GATEWAY_PORT"] = str(port)
@@ -105,8 +117,7 @@ def main() -> None:
             with httpx.Client(base_url=config.url("registry"), timeout=120,
                               headers={"Authorization": f"Bearer {config.admin_key()}"}) as registry:
                 prepare(registry)
-            rounds = [asyncio.run(one_rollback(config.url("registry"), config.admin_key(), gateways))
-                      for _ in range(args.rounds)]
+                rounds = timed_rollbacks(registry, config.admin_key(), gateways, args.rounds)
         finally:
             for process in extra:
                 stop_process(process)
