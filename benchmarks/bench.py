@@ -42,6 +42,7 @@ import orjson
 import redis
 from prometheus_client import CollectorRegistry, Histogram
 
+from benchmarks import RESULTS
 from benchmarks.peers import Peer, start_bentoml, start_mlserver
 from benchmarks.rollback import small_onnx
 from benchmarks.targets import BATCH, CEILING, FULL_PATH, PEER, ROUTING_ONLY, TUNED_PEER, judge, print_verdicts
@@ -55,7 +56,6 @@ from services.common.feature_store import open_feature_store
 from services.common.redis import PREDICTIONS_STREAM
 from services.gateway.features import FeatureReader
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LITE_MODEL = "bench-routing"
 """A model whose signature has request inputs only: the gateway's routing path without Feast."""
 BODIES = 512

@@ -42,7 +42,8 @@ import orjson
 import psutil
 import redis
 
-from benchmarks.bench import BODIES, LITE_MODEL, RESULTS, register_lite, wait_monitor_idle, wait_served
+from benchmarks import RESULTS
+from benchmarks.bench import BODIES, LITE_MODEL, register_lite, wait_monitor_idle, wait_served
 from benchmarks.wrk import run_wrk
 from mlfleet.demo.run import MODEL, deploy, prepare_features, register_versions, sample_instances
 from mlfleet.fleet import ROOT, Fleet, FleetConfig

@@ -3,9 +3,10 @@ new policy. ``make bench-rollback`` (or ``python -m benchmarks.rollback``).
 
 Starts the fleet on embedded defaults plus extra gateways, registers two small versions of a
 model (request inputs only, so no feature data is needed), makes v2 stable with v1 kept loaded,
-then rolls back to v1, makes v2 stable again (untimed), and so on. Each round times the admin
-call and, for every gateway, the moment its ``/v1/routes`` serves the new revision (polled every
-few milliseconds). The figures go to ``benchmarks/results/rollback-<time>.json``.
+then rolls back to v1, makes v2 stable again and waits until every gateway serves it (untimed),
+and so on. Each round times the admin call and, for every gateway, the moment it swapped in the
+rolled-back policy (its ``/v1/routes`` ``loaded_at``). The figures go to
+``benchmarks/results/rollback-<time>.json``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -22,14 +24,13 @@ import numpy as np
 from skl2onnx import to_onnx
 from sklearn.linear_model import LogisticRegression
 
+from benchmarks import RESULTS
 from mlfleet.fleet import Fleet, FleetConfig
 from mlfleet.runtime.processes import free_port, http_ok, start_process, stop_process, wait_until
 from mlfleet.runtime.services import service_argv
 
 MODEL = "rollback-bench"
-POLL_S = 0.002
-RESULTS = Path(__file__).resolve().parent / "results"
-"""Where every benchmark writes (``benchmarks.bench`` imports this module, so it cannot import that one's)."""
+POLL_S = 0.005
 
 
 def small_onnx(seed: int) -> bytes:
@@ -54,39 +55,50 @@ def prepare(registry: httpx.Client) -> None:
         registry.put(f"/v1/models/{MODEL}/traffic", json={"stable": stable}).raise_for_status()
 
 
-async def served_after(client: httpx.AsyncClient, gateway: str, revision: int, started: float, timeout_s: float) -> float:
-    """Seconds from ``started`` until ``gateway`` serves ``revision`` or later."""
-    deadline = started + timeout_s
+async def serving(client: httpx.AsyncClient, gateway: str, revision: int, timeout_s: float) -> dict:
+    """``gateway``'s ``/v1/routes`` once it serves ``revision`` or later."""
+    deadline = time.perf_counter() + timeout_s
     while time.perf_counter() < deadline:
         routes = (await client.get(f"{gateway}/v1/routes")).json()
         if routes["revision"] >= revision:
-            return time.perf_counter() - started
+            return routes
         await asyncio.sleep(POLL_S)
     raise TimeoutError(f"{gateway} did not serve revision {revision} within {timeout_s} s")
 
 
-async def one_rollback(registry_url: str, key: str, gateways: list[str]) -> tuple[float, list[float]]:
-    """Time of the admin call and of each gateway serving its result."""
-    async with httpx.AsyncClient(timeout=10) as client:
-        started = time.perf_counter()
-        response = await client.post(f"{registry_url}/v1/models/{MODEL}/rollback",
-                                     headers={"Authorization": f"Bearer {key}"}, json={"reason": "benchmark"})
-        response.raise_for_status()
-        call_s = time.perf_counter() - started
-        revision = response.json()["revision"]
-        served = await asyncio.gather(*(served_after(client, g, revision, started, 10) for g in gateways))
-    return call_s, list(served)
+async def settle_on_v2(client: httpx.AsyncClient, auth: dict[str, str], gateways: list[str]) -> None:
+    """Make v2 stable (v1 kept loaded as the previous stable) unless it is, and wait until every gateway serves
+    that."""
+    traffic = (await client.get(f"/v1/models/{MODEL}/traffic", headers=auth)).raise_for_status().json()
+    if traffic["stable"] != 2:
+        traffic = (await client.put(f"/v1/models/{MODEL}/traffic", headers=auth, json={"stable": 2})).raise_for_status().json()
+    await asyncio.gather(*(serving(client, g, traffic["revision"], 30) for g in gateways))
 
 
-def timed_rollbacks(registry: httpx.Client, key: str, gateways: list[str], rounds: int) -> list[tuple[float, list[float]]]:
-    """``rounds`` rollbacks from v2 to v1, timed; between them (untimed) v2 is made stable again, with v1 kept
-    loaded as the previous stable: a rollback goes back to the previous stable only, and a second one in a row is
-    refused (409), so each round starts from the state ``prepare`` leaves."""
+async def one_rollback(client: httpx.AsyncClient, auth: dict[str, str], gateways: list[str]) -> tuple[float, list[float]]:
+    """Time of the admin call and of each gateway serving its result. A gateway's time is when it swapped the new
+    table in (its ``loaded_at``, the same host's clock) less when the call was sent: it is read once the call has
+    answered, so polling the gateways neither competes with the call for the cores nor rounds the figure to its
+    interval."""
+    sent_at, started = time.time(), time.perf_counter()
+    response = await client.post(f"/v1/models/{MODEL}/rollback", headers=auth, json={"reason": "benchmark"})
+    response.raise_for_status()
+    call_s = time.perf_counter() - started
+    revision = response.json()["revision"]
+    routes = await asyncio.gather(*(serving(client, g, revision, 10) for g in gateways))
+    return call_s, [r["loaded_at"] - sent_at for r in routes]
+
+
+async def timed_rollbacks(registry_url: str, auth: dict[str, str], gateways: list[str],
+                          rounds: int) -> list[tuple[float, list[float]]]:
+    """``rounds`` rollbacks from v2 to v1, each from the same settled state (v2 stable and served by every gateway,
+    set up untimed: a rollback goes back to the previous stable only, and a second in a row is refused with 409).
+    One client for all of them, its connections already open when a round is timed."""
     timed = []
-    for round_ in range(rounds):
-        if round_:
-            registry.put(f"/v1/models/{MODEL}/traffic", json={"stable": 2}).raise_for_status()
-        timed.append(asyncio.run(one_rollback(str(registry.base_url).rstrip("/"), key, gateways)))
+    async with httpx.AsyncClient(base_url=registry_url, timeout=10) as client:
+        for _ in range(rounds):
+            await settle_on_v2(client, auth, gateways)
+            timed.append(await one_rollback(client, auth, gateways))
     return timed
 
 
@@ -114,10 +126,10 @@ def main() -> None:
             for port in ports:
                 extra.append(start_gateway(fleet, port))
             gateways = [config.url("gateway")] + [f"http://{config.host}:{port}" for port in ports]
-            with httpx.Client(base_url=config.url("registry"), timeout=120,
-                              headers={"Authorization": f"Bearer {config.admin_key()}"}) as registry:
+            auth = {"Authorization": f"Bearer {config.admin_key()}"}
+            with httpx.Client(base_url=config.url("registry"), timeout=120, headers=auth) as registry:
                 prepare(registry)
-                rounds = timed_rollbacks(registry, config.admin_key(), gateways, args.rounds)
+            rounds = asyncio.run(timed_rollbacks(config.url("registry"), auth, gateways, args.rounds))
         finally:
             for process in extra:
                 stop_process(process)
@@ -130,9 +142,10 @@ def main() -> None:
 
 
 def distribution(values_ms: list[float]) -> dict[str, float]:
-    """Median, p95 (nearest rank) and max of a non-empty list of milliseconds."""
+    """Median, p95 (nearest rank: the smallest value at or above 95 % of them) and max of a non-empty list of
+    milliseconds."""
     ordered = sorted(values_ms)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    p95 = ordered[math.ceil(0.95 * len(ordered)) - 1]
     return {"median_ms": statistics.median(ordered), "p95_ms": p95, "max_ms": ordered[-1]}
 
 

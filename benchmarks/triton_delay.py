@@ -22,7 +22,8 @@ from pathlib import Path
 
 import tritonclient.grpc.aio as triton_grpc
 
-from benchmarks.bench import RESULTS, stable_artifact, triton_body
+from benchmarks import RESULTS
+from benchmarks.bench import stable_artifact, triton_body
 from benchmarks.wrk import run_wrk
 from mlfleet.demo.run import prepare_features, register_versions
 from mlfleet.demo.train import input_columns

@@ -17,6 +17,8 @@ def test_the_summary_judges_each_rollback_by_its_last_gateway():
     assert summary["rounds"][0]["gateways_serving_ms"] == pytest.approx([20.0, 45.0])
 
 
-def test_p95_is_a_measured_value_not_an_interpolation():
-    values = [float(v) for v in range(1, 21)]
-    assert distribution(values) == {"median_ms": 10.5, "p95_ms": 19.0, "max_ms": 20.0}
+@pytest.mark.parametrize(("count", "p95"), [(20, 19.0), (12, 12.0), (100, 95.0), (1, 1.0)])
+def test_p95_is_the_nearest_rank_a_measured_value(count, p95):
+    values = [float(v) for v in range(count, 0, -1)]
+    assert distribution(values)["p95_ms"] == p95
+    assert distribution(values)["max_ms"] == float(count)
