@@ -71,11 +71,13 @@ async def settle_on_v2(client: httpx.AsyncClient, auth: dict[str, str], gateways
     that."""
     traffic = (await client.get(f"/v1/models/{MODEL}/traffic", headers=auth)).raise_for_status().json()
     if traffic["stable"] != 2:
-        traffic = (await client.put(f"/v1/models/{MODEL}/traffic", headers=auth, json={"stable": 2})).raise_for_status().json()
+        response = await client.put(f"/v1/models/{MODEL}/traffic", headers=auth, json={"stable": 2})
+        traffic = response.raise_for_status().json()
     await asyncio.gather(*(serving(client, g, traffic["revision"], 30) for g in gateways))
 
 
-async def one_rollback(client: httpx.AsyncClient, auth: dict[str, str], gateways: list[str]) -> tuple[float, list[float]]:
+async def one_rollback(client: httpx.AsyncClient, auth: dict[str, str],
+                       gateways: list[str]) -> tuple[float, list[float]]:
     """Time of the admin call and of each gateway serving its result. A gateway's time is when it swapped the new
     table in (its ``loaded_at``, the same host's clock) less when the call was sent: it is read once the call has
     answered, so polling the gateways neither competes with the call for the cores nor rounds the figure to its
