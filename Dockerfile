@@ -22,4 +22,4 @@ EXPOSE 8080 8081 8082 8083
 HEALTHCHECK --interval=10s --timeout=2s --start-period=30s --retries=3 \
   CMD ["python", "-c", "import os,urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ['PORT'], timeout=2)"]
 CMD ["uvicorn", "--factory", "services.gateway.app:create_app", "--host", "0.0.0.0", "--port", "8080", "--no-access-log", "--no-server-header", \
-     "--http", "services.gateway.http_protocol:CoalescingHttpToolsProtocol"]
+     "--timeout-graceful-shutdown", "10", "--http", "services.gateway.http_protocol:CoalescingHttpToolsProtocol"]

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_HOME = Path(".mlfleet")
+FLEET_HOME_ENV = "MLFLEET_HOME"
+"""The fleet-wide state folder (the CLI's, the container image's and the Helm chart's), which each service's own
+``MLFLEET_<SVC>_HOME`` overrides."""
+
+
+def fleet_home() -> Path:
+    return Path(os.environ.get(FLEET_HOME_ENV) or DEFAULT_HOME)
 
 
 class ServiceSettings(BaseSettings):
@@ -15,7 +23,9 @@ class ServiceSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="Address the service binds to.")
     port: int = Field(default=8080, ge=1, le=65535, description="Port the service listens on.")
-    home: Path = Field(default=DEFAULT_HOME, description="Folder for the fleet's local state (data, artifacts, logs).")
+    home: Path = Field(default_factory=fleet_home,
+                       description="Folder for the fleet's local state (data, artifacts, logs); default `MLFLEET_HOME`, "
+                                   "else `.mlfleet`.")
     log_level: str = Field(default="info", description="Python log level.")
     cors_origins: list[str] = Field(
         default=[], description="Browser origins allowed to call the API (CORS), e.g. `[\"https://ops.example\"]`; "

@@ -134,3 +134,50 @@ def test_values_schema_refuses_a_second_triton_replica_and_upgrades_recreate_it(
         chart.validate_schema({"triton": {"replicas": 1}})
         with pytest.raises(helm_python.HelmValuesError):
             chart.validate_schema({"triton": {"replicas": 2}})
+
+
+def test_the_registrys_artifacts_live_on_a_kept_claim_and_triton_stays_ready_while_versions_load():
+    manifests = render(None)
+    claim = by_kind(manifests, "PersistentVolumeClaim")["fleet-mlfleet-registry"]
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    registry = by_kind(manifests, "Deployment")["fleet-mlfleet-registry"]["spec"]
+    volumes = {v["name"]: v for v in registry["template"]["spec"]["volumes"]}
+    assert volumes["home"]["persistentVolumeClaim"]["claimName"] == "fleet-mlfleet-registry"
+    assert volumes["tmp"]["emptyDir"]["sizeLimit"] == "256Mi" and "medium" not in volumes["tmp"]["emptyDir"]
+    assert registry["strategy"] == {"type": "Recreate"}, "a ReadWriteOnce claim moves between pods one at a time"
+    triton = by_kind(manifests, "Deployment")["fleet-mlfleet-triton"]["spec"]["template"]["spec"]
+    assert "--strict-readiness=false" in triton["containers"][0]["args"]
+    config = by_kind(manifests, "ConfigMap")["fleet-mlfleet"]["data"]
+    assert config["MLFLEET_REGISTRY_PUBLIC_URL"] == "http://fleet-mlfleet-registry:8081"
+    assert config["MLFLEET_MONITOR_PUBLIC_URL"] == "http://fleet-mlfleet-monitor:8083"
+
+
+def test_an_existing_claim_pull_secrets_and_public_urls_are_taken_as_given():
+    manifests = render({"imagePullSecrets": [{"name": "ngc"}],
+                        "registry": {"publicUrl": "https://registry.example.com",
+                                     "persistence": {"enabled": True, "size": "1Gi", "accessModes": ["ReadWriteMany"],
+                                                     "existingClaim": "artifacts"}}})
+    assert "PersistentVolumeClaim" not in {m["kind"] for m in manifests}
+    deployments = by_kind(manifests, "Deployment")
+    registry = deployments["fleet-mlfleet-registry"]["spec"]
+    assert {v["name"]: v for v in registry["template"]["spec"]["volumes"]}["home"]["persistentVolumeClaim"] == {
+        "claimName": "artifacts"}
+    assert "strategy" not in registry, "a ReadWriteMany claim allows a rolling update"
+    assert deployments["fleet-mlfleet-triton"]["spec"]["template"]["spec"]["imagePullSecrets"] == [{"name": "ngc"}]
+    assert by_kind(manifests, "ConfigMap")["fleet-mlfleet"]["data"]["MLFLEET_REGISTRY_PUBLIC_URL"] == \
+        "https://registry.example.com"
+
+
+def test_values_schema_refuses_registry_replicas_that_would_not_share_their_artifacts():
+    with Chart.load(CHART) as chart:
+        with pytest.raises(helm_python.HelmValuesError):
+            chart.validate_schema({"registry": {"replicas": 2}})
+        chart.validate_schema({"registry": {"replicas": 2, "persistence": {
+            "enabled": True, "size": "10Gi", "accessModes": ["ReadWriteMany"]}}})
+
+
+def test_the_service_monitor_scrapes_no_tritons_inference_port():
+    """It scrapes every mlfleet Service's ``http`` and ``metrics`` ports: Triton's inference port must be neither."""
+    services = by_kind(render(PRODUCTION), "Service")
+    assert {p["name"] for p in services["fleet-mlfleet-triton"]["spec"]["ports"]} == {
+        "triton-http", "triton-grpc", "metrics"}
