@@ -31,6 +31,7 @@ from collections.abc import Callable
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.text import Text
 
 from mlfleet.client import ClientConfig, Fleet
 from mlfleet.client import errors as e
@@ -92,7 +93,10 @@ def connect(ctx: typer.Context) -> Fleet:
 
 
 def console() -> Console:
-    return Console(highlight=False, soft_wrap=False)
+    """Standard output for tables and fields. Markup off: what is printed comes from the services (descriptions,
+    reasons, input names such as ``amount[usd]``), and Rich would read its brackets as markup, dropping text or
+    failing on it."""
+    return Console(highlight=False, soft_wrap=False, markup=False)
 
 
 def emit(output: Output, answer: BaseModel | dict | list, human: Callable[[Console], None]) -> None:
@@ -128,8 +132,8 @@ def report(error: Exception, output: Output) -> None:
         body = error.problem | {"status": error.status} if isinstance(error, e.ApiError) else {"detail": str(error)}
         typer.echo(json.dumps(body, indent=2), err=True)
         return
-    err = Console(stderr=True, highlight=False)
-    err.print(f"[bold red]error:[/] {error}", markup=True)
+    err = Console(stderr=True, highlight=False, markup=False)
+    err.print(Text.assemble(("error:", "bold red"), f" {error}"))
     if isinstance(error, e.Unauthorized):
         err.print("  the CLI sends the key in MLFLEET_API_KEY, MLFLEET_API_KEY_FILE or the config file's "
                   "api_key_file; a local fleet's admin key is .mlfleet/secrets/admin.key", markup=False)

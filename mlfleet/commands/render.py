@@ -205,7 +205,7 @@ def identity(answer: m.Identity, out: Console) -> None:
 def key_created(answer: m.KeyCreated, out: Console) -> None:
     """The new key's fields and a label on standard error, its secret alone on standard output (never wrapped): so
     ``mlfleet keys create … > ci.key`` writes a key file holding the key and nothing else."""
-    told = Console(stderr=True, highlight=False, soft_wrap=False)
+    told = Console(stderr=True, highlight=False, soft_wrap=False, markup=False)
     limit = [("rate limit", f"{answer.rate_limit_per_minute}/min")] if answer.rate_limit_per_minute else []
     told.print(fields(f"key #{answer.id} created", [("name", answer.name), ("role", answer.role.value),
                                                      ("created", when(answer.created_at)), *limit]))

@@ -186,3 +186,12 @@ def test_rollout_pause_resume_abort_and_a_failed_watch(cli, fleet_client, regist
     watched = cli("rollout", "status", MODEL, "--id", rollout, "--watch", "--output", "json",
                   expect=ExitCode.rollout_failed)
     assert json.loads(watched.stdout.splitlines()[-1])["state"] == "aborted"
+
+
+def test_text_from_the_services_is_printed_as_it_is_never_read_as_markup(cli, fleet_client):
+    name = f"cli-brackets-{uuid.uuid4().hex[:8]}"
+    fleet_client.create_model(name, description="trained on [/data/fraud.parquet] with [bold]amount[usd][/bold]")
+    shown = cli("models", "show", name).stdout
+    assert "trained on [/data/fraud.parquet] with [bold]amount[usd][/bold]" in " ".join(shown.split())
+    refused = cli("models", "show", "bad[name]", expect=6)
+    assert refused.stderr.startswith("error:") and "[" in refused.stderr, refused.stderr
