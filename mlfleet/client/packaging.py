@@ -76,7 +76,9 @@ def package_version(
     if is_estimator:
         if x is None:
             raise PackagingError("converting an estimator to ONNX needs its training frame")
+        check_fitted_inputs(model, chosen.input_names)
         artifact = estimator_to_onnx(model, x)
+        check_conversion(model, artifact, x, chosen)
     else:
         artifact = _onnx_bytes(model)
     chosen = _with_onnx_outputs(chosen, artifact, explicit=signature is not None)
@@ -152,15 +154,65 @@ def estimator_to_onnx(estimator: Any, x: np.ndarray) -> bytes:
     return onnx_model.SerializeToString()
 
 
+CONVERSION_SAMPLE = 1000
+CONVERSION_TOLERANCE = 0.01
+"""Largest difference in a class probability between the estimator and its ONNX conversion counted as agreement
+(the ONNX graph computes in FP32, so a row whose value sits on a tree's threshold can move a little)."""
+CONVERSION_DISAGREEING_SHARE = 0.01
+"""Share of the sampled rows allowed to differ by more than the tolerance before the conversion is refused."""
+
+
+def check_fitted_inputs(estimator: Any, input_names: Sequence[str]) -> None:
+    """Refuse inputs in another order, or of another number, than the estimator was fitted on: the ONNX graph takes
+    them by position, so a frame whose columns were reordered would score each input as another."""
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if fitted is not None and [str(n) for n in fitted] != list(input_names):
+        raise PackagingError(f"the inputs ({', '.join(input_names)}) are not the columns the model was fitted on, in "
+                             f"that order ({', '.join(map(str, fitted))}); pass the training frame's columns so")
+    count = getattr(estimator, "n_features_in_", None)
+    if count is not None and count != len(input_names):
+        raise PackagingError(f"the model was fitted on {count} inputs; the signature has {len(input_names)}")
+
+
+def check_conversion(estimator: Any, artifact: bytes, x: np.ndarray, signature: Signature) -> None:
+    """Refuse an ONNX conversion that scores differently from the estimator (skl2onnx converts some estimators
+    without error but wrongly, e.g. gradient boosting on native categorical features), on the first
+    :data:`CONVERSION_SAMPLE` rows of ``x``."""
+    sample = x[:CONVERSION_SAMPLE]
+    fitted = getattr(estimator, "feature_names_in_", None)
+    features = pd.DataFrame(sample.astype(np.float64), columns=list(fitted)) if fitted is not None else sample
+    try:
+        expected = np.asarray(estimator.predict_proba(features), dtype=np.float64)
+    except Exception as exc:  # the estimator's own error on its training inputs
+        raise PackagingError(f"{type(estimator).__name__}.predict_proba failed on the training frame: {exc}") from exc
+    converted = predict_probabilities(artifact, sample, signature.output)
+    if expected.shape != converted.shape:
+        raise PackagingError(f"the ONNX model gives probabilities of shape {converted.shape}, the estimator "
+                             f"{expected.shape}")
+    apart = np.abs(expected - converted).max(axis=1)
+    disagreeing = int((apart > CONVERSION_TOLERANCE).sum())
+    if disagreeing > CONVERSION_DISAGREEING_SHARE * len(sample):
+        raise PackagingError(f"the ONNX conversion of {type(estimator).__name__} scores {disagreeing} of "
+                             f"{len(sample)} training rows differently from the estimator (by up to "
+                             f"{apart.max():.3f}); skl2onnx does not convert it faithfully (native categorical "
+                             "features, for one): register an ONNX file you have checked, or another estimator")
+
+
 def predict_probabilities(artifact: bytes, x: np.ndarray, output: SignatureOutput) -> np.ndarray:
     """Class probabilities of ``x`` from the ONNX model, as onnxruntime computes them."""
     import onnxruntime
 
-    session = onnxruntime.InferenceSession(artifact, providers=["CPUExecutionProvider"])
+    try:
+        session = onnxruntime.InferenceSession(artifact, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own kinds for a file it cannot load
+        raise PackagingError(f"onnxruntime cannot load the ONNX model: {exc}") from exc
     names = [o.name for o in session.get_outputs()]
     if output.probabilities not in names:
         raise PackagingError(f"the ONNX model has no output {output.probabilities!r} (it has {', '.join(names)})")
-    (probabilities,) = session.run([output.probabilities], {session.get_inputs()[0].name: x})
+    try:
+        (probabilities,) = session.run([output.probabilities], {session.get_inputs()[0].name: x})
+    except Exception as exc:  # e.g. inputs of another width than the graph takes
+        raise PackagingError(f"onnxruntime cannot score the frame with the ONNX model: {exc}") from exc
     probabilities = np.asarray(probabilities)
     if probabilities.ndim != 2 or probabilities.shape[1] != len(output.classes):
         raise PackagingError(f"output {output.probabilities!r} should be [batch, {len(output.classes)}] probabilities "
