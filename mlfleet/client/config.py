@@ -76,6 +76,9 @@ class ClientConfig:
                     values[name] = kind(raw)
                 except (TypeError, ValueError):
                     raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+                if not (values[name] > 0 if name == "timeout_s" else values[name] >= 0) or values[name] == float("inf"):
+                    raise ConfigError(f"{name} must be {'above 0 seconds' if name == 'timeout_s' else 'at least 0'}, "
+                                      f"not {raw!r}")
         return cls(**values)
 
 
@@ -131,7 +134,7 @@ def _api_key(layer: Mapping[str, object]) -> str | None:
     if layer.get("api_key_file"):
         path = Path(str(layer["api_key_file"])).expanduser()
         try:
-            return path.read_text().strip() or None
+            return path.read_text(encoding="utf-8-sig").strip() or None  # utf-8-sig: a BOM is not part of the key
         except OSError as exc:
             raise ConfigError(f"cannot read the API key file {path}: {exc.strerror}") from None
     return None

@@ -39,6 +39,20 @@ def test_unknown_settings_are_reported(tmp_path):
         ClientConfig.resolve(env={"MLFLEET_CONFIG": str(config_file)})
 
 
+
+@pytest.mark.parametrize(("name", "value"), [("RETRIES", "-1"), ("TIMEOUT_S", "0"), ("TIMEOUT_S", "nan"),
+                                             ("TIMEOUT_S", "inf")])
+def test_retries_below_zero_and_timeouts_not_above_zero_are_refused(name, value):
+    with pytest.raises(ConfigError, match=name.lower()):
+        ClientConfig.resolve(env={f"MLFLEET_{name}": value, "MLFLEET_CONFIG": "/nonexistent/config.toml"})
+
+
+def test_a_key_file_written_with_a_byte_order_mark_gives_the_key(tmp_path):
+    (tmp_path / "key").write_bytes("\ufeffmlf_with_bom\r\n".encode())
+    config = ClientConfig.resolve(env={"MLFLEET_API_KEY_FILE": str(tmp_path / "key"),
+                                       "MLFLEET_CONFIG": "/nonexistent/config.toml"})
+    assert config.api_key == "mlf_with_bom"
+
 def fleet_answering(*statuses: int, seen: list) -> Fleet:
     answers = iter(statuses)
 
