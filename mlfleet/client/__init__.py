@@ -18,6 +18,7 @@ from mlfleet.client.errors import (
     Forbidden,
     GatewayTimeout,
     InvalidInput,
+    InvalidInstances,
     ModelNotFound,
     NotConfirmed,
     NotFound,
@@ -34,7 +35,7 @@ from mlfleet.client.sync import Fleet
 
 __all__ = [
     "ApiError", "AsyncFleet", "BadRequest", "ClientConfig", "ConfigError", "Conflict", "Fleet", "FleetError",
-    "FleetUnreachable", "Forbidden", "GatewayTimeout", "InvalidInput", "ModelNotFound", "NotConfirmed", "NotFound",
+    "FleetUnreachable", "Forbidden", "GatewayTimeout", "InvalidInput", "InvalidInstances", "ModelNotFound", "NotConfirmed", "NotFound",
     "PackagingError", "RateLimited", "RolloutConflict", "ServerError", "ServiceUnavailable", "Unauthorized", "VersionNotFound",
     "VersionRejected",
 ]

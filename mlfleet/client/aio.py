@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from mlfleet.client import calls
+from mlfleet.client.instances import instance_rows
 from mlfleet.client import models as m
 from mlfleet.client.calls import Call
 from mlfleet.client.config import ClientConfig
@@ -200,7 +201,7 @@ class AsyncFleet:
 
     async def predict(self, model: str, instances: Mapping[str, Any] | Iterable[Mapping[str, Any]], *,
                       routing_key: str | None = None, version: int | None = None) -> m.PredictResponse:
-        rows = [dict(instances)] if isinstance(instances, Mapping) else [dict(i) for i in instances]
+        rows = instance_rows(instances)
         return await self.send(calls.predict(model, rows, routing_key=routing_key, version=version))
 
     async def feedback(self, request_id: str, label: int, *, instance: int = 0, model: str | None = None,

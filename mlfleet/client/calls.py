@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from mlfleet.client import models as m
+from mlfleet.client.errors import InvalidInstances
 
 T = TypeVar("T")
 
@@ -164,7 +165,11 @@ def audit(*, model: str | None = None, actor: str | None = None, action: str | N
 
 def predict(model: str, instances: list[dict[str, Any]], *, routing_key: str | None = None,
             version: int | None = None) -> Call[m.PredictResponse]:
-    body = m.PredictRequest(instances=instances, routing_key=routing_key)
+    try:
+        body = m.PredictRequest(instances=instances, routing_key=routing_key)
+    except ValidationError as exc:
+        raise InvalidInstances(f"not a predict request: {exc.errors()[0]['msg']} "
+                               f"({'.'.join(map(str, exc.errors()[0]['loc']))})") from None
     headers = {"X-Mlfleet-Version": str(int(version))} if version is not None else {}
     return Call("gateway", "POST", f"/v1/models/{_seg(model)}/predict", m.PredictResponse,
                 json=_body(body), headers=headers)

@@ -15,6 +15,10 @@ class PackagingError(FleetError, ValueError):
     """The model, its data or its signature cannot make a version (raised before anything is sent)."""
 
 
+class InvalidInstances(FleetError, ValueError):
+    """Instances the client cannot send as a predict request (raised before anything is sent)."""
+
+
 class FleetUnreachable(FleetError):
     """No HTTP answer: connection refused, DNS failure or timeout."""
 

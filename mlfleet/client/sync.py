@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from mlfleet.client import calls
+from mlfleet.client.instances import instance_rows
 from mlfleet.client import models as m
 from mlfleet.client.calls import Call
 from mlfleet.client.config import ClientConfig
@@ -230,8 +231,9 @@ class Fleet:
 
     def predict(self, model: str, instances: Mapping[str, Any] | Iterable[Mapping[str, Any]], *,
                 routing_key: str | None = None, version: int | None = None) -> m.PredictResponse:
-        """Score one instance (a mapping) or several; ``version`` pins one the policy names."""
-        rows = [dict(instances)] if isinstance(instances, Mapping) else [dict(i) for i in instances]
+        """Score one instance (a mapping), several, or the rows of a pandas DataFrame; ``version`` pins one the policy
+        names."""
+        rows = instance_rows(instances)
         return self.send(calls.predict(model, rows, routing_key=routing_key, version=version))
 
     def feedback(self, request_id: str, label: int, *, instance: int = 0, model: str | None = None,

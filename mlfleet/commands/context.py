@@ -115,7 +115,7 @@ def exit_code(error: Exception) -> ExitCode:
         return ExitCode.denied
     if isinstance(error, e.Conflict):
         return ExitCode.conflict
-    if isinstance(error, e.InvalidInput | e.BadRequest | e.PackagingError):
+    if isinstance(error, e.InvalidInput | e.BadRequest | e.PackagingError | e.InvalidInstances):
         return ExitCode.refused
     if isinstance(error, e.NotConfirmed):
         return ExitCode.not_confirmed

@@ -135,3 +135,27 @@ def test_drift_without_a_version_asks_for_the_stable_one(monkeypatch):
     assert CliRunner().invoke(app, ["drift", "fraud"]).exit_code == 7
     assert CliRunner().invoke(app, ["drift", "fraud", "--version", "5"]).exit_code == 7
     assert asked == [2, 5]
+
+
+def test_instances_are_sent_as_plain_json_and_refused_before_sending_when_they_cannot_be():
+    import numpy as np
+    import pandas as pd
+
+    from mlfleet.client import InvalidInstances
+    from mlfleet.client.calls import predict
+    from mlfleet.client.instances import instance_rows
+
+    assert instance_rows({"a": np.float32(0.5), "b": np.int64(3), "c": "x"}) == [{"a": 0.5, "b": 3, "c": "x"}]
+    assert instance_rows(pd.DataFrame({"a": [1.0, 2.0], "b": [3, 4]})) == [{"a": 1.0, "b": 3}, {"a": 2.0, "b": 4}]
+    for bad in ([], [1, 2], {"a": float("nan")}, [{"a": np.float64("inf")}]):
+        with pytest.raises(InvalidInstances):
+            instance_rows(bad)
+    with pytest.raises(InvalidInstances, match="routing_key"):
+        predict("fraud", [{"a": 1}], routing_key=5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("body", ['{"instances": []}', '{"instances": [{"a": 1}], "routing_key": 5}', "[1, 2]"])
+def test_a_predict_body_the_client_cannot_send_is_refused_with_exit_6_or_2(body):
+    result = CliRunner().invoke(app, ["--url", "http://127.0.0.1:9", "predict", "fraud", "--json", body])
+    assert result.exit_code in (ExitCode.refused, ExitCode.usage), result.output
+    assert "Traceback" not in result.output
