@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from mlfleet.client import calls
-from mlfleet.client.instances import instance_rows
 from mlfleet.client import models as m
 from mlfleet.client.calls import Call
 from mlfleet.client.config import ClientConfig
 from mlfleet.client.feedback import FEEDBACK_WAIT_S, merged_feedback, pending_feedback
 from mlfleet.client.errors import Conflict, FleetError, FleetUnreachable, ModelNotFound, NotConfirmed
+from mlfleet.client.instances import instance_rows
 from mlfleet.client.transport import Backoff, answer, default_headers, request_kwargs, should_retry
 
 if TYPE_CHECKING:
