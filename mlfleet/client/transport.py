@@ -19,7 +19,9 @@ except PackageNotFoundError:
     CLIENT_VERSION = "dev"
 
 RETRIED_STATUS = 503
-"""Only "service unavailable" is retried: it means the request was not acted on."""
+"""Only "service unavailable" is retried: the fleet's services answer it before acting on a request."""
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+PROBLEM_JSON = "application/problem+json"
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,13 @@ def request_kwargs(config: ClientConfig, call: Call) -> dict[str, Any]:
     return kwargs
 
 
-def should_retry(response: httpx.Response, attempt: int, retries: int) -> bool:
-    return response.status_code == RETRIED_STATUS and attempt < retries
+def should_retry(method: str, response: httpx.Response, attempt: int, retries: int) -> bool:
+    """A 503 is sent again, up to ``retries`` times. A ``POST`` is only when the 503 is a service's own problem
+    document (answered before acting): one from a proxy or mesh in between may come after the service acted (an
+    upstream reset), and registering a version or rolling back twice is not the same as once."""
+    if response.status_code != RETRIED_STATUS or attempt >= retries:
+        return False
+    return method.upper() in IDEMPOTENT_METHODS or response.headers.get("content-type", "").startswith(PROBLEM_JSON)
 
 
 def answer(call: Call, response: httpx.Response):

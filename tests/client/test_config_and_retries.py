@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import httpx
@@ -60,7 +61,8 @@ def fleet_answering(*statuses: int, seen: list) -> Fleet:
         seen.append(request)
         status = next(answers)
         body = {"data": [], "count": 0} if status == 200 else {"status": status, "code": "x", "title": "t", "detail": "d"}
-        return httpx.Response(status, json=body, headers={"Retry-After": "0"})
+        return httpx.Response(status, content=json.dumps(body), headers={"Retry-After": "0", "Content-Type": (
+            "application/json" if status == 200 else "application/problem+json")})
 
     config = ClientConfig(registry_url="http://registry.test", api_key="mlf_k", retries=2)
     return Fleet(config=config, transport=httpx.MockTransport(handler), backoff=Backoff(base_s=0, cap_s=0))
@@ -83,6 +85,27 @@ def test_503_gives_up_after_the_retries_and_500_is_not_retried():
         fleet_answering(500, 200, seen=seen).list_models()
     assert len(seen) == 1 and failed.value.status == 500 and failed.value.detail == "d"
 
+
+
+def test_a_post_is_sent_again_only_on_a_services_own_503():
+    """A 503 problem document comes from the service, before it acted; a plain 503 from a proxy in between may come
+    after (an upstream reset), and a rollback or a registration sent twice is not the same as once."""
+    seen: list = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(503, text="upstream connect error or disconnect/reset before headers",
+                              headers={"Content-Type": "text/plain"})
+
+    fleet = Fleet(config=ClientConfig(registry_url="http://registry.test", api_key="mlf_k", retries=3),
+                  transport=httpx.MockTransport(handler), backoff=Backoff(base_s=0, cap_s=0))
+    with pytest.raises(ServiceUnavailable):
+        fleet.rollback("fraud")
+    assert len(seen) == 1
+    seen.clear()
+    with pytest.raises(ServiceUnavailable):
+        fleet.list_models()
+    assert len(seen) == 4, "a GET is safe to send again"
 
 @pytest.mark.parametrize(("args", "option"), [
     (["rollout", "start", "fraud", "--candidate", "3", "--interval", "inf"], "--interval"),
