@@ -181,3 +181,19 @@ def test_the_service_monitor_scrapes_no_tritons_inference_port():
     services = by_kind(render(PRODUCTION), "Service")
     assert {p["name"] for p in services["fleet-mlfleet-triton"]["spec"]["ports"]} == {
         "triton-http", "triton-grpc", "metrics"}
+
+
+def test_the_monitor_reads_the_registry_with_a_viewer_key_of_its_own_when_given_one():
+    def monitor_pod(manifests):
+        return by_kind(manifests, "Deployment")["fleet-mlfleet-monitor"]["spec"]["template"]["spec"]
+
+    default = render(None)
+    assert {v["name"] for v in monitor_pod(default)["volumes"]} >= {"admin-key"}
+    own = render({"monitor": {"registryKey": {"existingSecret": "mlfleet-monitor-key", "existingSecretKey": "api-key"}}})
+    volumes = {v["name"]: v for v in monitor_pod(own)["volumes"]}
+    assert "admin-key" not in volumes, "the monitor no longer holds the bootstrap admin key"
+    assert volumes["monitor-key"]["secret"]["secretName"] == "mlfleet-monitor-key"
+    assert by_kind(own, "ConfigMap")["fleet-mlfleet"]["data"]["MLFLEET_MONITOR_REGISTRY_API_KEY_FILE"] == \
+        "/etc/mlfleet/monitor/api-key"
+    registry = by_kind(own, "Deployment")["fleet-mlfleet-registry"]["spec"]["template"]["spec"]
+    assert "admin-key" in {v["name"] for v in registry["volumes"]}
