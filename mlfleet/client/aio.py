@@ -16,7 +16,8 @@ from mlfleet.client.config import ClientConfig
 from mlfleet.client.feedback import FEEDBACK_WAIT_S, merged_feedback, pending_feedback
 from mlfleet.client.errors import Conflict, FleetError, FleetUnreachable, ModelNotFound, NotConfirmed
 from mlfleet.client.instances import instance_rows
-from mlfleet.client.transport import Backoff, answer, default_headers, request_kwargs, should_retry
+from mlfleet.client.transport import (TRANSIENT_ERRORS, WATCH_OUTAGE_S, Backoff, answer, default_headers,
+                                      request_kwargs, should_retry)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -179,10 +180,18 @@ class AsyncFleet:
     async def abort_rollout(self, model: str, rollout_id: int, *, reason: str | None = None) -> m.RolloutPublic:
         return await self.send(calls.rollout_action(model, rollout_id, "abort", reason=reason))
 
-    async def watch_rollout(self, model: str, rollout_id: int, *, every_s: float = 2.0) -> AsyncIterator[m.RolloutPublic]:
-        last = None
+    async def watch_rollout(self, model: str, rollout_id: int, *, every_s: float = 2.0,
+                            outage_s: float = WATCH_OUTAGE_S) -> AsyncIterator[m.RolloutPublic]:
+        last, reached = None, time.monotonic()
         while True:
-            rollout = await self.get_rollout(model, rollout_id)
+            try:
+                rollout = await self.get_rollout(model, rollout_id)
+            except TRANSIENT_ERRORS:
+                if time.monotonic() - reached >= outage_s:
+                    raise
+                await asyncio.sleep(every_s)
+                continue
+            reached = time.monotonic()
             if last is None or rollout.model_dump() != last.model_dump():
                 yield rollout
             if rollout.state.finished:

@@ -15,7 +15,8 @@ from mlfleet.client.config import ClientConfig
 from mlfleet.client.feedback import FEEDBACK_WAIT_S, merged_feedback, pending_feedback
 from mlfleet.client.errors import Conflict, FleetError, FleetUnreachable, ModelNotFound, NotConfirmed
 from mlfleet.client.instances import instance_rows
-from mlfleet.client.transport import Backoff, answer, default_headers, request_kwargs, should_retry
+from mlfleet.client.transport import (TRANSIENT_ERRORS, WATCH_OUTAGE_S, Backoff, answer, default_headers,
+                                      request_kwargs, should_retry)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -206,11 +207,20 @@ class Fleet:
     def abort_rollout(self, model: str, rollout_id: int, *, reason: str | None = None) -> m.RolloutPublic:
         return self.send(calls.rollout_action(model, rollout_id, "abort", reason=reason))
 
-    def watch_rollout(self, model: str, rollout_id: int, *, every_s: float = 2.0) -> Iterator[m.RolloutPublic]:
-        """The rollout now and after every change, until it is promoted, rolled back or aborted."""
-        last = None
+    def watch_rollout(self, model: str, rollout_id: int, *, every_s: float = 2.0,
+                      outage_s: float = WATCH_OUTAGE_S) -> Iterator[m.RolloutPublic]:
+        """The rollout now and after every change, until it is promoted, rolled back or aborted. The registry out of
+        reach (unreachable, 503, 504) is polled through for up to ``outage_s``, then its error is raised."""
+        last, reached = None, time.monotonic()
         while True:
-            rollout = self.get_rollout(model, rollout_id)
+            try:
+                rollout = self.get_rollout(model, rollout_id)
+            except TRANSIENT_ERRORS:
+                if time.monotonic() - reached >= outage_s:
+                    raise
+                time.sleep(every_s)
+                continue
+            reached = time.monotonic()
             if last is None or rollout.model_dump() != last.model_dump():
                 yield rollout
             if rollout.state.finished:

@@ -11,7 +11,7 @@ import httpx
 
 from mlfleet.client.calls import Call
 from mlfleet.client.config import ClientConfig
-from mlfleet.client.errors import error_from_response
+from mlfleet.client.errors import FleetUnreachable, GatewayTimeout, ServiceUnavailable, error_from_response
 
 try:
     CLIENT_VERSION = version("mlfleet")
@@ -21,6 +21,10 @@ except PackageNotFoundError:
 RETRIED_STATUS = 503
 """Only "service unavailable" is retried: the fleet's services answer it before acting on a request."""
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+WATCH_OUTAGE_S = 60.0
+"""How long a watch keeps polling through a registry it cannot reach (a restart, a failover) before it gives up."""
+TRANSIENT_ERRORS = (FleetUnreachable, ServiceUnavailable, GatewayTimeout)
+"""Errors a watch polls through for up to :data:`WATCH_OUTAGE_S`."""
 PROBLEM_JSON = "application/problem+json"
 
 

@@ -182,3 +182,35 @@ def test_a_predict_body_the_client_cannot_send_is_refused_with_exit_6_or_2(body)
     result = CliRunner().invoke(app, ["--url", "http://127.0.0.1:9", "predict", "fraud", "--json", body])
     assert result.exit_code in (ExitCode.refused, ExitCode.usage), result.output
     assert "Traceback" not in result.output
+
+
+def rollout_body(state: str) -> dict:
+    return {"id": 1, "model": "fraud", "candidate": 2, "baseline": 1, "state": state, "step_index": 0,
+            "canary_percent": 10.0, "steps": [10.0, 50.0], "interval_s": 60.0, "min_requests": 5, "checks": {},
+            "max_failures": 1, "failures": 0, "require_approval": False, "approved": False, "reason": "",
+            "history": [], "created_by": "admin", "created_at": "2026-11-27T00:00:00Z",
+            "updated_at": "2026-11-27T00:00:00Z"}
+
+
+def watching(*answers) -> Fleet:
+    replies = iter(answers)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        reply = next(replies)
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    config = ClientConfig(registry_url="http://registry.test", api_key="mlf_k", retries=0)
+    return Fleet(config=config, transport=httpx.MockTransport(handler), backoff=Backoff(base_s=0, cap_s=0))
+
+
+def test_a_watch_polls_through_a_registry_briefly_out_of_reach():
+    unavailable = httpx.Response(503, json={"status": 503, "code": "backend-unavailable", "title": "t", "detail": "d"})
+    fleet = watching(httpx.Response(200, json=rollout_body("running")), httpx.ConnectError("refused"), unavailable,
+                     httpx.Response(200, json=rollout_body("promoted")))
+    states = [r.state.value for r in fleet.watch_rollout("fraud", 1, every_s=0)]
+    assert states == ["running", "promoted"]
+    gone = watching(httpx.Response(200, json=rollout_body("running")), httpx.ConnectError("refused"))
+    with pytest.raises(FleetUnreachable):
+        list(gone.watch_rollout("fraud", 1, every_s=0, outage_s=0))
