@@ -311,12 +311,17 @@ def _split_labels(frame: pd.DataFrame | None, labels: Labels | None) -> tuple[pd
         return None, None
     if not isinstance(frame, pd.DataFrame):
         raise PackagingError(f"expected a pandas DataFrame, not {type(frame).__name__}")
+    frame = frame.rename(columns=str)  # inputs are named by the columns: a frame made from an array has 0, 1, ...
     if isinstance(labels, str):
         if labels not in frame.columns:
             raise PackagingError(f"no label column {labels!r} in the frame")
         return frame.drop(columns=[labels]), frame[labels].tolist()
     if labels is None:
         return frame, None
+    if isinstance(labels, pd.Series) and not labels.index.equals(frame.index):
+        if not labels.index.is_unique or not frame.index.isin(labels.index).all():
+            raise PackagingError("the labels' index does not cover the frame's: align them, or pass a list")
+        labels = labels.reindex(frame.index)  # by index, as pandas aligns, not by position
     values = list(labels)
     if len(values) != len(frame):
         raise PackagingError(f"{len(values)} labels for {len(frame)} rows")

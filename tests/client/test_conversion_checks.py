@@ -52,3 +52,20 @@ def test_an_estimator_fitted_on_an_array_is_checked_by_position(frame):
     assert package_version(model, data, labels=labels).metadata.signature.input_names == ["amount", "hour", "segment"]
     with pytest.raises(PackagingError, match="fitted on 3 inputs"):
         package_version(model, data.assign(extra=1.0), labels=labels)
+
+
+def test_labels_in_a_series_are_matched_to_the_rows_by_index_not_position(frame):
+    data, labels = frame
+    model = LogisticRegression().fit(data, labels)
+    shuffled = pd.Series(labels, index=data.index).sample(frac=1.0, random_state=0)
+    aligned = package_version(model, data, labels=shuffled).metadata.metrics
+    assert aligned == package_version(model, data, labels=labels).metadata.metrics
+    with pytest.raises(PackagingError, match="index does not cover"):
+        package_version(model, data, labels=pd.Series(labels, index=data.index + 10_000))
+
+
+def test_a_frame_made_from_an_array_names_its_inputs_by_column_number(frame):
+    data, labels = frame
+    model = LogisticRegression().fit(data.to_numpy(), labels)
+    upload = package_version(model, pd.DataFrame(data.to_numpy()), labels=labels)
+    assert upload.metadata.signature.input_names == ["0", "1", "2"]
