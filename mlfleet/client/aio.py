@@ -56,7 +56,7 @@ class AsyncFleet:
                 response = await self._http.request(call.method, url, **request_kwargs(self.config, call))
             except httpx.TransportError as exc:
                 raise FleetUnreachable(url, exc) from exc
-            if not should_retry(call.method, response, attempt, self.config.retries):
+            if not should_retry(call, response, attempt, self.config.retries):
                 break
             await asyncio.sleep(self._backoff.delay(attempt, response))
         return answer(call, response)

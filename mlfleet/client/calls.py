@@ -37,6 +37,9 @@ class Call(Generic[T]):
     data: dict[str, str] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     timeout_s: float | None = None
+    idempotent: bool | None = None
+    """Whether sending it twice does what sending it once does; ``None``: as its HTTP method says (a ``POST`` does
+    not, so it is sent again only on a service's own 503, answered before acting)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", {k: v for k, v in self.params.items() if v is not None})
@@ -172,7 +175,7 @@ def predict(model: str, instances: list[dict[str, Any]], *, routing_key: str | N
                                f"({'.'.join(map(str, exc.errors()[0]['loc']))})") from None
     headers = {"X-Mlfleet-Version": str(int(version))} if version is not None else {}
     return Call("gateway", "POST", f"/v1/models/{_seg(model)}/predict", m.PredictResponse,
-                json=_body(body), headers=headers)
+                json=_body(body), headers=headers, idempotent=True)
 
 
 def gateway_routes() -> Call[m.RoutesPublic]:
@@ -201,7 +204,7 @@ def feedback(items: list[m.FeedbackItem]) -> Call[m.FeedbackReport]:
     """One item is sent as itself, several as a ``{"items": [...]}`` batch."""
     body = [item.model_dump(mode="json", exclude_none=True) for item in items]
     return Call("monitor", "POST", "/v1/feedback", m.FeedbackReport,
-                json=body[0] if len(body) == 1 else {"items": body})
+                json=body[0] if len(body) == 1 else {"items": body}, idempotent=True)
 
 
 # --- features -----------------------------------------------------------------------------------

@@ -137,4 +137,6 @@ def _api_key(layer: Mapping[str, object]) -> str | None:
             return path.read_text(encoding="utf-8-sig").strip() or None  # utf-8-sig: a BOM is not part of the key
         except OSError as exc:
             raise ConfigError(f"cannot read the API key file {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"the API key file {path} is not UTF-8 text (written as UTF-16, say)") from None
     return None

@@ -176,9 +176,12 @@ def check_fitted_inputs(estimator: Any, input_names: Sequence[str]) -> None:
 
 def check_conversion(estimator: Any, artifact: bytes, x: np.ndarray, signature: Signature) -> None:
     """Refuse an ONNX conversion that scores differently from the estimator (skl2onnx converts some estimators
-    without error but wrongly, e.g. gradient boosting on native categorical features), on the first
-    :data:`CONVERSION_SAMPLE` rows of ``x``."""
-    sample = x[:CONVERSION_SAMPLE]
+    without error but wrongly, e.g. gradient boosting on native categorical features), on
+    :data:`CONVERSION_SAMPLE` rows spread evenly over ``x``."""
+    if not hasattr(estimator, "predict_proba"):
+        raise PackagingError(f"{type(estimator).__name__} gives no class probabilities (predict_proba), which the "
+                             "fleet serves and scores; e.g. SVC(probability=True), or wrap it in CalibratedClassifierCV")
+    sample = x[np.unique(np.linspace(0, len(x) - 1, min(len(x), CONVERSION_SAMPLE)).astype(int))]
     fitted = getattr(estimator, "feature_names_in_", None)
     features = pd.DataFrame(sample.astype(np.float64), columns=list(fitted)) if fitted is not None else sample
     try:
@@ -194,8 +197,9 @@ def check_conversion(estimator: Any, artifact: bytes, x: np.ndarray, signature: 
     if disagreeing > CONVERSION_DISAGREEING_SHARE * len(sample):
         raise PackagingError(f"the ONNX conversion of {type(estimator).__name__} scores {disagreeing} of "
                              f"{len(sample)} training rows differently from the estimator (by up to "
-                             f"{apart.max():.3f}); skl2onnx does not convert it faithfully (native categorical "
-                             "features, for one): register an ONNX file you have checked, or another estimator")
+                             f"{apart.max():.3f}): skl2onnx does not convert it faithfully (native categorical "
+                             "features, for one), or its inputs need more precision than the graph's FP32 (e.g. "
+                             "unscaled timestamps): scale them, or register an ONNX file you have checked")
 
 
 def predict_probabilities(artifact: bytes, x: np.ndarray, output: SignatureOutput) -> np.ndarray:
@@ -319,9 +323,10 @@ def _split_labels(frame: pd.DataFrame | None, labels: Labels | None) -> tuple[pd
     if labels is None:
         return frame, None
     if isinstance(labels, pd.Series) and not labels.index.equals(frame.index):
-        if not labels.index.is_unique or not frame.index.isin(labels.index).all():
-            raise PackagingError("the labels' index does not cover the frame's: align them, or pass a list")
-        labels = labels.reindex(frame.index)  # by index, as pandas aligns, not by position
+        # scikit-learn pairs rows by position, pandas by index: with the two apart, neither guess is safe
+        raise PackagingError("the labels' index is not the frame's: pass labels.to_numpy() to pair them by "
+                             "position (as scikit-learn's fit does) or labels.reindex(frame.index) to pair them by "
+                             "index")
     values = list(labels)
     if len(values) != len(frame):
         raise PackagingError(f"{len(values)} labels for {len(frame)} rows")

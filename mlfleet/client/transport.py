@@ -63,13 +63,15 @@ def request_kwargs(config: ClientConfig, call: Call) -> dict[str, Any]:
     return kwargs
 
 
-def should_retry(method: str, response: httpx.Response, attempt: int, retries: int) -> bool:
-    """A 503 is sent again, up to ``retries`` times. A ``POST`` is only when the 503 is a service's own problem
-    document (answered before acting): one from a proxy or mesh in between may come after the service acted (an
-    upstream reset), and registering a version or rolling back twice is not the same as once."""
+def should_retry(call: Call, response: httpx.Response, attempt: int, retries: int) -> bool:
+    """A 503 is sent again, up to ``retries`` times. A call that is not idempotent (a ``POST`` or ``PATCH`` unless it
+    says so) is only when the 503 is a service's own problem document, answered before acting: one from a proxy or
+    mesh in between may come after the service acted (an upstream reset), and registering a version or rolling
+    back twice is not the same as once. Predictions and feedback are idempotent: sent again on any 503."""
     if response.status_code != RETRIED_STATUS or attempt >= retries:
         return False
-    return method.upper() in IDEMPOTENT_METHODS or response.headers.get("content-type", "").startswith(PROBLEM_JSON)
+    idempotent = call.method.upper() in IDEMPOTENT_METHODS if call.idempotent is None else call.idempotent
+    return idempotent or response.headers.get("content-type", "").startswith(PROBLEM_JSON)
 
 
 def answer(call: Call, response: httpx.Response):

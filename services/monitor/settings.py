@@ -210,4 +210,4 @@ class MonitorSettings(ServiceSettings):
         return self.alert_rules_overrides.get(model, self.alert_rules)
 
     def monitor_url(self) -> str:
-        return self.public_url or f"http://{self.host}:{self.port}"
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from mlfleet.cli import app
 from mlfleet.client import ClientConfig, ConfigError, Fleet, FleetUnreachable, NotConfirmed, ServiceUnavailable, ServerError
+from mlfleet.client import calls
 from mlfleet.client.transport import Backoff
 from mlfleet.commands import observe
 from mlfleet.commands.context import ExitCode, exit_code
@@ -53,6 +54,10 @@ def test_a_key_file_written_with_a_byte_order_mark_gives_the_key(tmp_path):
     config = ClientConfig.resolve(env={"MLFLEET_API_KEY_FILE": str(tmp_path / "key"),
                                        "MLFLEET_CONFIG": "/nonexistent/config.toml"})
     assert config.api_key == "mlf_with_bom"
+    (tmp_path / "key").write_text("mlf_in_utf16", encoding="utf-16")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        ClientConfig.resolve(env={"MLFLEET_API_KEY_FILE": str(tmp_path / "key"),
+                                  "MLFLEET_CONFIG": "/nonexistent/config.toml"})
 
 def fleet_answering(*statuses: int, seen: list) -> Fleet:
     answers = iter(statuses)
@@ -97,8 +102,9 @@ def test_a_post_is_sent_again_only_on_a_services_own_503():
         return httpx.Response(503, text="upstream connect error or disconnect/reset before headers",
                               headers={"Content-Type": "text/plain"})
 
-    fleet = Fleet(config=ClientConfig(registry_url="http://registry.test", api_key="mlf_k", retries=3),
-                  transport=httpx.MockTransport(handler), backoff=Backoff(base_s=0, cap_s=0))
+    config = ClientConfig(registry_url="http://registry.test", gateway_url="http://gateway.test", api_key="mlf_k",
+                          retries=3)
+    fleet = Fleet(config=config, transport=httpx.MockTransport(handler), backoff=Backoff(base_s=0, cap_s=0))
     with pytest.raises(ServiceUnavailable):
         fleet.rollback("fraud")
     assert len(seen) == 1
@@ -106,6 +112,17 @@ def test_a_post_is_sent_again_only_on_a_services_own_503():
     with pytest.raises(ServiceUnavailable):
         fleet.list_models()
     assert len(seen) == 4, "a GET is safe to send again"
+    seen.clear()
+    with pytest.raises(ServiceUnavailable):
+        fleet.predict("fraud", {"amount": 1.0})
+    assert len(seen) == 4, "a prediction is safe to send again"
+
+
+def test_a_post_is_sent_again_on_a_services_own_503_problem():
+    seen: list = []
+    fleet = fleet_answering(503, 200, seen=seen)
+    assert fleet.send(calls.Call("registry", "POST", "/v1/models/fraud/rollback", None)) is None
+    assert len(seen) == 2
 
 @pytest.mark.parametrize(("args", "option"), [
     (["rollout", "start", "fraud", "--candidate", "3", "--interval", "inf"], "--interval"),
@@ -169,15 +186,19 @@ def test_instances_are_sent_as_plain_json_and_refused_before_sending_when_they_c
     from mlfleet.client.instances import instance_rows
 
     assert instance_rows({"a": np.float32(0.5), "b": np.int64(3), "c": "x"}) == [{"a": 0.5, "b": 3, "c": "x"}]
-    assert instance_rows(pd.DataFrame({"a": [1.0, 2.0], "b": [3, 4]})) == [{"a": 1.0, "b": 3}, {"a": 2.0, "b": 4}]
-    for bad in ([], [1, 2], {"a": float("nan")}, [{"a": np.float64("inf")}]):
+    frame = pd.DataFrame({"a": [1.0, np.nan], "b": [3, 4]})
+    assert instance_rows(frame) == [{"a": 1.0, "b": 3}, {"a": None, "b": 4}], "a missing value is sent as null"
+    assert instance_rows([row for _, row in frame.iterrows()]) == [{"a": 1.0, "b": 3.0}, {"a": None, "b": 4.0}]
+    assert instance_rows({"v": np.array([1.5, 2.5]), "t": pd.NA, "n": None}) == [{"v": [1.5, 2.5], "t": None, "n": None}]
+    for bad in ([], [1, 2], None, 5, [{"a": np.float64("inf")}]):
         with pytest.raises(InvalidInstances):
             instance_rows(bad)
     with pytest.raises(InvalidInstances, match="routing_key"):
         predict("fraud", [{"a": 1}], routing_key=5)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("body", ['{"instances": []}', '{"instances": [{"a": 1}], "routing_key": 5}', "[1, 2]"])
+@pytest.mark.parametrize("body", ['{"instances": []}', '{"instances": [{"a": 1}], "routing_key": 5}', "[1, 2]",
+                                  '{"instances": null}', '{"instances": 5}'])
 def test_a_predict_body_the_client_cannot_send_is_refused_with_exit_6_or_2(body):
     result = CliRunner().invoke(app, ["--url", "http://127.0.0.1:9", "predict", "fraud", "--json", body])
     assert result.exit_code in (ExitCode.refused, ExitCode.usage), result.output

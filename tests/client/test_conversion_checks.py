@@ -54,14 +54,23 @@ def test_an_estimator_fitted_on_an_array_is_checked_by_position(frame):
         package_version(model, data.assign(extra=1.0), labels=labels)
 
 
-def test_labels_in_a_series_are_matched_to_the_rows_by_index_not_position(frame):
+def test_labels_in_a_series_apart_from_the_frames_index_are_refused_not_guessed(frame):
+    """scikit-learn's fit pairs rows by position, pandas by index: a Series whose index is not the frame's could mean
+    either, and guessing wrong scores the model on scrambled labels."""
     data, labels = frame
     model = LogisticRegression().fit(data, labels)
-    shuffled = pd.Series(labels, index=data.index).sample(frac=1.0, random_state=0)
-    aligned = package_version(model, data, labels=shuffled).metadata.metrics
-    assert aligned == package_version(model, data, labels=labels).metadata.metrics
-    with pytest.raises(PackagingError, match="index does not cover"):
+    assert package_version(model, data, labels=pd.Series(labels, index=data.index)).metadata.metrics == \
+        package_version(model, data, labels=labels).metadata.metrics
+    with pytest.raises(PackagingError, match="index is not the frame's"):
         package_version(model, data, labels=pd.Series(labels, index=data.index + 10_000))
+
+
+def test_an_estimator_without_class_probabilities_is_refused_with_what_to_do(frame):
+    from sklearn.svm import SVC
+
+    data, labels = frame
+    with pytest.raises(PackagingError, match="probability=True"):
+        package_version(SVC().fit(data, labels), data, labels=labels)
 
 
 def test_a_frame_made_from_an_array_names_its_inputs_by_column_number(frame):

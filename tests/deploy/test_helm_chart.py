@@ -148,8 +148,8 @@ def test_the_registrys_artifacts_live_on_a_kept_claim_and_triton_stays_ready_whi
     triton = by_kind(manifests, "Deployment")["fleet-mlfleet-triton"]["spec"]["template"]["spec"]
     assert "--strict-readiness=false" in triton["containers"][0]["args"]
     config = by_kind(manifests, "ConfigMap")["fleet-mlfleet"]["data"]
-    assert config["MLFLEET_REGISTRY_PUBLIC_URL"] == "http://fleet-mlfleet-registry:8081"
-    assert config["MLFLEET_MONITOR_PUBLIC_URL"] == "http://fleet-mlfleet-monitor:8083"
+    assert config["MLFLEET_REGISTRY_PUBLIC_URL"] == "http://fleet-mlfleet-registry.ml.svc:8081"
+    assert config["MLFLEET_MONITOR_PUBLIC_URL"] == "http://fleet-mlfleet-monitor.ml.svc:8083"
 
 
 def test_an_existing_claim_pull_secrets_and_public_urls_are_taken_as_given():

@@ -1,5 +1,6 @@
-"""Where each service keeps its state: its own ``MLFLEET_<SVC>_HOME``, else the fleet's ``MLFLEET_HOME`` (what the
-container image and the Helm chart set), else ``.mlfleet``."""
+"""Settings a deployment relies on: where each service keeps its state (its own ``MLFLEET_<SVC>_HOME``, else the
+fleet's ``MLFLEET_HOME``, which the container image and the Helm chart set, else ``.mlfleet``), and the URLs its
+links are made from."""
 
 from __future__ import annotations
 
@@ -37,3 +38,9 @@ def test_a_services_own_home_wins(monkeypatch, service):
 
 def test_without_either_the_home_is_a_local_folder():
     assert GatewaySettings().home == Path(".mlfleet")
+
+
+def test_public_urls_for_links_lose_a_trailing_slash():
+    """Links are made as ``<url>/dashboard``: ``https://x/`` must not give ``https://x//dashboard``."""
+    assert MonitorSettings(public_url="https://monitor.example.com/").monitor_url() == "https://monitor.example.com"
+    assert RegistrySettings(public_url="https://registry.example.com/").registry_url() == "https://registry.example.com"
