@@ -41,7 +41,6 @@ def test_unknown_settings_are_reported(tmp_path):
         ClientConfig.resolve(env={"MLFLEET_CONFIG": str(config_file)})
 
 
-
 @pytest.mark.parametrize(("name", "value"), [("RETRIES", "-1"), ("TIMEOUT_S", "0"), ("TIMEOUT_S", "nan"),
                                              ("TIMEOUT_S", "inf")])
 def test_retries_below_zero_and_timeouts_not_above_zero_are_refused(name, value):
@@ -58,6 +57,7 @@ def test_a_key_file_written_with_a_byte_order_mark_gives_the_key(tmp_path):
     with pytest.raises(ConfigError, match="not UTF-8"):
         ClientConfig.resolve(env={"MLFLEET_API_KEY_FILE": str(tmp_path / "key"),
                                   "MLFLEET_CONFIG": "/nonexistent/config.toml"})
+
 
 def fleet_answering(*statuses: int, seen: list) -> Fleet:
     answers = iter(statuses)
@@ -91,7 +91,6 @@ def test_503_gives_up_after_the_retries_and_500_is_not_retried():
     assert len(seen) == 1 and failed.value.status == 500 and failed.value.detail == "d"
 
 
-
 def test_a_post_is_sent_again_only_on_a_services_own_503():
     """A 503 problem document comes from the service, before it acted; a plain 503 from a proxy in between may come
     after (an upstream reset), and a rollback or a registration sent twice is not the same as once."""
@@ -123,6 +122,7 @@ def test_a_post_is_sent_again_on_a_services_own_503_problem():
     fleet = fleet_answering(503, 200, seen=seen)
     assert fleet.send(calls.Call("registry", "POST", "/v1/models/fraud/rollback", None)) is None
     assert len(seen) == 2
+
 
 @pytest.mark.parametrize(("args", "option"), [
     (["rollout", "start", "fraud", "--candidate", "3", "--interval", "inf"], "--interval"),
