@@ -180,7 +180,8 @@ def check_conversion(estimator: Any, artifact: bytes, x: np.ndarray, signature: 
     :data:`CONVERSION_SAMPLE` rows spread evenly over ``x``."""
     if not hasattr(estimator, "predict_proba"):
         raise PackagingError(f"{type(estimator).__name__} gives no class probabilities (predict_proba), which the "
-                             "fleet serves and scores; e.g. SVC(probability=True), or wrap it in CalibratedClassifierCV")
+                             "fleet serves and scores: wrap it in CalibratedClassifierCV, or use an estimator that "
+                             "has them")
     sample = x[np.unique(np.linspace(0, len(x) - 1, min(len(x), CONVERSION_SAMPLE)).astype(int))]
     fitted = getattr(estimator, "feature_names_in_", None)
     features = pd.DataFrame(sample.astype(np.float64), columns=list(fitted)) if fitted is not None else sample

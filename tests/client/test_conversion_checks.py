@@ -66,11 +66,11 @@ def test_labels_in_a_series_apart_from_the_frames_index_are_refused_not_guessed(
 
 
 def test_an_estimator_without_class_probabilities_is_refused_with_what_to_do(frame):
-    from sklearn.svm import SVC
+    from sklearn.linear_model import RidgeClassifier
 
     data, labels = frame
-    with pytest.raises(PackagingError, match="probability=True"):
-        package_version(SVC().fit(data, labels), data, labels=labels)
+    with pytest.raises(PackagingError, match="CalibratedClassifierCV"):
+        package_version(RidgeClassifier().fit(data, labels), data, labels=labels)
 
 
 def test_a_frame_made_from_an_array_names_its_inputs_by_column_number(frame):
