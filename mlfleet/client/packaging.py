@@ -155,6 +155,7 @@ def estimator_to_onnx(estimator: Any, x: np.ndarray) -> bytes:
 
 
 CONVERSION_SAMPLE = 1000
+"""Rows of the training frame, spread evenly over it, that the ONNX conversion is checked on."""
 CONVERSION_TOLERANCE = 0.01
 """Largest difference in a class probability between the estimator and its ONNX conversion counted as agreement
 (the ONNX graph computes in FP32, so a row whose value sits on a tree's threshold can move a little)."""
