@@ -15,7 +15,7 @@ from tests.deploy.tools import venv_tool
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "mlfleet"
 PRODUCTION = yaml.safe_load((CHART / "ci" / "gpu-hpa-ingress-values.yaml").read_text())
-CRD_KINDS = {"ServiceMonitor"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 """Kinds from CRDs, which kubernetes-validate has no schema for; checked by hand below."""
 
 
@@ -51,7 +51,7 @@ def test_every_manifest_passes_kubernetes_validate_strict(values, tmp_path):
     passed = [line for line in result.stdout.splitlines() if line.startswith("INFO") and "passed" in line]
     assert len(passed) == len([m for m in manifests if m["kind"] not in CRD_KINDS])
     warnings = [line for line in result.stdout.splitlines() if line.startswith("WARN")]
-    assert all("ServiceMonitor" in line for line in warnings), warnings
+    assert all(any(kind in line for kind in CRD_KINDS) for line in warnings), warnings
 
 
 def test_default_values_run_non_root_read_only_with_secrets_by_reference():
@@ -197,3 +197,16 @@ def test_the_monitor_reads_the_registry_with_a_viewer_key_of_its_own_when_given_
         "/etc/mlfleet/monitor/api-key"
     registry = by_kind(own, "Deployment")["fleet-mlfleet-registry"]["spec"]["template"]["spec"]
     assert "admin-key" in {v["name"] for v in registry["volumes"]}
+
+
+def test_the_chart_ships_the_same_alerting_rules_as_compose_for_the_prometheus_operator():
+    """``files/rules.yml`` is a copy (Helm reads files inside the chart only) of the rules promtool checks."""
+    shipped = (CHART / "files" / "rules.yml").read_text()
+    assert shipped == (CHART.parents[1] / "prometheus" / "rules.yml").read_text(), \
+        "copy deploy/prometheus/rules.yml to deploy/helm/mlfleet/files/rules.yml"
+    assert "PrometheusRule" not in {m["kind"] for m in render(None)}
+    rule = by_kind(render(PRODUCTION), "PrometheusRule")["fleet-mlfleet"]
+    assert rule["metadata"]["labels"]["release"] == "prometheus"
+    assert rule["spec"]["groups"] == yaml.safe_load(shipped)["groups"]
+    alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert any("{{ $labels.model }}" in a["annotations"]["summary"] for a in alerts), "Prometheus's templates kept"
