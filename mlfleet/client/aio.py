@@ -14,10 +14,10 @@ from mlfleet.client import models as m
 from mlfleet.client.calls import Call
 from mlfleet.client.config import ClientConfig
 from mlfleet.client.feedback import FEEDBACK_WAIT_S, merged_feedback, pending_feedback
-from mlfleet.client.errors import Conflict, FleetError, FleetUnreachable, ModelNotFound, NotConfirmed
+from mlfleet.client.errors import Conflict, FleetError, ModelNotFound, NotConfirmed
 from mlfleet.client.instances import instance_rows
 from mlfleet.client.transport import (TRANSIENT_ERRORS, WATCH_OUTAGE_S, Backoff, answer, default_headers,
-                                      request_kwargs, should_retry)
+                                      request_kwargs, should_retry, transport_error)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,7 +55,7 @@ class AsyncFleet:
             try:
                 response = await self._http.request(call.method, url, **request_kwargs(self.config, call))
             except httpx.TransportError as exc:
-                raise FleetUnreachable(url, exc) from exc
+                raise transport_error(call, url, exc) from exc
             if not should_retry(call, response, attempt, self.config.retries):
                 break
             await asyncio.sleep(self._backoff.delay(attempt, response))

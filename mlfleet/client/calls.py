@@ -23,6 +23,9 @@ LONG_TIMEOUT_S = 180.0
 """Calls that load models into Triton or convert a whole upload get this much time at least."""
 
 
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+
+
 @dataclass(frozen=True)
 class Call(Generic[T]):
     service: str
@@ -43,6 +46,10 @@ class Call(Generic[T]):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", {k: v for k, v in self.params.items() if v is not None})
+
+    @property
+    def is_idempotent(self) -> bool:
+        return self.method.upper() in IDEMPOTENT_METHODS if self.idempotent is None else self.idempotent
 
     def read(self, body: bytes) -> T:
         if self.answer is None:

@@ -28,6 +28,17 @@ class FleetUnreachable(FleetError):
         self.cause = cause
 
 
+class OutcomeUnknown(FleetUnreachable):
+    """A change was sent but its answer never came (the connection dropped or timed out while waiting): it may have
+    been applied. Look before sending it again (``versions list``, ``keys list``, the audit log): a registration is
+    found by its artifact's digest, a second rollback in a row is refused, but a second key would be made."""
+
+    def __init__(self, url: str, cause: Exception) -> None:
+        super().__init__(url, cause)
+        self.args = (f"{url}: sent, but no answer came ({type(cause).__name__}: {cause or 'no answer'}); it may have "
+                     "been applied: check before sending it again",)
+
+
 class NotConfirmed(FleetError, TimeoutError):
     """A traffic change the registry applied whose revision the gateway did not confirm serving (it was stalled,
     unreachable, or slower than the wait): sending the change again is not needed."""

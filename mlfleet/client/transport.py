@@ -11,7 +11,8 @@ import httpx
 
 from mlfleet.client.calls import Call
 from mlfleet.client.config import ClientConfig
-from mlfleet.client.errors import FleetUnreachable, GatewayTimeout, ServiceUnavailable, error_from_response
+from mlfleet.client.errors import (FleetUnreachable, GatewayTimeout, OutcomeUnknown, ServiceUnavailable,
+                                   error_from_response)
 
 try:
     CLIENT_VERSION = version("mlfleet")
@@ -20,7 +21,6 @@ except PackageNotFoundError:
 
 RETRIED_STATUS = 503
 """Only "service unavailable" is retried: the fleet's services answer it before acting on a request."""
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 WATCH_OUTAGE_S = 60.0
 """How long a watch keeps polling through a registry it cannot reach (a restart, a failover) before it gives up."""
 TRANSIENT_ERRORS = (FleetUnreachable, ServiceUnavailable, GatewayTimeout)
@@ -70,8 +70,15 @@ def should_retry(call: Call, response: httpx.Response, attempt: int, retries: in
     back twice is not the same as once. Predictions and feedback are idempotent: sent again on any 503."""
     if response.status_code != RETRIED_STATUS or attempt >= retries:
         return False
-    idempotent = call.method.upper() in IDEMPOTENT_METHODS if call.idempotent is None else call.idempotent
-    return idempotent or response.headers.get("content-type", "").startswith(PROBLEM_JSON)
+    return call.is_idempotent or response.headers.get("content-type", "").startswith(PROBLEM_JSON)
+
+
+def transport_error(call: Call, url: str, exc: httpx.TransportError) -> FleetUnreachable:
+    """The error of a call that got no HTTP answer: :class:`OutcomeUnknown` when a change may have reached the
+    service (anything but a failed connection), else :class:`FleetUnreachable`."""
+    if call.is_idempotent or isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        return FleetUnreachable(url, exc)
+    return OutcomeUnknown(url, exc)
 
 
 def answer(call: Call, response: httpx.Response):

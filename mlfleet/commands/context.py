@@ -10,7 +10,8 @@ Exit codes (stable, for scripts):
 4     not allowed: no API key, an unknown key, or a role too low (401, 403)
 5     conflict, e.g. a rollout already running (409)
 6     refused: invalid input, a version the validation gate rejects (400, 413, 415, 422)
-7     unreachable or unavailable: no answer, 503 after retries, 504
+7     unreachable or unavailable: no answer, 503 after retries, 504 (a change sent whose answer never came says
+      it may have been applied: check before sending it again)
 8     a watched rollout ended without promotion (rolled back or aborted)
 9     a traffic change the registry applied that the gateway did not confirm serving in time
 ====  =====================================================================================

@@ -235,3 +235,24 @@ def test_a_watch_polls_through_a_registry_briefly_out_of_reach():
     gone = watching(httpx.Response(200, json=rollout_body("running")), httpx.ConnectError("refused"))
     with pytest.raises(FleetUnreachable):
         list(gone.watch_rollout("fraud", 1, every_s=0, outage_s=0))
+
+
+def test_a_change_whose_answer_never_came_may_have_been_applied():
+    """A read timeout after a POST was sent is not "try again": the version may be registered, the key made."""
+    from mlfleet.client import OutcomeUnknown
+
+    def timing_out(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    def refusing(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    config = ClientConfig(registry_url="http://registry.test", api_key="mlf_k", retries=0)
+    with pytest.raises(OutcomeUnknown, match="may have been applied"):
+        Fleet(config=config, transport=httpx.MockTransport(timing_out)).create_key("ci", "viewer")
+    with pytest.raises(FleetUnreachable) as not_sent:
+        Fleet(config=config, transport=httpx.MockTransport(refusing)).create_key("ci", "viewer")
+    assert not isinstance(not_sent.value, OutcomeUnknown), "a refused connection sent nothing"
+    with pytest.raises(FleetUnreachable) as read:
+        Fleet(config=config, transport=httpx.MockTransport(timing_out)).list_models()
+    assert not isinstance(read.value, OutcomeUnknown), "a read changes nothing"
