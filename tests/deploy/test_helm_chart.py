@@ -179,8 +179,10 @@ def test_values_schema_refuses_registry_replicas_that_would_not_share_their_arti
 def test_the_service_monitor_scrapes_no_tritons_inference_port():
     """It scrapes every mlfleet Service's ``http`` and ``metrics`` ports: Triton's inference port must be neither."""
     services = by_kind(render(PRODUCTION), "Service")
-    assert {p["name"] for p in services["fleet-mlfleet-triton"]["spec"]["ports"]} == {
-        "triton-http", "triton-grpc", "metrics"}
+    ports = {p["name"]: p for p in services["fleet-mlfleet-triton"]["spec"]["ports"]}
+    assert set(ports) == {"triton-http", "triton-grpc", "metrics"}
+    assert (ports["triton-http"]["appProtocol"], ports["triton-grpc"]["appProtocol"]) == ("http", "grpc"), \
+        "a mesh that reads protocols from port names gets them from appProtocol"
 
 
 def test_the_monitor_reads_the_registry_with_a_viewer_key_of_its_own_when_given_one():
