@@ -21,6 +21,7 @@ from mlfleet.runtime.redis_server import ensure_redis, models_monitored
 from mlfleet.runtime.services import DEFAULT_PORTS, env_name, service_argv
 from mlfleet.runtime.triton import TritonLaunch, TritonRuntime, otlp_traces_url
 from services.common.auth import generate_key
+from services.common.settings import fleet_home
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_GATEWAY_BUSY_POLL_US = 200
@@ -55,7 +56,7 @@ class FleetConfig:
     def from_env(cls, **overrides) -> FleetConfig:
         env = os.environ
         values = {
-            "home": Path(env.get("MLFLEET_HOME", ".mlfleet")),
+            "home": fleet_home(),
             "redis_url": env.get("MLFLEET_REDIS_URL", cls.redis_url),
             "database_url": env.get("MLFLEET_DATABASE_URL") or None,
             "triton_latency_summaries": env_flag(env, "MLFLEET_TRITON_LATENCY_SUMMARIES"),

@@ -36,7 +36,7 @@ from mlfleet.client.sync import Fleet
 
 __all__ = [
     "ApiError", "AsyncFleet", "BadRequest", "ClientConfig", "ConfigError", "Conflict", "Fleet", "FleetError",
-    "FleetUnreachable", "Forbidden", "GatewayTimeout", "InvalidInput", "InvalidInstances", "ModelNotFound", "NotConfirmed", "NotFound", "OutcomeUnknown",
-    "PackagingError", "RateLimited", "RolloutConflict", "ServerError", "ServiceUnavailable", "Unauthorized", "VersionNotFound",
-    "VersionRejected",
+    "FleetUnreachable", "Forbidden", "GatewayTimeout", "InvalidInput", "InvalidInstances", "ModelNotFound",
+    "NotConfirmed", "NotFound", "OutcomeUnknown", "PackagingError", "RateLimited", "RolloutConflict", "ServerError",
+    "ServiceUnavailable", "Unauthorized", "VersionNotFound", "VersionRejected",
 ]

@@ -13,6 +13,7 @@ whose keys are the same names in lower case without the prefix::
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -69,16 +70,16 @@ class ClientConfig:
         key = next((_api_key(layer) for layer in layers if _api_key(layer)), None)
         if key:
             values["api_key"] = key
-        for name, kind in (("timeout_s", float), ("retries", int)):
+        for name, kind, lowest, rule in (("timeout_s", float, 0.0, "a number of seconds above 0"),
+                                          ("retries", int, -1, "a whole number, at least 0")):
             raw = next((layer[name] for layer in layers if layer.get(name) not in (None, "")), None)
             if raw is not None:
                 try:
                     values[name] = kind(raw)
                 except (TypeError, ValueError):
-                    raise ConfigError(f"{name} must be a number, not {raw!r}") from None
-                if not (values[name] > 0 if name == "timeout_s" else values[name] >= 0) or values[name] == float("inf"):
-                    raise ConfigError(f"{name} must be {'above 0 seconds' if name == 'timeout_s' else 'at least 0'}, "
-                                      f"not {raw!r}")
+                    raise ConfigError(f"{name} must be {rule}, not {raw!r}") from None
+                if not lowest < values[name] < math.inf:  # also refuses nan
+                    raise ConfigError(f"{name} must be {rule}, not {raw!r}")
         return cls(**values)
 
 

@@ -23,9 +23,13 @@ class FleetUnreachable(FleetError):
     """No HTTP answer: connection refused, DNS failure or timeout."""
 
     def __init__(self, url: str, cause: Exception) -> None:
-        super().__init__(f"{url}: {type(cause).__name__}: {cause or 'no answer'}")
+        super().__init__(self.describe(url, cause))
         self.url = url
         self.cause = cause
+
+    @staticmethod
+    def describe(url: str, cause: Exception) -> str:
+        return f"{url}: {type(cause).__name__}: {cause or 'no answer'}"
 
 
 class OutcomeUnknown(FleetUnreachable):
@@ -33,10 +37,10 @@ class OutcomeUnknown(FleetUnreachable):
     been applied. Look before sending it again (``versions list``, ``keys list``, the audit log): a registration is
     found by its artifact's digest, a second rollback in a row is refused, but a second key would be made."""
 
-    def __init__(self, url: str, cause: Exception) -> None:
-        super().__init__(url, cause)
-        self.args = (f"{url}: sent, but no answer came ({type(cause).__name__}: {cause or 'no answer'}); it may have "
-                     "been applied: check before sending it again",)
+    @staticmethod
+    def describe(url: str, cause: Exception) -> str:
+        return (f"{url}: sent, but no answer came ({type(cause).__name__}: {cause or 'no answer'}); it may have been "
+                "applied: check before sending it again")
 
 
 class NotConfirmed(FleetError, TimeoutError):

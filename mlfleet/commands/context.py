@@ -137,12 +137,12 @@ def report(error: Exception, output: Output) -> None:
     err.print(Text.assemble(("error:", "bold red"), f" {error}"))
     if isinstance(error, e.Unauthorized):
         err.print("  the CLI sends the key in MLFLEET_API_KEY, MLFLEET_API_KEY_FILE or the config file's "
-                  "api_key_file; a local fleet's admin key is .mlfleet/secrets/admin.key", markup=False)
+                  "api_key_file; a local fleet's admin key is .mlfleet/secrets/admin.key")
     for reason in getattr(error, "reasons", []):
-        err.print(f"  - {reason}", markup=False)
+        err.print(f"  - {reason}")
     for field_error in getattr(error, "errors", []):
         where = ".".join(str(p) for p in field_error.get("loc", []))
-        err.print(f"  - {where}: {field_error.get('msg', '')}", markup=False)
+        err.print(f"  - {where}: {field_error.get('msg', '')}")
 
 
 HANDLED = (e.FleetError,)

@@ -211,7 +211,7 @@ def key_created(answer: m.KeyCreated, out: Console) -> None:
                                                      ("created", when(answer.created_at)), *limit]))
     told.print("API key (shown only this once, on standard output; store it now, e.g. in MLFLEET_API_KEY_FILE):",
                style="bold yellow")
-    out.print(answer.key, markup=False, soft_wrap=True)
+    out.print(answer.key, soft_wrap=True)
 
 
 def key(answer: m.KeyPublic, out: Console) -> None:
