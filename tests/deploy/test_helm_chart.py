@@ -4,30 +4,17 @@
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import helm_python
 import pytest
 import yaml
 from helm_python import Chart
 
+from tests.deploy.chart import CHART, PRODUCTION, by_kind, render
 from tests.deploy.tools import venv_tool
 
-CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "mlfleet"
-PRODUCTION = yaml.safe_load((CHART / "ci" / "gpu-hpa-ingress-values.yaml").read_text())
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 """Kinds from CRDs, which kubernetes-validate has no schema for; checked by hand below."""
-
-
-def render(values: dict | None) -> list[dict]:
-    with Chart.load(CHART) as chart:
-        rendered = chart.render(values, name="fleet", namespace="ml")
-    return [doc for name, text in rendered.items() if name.endswith(".yaml")
-            for doc in yaml.safe_load_all(text) if doc]
-
-
-def by_kind(manifests: list[dict], kind: str) -> dict[str, dict]:
-    return {m["metadata"]["name"]: m for m in manifests if m["kind"] == kind}
 
 
 @pytest.mark.parametrize("values", [None, PRODUCTION], ids=["defaults", "gpu-hpa-ingress"])

@@ -15,7 +15,7 @@ from services.features.settings import FeaturesSettings
 from services.gateway.settings import GatewaySettings
 from services.monitor.settings import MonitorSettings
 from services.registry.settings import RegistrySettings
-from tests.deploy.test_helm_chart import PRODUCTION, by_kind, render
+from tests.deploy.chart import PRODUCTION, by_kind, render
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = {"gateway": GatewaySettings, "registry": RegistrySettings, "features": FeaturesSettings,
